@@ -1,0 +1,65 @@
+"""The engine's settings sections: ``[engine]``, ``[http]`` and ``[intake]``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.settings_loader import duration, size
+from engine.values import HostPort
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    data_dir: Path = Path("herald-data")
+    database_url: str | None = None
+    log_level: str = "info"
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+    shutdown_timeout: float = duration("8s")
+
+    def __post_init__(self) -> None:
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.database_url is not None and not self.database_url.startswith(
+            ("postgres://", "postgresql://")
+        ):
+            raise ValueError("database_url must start with postgresql://")
+        if not 1 <= self.pool_min_size <= self.pool_max_size:
+            raise ValueError("need 1 <= pool_min_size <= pool_max_size")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 8025))
+    max_body: int = size("1MiB")
+    max_batch_events: int = 1000
+    # Per-key token bucket: sustained requests per second and burst size. 0 disables.
+    rate_limit_per_second: float = 2000.0
+    rate_limit_burst: int = 4000
+    # Where tracking links and the pixel point senders' browsers (used by later features).
+    public_url: str = "http://127.0.0.1:8025"
+    page_size: int = 100
+
+    def __post_init__(self) -> None:
+        if self.max_body < 1024:
+            raise ValueError("max_body must be at least 1KiB")
+        if not 1 <= self.max_batch_events <= 100_000:
+            raise ValueError("max_batch_events must be between 1 and 100000")
+        if self.rate_limit_per_second < 0 or self.rate_limit_burst < 0:
+            raise ValueError("rate limits cannot be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeSettings:
+    # Group commit: events from concurrent requests share one transaction.
+    commit_max_events: int = 5000
+    commit_max_wait: float = duration("2ms")
+    # Bound on events waiting for the writer; past it requests get 503 instead of piling up.
+    queue_max_events: int = 50_000
+
+    def __post_init__(self) -> None:
+        if self.commit_max_events < 1 or self.queue_max_events < self.commit_max_events:
+            raise ValueError("need 1 <= commit_max_events <= queue_max_events")

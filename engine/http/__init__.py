@@ -1,0 +1,1 @@
+"""The HTTP app: error bodies, authentication, rate limits, metrics and the engine's routes."""

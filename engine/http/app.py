@@ -1,0 +1,49 @@
+"""Assemble the Starlette app from route lists, with health, readiness, metrics and OpenAPI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from engine.database import Database
+from engine.http.errors import OrjsonResponse, error_response
+from engine.metrics import REGISTRY
+
+
+def build_app(database: Database, routes: list[BaseRoute], openapi: dict[str, Any]) -> Starlette:
+    async def healthz(request: Request) -> Response:
+        return OrjsonResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if await database.ping():
+            return OrjsonResponse({"status": "ready"})
+        return error_response(503, "database_unavailable", "the database is unreachable")
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi_json(request: Request) -> Response:
+        return OrjsonResponse(openapi)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, f"{request.method} {request.url.path}: "
+                              f"{exc.detail}", dict(exc.headers or {}))
+
+    return Starlette(
+        routes=[
+            *routes,
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error},
+    )

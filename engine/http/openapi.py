@@ -1,0 +1,141 @@
+"""The OpenAPI 3.1 document for the engine's endpoints; other packages add their paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+}
+
+
+def error_responses(*codes: int) -> dict[str, Any]:
+    text = {400: "Malformed request", 401: "Missing or invalid API key",
+            403: "The key lacks the scope", 404: "Not found", 413: "Body too large",
+            422: "Validation failed; the message names the field",
+            429: "Rate limited; see Retry-After", 503: "Database unreachable or overloaded"}
+    return {str(code): {"description": text[code],
+                        "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/Error"}}}}
+            for code in codes}
+
+
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["type"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,127}$"},
+        "contact_id": {"type": "string", "minLength": 1, "maxLength": 255},
+        "email": {"type": "string", "format": "email"},
+        "properties": {"type": "object"},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "id": {"type": "string", "minLength": 1, "maxLength": 255,
+               "description": "Idempotency key: an id seen before is not stored again"},
+    },
+    "description": "contact_id and/or email is required",
+}
+
+CONTACT_SCHEMA = {
+    "type": "object",
+    "required": ["contact_id"],
+    "additionalProperties": False,
+    "properties": {
+        "contact_id": {"type": "string", "minLength": 1, "maxLength": 255},
+        "email": {"type": ["string", "null"], "format": "email"},
+        "attributes": {"type": "object",
+                       "description": "Merged into the stored attributes; null removes one"},
+        "timezone": {"type": ["string", "null"], "description": "IANA name, e.g. Europe/Paris"},
+    },
+}
+
+
+def engine_paths() -> dict[str, Any]:
+    json_body = {"application/json": {"schema": {"type": "object"}}}
+    return {
+        "/v1/events": {"post": {
+            "summary": "Record one event or a batch of events",
+            "operationId": "postEvents",
+            "security": [{"bearer": ["events:write"]}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/Event"},
+                    {"type": "object", "required": ["events"], "additionalProperties": False,
+                     "properties": {"events": {"type": "array", "minItems": 1,
+                                               "maxItems": 1000,
+                                               "items": {"$ref": "#/components/schemas/Event"}}}},
+                ]}}}},
+            "responses": {"202": {"description": "Committed to the event log",
+                                  "content": {"application/json": {"schema": {
+                                      "type": "object",
+                                      "properties": {"accepted": {"type": "integer"},
+                                                     "duplicates": {"type": "integer"}}}}}},
+                          **error_responses(400, 401, 403, 413, 422, 429, 503)},
+        }},
+        "/v1/pixel.gif": {"get": {
+            "summary": "Website tracking pixel (publishable site key)",
+            "operationId": "pixel",
+            "parameters": [
+                {"name": name, "in": "query", "required": name in ("key", "type"),
+                 "schema": {"type": "string"}}
+                for name in ("key", "type", "contact_id", "email", "id", "timestamp")],
+            "responses": {"200": {"description": "Always a 1x1 GIF",
+                                  "content": {"image/gif": {}}}},
+        }},
+        "/v1/contacts": {"post": {
+            "summary": "Create or update a contact",
+            "operationId": "upsertContact",
+            "security": [{"bearer": ["contacts:write"]}],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Contact"}}}},
+            "responses": {"200": {"description": "Updated", "content": json_body},
+                          "201": {"description": "Created", "content": json_body},
+                          **error_responses(400, 401, 403, 413, 422, 503)},
+        }},
+        "/v1/contacts/{contact_id}": {"get": {
+            "summary": "Read a contact",
+            "operationId": "getContact",
+            "security": [{"bearer": ["contacts:read"]}],
+            "parameters": [{"name": "contact_id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The contact", "content": json_body},
+                          **error_responses(401, 403, 404, 503)},
+        }},
+        "/v1/contacts/{contact_id}/events": {"get": {
+            "summary": "A contact's events, newest first, paginated",
+            "operationId": "listContactEvents",
+            "security": [{"bearer": ["contacts:read"]}],
+            "parameters": [
+                {"name": "contact_id", "in": "path", "required": True,
+                 "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                            "maximum": 1000}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+            ],
+            "responses": {"200": {"description": "A page of events", "content": json_body},
+                          **error_responses(400, 401, 403, 503)},
+        }},
+        "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz",
+                             "responses": {"200": {"description": "The process is up"}}}},
+        "/readyz": {"get": {"summary": "Readiness: the database is reachable",
+                            "operationId": "readyz",
+                            "responses": {"200": {"description": "Ready"},
+                                          "503": {"description": "Database unreachable"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics",
+                             "responses": {"200": {"description": "Text exposition format"}}}},
+    }
+
+
+def build_document(paths: dict[str, Any], version: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Herald", "version": version,
+                 "description": "Behavioural events in, personalised mail out."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": ERROR_SCHEMA, "Event": EVENT_SCHEMA, "Contact": CONTACT_SCHEMA},
+        },
+    }

@@ -1,0 +1,56 @@
+"""Serve an ASGI app with uvicorn inside Herald's own event loop and signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+
+from engine.values import HostPort
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # Herald's lifecycle owns SIGTERM/SIGINT; uvicorn must not install its own handlers.
+        yield
+
+
+class HttpServer:
+    """Bind first (so the port is known and readiness is real), then serve until stopped."""
+
+    def __init__(self, app: Any, listen: HostPort, graceful_timeout: float = 5.0) -> None:
+        family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind((listen.host, listen.port))
+        self.socket.listen(2048)
+        self.socket.setblocking(False)
+        self.port: int = self.socket.getsockname()[1]
+        config = uvicorn.Config(
+            app, loop="none", http="httptools", lifespan="off", access_log=False,
+            log_config=None, timeout_graceful_shutdown=graceful_timeout, backlog=2048,
+            timeout_keep_alive=30,
+        )
+        self._server = _Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self.socket]),
+                                         name="http-server")
+        while not self._server.started:
+            if self._task.done():
+                await self._task  # surfaces the start-up error
+                raise RuntimeError("the HTTP server stopped during start-up")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), then close."""
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+            self._task = None

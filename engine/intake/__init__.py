@@ -1,0 +1,1 @@
+"""The durable event intake: request validation (pure) and the group-commit writer (I/O)."""

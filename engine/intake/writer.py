@@ -1,0 +1,247 @@
+"""Group commit for the event log: many concurrent requests share one transaction.
+
+Requests hand their validated events to :meth:`EventWriter.store` and wait; writer tasks take
+everything queued (up to ``commit_max_events``) and commit it in one transaction, so
+durability costs one fsync per batch, not per request. A request's future resolves only after
+its events are committed. Idempotency keys already in the log (or earlier in the same batch) are
+counted as duplicates and not stored again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from engine.config import IntakeSettings
+from engine.database import Database
+from engine.errors import DatabaseUnavailable, HeraldError
+from engine.intake.validation import EventIn
+from engine.metrics import (
+    EVENT_DUPLICATES,
+    EVENTS_STORED,
+    INTAKE_BATCH_EVENTS,
+    INTAKE_QUEUE_EVENTS,
+)
+
+log = logging.getLogger("herald.intake")
+
+EVENTS_CHANNEL = "herald_events"
+
+RESOLVE_EMAILS = """
+    SELECT DISTINCT ON (lower(email)) lower(email) AS email, contact_id
+    FROM contacts WHERE lower(email) = ANY($1::text[])
+    ORDER BY lower(email), created_at
+"""
+# New contacts only; existing rows are not locked, so concurrent batches do not contend.
+INSERT_CONTACTS = """
+    INSERT INTO contacts (contact_id, email)
+    SELECT * FROM unnest($1::text[], $2::text[])
+    ON CONFLICT (contact_id) DO NOTHING
+"""
+FILL_MISSING_EMAILS = """
+    UPDATE contacts AS c SET email = u.email, updated_at = now()
+    FROM unnest($1::text[], $2::text[]) AS u(contact_id, email)
+    WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
+"""
+INSERT_EVENTS = """
+    INSERT INTO events (event_id, type, contact_id, email, properties, occurred_at, source)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[],
+                         $6::timestamptz[], $7::text[])
+    ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING
+    RETURNING event_id
+"""
+
+
+class IntakeOverloaded(HeraldError):
+    """More events are waiting than the configured bound: answer 503 and let the client retry."""
+
+
+class WriterStopped(HeraldError):
+    """The writer is shutting down and takes no new events."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    accepted: int
+    duplicates: int
+
+
+@dataclass(slots=True)
+class _Request:
+    events: list[EventIn]
+    source: str
+    future: asyncio.Future[StoreResult]
+    duplicate_flags: list[bool] = field(default_factory=list)
+
+
+class EventWriter:
+    def __init__(self, database: Database, settings: IntakeSettings, writers: int = 2) -> None:
+        self._database = database
+        self._settings = settings
+        self._writers = writers
+        self._pending: deque[_Request] = deque()
+        self._pending_events = 0
+        self._wakeup = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._run(), name=f"intake-writer-{i}")
+                       for i in range(self._writers)]
+
+    async def stop(self) -> None:
+        """Refuse new events, commit everything queued, then stop the writer tasks."""
+        self._closing = True
+        async with self._wakeup:
+            self._wakeup.notify_all()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def store(self, events: list[EventIn], source: str = "api") -> StoreResult:
+        if self._closing:
+            raise WriterStopped("the intake is shutting down")
+        if self._pending_events + len(events) > self._settings.queue_max_events:
+            raise IntakeOverloaded("too many events are waiting to be committed")
+        future: asyncio.Future[StoreResult] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Request(events, source, future))
+        self._pending_events += len(events)
+        INTAKE_QUEUE_EVENTS.set(self._pending_events)
+        async with self._wakeup:
+            self._wakeup.notify()
+        # Shield: a client that disconnects must not cancel a commit other requests share.
+        return await asyncio.shield(future)
+
+    def _take_batch(self) -> list[_Request]:
+        batch: list[_Request] = []
+        count = 0
+        while self._pending and (not batch or count + len(self._pending[0].events)
+                                 <= self._settings.commit_max_events):
+            request = self._pending.popleft()
+            batch.append(request)
+            count += len(request.events)
+        self._pending_events -= count
+        INTAKE_QUEUE_EVENTS.set(self._pending_events)
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            async with self._wakeup:
+                await self._wakeup.wait_for(lambda: bool(self._pending) or self._closing)
+            if not self._pending:
+                if self._closing:
+                    return
+                continue
+            if self._settings.commit_max_wait > 0 and \
+                    self._pending_events < self._settings.commit_max_events:
+                await asyncio.sleep(self._settings.commit_max_wait)
+            batch = self._take_batch()
+            if batch:
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[_Request]) -> None:
+        try:
+            results = await self._write_with_retry(batch)
+        except DatabaseUnavailable as exc:
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(DatabaseUnavailable(str(exc)))
+            return
+        except asyncpg.PostgresError:
+            # Something in one request made the whole batch fail: isolate it by committing
+            # each request on its own, so one bad request cannot fail the others.
+            log.warning("batch commit failed; retrying requests one by one", exc_info=True)
+            for request in batch:
+                try:
+                    result = (await self._write_with_retry([request]))[0]
+                except (DatabaseUnavailable, asyncpg.PostgresError) as exc:
+                    if not request.future.done():
+                        request.future.set_exception(
+                            exc if isinstance(exc, DatabaseUnavailable)
+                            else DatabaseUnavailable(f"could not store events: {exc}"))
+                else:
+                    if not request.future.done():
+                        request.future.set_result(result)
+            return
+        for request, result in zip(batch, results, strict=True):
+            if not request.future.done():
+                request.future.set_result(result)
+
+    async def _write_with_retry(self, batch: list[_Request]) -> list[StoreResult]:
+        for attempt in range(3):
+            try:
+                return await self._write(batch)
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _write(self, batch: list[_Request]) -> list[StoreResult]:
+        seen: set[str] = set()
+        for request in batch:
+            flags = []
+            for event in request.events:
+                duplicate = event.event_id is not None and event.event_id in seen
+                if event.event_id is not None:
+                    seen.add(event.event_id)
+                flags.append(duplicate)
+            request.duplicate_flags = flags
+
+        async with self._database.transaction() as connection:
+            email_owner: dict[str, str] = {}
+            orphan_emails = sorted({e.email.lower() for r in batch for e in r.events
+                                    if e.contact_id is None and e.email is not None})
+            if orphan_emails:
+                for row in await connection.fetch(RESOLVE_EMAILS, orphan_emails):
+                    email_owner[row["email"]] = row["contact_id"]
+            rows: tuple[list, ...] = ([], [], [], [], [], [], [])
+            contacts: dict[str, str | None] = {}
+            for request in batch:
+                for event, duplicate in zip(request.events, request.duplicate_flags,
+                                            strict=True):
+                    if duplicate:
+                        continue
+                    contact_id = event.contact_id
+                    if contact_id is None:
+                        assert event.email is not None
+                        # An email-only event belongs to the contact with that address, or
+                        # to a contact whose id is the (lower-cased) address itself.
+                        lowered = event.email.lower()
+                        contact_id = email_owner.get(lowered, lowered)
+                    if contacts.get(contact_id) is None:
+                        contacts[contact_id] = event.email
+                    for column, value in zip(rows, (
+                        event.event_id, event.type, contact_id, event.email, event.properties,
+                        event.occurred_at, request.source,
+                    ), strict=True):
+                        column.append(value)
+            contact_ids = sorted(contacts)  # one lock order for every batch: no deadlocks
+            contact_emails = [contacts[c] for c in contact_ids]
+            await connection.execute(INSERT_CONTACTS, contact_ids, contact_emails)
+            if any(email is not None for email in contact_emails):
+                await connection.execute(FILL_MISSING_EMAILS, contact_ids, contact_emails)
+            inserted = await connection.fetch(INSERT_EVENTS, *rows)
+            await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
+
+        stored_ids = {row["event_id"] for row in inserted if row["event_id"] is not None}
+        results = []
+        total = 0
+        for request in batch:
+            accepted = duplicates = 0
+            for event, duplicate in zip(request.events, request.duplicate_flags, strict=True):
+                if duplicate or (event.event_id is not None and event.event_id not in stored_ids):
+                    duplicates += 1
+                else:
+                    accepted += 1
+            total += accepted
+            if duplicates:
+                EVENT_DUPLICATES.inc(duplicates)
+            if accepted:
+                EVENTS_STORED.labels(request.source).inc(accepted)
+            results.append(StoreResult(accepted, duplicates))
+        INTAKE_BATCH_EVENTS.observe(total)
+        return results

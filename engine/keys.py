@@ -1,0 +1,110 @@
+"""API keys: generation, hashing and storage. Only a SHA-256 of the secret is ever stored.
+
+A secret key looks like ``hk_<id>_<secret>``; a publishable site key (tracking pixel only)
+like ``hp_<id>_<secret>``. The id is public and indexes the row; the secret is 32 random bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+import asyncpg
+
+SCOPES = ("events:write", "contacts:read", "contacts:write", "messages:write",
+          "messages:read", "workflows:read", "admin")
+DEFAULT_SCOPES = ("events:write", "contacts:read", "contacts:write", "messages:write",
+                  "messages:read")
+SECRET_PREFIX = "hk"
+PUBLISHABLE_PREFIX = "hp"
+
+
+class KeyFormatError(ValueError):
+    """The presented string is not shaped like a Herald key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+    publishable: bool
+    event_types: frozenset[str]
+    secret_hash: bytes
+    revoked: bool
+
+    def allows(self, scope: str) -> bool:
+        return not self.publishable and (scope in self.scopes or "admin" in self.scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    key_id: str
+    token: str  # shown once, never stored
+
+
+def hash_secret(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def split_token(token: str) -> tuple[str, str, str]:
+    """``hk_abc_def`` -> ("hk", "abc", "def")."""
+    parts = token.split("_")
+    if len(parts) != 3 or parts[0] not in (SECRET_PREFIX, PUBLISHABLE_PREFIX) \
+            or not parts[1] or not parts[2] or len(token) > 200:
+        raise KeyFormatError("not a Herald API key")
+    return parts[0], parts[1], parts[2]
+
+
+def secret_matches(key: ApiKey, secret: str) -> bool:
+    return hmac.compare_digest(key.secret_hash, hash_secret(secret))
+
+
+def validate_scopes(scopes: list[str]) -> tuple[str, ...]:
+    for scope in scopes:
+        if scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r} (known: {', '.join(SCOPES)})")
+    return tuple(dict.fromkeys(scopes))
+
+
+async def create_key(connection: asyncpg.Connection, name: str, scopes: tuple[str, ...],
+                     publishable: bool = False, event_types: tuple[str, ...] = ()) -> NewKey:
+    if not name.strip():
+        raise ValueError("a key needs a --name")
+    if publishable and not event_types:
+        raise ValueError("a publishable key needs at least one --event-type it may record")
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32).replace("_", "x")
+    prefix = PUBLISHABLE_PREFIX if publishable else SECRET_PREFIX
+    await connection.execute(
+        "INSERT INTO api_keys (key_id, name, secret_hash, scopes, publishable, event_types) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        key_id, name.strip(), hash_secret(secret), list(() if publishable else scopes),
+        publishable, list(event_types),
+    )
+    return NewKey(key_id, f"{prefix}_{key_id}_{secret}")
+
+
+async def fetch_key(connection: asyncpg.Connection, key_id: str) -> ApiKey | None:
+    row = await connection.fetchrow(
+        "SELECT key_id, name, scopes, publishable, event_types, secret_hash, "
+        "revoked_at IS NOT NULL AS revoked FROM api_keys WHERE key_id = $1", key_id)
+    if row is None:
+        return None
+    return ApiKey(row["key_id"], row["name"], frozenset(row["scopes"]), row["publishable"],
+                  frozenset(row["event_types"]), bytes(row["secret_hash"]), row["revoked"])
+
+
+async def list_keys(connection: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await connection.fetch(
+        "SELECT key_id, name, scopes, publishable, event_types, created_at, revoked_at "
+        "FROM api_keys ORDER BY created_at")
+
+
+async def revoke_key(connection: asyncpg.Connection, key_id: str) -> bool:
+    status = await connection.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
+        key_id)
+    return bool(status.endswith(" 1"))

@@ -1,0 +1,33 @@
+"""Prometheus metrics shared by the engine's roles (one registry per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+HTTP_REQUESTS = Counter(
+    "herald_http_requests", "HTTP requests answered", ["route", "status"], registry=REGISTRY
+)
+HTTP_LATENCY = Histogram(
+    "herald_http_request_seconds", "HTTP request latency", ["route"], registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+EVENTS_STORED = Counter(
+    "herald_events_stored", "Events committed to the event log", ["source"], registry=REGISTRY
+)
+EVENT_DUPLICATES = Counter(
+    "herald_event_duplicates", "Events skipped because their id was seen before",
+    registry=REGISTRY,
+)
+INTAKE_BATCH_EVENTS = Histogram(
+    "herald_intake_batch_events", "Events per group commit", registry=REGISTRY,
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+)
+INTAKE_QUEUE_EVENTS = Gauge(
+    "herald_intake_queue_events", "Events waiting for the intake writer", registry=REGISTRY
+)
+PIXEL_REJECTED = Counter(
+    "herald_pixel_rejected", "Tracking pixel hits not recorded, by reason", ["reason"],
+    registry=REGISTRY,
+)

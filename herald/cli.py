@@ -1,0 +1,134 @@
+"""The ``herald`` command line. Errors a user can cause end in one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import uvloop
+
+from engine.database import connect_one
+from engine.errors import HeraldError
+from engine.keys import DEFAULT_SCOPES, SCOPES, create_key, list_keys, revoke_key, validate_scopes
+from engine.log import configure_logging
+from herald.database import database_url, migrate
+from herald.roles import ROLE_NAMES
+from herald.settings import Settings, config_path_from, load_settings
+
+BENCHES = ("intake", "mta", "dkim", "automation")
+
+
+class UsageError(HeraldError):
+    """A command-line argument is wrong."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="herald", description=__doc__)
+    parser.add_argument("--config", help="TOML config file (default: $HERALD_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run Herald (every role, or those given)")
+    run.add_argument("--role", action="append", choices=ROLE_NAMES,
+                     help="run only this role (repeatable)")
+
+    commands.add_parser("migrate", help="apply database migrations and exit")
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", help="create a key; prints it on the last line")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", action="append", metavar="SCOPE",
+                        help=f"repeatable; one of {', '.join(SCOPES)} "
+                             f"(default: {', '.join(DEFAULT_SCOPES)})")
+    create.add_argument("--publishable", action="store_true",
+                        help="a site key for the tracking pixel only")
+    create.add_argument("--event-type", action="append", default=[],
+                        help="event types a publishable key may record (repeatable)")
+    key_commands.add_parser("list", help="list keys (never their secrets)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+
+    bench = commands.add_parser("bench", help="load tests: " + ", ".join(BENCHES))
+    bench.add_argument("name", choices=BENCHES)
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _with_settings(args: argparse.Namespace) -> Settings:
+    return load_settings(config_path_from(args.config))
+
+
+def _run_async(coroutine_factory: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    return uvloop.run(coroutine_factory())
+
+
+async def _cmd_migrate(settings: Settings) -> int:
+    async with database_url(settings) as url:
+        applied = await migrate(url)
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+    return 0
+
+
+async def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    async with database_url(settings) as url:
+        await migrate(url)
+        connection = await connect_one(url)
+        try:
+            if args.keys_command == "create":
+                try:
+                    scopes = validate_scopes(args.scope or list(DEFAULT_SCOPES))
+                    new = await create_key(connection, args.name, scopes, args.publishable,
+                                           tuple(args.event_type))
+                except ValueError as exc:
+                    raise UsageError(str(exc)) from None
+                kind = "publishable site key" if args.publishable else "secret key"
+                print(f"created {kind} {new.key_id} ({args.name}); store it now, "
+                      "it is not shown again:")
+                print(new.token)
+            elif args.keys_command == "list":
+                for row in await list_keys(connection):
+                    state = "revoked" if row["revoked_at"] else "active"
+                    what = ("publishable: " + ",".join(row["event_types"]) if row["publishable"]
+                            else ",".join(row["scopes"]))
+                    print(f"{row['key_id']}\t{state}\t{row['name']}\t{what}")
+            elif args.keys_command == "revoke":
+                if not await revoke_key(connection, args.key_id):
+                    raise UsageError(f"no active key with id {args.key_id!r}")
+                print(f"revoked {args.key_id}")
+        finally:
+            await connection.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "bench":
+            module = importlib.import_module(f"bench.{args.name}")  # bench sits above herald
+            return int(module.main(args.args))
+        settings = _with_settings(args)
+        configure_logging(settings.engine.log_level)
+        if args.command == "run":
+            from herald.runtime import serve
+
+            roles = args.role or list(ROLE_NAMES)
+            uvloop.run(serve(settings, roles))
+            return 0
+        if args.command == "migrate":
+            return _run_async(lambda: _cmd_migrate(settings))
+        if args.command == "keys":
+            return _run_async(lambda: _cmd_keys(settings, args))
+    except HeraldError as exc:
+        print(f"herald: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

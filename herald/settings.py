@@ -1,0 +1,38 @@
+"""All of Herald's settings, parsed once from the TOML file and the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.config import EngineSettings, HttpSettings, IntakeSettings
+from engine.settings_loader import load_sections
+
+SECTIONS: dict[str, type] = {
+    "engine": EngineSettings,
+    "http": HttpSettings,
+    "intake": IntakeSettings,
+}
+ALIASES = {
+    "HERALD_DATA_DIR": ("engine", "data_dir"),
+    "HERALD_DATABASE_URL": ("engine", "database_url"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    intake: IntakeSettings = field(default_factory=IntakeSettings)
+    config_path: Path | None = None
+
+
+def config_path_from(cli_value: str | None) -> Path | None:
+    value = cli_value or os.environ.get("HERALD_CONFIG")
+    return Path(value) if value else None
+
+
+def load_settings(config_path: Path | None, environ: dict[str, str] | None = None) -> Settings:
+    sections = load_sections(SECTIONS, config_path, environ, ALIASES)
+    return Settings(config_path=config_path, **sections)

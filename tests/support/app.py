@@ -1,0 +1,59 @@
+"""Run Herald's HTTP role in-process on an ephemeral loopback port, with keys to call it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from engine.config import EngineSettings, HttpSettings
+from engine.database import Database, connect_one
+from engine.keys import SCOPES, create_key
+from engine.values import HostPort
+from herald.roles import HttpRole
+from herald.settings import Settings
+
+
+@dataclass
+class RunningApp:
+    base_url: str
+    database: Database
+    admin_key: str
+    role: HttpRole
+
+    def client(self, key: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {key or self.admin_key}"}
+        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=10.0, **kwargs)
+
+    async def new_key(self, *scopes: str, publishable: bool = False,
+                      event_types: tuple[str, ...] = ()) -> str:
+        connection = await connect_one(self.database.url)
+        try:
+            new = await create_key(connection, "test", tuple(scopes), publishable, event_types)
+        finally:
+            await connection.close()
+        return new.token
+
+
+def test_settings(database_url: str, **http_overrides: Any) -> Settings:
+    http = dataclasses.replace(HttpSettings(listen=HostPort("127.0.0.1", 0)), **http_overrides)
+    return Settings(engine=EngineSettings(database_url=database_url), http=http)
+
+
+@asynccontextmanager
+async def running_app(database_url: str, **http_overrides: Any) -> AsyncIterator[RunningApp]:
+    settings = test_settings(database_url, **http_overrides)
+    database = await Database.connect(database_url, min_size=1, max_size=8)
+    role = HttpRole(settings, database)
+    await role.start()
+    app = RunningApp(f"http://127.0.0.1:{role.server.port}", database, "", role)
+    app.admin_key = await app.new_key(*SCOPES)
+    try:
+        yield app
+    finally:
+        await role.stop()
+        await database.close()

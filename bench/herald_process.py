@@ -52,10 +52,12 @@ class HeraldProcess:
         raise TimeoutError("herald did not report READY=1 in time")
 
     def wait_notification(self, timeout: float) -> str:
-        self._notify.settimeout(timeout)
+        self._notify.settimeout(timeout if timeout > 0 else None)
+        if timeout <= 0:
+            self._notify.setblocking(False)
         try:
             message = self._notify.recv(4096).decode()
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             return ""
         self.notifications.append(message)
         return message
@@ -80,6 +82,8 @@ class HeraldProcess:
             self.process.wait(5)
             raise
         finally:
+            while self.wait_notification(0.0):  # keep what it said while stopping
+                pass
             self._notify.close()
 
 

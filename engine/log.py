@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import orjson
 
-_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})) | {"message", "asctime", "taskName"})
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
 class JsonFormatter(logging.Formatter):

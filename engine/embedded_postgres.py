@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ class EmbeddedPostgres:
 def start_embedded(data_dir: Path) -> EmbeddedPostgres:
     """Initialise (first time) and start Postgres under ``data_dir/postgres``. Blocking."""
     try:
-        import pgserver  # heavy import: only when the embedded server is wanted
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import pgserver  # heavy import: only when the embedded server is wanted
     except ImportError as exc:  # pragma: no cover - pgserver is a hard dependency
         raise DatabaseUnavailable("the embedded Postgres needs the 'pgserver' package") from exc
     pgdata = (data_dir / "postgres").resolve()

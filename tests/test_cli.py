@@ -1,0 +1,59 @@
+"""The herald CLI against a real database: keys and migrations."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import asyncpg
+
+from engine.keys import split_token
+
+
+def herald(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HERALD_DATABASE_URL": database_url}
+    return subprocess.run([sys.executable, "-m", "herald.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+async def test_keys_create_prints_the_key_last_and_stores_only_a_hash(database_url: str) -> None:
+    result = herald(database_url, "keys", "create", "--name", "shop", "--scope", "events:write")
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip().splitlines()[-1]
+    prefix, key_id, secret = split_token(token)
+    assert prefix == "hk"
+    connection = await asyncpg.connect(database_url)
+    try:
+        row = await connection.fetchrow("SELECT * FROM api_keys WHERE key_id = $1", key_id)
+        dump = str(dict(row))
+    finally:
+        await connection.close()
+    assert row["scopes"] == ["events:write"]
+    assert secret not in dump
+
+    listed = herald(database_url, "keys", "list")
+    assert key_id in listed.stdout and secret not in listed.stdout
+    assert herald(database_url, "keys", "revoke", key_id).returncode == 0
+    again = herald(database_url, "keys", "revoke", key_id)
+    assert again.returncode == 2
+    assert again.stderr.strip() == f"herald: error: no active key with id '{key_id}'"
+
+
+def test_bad_scope_is_one_line(database_url: str) -> None:
+    result = herald(database_url, "keys", "create", "--name", "x", "--scope", "god")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("herald: error: unknown scope 'god'")
+
+
+def test_migrate_is_idempotent(database_url: str) -> None:
+    result = herald(database_url, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "applied 0 migration(s)"
+
+
+def test_unreachable_database_is_one_line() -> None:
+    result = herald("postgresql://nobody@127.0.0.1:1/none", "migrate")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("herald: error: cannot connect to Postgres")

@@ -31,9 +31,9 @@ class InvalidContact(ValueError):
 @dataclass(frozen=True, slots=True)
 class ContactUpsert:
     contact_id: str
-    email: str | None | object  # _UNSET: keep what is stored
+    email: str | object | None  # _UNSET: keep what is stored
     attributes: dict[str, Any]
-    timezone: str | None | object
+    timezone: str | object | None
 
 
 def parse_contact(body: Any) -> ContactUpsert:
@@ -46,7 +46,7 @@ def parse_contact(body: Any) -> ContactUpsert:
     contact_id = body.get("contact_id")
     if not isinstance(contact_id, str) or not CONTACT_ID.match(contact_id):
         raise InvalidContact("contact_id", "is required: a string of 1-255 printable characters")
-    email: str | None | object = _UNSET
+    email: str | object | None = _UNSET
     if "email" in body:
         if body["email"] is None:
             email = None
@@ -60,7 +60,7 @@ def parse_contact(body: Any) -> ContactUpsert:
     attributes = body.get("attributes", {})
     if not isinstance(attributes, dict):
         raise InvalidContact("attributes", "must be a JSON object")
-    timezone: str | None | object = _UNSET
+    timezone: str | object | None = _UNSET
     if "timezone" in body:
         timezone = body["timezone"]
         if timezone is not None:

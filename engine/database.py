@@ -83,7 +83,7 @@ class Database:
     async def close(self) -> None:
         try:
             await asyncio.wait_for(self.pool.close(), timeout=5.0)
-        except (TimeoutError, *CONNECTIVITY_ERRORS):
+        except CONNECTIVITY_ERRORS:  # includes TimeoutError
             self.pool.terminate()
 
     @asynccontextmanager

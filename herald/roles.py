@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from starlette.routing import Route
+
 from engine.database import Database
-from engine.http.app import build_app
+from engine.http.app import FastPaths, build_app
 from engine.http.auth import Authenticator
 from engine.http.contacts_routes import routes as contact_routes
 from engine.http.endpoint import HttpContext
@@ -43,7 +45,11 @@ class HttpRole:
         context = HttpContext(settings.http, database, self.writer,
                               Authenticator(database, limiter))
         routes = [*event_routes(context), *contact_routes(context)]
-        self.app = build_app(database, routes, build_document(engine_paths(), VERSION))
+        app = build_app(database, routes, build_document(engine_paths(), VERSION))
+        hot = {(method, route.path): route.endpoint for route in routes
+               if isinstance(route, Route) and route.path == "/v1/events"
+               for method in (route.methods or ())}
+        self.app = FastPaths(app, hot)
         self.server = HttpServer(self.app, settings.http.listen,
                                  graceful_timeout=settings.engine.shutdown_timeout / 2)
 

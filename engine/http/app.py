@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -10,13 +11,37 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from engine.database import Database
 from engine.http.errors import OrjsonResponse, error_response
 from engine.metrics import REGISTRY
 
+Handler = Callable[[Request], Awaitable[Response]]
 
-def build_app(database: Database, routes: list[BaseRoute], openapi: dict[str, Any]) -> Starlette:
+
+class FastPaths:
+    """Serve a few hot (method, path) pairs without Starlette's middleware and routing.
+
+    Their handlers are wrapped by :func:`engine.http.endpoint.endpoint`, which already turns
+    every error into a JSON response, so nothing the skipped middleware does is lost.
+    """
+
+    def __init__(self, app: Starlette, paths: dict[tuple[str, str], Handler]) -> None:
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self.paths.get((scope["method"], scope["path"]))
+            if handler is not None:
+                response = await handler(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def build_app(database: Database, routes: Sequence[BaseRoute], openapi: dict[str, Any]) -> Starlette:
     async def healthz(request: Request) -> Response:
         return OrjsonResponse({"status": "ok"})
 

@@ -32,13 +32,13 @@ def decode_json(body: bytes) -> Any:
     if not body.strip():
         raise ApiError(400, "invalid_json", "the body is empty; send a JSON object")
     try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, "invalid_encoding",
-                       f"the body is not valid UTF-8 (byte {exc.start})") from None
-    try:
-        return orjson.loads(body)
+        return orjson.loads(body)  # validates UTF-8 itself
     except orjson.JSONDecodeError as exc:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise ApiError(400, "invalid_encoding",
+                           f"the body is not valid UTF-8 (byte {bad.start})") from None
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
 
 

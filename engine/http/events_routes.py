@@ -80,7 +80,7 @@ async def _record_pixel(context: HttpContext, request: Request) -> str | None:
     properties = {name: value for name, value in params.items() if name not in PIXEL_RESERVED}
     if len(properties) > MAX_PIXEL_PROPERTIES:
         return "too_many_properties"
-    item = {name: params[name] for name in ("type", "contact_id", "email", "id", "timestamp")
+    item: dict[str, object] = {name: params[name] for name in ("type", "contact_id", "email", "id", "timestamp")
             if name in params}
     item["properties"] = properties
     try:

@@ -73,8 +73,8 @@ def parse_event(item: Any, where: str, now: datetime | None,
     """Validate one event object. ``now=None`` requires an explicit timestamp (simulation)."""
     if not isinstance(item, dict):
         raise InvalidEvent(where, "must be a JSON object")
-    unknown = set(item) - EVENT_KEYS
-    if unknown:
+    if not EVENT_KEYS.issuperset(item):
+        unknown = set(item) - EVENT_KEYS
         raise InvalidEvent(f"{where}.{sorted(unknown)[0]}",
                            "unknown field (allowed: " + ", ".join(sorted(EVENT_KEYS)) + ")")
     event_type = item.get("type")

@@ -47,10 +47,13 @@ FILL_MISSING_EMAILS = """
     FROM unnest($1::text[], $2::text[]) AS u(contact_id, email)
     WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
 """
+# The batch travels as one JSON array of rows and Postgres unpacks it (in C, in its own
+# process), which costs far less Python time than encoding seven parameter arrays.
 INSERT_EVENTS = """
     INSERT INTO events (event_id, type, contact_id, email, properties, occurred_at, source)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[],
-                         $6::timestamptz[], $7::text[])
+    SELECT r->>0, r->>1, r->>2, r->>3, r->4, (r->>5)::timestamptz, r->>6
+    FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS batch(r, n)
+    ORDER BY n
     ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING
     RETURNING event_id
 """
@@ -198,7 +201,7 @@ class EventWriter:
             if orphan_emails:
                 for row in await connection.fetch(RESOLVE_EMAILS, orphan_emails):
                     email_owner[row["email"]] = row["contact_id"]
-            rows: tuple[list, ...] = ([], [], [], [], [], [], [])
+            rows: list[tuple[object, ...]] = []
             contacts: dict[str, str | None] = {}
             for request in batch:
                 for event, duplicate in zip(request.events, request.duplicate_flags,
@@ -214,17 +217,14 @@ class EventWriter:
                         contact_id = email_owner.get(lowered, lowered)
                     if contacts.get(contact_id) is None:
                         contacts[contact_id] = event.email
-                    for column, value in zip(rows, (
-                        event.event_id, event.type, contact_id, event.email, event.properties,
-                        event.occurred_at, request.source,
-                    ), strict=True):
-                        column.append(value)
+                    rows.append((event.event_id, event.type, contact_id, event.email,
+                                 event.properties, event.occurred_at, request.source))
             contact_ids = sorted(contacts)  # one lock order for every batch: no deadlocks
             contact_emails = [contacts[c] for c in contact_ids]
             await connection.execute(INSERT_CONTACTS, contact_ids, contact_emails)
             if any(email is not None for email in contact_emails):
                 await connection.execute(FILL_MISSING_EMAILS, contact_ids, contact_emails)
-            inserted = await connection.fetch(INSERT_EVENTS, *rows)
+            inserted = await connection.fetch(INSERT_EVENTS, rows)
             await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
 
         stored_ids = {row["event_id"] for row in inserted if row["event_id"] is not None}

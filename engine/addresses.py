@@ -1,0 +1,442 @@
+"""Strict e-mail addresses, mailboxes and header values (pure; shared by HTTP intake and MTA).
+
+The grammar is RFC 5321's ``Mailbox`` (Dot-string or Quoted-string local part, a domain of LDH
+labels or an address literal) widened by RFC 6531 to UTF-8, and nothing looser: no comments, no
+folding, no whitespace outside quotes, no ``<``/``>``, no control or invisible characters anywhere.
+Whatever passes can be written into an SMTP command or a header without escaping anything else.
+
+Canonical form: a quoted local part is stored unquoted (``"abc"`` and ``abc`` are the same mailbox)
+and re-quoted only when it must be; its case is kept. The domain is lower-cased, IDNs are held as
+U-labels (``xn--`` input is decoded) and ``ascii_domain`` gives the A-labels. Internationalised
+labels follow IDNA 2008 with UTS #46 mapping, via the ``idna`` package (errors translated here).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from email.charset import Charset
+from email.utils import formataddr
+
+import idna
+
+from engine.errors import HeraldError
+
+MAX_LOCAL_OCTETS = 64  # RFC 5321 4.5.3.1.1
+MAX_DOMAIN_OCTETS = 253  # RFC 1035 (255 on the wire, less the length octets)
+MAX_LABEL_OCTETS = 63
+MAX_PATH_OCTETS = 254  # RFC 5321 4.5.3.1.3: 256 for the path including "<" and ">"
+MAX_LINE_OCTETS = 998  # RFC 5322 2.1.1
+MAX_DISPLAY_NAME_CHARS = 100  # worst case (4-octet characters, encoded) still fits one line
+_ENCODED_WORD_OCTETS = 45  # UTF-8 octets per RFC 2047 word: base64 60 + 12 overhead <= 75
+_MAX_INPUT_CHARS = 1000  # nothing longer can canonicalise to a valid address or mailbox
+
+# Characters str.splitlines() breaks on: none may reach a header or an SMTP command line.
+_LINE_BREAKS = frozenset("\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+_ATEXT = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
+)
+_LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+\Z")  # printable ASCII except ':'
+# Characters email.utils.formataddr would quote, plus "=?" handled separately (encoded words).
+_NEEDS_QUOTING = re.compile(r'[][\\()<>@,:;".]')
+
+
+class AddressError(HeraldError, ValueError):
+    """An address or mailbox is malformed; the message says what is wrong, for the user."""
+
+
+class HeaderError(HeraldError, ValueError):
+    """A header name or value cannot be written safely; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A validated mailbox in canonical form. Build it with :func:`parse_address`; constructing it
+    directly validates too, and insists on canonical form."""
+
+    local: str
+    domain: str
+    _ascii_domain: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_text(self.local, "local part")
+        _check_local(self.local)
+        canonical, ascii_domain = _canonical_domain(self.domain)
+        if canonical != self.domain:
+            raise AddressError(f"domain {self.domain!r} is not in canonical form {canonical!r}")
+        path = len(_wire_local(self.local).encode()) + 1 + len(ascii_domain)
+        if path > MAX_PATH_OCTETS:
+            raise AddressError(f"address longer than {MAX_PATH_OCTETS} octets ({path})")
+        object.__setattr__(self, "_ascii_domain", ascii_domain)
+
+    def __str__(self) -> str:
+        return f"{_wire_local(self.local)}@{self.domain}"
+
+    @property
+    def ascii_domain(self) -> str:
+        """The domain in ASCII (IDNA A-labels); address literals unchanged."""
+        return self._ascii_domain
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """True when the local part is non-ASCII, so only an SMTPUTF8 server can take it."""
+        return not self.local.isascii()
+
+    @property
+    def is_literal(self) -> bool:
+        """True for an address literal domain such as ``[192.0.2.1]``."""
+        return self.domain.startswith("[")
+
+    @property
+    def for_smtp(self) -> str:
+        """The form for MAIL FROM / RCPT TO: the local part as on the wire, the domain in ASCII."""
+        return f"{_wire_local(self.local)}@{self._ascii_domain}"
+
+
+def parse_address(text: str) -> Address:
+    """Parse an RFC 5321/6531 mailbox (``local@domain``) strictly; raise AddressError if invalid."""
+    if not isinstance(text, str):
+        raise AddressError("address must be a string")
+    if not text:
+        raise AddressError("address is empty")
+    if len(text) > _MAX_INPUT_CHARS:
+        raise AddressError(f"address longer than {MAX_PATH_OCTETS} octets")
+    _check_text(text, "address")
+    if "<" in text or ">" in text:
+        raise AddressError("address contains '<' or '>'")
+    if text.startswith('"'):
+        local, rest = _split_quoted_local(text)
+    else:
+        local, sep, rest = text.partition("@")
+        if not sep:
+            raise AddressError("address has no '@'")
+        _check_dot_string(local)
+    if "@" in rest:
+        raise AddressError("address has more than one '@'")
+    domain, _ = _canonical_domain(rest)
+    return Address(local, domain)
+
+
+def normalize_email(text: str) -> str:
+    """The canonical stored form of an address: surrounding whitespace stripped, domain lower-cased
+    (and IDNs as U-labels), local part case kept. Raises AddressError."""
+    _reject_line_breaks(text, "address")
+    return str(parse_address(text.strip()))
+
+
+def parse_mailbox(text: str) -> tuple[str | None, Address]:
+    """Parse a From/To/Reply-To value: ``"Name" <a@b.c>``, ``Name <a@b.c>`` or ``a@b.c``.
+
+    Returns the display name (None when absent or empty) and the address. Raises AddressError."""
+    if not isinstance(text, str):
+        raise AddressError("mailbox must be a string")
+    _reject_line_breaks(text, "mailbox")
+    if len(text) > _MAX_INPUT_CHARS:
+        raise AddressError(f"mailbox longer than {_MAX_INPUT_CHARS} characters")
+    text = text.strip()
+    if not text.endswith(">"):
+        return None, parse_address(text)
+    opening = _angle_start(text)
+    name_text, spec = text[:opening].strip(), text[opening + 1 : -1]
+    name = _parse_display_name(name_text) if name_text else None
+    return (name or None), parse_address(spec)
+
+
+def format_mailbox(display_name: str | None, address: Address) -> str:
+    """Render a mailbox for a header: the name quoted when needed and RFC 2047-encoded when
+    non-ASCII (or when it looks like an encoded word). The address uses A-labels unless the local
+    part is non-ASCII, in which case the message must go out with SMTPUTF8 anyway (RFC 6532)."""
+    spec = str(address) if address.needs_smtputf8 else address.for_smtp
+    if not display_name:
+        return spec
+    _check_display_name(display_name)
+    if display_name.isascii() and "=?" not in display_name:
+        if address.needs_smtputf8:
+            name = display_name.replace("\\", "\\\\").replace('"', '\\"')
+            quoted = f'"{name}"' if _NEEDS_QUOTING.search(display_name) else name
+            return f"{quoted} <{spec}>"
+        return formataddr((display_name, spec))
+    return f"{_encoded_words(display_name)} <{spec}>"
+
+
+def check_header_value(name: str, value: str) -> None:
+    """Raise HeaderError unless ``name: value`` is one safe header line (RFC 5322 field name, no
+    line breaks or control characters in the value, at most 998 octets)."""
+    if not name or not _HEADER_NAME.match(name):
+        raise HeaderError(f"header name {name!r} must be printable ASCII without ':' or spaces")
+    for char in value:
+        if char in _LINE_BREAKS:
+            raise HeaderError(f"header {name} contains a line break or NUL")
+        if char != "\t" and unicodedata.category(char) in ("Cc", "Cs"):
+            raise HeaderError(f"header {name} contains a control character")
+    octets = len(name) + 2 + len(value.encode("utf-8"))
+    if octets > MAX_LINE_OCTETS:
+        raise HeaderError(f"header {name} is {octets} octets long; the limit is {MAX_LINE_OCTETS}")
+
+
+# --- local part -----------------------------------------------------------------------------
+
+
+def _check_text(text: str, what: str) -> None:
+    """Reject line breaks, controls, invisible format characters and lone surrogates."""
+    for char in text:
+        if char.isascii():
+            if char < " " or char == "\x7f":
+                raise AddressError(f"{what} contains a control character")
+            continue
+        category = unicodedata.category(char)
+        if category in ("Cc", "Zl", "Zp"):
+            raise AddressError(f"{what} contains a control character")
+        if category in ("Cf", "Cs", "Co", "Cn"):
+            raise AddressError(f"{what} contains an invisible or unassigned character {char!r}")
+
+
+def _reject_line_breaks(text: str, what: str) -> None:
+    if any(char in _LINE_BREAKS for char in text):
+        raise AddressError(f"{what} contains a line break or NUL")
+
+
+def _check_dot_string(local: str) -> None:
+    """Validate an unquoted (Dot-string) local part, with a specific message for each fault."""
+    if not local:
+        raise AddressError("local part is empty")
+    for char in local:
+        if char in _ATEXT or char == "." or (not char.isascii() and not char.isspace()):
+            continue
+        if char.isspace():
+            raise AddressError("address contains whitespace outside a quoted string")
+        if char in "()":
+            raise AddressError("comments are not allowed in addresses")
+        if char == '"':
+            raise AddressError("local part has a misplaced '\"'; quote the whole local part")
+        raise AddressError(f"local part contains {char!r}, allowed only in a quoted string")
+    if local.startswith(".") or local.endswith("."):
+        raise AddressError("local part starts or ends with '.'")
+    if ".." in local:
+        raise AddressError("local part contains '..'")
+
+
+def _split_quoted_local(text: str) -> tuple[str, str]:
+    """Decode a Quoted-string local part at the start of text; return it and the domain text."""
+    chars: list[str] = []
+    index = 1
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            if index + 1 >= len(text) or not " " <= text[index + 1] <= "~":
+                raise AddressError(
+                    "local part has a '\\' not followed by a printable ASCII character"
+                )
+            chars.append(text[index + 1])
+            index += 2
+        elif char == '"':
+            rest = text[index + 1 :]
+            if not rest.startswith("@"):
+                raise AddressError("a quoted local part must be followed by '@'")
+            local = "".join(chars)
+            if not local:
+                raise AddressError("local part is empty")
+            return local, rest[1:]
+        else:
+            if not char.isascii() and char.isspace():
+                raise AddressError("quoted local part contains non-ASCII whitespace")
+            chars.append(char)
+            index += 1
+    raise AddressError("quoted local part has no closing '\"'")
+
+
+def _check_local(local: str) -> None:
+    """Validate a decoded local part (the form held in Address.local)."""
+    if not local:
+        raise AddressError("local part is empty")
+    if "<" in local or ">" in local:
+        raise AddressError("address contains '<' or '>'")
+    if any(not char.isascii() and char.isspace() for char in local):
+        raise AddressError("local part contains non-ASCII whitespace")
+    octets = len(_wire_local(local).encode("utf-8"))
+    if octets > MAX_LOCAL_OCTETS:
+        raise AddressError(f"local part longer than {MAX_LOCAL_OCTETS} octets ({octets})")
+
+
+def _is_dot_string(local: str) -> bool:
+    atoms = local.split(".")
+    return all(atoms) and all(c in _ATEXT or not c.isascii() for atom in atoms for c in atom)
+
+
+def _wire_local(local: str) -> str:
+    """The local part as written in SMTP: bare when it is a Dot-string, else quoted."""
+    if _is_dot_string(local):
+        return local
+    return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# --- domain ---------------------------------------------------------------------------------
+
+
+def _canonical_domain(text: str) -> tuple[str, str]:
+    """Validate a domain or address literal; return (canonical form, ASCII form)."""
+    if not text:
+        raise AddressError("domain is empty")
+    if text.startswith("["):
+        literal = _canonical_literal(text)
+        return literal, literal
+    _check_text(text, "domain")
+    if "(" in text or ")" in text:
+        raise AddressError("comments are not allowed in addresses")
+    if any(char.isspace() for char in text):
+        raise AddressError("address contains whitespace outside a quoted string")
+    if text.isascii():
+        domain = text.lower()
+    else:
+        try:
+            domain = idna.uts46_remap(text, std3_rules=False, transitional=False)
+        except idna.IDNAError as exc:
+            raise AddressError(
+                f"domain {text!r} is not a valid internationalised name: {exc}"
+            ) from None
+    labels = domain.split(".")
+    if len(labels) < 2:
+        raise AddressError(f"domain {domain!r} has only one label; a dotted domain is required")
+    canonical: list[str] = []
+    ascii_labels: list[str] = []
+    for label in labels:
+        unicode_label, ascii_label = _canonical_label(label, domain)
+        canonical.append(unicode_label)
+        ascii_labels.append(ascii_label)
+    if labels[-1].isdigit():
+        raise AddressError(f"top-level domain {labels[-1]!r} is all-numeric; use [address literal]")
+    ascii_domain = ".".join(ascii_labels)
+    if len(ascii_domain) > MAX_DOMAIN_OCTETS:
+        raise AddressError(f"domain longer than {MAX_DOMAIN_OCTETS} octets ({len(ascii_domain)})")
+    return ".".join(canonical), ascii_domain
+
+
+def _canonical_label(label: str, domain: str) -> tuple[str, str]:
+    """Validate one label; return (U-label, A-label)."""
+    if not label:
+        raise AddressError(f"domain {domain!r} has an empty label")
+    if label.isascii():
+        if len(label) > MAX_LABEL_OCTETS:
+            raise AddressError(f"domain label {label!r} longer than {MAX_LABEL_OCTETS} octets")
+        if not _LDH_LABEL.match(label):
+            if label.startswith("-") or label.endswith("-"):
+                raise AddressError(f"domain label {label!r} starts or ends with '-'")
+            raise AddressError(f"domain label {label!r} has a character other than a-z, 0-9, '-'")
+        if not label.startswith("xn--"):
+            return label, label
+        try:
+            unicode_label = idna.ulabel(label)
+            if idna.alabel(unicode_label).decode("ascii") != label:
+                raise idna.IDNAError("not the canonical encoding")
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise AddressError(f"domain label {label!r} is not a valid A-label: {exc}") from None
+        return unicode_label, label
+    try:
+        ascii_label = idna.alabel(label).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise AddressError(f"domain label {label!r} is not a valid IDN label: {exc}") from None
+    return label, ascii_label
+
+
+def _canonical_literal(text: str) -> str:
+    if not text.endswith("]") or text.count("[") != 1 or text.count("]") != 1:
+        raise AddressError("address literal must be one bracketed IP address like [192.0.2.1]")
+    inner = text[1:-1]
+    try:
+        if inner[:5].lower() == "ipv6:":
+            if "%" in inner:
+                raise ValueError("zone")
+            return f"[IPv6:{ipaddress.IPv6Address(inner[5:]).compressed}]"
+        if not re.fullmatch(r"[0-9.]+", inner):
+            raise ValueError("not dotted-quad")
+        return f"[{ipaddress.IPv4Address(inner)}]"
+    except ValueError:
+        raise AddressError(
+            f"address literal {text!r} is not [IPv4 dotted-quad] or [IPv6:address]"
+        ) from None
+
+
+# --- mailboxes ------------------------------------------------------------------------------
+
+
+def _angle_start(text: str) -> int:
+    """Index of the '<' that opens the angle-addr ending text, skipping quoted display names."""
+    in_quotes = escaped = False
+    opening = -1
+    for index, char in enumerate(text[:-1]):
+        if escaped:
+            escaped = False
+        elif in_quotes and char == "\\":
+            escaped = True
+        elif char == '"':
+            in_quotes = not in_quotes
+        elif char == "<" and not in_quotes:
+            if opening >= 0:
+                raise AddressError("mailbox has more than one '<'")
+            opening = index
+    if in_quotes:
+        raise AddressError("display name has an unterminated quote")
+    if opening < 0:
+        raise AddressError("mailbox ends with '>' but has no matching '<'")
+    return opening
+
+
+def _parse_display_name(text: str) -> str:
+    """Decode a quoted display name or validate an unquoted phrase (atoms, spaces and dots)."""
+    if text.startswith('"'):
+        if len(text) < 2 or not text.endswith('"') or _odd_escape(text):
+            raise AddressError("display name has an unterminated quote")
+        chars: list[str] = []
+        escaped = False
+        for char in text[1:-1]:
+            if escaped:
+                chars.append(char)
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                raise AddressError("display name has a '\"' inside quotes; escape it as \\\"")
+            else:
+                chars.append(char)
+        name = "".join(chars)
+    else:
+        for char in text:
+            if char in _ATEXT or char in " ." or not char.isascii():
+                continue
+            raise AddressError(f"display name contains {char!r}; put the name in double quotes")
+        name = text
+    _check_display_name(name)
+    return name
+
+
+def _encoded_words(text: str) -> str:
+    """RFC 2047 encoded words of at most 75 characters each, separated by spaces (which decoders
+    drop between encoded words), never splitting a character."""
+    charset = Charset("utf-8")
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for char in text:
+        octets = len(char.encode("utf-8"))
+        if size + octets > _ENCODED_WORD_OCTETS:
+            words.append(charset.header_encode("".join(chunk)))
+            chunk, size = [], 0
+        chunk.append(char)
+        size += octets
+    words.append(charset.header_encode("".join(chunk)))
+    return " ".join(words)
+
+
+def _odd_escape(text: str) -> bool:
+    """True when the closing quote of text is itself escaped (an odd run of backslashes)."""
+    run = len(text) - 1 - len(text[:-1].rstrip("\\"))
+    return run % 2 == 1
+
+
+def _check_display_name(name: str) -> None:
+    _check_text(name, "display name")
+    if len(name) > MAX_DISPLAY_NAME_CHARS:
+        raise AddressError(f"display name longer than {MAX_DISPLAY_NAME_CHARS} characters")

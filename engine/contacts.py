@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from engine.addresses import AddressError, normalize_email
+from engine.eventlog import LogEvent, append_events
 
 CONTACT_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
 CONTACT_KEYS = frozenset({"contact_id", "email", "attributes", "timezone"})
@@ -121,11 +122,9 @@ async def upsert_contact(connection: asyncpg.Connection, upsert: ContactUpsert,
                 "email": email,
                 "timezone": timezone,
             }
-            await connection.execute(
-                "INSERT INTO events (type, contact_id, email, properties, occurred_at, source) "
-                "VALUES ('contact_updated', $1, $2, $3, $4, 'api')",
-                upsert.contact_id, email, properties, now)
-            await connection.execute("NOTIFY herald_events")
+            await append_events(connection, [LogEvent(
+                "contact_updated", upsert.contact_id, email if isinstance(email, str) else None,
+                properties, now, "api")])
     return row, before is None
 
 

@@ -41,7 +41,8 @@ class FastPaths:
         await self.app(scope, receive, send)
 
 
-def build_app(database: Database, routes: Sequence[BaseRoute], openapi: dict[str, Any]) -> Starlette:
+def build_app(database: Database, routes: Sequence[BaseRoute],
+              openapi: dict[str, Any]) -> Starlette:
     async def healthz(request: Request) -> Response:
         return OrjsonResponse({"status": "ok"})
 

@@ -24,6 +24,7 @@ GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7
 PIXEL_HEADERS = {"Cache-Control": "no-store, max-age=0", "Content-Type": "image/gif"}
 PIXEL_RESERVED = frozenset({"key", "type", "contact_id", "email", "id", "timestamp"})
 MAX_PIXEL_PROPERTIES = 50
+PIXEL_EVENT_FIELDS = ("type", "contact_id", "email", "id", "timestamp")
 
 
 def routes(context: HttpContext) -> list[Route]:
@@ -80,8 +81,8 @@ async def _record_pixel(context: HttpContext, request: Request) -> str | None:
     properties = {name: value for name, value in params.items() if name not in PIXEL_RESERVED}
     if len(properties) > MAX_PIXEL_PROPERTIES:
         return "too_many_properties"
-    item: dict[str, object] = {name: params[name] for name in ("type", "contact_id", "email", "id", "timestamp")
-            if name in params}
+    item: dict[str, object] = {name: params[name] for name in PIXEL_EVENT_FIELDS
+                               if name in params}
     item["properties"] = properties
     try:
         event = parse_event(item, "pixel", datetime.now(UTC))

@@ -33,7 +33,8 @@ class HttpServer:
         self.port: int = self.socket.getsockname()[1]
         config = uvicorn.Config(
             app, loop="none", http="httptools", lifespan="off", access_log=False,
-            log_config=None, timeout_graceful_shutdown=max(1, round(graceful_timeout)), backlog=2048,
+            log_config=None, timeout_graceful_shutdown=max(1, round(graceful_timeout)),
+            backlog=2048,
             timeout_keep_alive=30, proxy_headers=False, server_header=False,
         )
         self._server = _Server(config)

@@ -19,6 +19,7 @@ import asyncpg
 from engine.config import IntakeSettings
 from engine.database import Database
 from engine.errors import DatabaseUnavailable, HeraldError
+from engine.eventlog import append_rows
 from engine.intake.validation import EventIn
 from engine.metrics import (
     EVENT_DUPLICATES,
@@ -28,8 +29,6 @@ from engine.metrics import (
 )
 
 log = logging.getLogger("herald.intake")
-
-EVENTS_CHANNEL = "herald_events"
 
 RESOLVE_EMAILS = """
     SELECT DISTINCT ON (lower(email)) lower(email) AS email, contact_id
@@ -47,18 +46,6 @@ FILL_MISSING_EMAILS = """
     FROM unnest($1::text[], $2::text[]) AS u(contact_id, email)
     WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
 """
-# The batch travels as one JSON array of rows and Postgres unpacks it (in C, in its own
-# process), which costs far less Python time than encoding seven parameter arrays.
-INSERT_EVENTS = """
-    INSERT INTO events (event_id, type, contact_id, email, properties, occurred_at, source)
-    SELECT r->>0, r->>1, r->>2, r->>3, r->4, (r->>5)::timestamptz, r->>6
-    FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS batch(r, n)
-    ORDER BY n
-    ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING
-    RETURNING event_id
-"""
-
-
 class IntakeOverloaded(HeraldError):
     """More events are waiting than the configured bound: answer 503 and let the client retry."""
 
@@ -224,10 +211,8 @@ class EventWriter:
             await connection.execute(INSERT_CONTACTS, contact_ids, contact_emails)
             if any(email is not None for email in contact_emails):
                 await connection.execute(FILL_MISSING_EMAILS, contact_ids, contact_emails)
-            inserted = await connection.fetch(INSERT_EVENTS, rows)
-            await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
+            stored_ids = await append_rows(connection, rows)
 
-        stored_ids = {row["event_id"] for row in inserted if row["event_id"] is not None}
         results = []
         total = 0
         for request in batch:

@@ -1,0 +1,166 @@
+"""Build RFC 5322 messages from the injection API's JSON, or check submitted raw MIME (pure).
+
+Generated messages are 7-bit clean (quoted-printable / base64 as the stdlib chooses), CRLF, and
+no line exceeds 998 octets. Every header value a user supplies is checked first, so nothing can
+inject a header or an SMTP command.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from email.utils import format_datetime, make_msgid
+from typing import Any
+
+from engine.addresses import (
+    Address,
+    AddressError,
+    HeaderError,
+    check_header_value,
+    format_mailbox,
+    parse_mailbox,
+)
+from mta.errors import InvalidMessage
+
+MAX_LINE = 998
+# Headers Herald writes itself, or that would change the message's structure or routing.
+RESERVED_HEADERS = frozenset({
+    "from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version", "content-type",
+    "content-transfer-encoding", "dkim-signature", "return-path", "received", "sender",
+})
+MAX_EXTRA_HEADERS = 50
+MAX_TAGS = 20
+_TAG = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+_POLICY = email.policy.SMTP.clone(max_line_length=78)
+
+
+@dataclass(frozen=True, slots=True)
+class ComposedMessage:
+    header_from: Address
+    recipient: Address
+    body: bytes  # CRLF line endings, unsigned
+
+
+def _field(message: str, where: str) -> InvalidMessage:
+    return InvalidMessage(f"{where}: {message}")
+
+
+def _mailbox(value: Any, where: str) -> tuple[str | None, Address]:
+    if not isinstance(value, str):
+        raise _field("must be a string like 'Name <user@example.com>'", where)
+    try:
+        return parse_mailbox(value)
+    except AddressError as exc:
+        raise _field(str(exc), where) from None
+
+
+def _extra_headers(value: Any) -> list[tuple[str, str]]:
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        raise _field("must be an object of header names to string values", "headers")
+    if len(value) > MAX_EXTRA_HEADERS:
+        raise _field(f"at most {MAX_EXTRA_HEADERS} headers", "headers")
+    headers = []
+    for name, text in value.items():
+        if not isinstance(text, str):
+            raise _field("must be a string", f"headers.{name}")
+        if name.lower() in RESERVED_HEADERS:
+            raise _field("is set by Herald and cannot be given here", f"headers.{name}")
+        try:
+            check_header_value(name, text)
+        except HeaderError as exc:
+            raise _field(str(exc), f"headers.{name}") from None
+        headers.append((name, text))
+    return headers
+
+
+def parse_tags(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_TAGS:
+        raise _field(f"must be a list of at most {MAX_TAGS} tags", "tags")
+    for tag in value:
+        if not isinstance(tag, str) or not _TAG.match(tag):
+            raise _field("each tag is 1-64 letters, digits, '_', '.', ':' or '-'", "tags")
+    return list(value)
+
+
+def compose(request: dict[str, Any], now: datetime | None = None) -> ComposedMessage:
+    """Build a message from ``from``, ``to``, ``subject``, ``text``/``html``, ``headers``."""
+    from_name, from_address = _mailbox(request.get("from"), "from")
+    to_name, to_address = _mailbox(request.get("to"), "to")
+    subject = request.get("subject")
+    if not isinstance(subject, str):
+        raise _field("is required and must be a string", "subject")
+    try:
+        check_header_value("Subject", subject)
+    except HeaderError as exc:
+        raise _field(str(exc), "subject") from None
+    text, html = request.get("text"), request.get("html")
+    if text is None and html is None:
+        raise _field("give text and/or html (or raw)", "text")
+    for name, part in (("text", text), ("html", html)):
+        if part is not None and not isinstance(part, str):
+            raise _field("must be a string", name)
+    extra = _extra_headers(request.get("headers"))
+
+    message = EmailMessage(policy=_POLICY)
+    message["From"] = format_mailbox(from_name, from_address)
+    message["To"] = format_mailbox(to_name, to_address)
+    message["Subject"] = subject
+    message["Date"] = format_datetime(now or datetime.now(UTC))
+    message["Message-ID"] = make_msgid(domain=from_address.ascii_domain)
+    message["MIME-Version"] = "1.0"
+    for name, value in extra:
+        message[name] = value
+    if text is not None:
+        message.set_content(text, cte="quoted-printable")
+        if html is not None:
+            message.add_alternative(html, subtype="html", cte="quoted-printable")
+    else:
+        message.set_content(html, subtype="html", cte="quoted-printable")
+    body = message.as_bytes(policy=_POLICY)
+    check_line_lengths(body)
+    return ComposedMessage(from_address, to_address, body)
+
+
+def check_raw(raw: bytes, recipient_text: Any,
+              now: datetime | None = None) -> ComposedMessage:
+    """Accept submitted MIME: CRLF-normalised, lines <= 998 octets, a valid From header;
+    Date and Message-ID added when missing. The envelope recipient comes from ``to``."""
+    _to_name, recipient = _mailbox(recipient_text, "to")
+    body = normalise_line_endings(raw)
+    check_line_lengths(body)
+    head, separator, _ = body.partition(b"\r\n\r\n")
+    if not separator:
+        raise _field("has no blank line between header and body", "raw")
+    try:
+        headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(head + b"\r\n\r\n")
+    except Exception as exc:  # the stdlib parser is lenient; anything it raises is bad input
+        raise _field(f"cannot be parsed: {exc}", "raw") from None
+    from_values = headers.get_all("From") or []
+    if len(from_values) != 1:
+        raise _field("must have exactly one From header", "raw")
+    _name, from_address = _mailbox(str(from_values[0]).strip(), "raw.From")
+    added = b""
+    if headers.get("Date") is None:
+        added += f"Date: {format_datetime(now or datetime.now(UTC))}\r\n".encode()
+    if headers.get("Message-ID") is None:
+        added += f"Message-ID: {make_msgid(domain=from_address.ascii_domain)}\r\n".encode()
+    return ComposedMessage(from_address, recipient, added + body)
+
+
+def normalise_line_endings(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def check_line_lengths(data: bytes) -> None:
+    for number, line in enumerate(data.split(b"\r\n"), start=1):
+        if len(line) > MAX_LINE:
+            raise _field(f"line {number} is {len(line)} octets; the limit is {MAX_LINE}",
+                         "message")

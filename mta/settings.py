@@ -1,0 +1,92 @@
+"""The ``[mta]`` section: delivery identity, routing, DKIM keys, limits and retries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.settings_loader import duration, size
+from engine.values import HostPort
+
+TLS_MODES = ("opportunistic", "required", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKeySettings:
+    """One ``[[mta.dkim]]`` table: a signing key for a From domain."""
+
+    domain: str
+    selector: str
+    key_file: Path
+    algorithm: str = "rsa"
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ("rsa", "ed25519"):
+            raise ValueError("algorithm must be 'rsa' or 'ed25519'")
+        if not self.domain or not self.selector:
+            raise ValueError("domain and selector are required")
+
+
+@dataclass(frozen=True, slots=True)
+class MtaSettings:
+    ehlo_name: str = "localhost"
+    bounce_domain: str = "localhost"
+    # Secret for the HMAC in bounce addresses; generated and kept in the database when unset.
+    bounce_secret: str | None = None
+    # Send everything to this server instead of the recipients' MX (staging, tests, smarthost).
+    route: HostPort | None = None
+    # Per-domain overrides: {"example.com" = "127.0.0.1:2525"}.
+    routes: dict[str, str] = field(default_factory=dict)
+    # DNS server to ask instead of the system resolver ("HOST:PORT").
+    resolver: HostPort | None = None
+    dns_timeout: float = duration("10s")
+    # STARTTLS: opportunistic by default; domains listed here require it.
+    tls: str = "opportunistic"
+    tls_required_domains: tuple[str, ...] = ()
+    dkim: tuple[DkimKeySettings, ...] = ()
+    dkim_threads: int = 2
+    # Traffic shaping rules (TOML); relative paths are resolved against the config file.
+    shaping_file: Path | None = Path("config/shaping.toml")
+    # Default limits for a destination site no shaping rule matches.
+    max_connections_per_site: int = 10
+    max_messages_per_connection: int = 100
+    connection_idle_timeout: float = duration("30s")
+    # The in-memory active window (Postfix's active queue) and per-site ready window.
+    active_window: int = 5000
+    site_window: int = 1000
+    claim_batch: int = 500
+    lease: float = duration("2m")
+    # Retries: first retry after retry_initial, doubling up to retry_max; expiry after expire.
+    retry_initial: float = duration("5m")
+    retry_max: float = duration("4h")
+    expire: float = duration("4d")
+    throttle_backoff: float = duration("2m")
+    max_message_size: int = size("10MiB")
+    smtp_port: int = 25
+
+    def __post_init__(self) -> None:
+        if self.tls not in TLS_MODES:
+            raise ValueError(f"tls must be one of {', '.join(TLS_MODES)}")
+        for domain, target in self.routes.items():
+            try:
+                HostPort.parse(target)
+            except ValueError as exc:
+                raise ValueError(f"routes.{domain}: {exc}") from None
+        if self.retry_initial <= 0 or self.retry_max < self.retry_initial:
+            raise ValueError("need 0 < retry_initial <= retry_max")
+        if self.active_window < self.claim_batch or self.site_window < 1:
+            raise ValueError("need active_window >= claim_batch and site_window >= 1")
+        if self.lease < 30:
+            raise ValueError("lease must be at least 30s")
+
+    def route_for(self, domain: str) -> HostPort | None:
+        if domain in self.routes:
+            return HostPort.parse(self.routes[domain])
+        return self.route
+
+
+def retry_delay(settings: MtaSettings, attempt: int) -> float:
+    """Seconds before retry number ``attempt`` (1-based): initial, doubling, capped."""
+    return float(min(settings.retry_max, settings.retry_initial * (2 ** max(0, attempt - 1))))
+
+

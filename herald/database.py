@@ -11,10 +11,11 @@ from engine.database import Database, connect_one
 from engine.embedded_postgres import EmbeddedPostgres, start_embedded
 from engine.migrations import ENGINE_MIGRATIONS, MigrationSource, apply_migrations
 from herald.settings import Settings
+from mta.migrations import MTA_MIGRATIONS
 
 log = logging.getLogger("herald.database")
 
-MIGRATION_SOURCES: list[MigrationSource] = [ENGINE_MIGRATIONS]
+MIGRATION_SOURCES: list[MigrationSource] = [ENGINE_MIGRATIONS, MTA_MIGRATIONS]
 
 
 @asynccontextmanager

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from datetime import timedelta
+from typing import Any, Protocol
 
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from engine.database import Database
 from engine.http.app import FastPaths, build_app
@@ -17,7 +18,14 @@ from engine.http.openapi import build_document, engine_paths
 from engine.http.ratelimit import RateLimiter
 from engine.http.server import HttpServer
 from engine.intake.writer import EventWriter
-from herald.settings import Settings
+from herald.settings import Settings, resolve_path
+from mta import api as mta_api
+from mta.delivery import DeliveryService
+from mta.dkim import DkimKeyConfig, DkimSigner
+from mta.enqueue import QueueIdentity, load_bounce_secret
+from mta.mx import MxResolver
+from mta.routing import Router
+from mta.shaping import ShapingRule, load_rules
 
 log = logging.getLogger("herald.roles")
 
@@ -32,8 +40,15 @@ class Role(Protocol):
     async def stop(self) -> None: ...
 
 
+async def queue_identity(settings: Settings, database: Database) -> QueueIdentity:
+    async with database.connection() as connection:
+        secret = await load_bounce_secret(connection, settings.mta.bounce_secret)
+    return QueueIdentity(settings.mta.bounce_domain, secret,
+                         timedelta(seconds=settings.mta.expire))
+
+
 class HttpRole:
-    """The HTTP API: event intake, contacts, tracking pixel, health and metrics."""
+    """The HTTP API: event intake, contacts, pixel, message injection, health and metrics."""
 
     name = "http"
 
@@ -41,30 +56,85 @@ class HttpRole:
         self.settings = settings
         self.database = database
         self.writer = EventWriter(database, settings.intake)
+        self.server: HttpServer | None = None
+        self.app: Any = None
+
+    async def build(self) -> Any:
+        settings = self.settings
         limiter = RateLimiter(settings.http.rate_limit_per_second, settings.http.rate_limit_burst)
-        context = HttpContext(settings.http, database, self.writer,
-                              Authenticator(database, limiter))
-        routes = [*event_routes(context), *contact_routes(context)]
-        app = build_app(database, routes, build_document(engine_paths(), VERSION))
+        context = HttpContext(settings.http, self.database, self.writer,
+                              Authenticator(self.database, limiter))
+        identity = await queue_identity(settings, self.database)
+        routes: list[BaseRoute] = [
+            *event_routes(context), *contact_routes(context),
+            *mta_api.routes(context, identity, settings.mta.max_message_size)]
+        document = build_document({**engine_paths(), **mta_api.openapi_paths()}, VERSION)
+        app = build_app(self.database, routes, document)
         hot = {(method, route.path): route.endpoint for route in routes
                if isinstance(route, Route) and route.path == "/v1/events"
                for method in (route.methods or ())}
-        self.app = FastPaths(app, hot)
-        self.server = HttpServer(self.app, settings.http.listen,
-                                 graceful_timeout=settings.engine.shutdown_timeout / 2)
+        return FastPaths(app, hot)
 
     async def start(self) -> None:
+        self.app = await self.build()
+        self.server = HttpServer(self.app, self.settings.http.listen,
+                                 graceful_timeout=self.settings.engine.shutdown_timeout / 2)
         await self.writer.start()
         await self.server.start()
         log.info("http listening", extra={"address": f"{self.settings.http.listen.host}:"
                                                      f"{self.server.port}"})
 
     async def stop(self) -> None:
-        await self.server.stop()  # stop accepting; in-flight requests finish
+        if self.server is not None:
+            await self.server.stop()  # stop accepting; in-flight requests finish
         await self.writer.stop()  # commit what they queued
 
 
-ROLE_NAMES = ("http",)
+def build_signer(settings: Settings) -> DkimSigner | None:
+    if not settings.mta.dkim:
+        log.warning("no [[mta.dkim]] keys configured: mail goes out unsigned")
+        return None
+    configs = [DkimKeyConfig(key.domain, key.selector, resolve_path(settings, key.key_file),
+                             key.algorithm) for key in settings.mta.dkim]
+    return DkimSigner.from_configs(configs, threads=settings.mta.dkim_threads)
+
+
+def shaping_rules(settings: Settings) -> tuple[ShapingRule, ...]:
+    if settings.mta.shaping_file is None:
+        return ()
+    path = resolve_path(settings, settings.mta.shaping_file)
+    if not path.exists():
+        log.warning("shaping file not found; using [mta] defaults for every site",
+                    extra={"path": str(path)})
+        return ()
+    return load_rules(path)
+
+
+class MtaRole:
+    """Delivery: the outbound queue to the recipients' MX hosts."""
+
+    name = "mta"
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        mta = settings.mta
+        resolver = MxResolver(
+            nameserver=(mta.resolver.host, mta.resolver.port) if mta.resolver else None,
+            timeout=mta.dns_timeout)
+        self.service = DeliveryService(database, mta, Router(mta, resolver),
+                                       build_signer(settings), shaping_rules(settings))
+        self.resolver = resolver
+        self.grace = settings.engine.shutdown_timeout / 2
+
+    async def start(self) -> None:
+        await self.service.start()
+        log.info("mta delivering", extra={"owner": self.service.owner})
+
+    async def stop(self) -> None:
+        await self.service.stop(self.grace)
+        await self.resolver.aclose()
+
+
+ROLE_NAMES = ("http", "mta")
 
 
 def build_roles(names: list[str], settings: Settings, database: Database) -> list[Role]:
@@ -72,6 +142,8 @@ def build_roles(names: list[str], settings: Settings, database: Database) -> lis
     for name in names:
         if name == "http":
             roles.append(HttpRole(settings, database))
+        elif name == "mta":
+            roles.append(MtaRole(settings, database))
         else:
             raise ValueError(f"unknown role {name!r} (known: {', '.join(ROLE_NAMES)})")
     return roles

@@ -50,6 +50,7 @@ async def running_app(database_url: str, **http_overrides: Any) -> AsyncIterator
     database = await Database.connect(database_url, min_size=1, max_size=8)
     role = HttpRole(settings, database)
     await role.start()
+    assert role.server is not None
     app = RunningApp(f"http://127.0.0.1:{role.server.port}", database, "", role)
     app.admin_key = await app.new_key(*SCOPES)
     try:

@@ -1,0 +1,164 @@
+"""The injection API: ``POST /v1/messages`` and ``GET /v1/messages/{id}``."""
+
+from __future__ import annotations
+
+import uuid
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from engine.contacts import CONTACT_ID
+from engine.http.body import has_nul, read_json
+from engine.http.endpoint import HttpContext, endpoint
+from engine.http.errors import ApiError, OrjsonResponse
+from engine.http.openapi import error_responses
+from engine.timestamps import format_rfc3339, parse_rfc3339
+from mta.compose import check_raw, compose, parse_tags
+from mta.enqueue import OutboundMessage, QueueIdentity, enqueue
+from mta.errors import InvalidMessage
+
+MESSAGE_KEYS = frozenset({"from", "to", "subject", "text", "html", "headers", "raw",
+                          "contact_id", "tags", "metadata", "send_at", "idempotency_key"})
+
+
+def parse_message_request(body: Any, max_size: int) -> OutboundMessage:
+    if not isinstance(body, dict):
+        raise InvalidMessage("body: must be a JSON object")
+    unknown = set(body) - MESSAGE_KEYS
+    if unknown:
+        raise InvalidMessage(f"{sorted(unknown)[0]}: unknown field")
+    if body.get("raw") is not None:
+        raw = body["raw"]
+        if not isinstance(raw, str):
+            raise InvalidMessage("raw: must be the MIME message as a string")
+        for name in ("subject", "text", "html", "headers", "from"):
+            if name in body:
+                raise InvalidMessage(f"{name}: not allowed together with raw")
+        composed = check_raw(raw.encode("utf-8"), body.get("to"))
+    else:
+        composed = compose(body)
+    if len(composed.body) > max_size:
+        raise InvalidMessage(f"message: {len(composed.body)} octets; the limit is {max_size}")
+    contact_id = body.get("contact_id")
+    if contact_id is not None and (not isinstance(contact_id, str)
+                                   or not CONTACT_ID.match(contact_id)):
+        raise InvalidMessage("contact_id: must be a string of 1-255 printable characters")
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise InvalidMessage("metadata: must be an object")
+    send_at = None
+    if body.get("send_at") is not None:
+        if not isinstance(body["send_at"], str):
+            raise InvalidMessage("send_at: must be an RFC 3339 string")
+        try:
+            send_at = parse_rfc3339(body["send_at"])
+        except ValueError as exc:
+            raise InvalidMessage(f"send_at: {exc}") from None
+    key = body.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 255):
+        raise InvalidMessage("idempotency_key: must be a string of 1-255 characters")
+    return OutboundMessage(composed.header_from, composed.recipient, composed.body,
+                           contact_id, tuple(parse_tags(body.get("tags"))), metadata, "api",
+                           key, send_at)
+
+
+def routes(context: HttpContext, identity: QueueIdentity, max_size: int) -> list[Route]:
+    @endpoint("/v1/messages")
+    async def post_message(request: Request) -> Response:
+        await context.auth.require(request, "messages:write")
+        body = await read_json(request, 2 * max_size + 64 * 1024)  # JSON escaping inflates
+        try:
+            message = parse_message_request(body, max_size)
+        except InvalidMessage as exc:
+            raise ApiError(400, "invalid_message", str(exc)) from None
+        if has_nul(body):
+            raise ApiError(400, "invalid_message", "strings must not contain U+0000")
+        async with context.database.transaction() as connection:
+            queued = await enqueue(connection, identity, message)
+        return OrjsonResponse({"id": str(queued.id), "duplicate": queued.duplicate},
+                              status_code=202)
+
+    @endpoint("/v1/messages/{id}")
+    async def get_message(request: Request) -> Response:
+        await context.auth.require(request, "messages:read")
+        try:
+            message_id = uuid.UUID(request.path_params["id"])
+        except ValueError:
+            raise ApiError(404, "not_found", "no such message") from None
+        async with context.database.connection() as connection:
+            row = await connection.fetchrow(
+                "SELECT id, state, header_from, recipient, contact_id, tags, metadata, "
+                "attempts, created_at, next_attempt_at, expires_at, last_code, last_reply, "
+                "finished_at FROM outbound_messages WHERE id = $1", message_id)
+            attempts = await connection.fetch(
+                "SELECT attempt, at, outcome, remote_host, code, enhanced, reply, category "
+                "FROM delivery_attempts WHERE message_id = $1 ORDER BY attempt", message_id)
+        if row is None:
+            raise ApiError(404, "not_found", "no such message")
+        return OrjsonResponse(message_json(row, attempts))
+
+    return [Route("/v1/messages", post_message, methods=["POST"]),
+            Route("/v1/messages/{id}", get_message, methods=["GET"])]
+
+
+def message_json(row: Any, attempts: list[Any]) -> dict[str, Any]:
+    final = row["state"] in ("delivered", "bounced", "expired", "suppressed")
+    return {
+        "id": str(row["id"]),
+        "state": row["state"],
+        "from": row["header_from"],
+        "to": row["recipient"],
+        "contact_id": row["contact_id"],
+        "tags": row["tags"],
+        "metadata": row["metadata"],
+        "created_at": format_rfc3339(row["created_at"]),
+        "next_attempt_at": None if final else format_rfc3339(row["next_attempt_at"]),
+        "expires_at": format_rfc3339(row["expires_at"]),
+        "finished_at": format_rfc3339(row["finished_at"]) if row["finished_at"] else None,
+        "last_reply": row["last_reply"],
+        "attempts": [{
+            "attempt": a["attempt"], "at": format_rfc3339(a["at"]), "outcome": a["outcome"],
+            "remote_host": a["remote_host"], "code": a["code"], "enhanced": a["enhanced"],
+            "reply": a["reply"], "category": a["category"],
+        } for a in attempts],
+    }
+
+
+def openapi_paths() -> dict[str, Any]:
+    json_body = {"application/json": {"schema": {"type": "object"}}}
+    return {
+        "/v1/messages": {"post": {
+            "summary": "Queue one message for delivery (answers after commit)",
+            "operationId": "postMessage",
+            "security": [{"bearer": ["messages:write"]}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["to"],
+                "properties": {
+                    "from": {"type": "string"}, "to": {"type": "string"},
+                    "subject": {"type": "string"}, "text": {"type": "string"},
+                    "html": {"type": "string"}, "raw": {"type": "string"},
+                    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "contact_id": {"type": "string"},
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                    "metadata": {"type": "object"},
+                    "send_at": {"type": "string", "format": "date-time"},
+                    "idempotency_key": {"type": "string"},
+                }}}}},
+            "responses": {"202": {"description": "Queued", "content": json_body},
+                          **error_responses(400, 401, 403, 413, 429, 503)},
+        }},
+        "/v1/messages/{id}": {"get": {
+            "summary": "A message's state and every delivery attempt",
+            "operationId": "getMessage",
+            "security": [{"bearer": ["messages:read"]}],
+            "parameters": [{"name": "id", "in": "path", "required": True,
+                            "schema": {"type": "string", "format": "uuid"}}],
+            "responses": {"200": {"description": "The message", "content": json_body},
+                          **error_responses(401, 403, 404, 503)},
+        }},
+    }
+
+

@@ -64,6 +64,10 @@ class SiteScheduler:
 
     async def _run(self, site: Site) -> None:
         while site.ready and not self._stopping:
+            if site.active >= site.governor.allowed_connections:
+                site.changed.clear()
+                await site.changed.wait()
+                continue  # re-check backoff and rate: the delivery that ended may have changed them
             wait = site.governor.wait_time(self._clock())
             if wait > 0:
                 site.changed.clear()
@@ -72,11 +76,6 @@ class SiteScheduler:
                 except TimeoutError:
                     pass
                 continue
-            while site.active >= site.governor.allowed_connections and not self._stopping:
-                site.changed.clear()
-                await site.changed.wait()
-            if self._stopping or not site.ready:
-                break
             message, destination = site.ready.popleft()
             site.active += 1
             self._spawn(self._delivery(site, message, destination), f"deliver:{message.id}")

@@ -1,0 +1,160 @@
+"""``herald bench dkim``: DKIM signatures/s per algorithm on a generated message (3 KB default).
+
+For RSA-2048 and Ed25519 it measures the bare OpenSSL sign operation (the ceiling), the whole
+``DkimSigner.sign()`` on one thread, and ``sign_async()`` through the signer's thread pool from
+an event loop; then messages/s for a domain with both keys (two signatures each). Keys are
+generated into a temporary directory and loaded through ``DkimSigner.from_configs``. Prints a
+table on stderr and one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import orjson
+import uvloop
+
+from mta.dkim import DkimKey, DkimKeyConfig, DkimSigner
+from mta.dkim_keys import write_keypair
+
+DOMAIN = "bench.example"
+MESSAGES = 8192  # cycled through; each has three header values of its own
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="herald bench dkim", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=1.5, help="seconds per measurement")
+    parser.add_argument("--size", type=int, default=3072, help="message size in bytes")
+    parser.add_argument("--threads", type=int, default=2, help="signer thread pool size")
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or args.size < 512 or args.threads < 1:
+        parser.error("need --seconds > 0, --size >= 512 and --threads >= 1")
+    return args
+
+
+def build_message(size: int, recipient: int = 0) -> bytes:
+    """A campaign-like message of about ``size`` bytes: the usual headers, with To, Message-ID
+    and List-Unsubscribe unique to ``recipient``, and a text body."""
+    head = (
+        f"From: Bench Shop <news@{DOMAIN}>\r\nTo: Customer <c{recipient}@recipient.example>\r\n"
+        "Subject: Your weekly picks are here\r\nDate: Mon, 01 Jan 2024 10:00:00 +0000\r\n"
+        f"Message-ID: <bench.{recipient}@{DOMAIN}>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+        f"List-Unsubscribe: <https://{DOMAIN}/u/{recipient:08d}>, "
+        f"<mailto:u@{DOMAIN}?subject={recipient:08d}>\r\n"
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        f"Feedback-ID: weekly:picks:herald:{DOMAIN}\r\n\r\n"
+    ).encode()
+    line = b"Hello, here are this week's picks, chosen from what you viewed recently.\r\n"
+    return head + line * max(1, (size - len(head)) // len(line))
+
+
+def build_messages(size: int) -> list[bytes]:
+    """Distinct messages, more than the signer's header caches hold, as in a real campaign."""
+    return [build_message(size, recipient) for recipient in range(MESSAGES)]
+
+
+def rate(operation: Callable[[int], object], seconds: float) -> float:
+    """Calls per second of ``operation(call_number)`` on this thread."""
+    count, start = 0, time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for i in range(count, count + 16):
+            operation(i)
+        count += 16
+        now = time.perf_counter()
+        if now >= deadline:
+            return count / (now - start)
+
+
+async def pool_rate(
+    signer: DkimSigner, messages: Sequence[bytes], seconds: float, inflight: int
+) -> float:
+    """Messages per second through ``sign_async`` with ``inflight`` concurrent callers."""
+    count = 0
+    deadline = time.perf_counter() + seconds
+
+    async def caller() -> None:
+        nonlocal count
+        while time.perf_counter() < deadline:
+            count += 1
+            await signer.sign_async(messages[count % len(messages)])
+
+    start = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(inflight):
+            group.create_task(caller())
+    return count / (time.perf_counter() - start)
+
+
+def measure(
+    name: str, configs: Sequence[DkimKeyConfig], messages: Sequence[bytes], args: argparse.Namespace
+) -> dict[str, float]:
+    signer = DkimSigner.from_configs(configs, threads=args.threads)
+    try:
+        if not signer.sign(messages[0]).startswith(b"DKIM-Signature:"):
+            raise SystemExit(f"bench dkim: {name}: the message was not signed")
+        count = len(messages)
+        result = {f"{name}_per_s": rate(lambda i: signer.sign(messages[i % count]), args.seconds)}
+        result[f"{name}_per_s_threads"] = uvloop.run(
+            pool_rate(signer, messages, args.seconds, inflight=2 * args.threads)
+        )
+        if len(configs) == 1:
+            key: DkimKey = signer.keys[0]
+            digest = hashlib.sha256(messages[0]).digest()
+            result[f"{name}_raw_per_s"] = rate(lambda _: key.sign_digest(digest), args.seconds)
+    finally:
+        signer.close()
+    return {k: round(v, 1) for k, v in result.items()}
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    messages = build_messages(args.size)
+    with tempfile.TemporaryDirectory(prefix="herald-bench-dkim-") as tmp:
+        rsa_file, _ = write_keypair(DOMAIN, "rsa1", "rsa", Path(tmp))
+        ed_file, _ = write_keypair(DOMAIN, "ed1", "ed25519", Path(tmp))
+        rsa_key = DkimKeyConfig(DOMAIN, "rsa1", rsa_file, "rsa")
+        ed_key = DkimKeyConfig(DOMAIN, "ed1", ed_file, "ed25519")
+        figures: dict[str, float] = {}
+        figures |= measure("rsa", [rsa_key], messages, args)
+        figures |= measure("ed25519", [ed_key], messages, args)
+        figures |= measure("rsa_ed25519_msgs", [rsa_key, ed_key], messages, args)
+    print(
+        f"DKIM signing, {len(messages[0])}-byte message, pool of {args.threads} threads",
+        file=sys.stderr,
+    )
+    print(
+        f"{'keys':<14}{'OpenSSL only/s':>16}{'sign()/s':>12}{'sign() % of OpenSSL':>21}"
+        f"{'sign_async pool/s':>19}",
+        file=sys.stderr,
+    )
+    for name, label in (
+        ("rsa", "rsa-2048"),
+        ("ed25519", "ed25519"),
+        ("rsa_ed25519_msgs", "both (msgs)"),
+    ):
+        raw = figures.get(f"{name}_raw_per_s")
+        single, pooled = figures[f"{name}_per_s"], figures[f"{name}_per_s_threads"]
+        share = f"{100 * single / raw:.0f} %" if raw else "-"
+        print(f"{label:<14}{raw or '-':>16}{single:>12}{share:>21}{pooled:>19}", file=sys.stderr)
+    summary = {
+        "bench": "dkim",
+        "size": len(messages[0]),
+        "threads": args.threads,
+        "seconds": args.seconds,
+        **figures,
+    }
+    print(orjson.dumps(summary).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

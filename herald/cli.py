@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -14,6 +16,7 @@ from engine.database import connect_one
 from engine.errors import HeraldError
 from engine.keys import DEFAULT_SCOPES, SCOPES, create_key, list_keys, revoke_key, validate_scopes
 from engine.log import configure_logging
+from engine.values import HostPort
 from herald.database import database_url, migrate
 from herald.roles import ROLE_NAMES
 from herald.settings import Settings, config_path_from, load_settings
@@ -50,6 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     key_commands.add_parser("list", help="list keys (never their secrets)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
+
+    dkim_parser = commands.add_parser("dkim", help="DKIM keys")
+    dkim_commands = dkim_parser.add_subparsers(dest="dkim_command", required=True,
+                                               metavar="ACTION")
+    keygen = dkim_commands.add_parser("keygen", help="write a signing key, print its DNS record")
+    keygen.add_argument("--domain", required=True)
+    keygen.add_argument("--selector", required=True)
+    keygen.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa")
+    keygen.add_argument("--out", default="dkim", help="directory for the key (default: ./dkim)")
+
+    sink = commands.add_parser("sink", help="run a local capture SMTP server (demos, tests)")
+    sink.add_argument("--listen", default="127.0.0.1:2525", help="HOST:PORT")
+    sink.add_argument("--maildir", help="store each message in this Maildir")
 
     bench = commands.add_parser("bench", help="load tests: " + ", ".join(BENCHES))
     bench.add_argument("name", choices=BENCHES)
@@ -103,9 +119,52 @@ async def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dkim_keygen(args: argparse.Namespace) -> int:
+    from mta.dkim_keys import write_keypair
+
+    path, record = write_keypair(args.domain, args.selector, args.algorithm, Path(args.out))
+    print(f"wrote {path}; add to config:")
+    print(f'[[mta.dkim]]\ndomain = "{args.domain}"\nselector = "{args.selector}"\n'
+          f'key_file = "{path}"\nalgorithm = "{args.algorithm}"')
+    print("publish this DNS record:")
+    print(record)
+    return 0
+
+
+def _cmd_sink(args: argparse.Namespace) -> int:
+    from engine.lifecycle import install_stop_signals, sd_notify
+    from mta.sink import CaptureSink
+
+    try:
+        listen = HostPort.parse(args.listen)
+    except ValueError as exc:
+        raise UsageError(f"--listen: {exc}") from None
+    configure_logging("info")
+
+    async def serve() -> int:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        async with CaptureSink(listen.host, listen.port,
+                               maildir=Path(args.maildir) if args.maildir else None) as sink:
+            print(f"sink listening on {listen.host}:{sink.port}", flush=True)
+            sd_notify("READY=1")
+            await stop.wait()
+            print(f"sink stopping after {sink.received} message(s)", flush=True)
+        return 0
+
+    try:
+        return uvloop.run(serve())
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.listen}: {exc.strerror}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "dkim":
+            return _cmd_dkim_keygen(args)
+        if args.command == "sink":
+            return _cmd_sink(args)
         if args.command == "bench":
             module = importlib.import_module(f"bench.{args.name}")  # bench sits above herald
             return int(module.main(args.args))

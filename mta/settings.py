@@ -76,8 +76,8 @@ class MtaSettings:
             raise ValueError("need 0 < retry_initial <= retry_max")
         if self.active_window < self.claim_batch or self.site_window < 1:
             raise ValueError("need active_window >= claim_batch and site_window >= 1")
-        if self.lease < 30:
-            raise ValueError("lease must be at least 30s")
+        if self.lease < 5:
+            raise ValueError("lease must be at least 5s")
 
     def route_for(self, domain: str) -> HostPort | None:
         if domain in self.routes:

@@ -15,6 +15,7 @@ from engine.database import Database, connect_one
 from engine.keys import SCOPES, create_key
 from engine.values import HostPort
 from herald.roles import HttpRole
+from mta.settings import MtaSettings
 from herald.settings import Settings
 
 
@@ -39,14 +40,17 @@ class RunningApp:
         return new.token
 
 
-def test_settings(database_url: str, **http_overrides: Any) -> Settings:
+def test_settings(database_url: str, mta: MtaSettings | None = None,
+                  **http_overrides: Any) -> Settings:
     http = dataclasses.replace(HttpSettings(listen=HostPort("127.0.0.1", 0)), **http_overrides)
-    return Settings(engine=EngineSettings(database_url=database_url), http=http)
+    return Settings(engine=EngineSettings(database_url=database_url), http=http,
+                    mta=mta or MtaSettings())
 
 
 @asynccontextmanager
-async def running_app(database_url: str, **http_overrides: Any) -> AsyncIterator[RunningApp]:
-    settings = test_settings(database_url, **http_overrides)
+async def running_app(database_url: str, mta: MtaSettings | None = None,
+                      **http_overrides: Any) -> AsyncIterator[RunningApp]:
+    settings = test_settings(database_url, mta, **http_overrides)
     database = await Database.connect(database_url, min_size=1, max_size=8)
     role = HttpRole(settings, database)
     await role.start()

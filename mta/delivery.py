@@ -218,6 +218,7 @@ class DeliveryService:
                 tls="required" if destination.tls_required else (
                     "none" if self._settings.tls == "none" else "opportunistic"),
                 max_message_bytes=self._settings.max_message_size * 2,
+                rset_before_reuse=5.0,  # probe only sessions that sat idle a while
             ))
             self._pools[(address, port)] = pool
         return pool

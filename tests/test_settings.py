@@ -93,3 +93,53 @@ def test_sizes_and_hostports() -> None:
     assert str(HostPort("::1", 25)) == "[::1]:25"
     with pytest.raises(ValueError):
         HostPort.parse("host:99999")
+
+
+def test_mta_section_with_dkim_tables_and_routes(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[mta]
+ehlo_name = "mx.shop.test"
+retry_initial = "1m"
+[mta.routes]
+"example.test" = "127.0.0.1:2525"
+[[mta.dkim]]
+domain = "shop.test"
+selector = "s1"
+key_file = "dkim/shop.pem"
+[[mta.dkim]]
+domain = "shop.test"
+selector = "e1"
+key_file = "dkim/shop-ed.pem"
+algorithm = "ed25519"
+""")
+    settings = load_settings(path, environ={"HERALD_MTA_ROUTE": "127.0.0.1:2626"})
+    assert settings.mta.ehlo_name == "mx.shop.test"
+    assert settings.mta.retry_initial == 60.0
+    assert [(k.selector, k.algorithm) for k in settings.mta.dkim] == [("s1", "rsa"),
+                                                                      ("e1", "ed25519")]
+    assert settings.mta.route_for("example.test") == HostPort("127.0.0.1", 2525)
+    assert settings.mta.route_for("other.test") == HostPort("127.0.0.1", 2626)
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ('[[mta.dkim]]\ndomain = "a.test"\nselector = "s"\nkey_file = "k"\nalgorithm = "dsa"\n',
+     "mta.dkim[0]: algorithm must be 'rsa' or 'ed25519'"),
+    ('[[mta.dkim]]\ndomain = "a.test"\nkey_file = "k"\n', "mta.dkim[0]:"),
+    ('[mta.routes]\n"a.test" = "nowhere"\n', "routes.a.test:"),
+    ('[mta]\ntls = "sometimes"\n', "tls must be one of"),
+])
+def test_bad_mta_values_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, toml), environ={})
+    assert message in str(caught.value)
+
+
+def test_shipped_shaping_rules_load() -> None:
+    from mta.shaping import limits_for, load_rules
+
+    rules = load_rules(REPO / "config" / "shaping.toml")
+    gmail = limits_for(rules, "gmail.com", ("gmail-smtp-in.l.google.com",), 10, 100)
+    workspace = limits_for(rules, "corp.example", ("aspmx.l.google.com",), 10, 100)
+    other = limits_for(rules, "corp.example", ("mx.corp.example",), 10, 100)
+    assert gmail.rule == workspace.rule == "google"
+    assert other.rule == "default" and other.max_connections == 10

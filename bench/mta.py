@@ -1,0 +1,245 @@
+"""``herald bench mta``: queue N DKIM-signed messages and deliver them to a local sink.
+
+Starts ``herald run --role mta`` against a temporary embedded Postgres (or ``--database-url``)
+with an RSA-2048 DKIM key, routes all mail to Postfix's ``smtp-sink`` (or Herald's own sink when
+smtp-sink is not installed), then measures:
+
+- throughput: N messages preloaded in the queue, delivered with durable state, messages/s;
+- latency: messages injected at a steady rate while the engine runs, enqueue -> delivered p50/p99.
+
+Prints a table on stderr and one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import uvloop
+
+from bench.herald_process import HeraldProcess, free_port
+from engine.addresses import parse_address
+from engine.database import connect_one
+from herald.database import migrate
+from mta.compose import compose
+from mta.dkim_keys import write_keypair
+from mta.enqueue import OutboundMessage, QueueIdentity, enqueue, load_bounce_secret
+from mta.returnpath import bounce_address
+
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="herald bench mta", description=__doc__)
+    parser.add_argument("--messages", type=int, default=20_000, help="preloaded messages")
+    parser.add_argument("--size", type=int, default=3072, help="approximate message size")
+    parser.add_argument("--rate", type=float, default=300.0, help="latency phase: msgs/s")
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=20, help="SMTP connections")
+    parser.add_argument("--database-url", help="use this Postgres (default: embedded, temporary)")
+    parser.add_argument("--sink", choices=("auto", "smtp-sink", "herald"), default="auto")
+    parser.add_argument("--log", type=Path, help="write the engine's log here")
+    return parser.parse_args(argv)
+
+
+def body_text(size: int) -> str:
+    line = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\n"
+    return line * max(1, (size - 600) // len(line))
+
+
+class Sink:
+    def __init__(self, kind: str) -> None:
+        if kind == "auto":
+            kind = "smtp-sink" if os.path.exists(SMTP_SINK) else "herald"
+        self.kind = kind
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.kind == "smtp-sink":
+            user = ["-u", "root"] if os.getuid() == 0 else []
+            command = [SMTP_SINK, *user, f"127.0.0.1:{self.port}", "1000"]
+        else:
+            command = [sys.executable, "-m", "herald.cli", "sink", "--listen",
+                       f"127.0.0.1:{self.port}"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        import socket
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"the {self.kind} sink did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+async def preload(url: str, identity: QueueIdentity, count: int, size: int) -> None:
+    composed = compose({"from": "Bench <news@bench.test>", "to": "user@example.test",
+                        "subject": "Your weekly picks", "text": body_text(size)})
+    now = datetime.now(UTC)
+    records = []
+    for i in range(count):
+        message_id = uuid.uuid4()
+        records.append((message_id, "news@bench.test",
+                        bounce_address(identity.bounce_secret, message_id,
+                                       identity.bounce_domain),
+                        f"user{i}@example.test", "example.test", f"c{i}", composed.body, now,
+                        now + identity.expire))
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.copy_records_to_table(
+            "outbound_messages", records=records,
+            columns=["id", "header_from", "envelope_from", "recipient", "recipient_domain",
+                     "contact_id", "body", "next_attempt_at", "expires_at"])
+    finally:
+        await connection.close()
+
+
+async def count_final(connection: asyncpg.Connection) -> tuple[int, int]:
+    row = await connection.fetchrow(
+        "SELECT count(*) FILTER (WHERE state = 'delivered') AS delivered, "
+        "count(*) FILTER (WHERE state IN ('queued', 'deferred')) AS waiting "
+        "FROM outbound_messages")
+    return int(row["delivered"]), int(row["waiting"])
+
+
+async def wait_delivered(url: str, total: int, timeout: float) -> float:
+    connection = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            delivered, _ = await count_final(connection)
+            if delivered >= total:
+                return time.monotonic()
+            await asyncio.sleep(0.05)
+    finally:
+        await connection.close()
+    raise TimeoutError(f"only part of {total} messages were delivered in {timeout}s")
+
+
+async def latency_phase(url: str, identity: QueueIdentity, rate: float, seconds: float,
+                        size: int) -> dict[str, Any]:
+    composed = compose({"from": "Bench <news@bench.test>", "to": "user@example.test",
+                        "subject": "Your receipt", "text": body_text(size)})
+    connection = await connect_one(url)
+    ids = []
+    try:
+        started = time.monotonic()
+        sent = 0
+        while time.monotonic() - started < seconds:
+            due = int((time.monotonic() - started) * rate) - sent
+            for _ in range(max(0, due)):
+                message = OutboundMessage(composed.header_from,
+                                          parse_address(f"late{sent}@example.test"),
+                                          composed.body, source="bench")
+                async with connection.transaction():
+                    ids.append((await enqueue(connection, identity, message)).id)
+                sent += 1
+            await asyncio.sleep(0.005)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            left = await connection.fetchval(
+                "SELECT count(*) FROM outbound_messages WHERE id = ANY($1::uuid[]) "
+                "AND state <> 'delivered'", ids)
+            if left == 0:
+                break
+            await asyncio.sleep(0.05)
+        rows = await connection.fetch(
+            "SELECT extract(epoch FROM finished_at - created_at) AS s FROM outbound_messages "
+            "WHERE id = ANY($1::uuid[]) AND state = 'delivered' ORDER BY 1", ids)
+    finally:
+        await connection.close()
+    values = [float(r["s"]) for r in rows]
+
+    def pct(p: float) -> float:
+        return round(values[min(len(values) - 1, int(p * (len(values) - 1)))] * 1000, 1)
+
+    return {"injected": len(ids), "delivered": len(values), "rate": rate,
+            "p50_ms": pct(0.5) if values else None, "p99_ms": pct(0.99) if values else None}
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="herald-bench-mta-"))
+    url = args.database_url
+    embedded = None
+    if url is None:
+        from engine.embedded_postgres import start_embedded
+
+        embedded = start_embedded(workdir / "data")
+        url = embedded.url
+    key_path, _record = write_keypair("bench.test", "b1", "rsa", workdir / "dkim")
+    sink = Sink(args.sink)
+    sink.start()
+    env = {"HERALD_DATABASE_URL": url, "HERALD_ENGINE_LOG_LEVEL": "warning",
+           "HERALD_MTA_ROUTE": f"127.0.0.1:{sink.port}", "HERALD_MTA_SHAPING_FILE": "",
+           "HERALD_MTA_MAX_CONNECTIONS_PER_SITE": str(args.connections),
+           "HERALD_MTA_MAX_MESSAGES_PER_CONNECTION": "1000",
+           "HERALD_MTA_DKIM": orjson.dumps([{"domain": "bench.test", "selector": "b1",
+                                             "key_file": str(key_path)}]).decode()}
+    engine = HeraldProcess(["run", "--role", "mta"], env, args.log)
+    try:
+        uvloop.run(migrate(url))
+        identity = uvloop.run(_identity(url))
+        uvloop.run(preload(url, identity, args.messages, args.size))
+        started = time.monotonic()
+        engine.start()
+        ready = time.monotonic()
+        finished = uvloop.run(wait_delivered(url, args.messages, timeout=600))
+        elapsed = finished - ready
+        latency = uvloop.run(latency_phase(url, identity, args.rate, args.latency_seconds,
+                                           args.size))
+    finally:
+        if engine.process is not None:
+            engine.stop()
+        sink.stop()
+        if embedded is not None:
+            embedded.stop()
+    result = {
+        "bench": "mta",
+        "sink": sink.kind,
+        "messages": args.messages,
+        "message_bytes": args.size,
+        "dkim": "rsa-sha256 2048",
+        "connections": args.connections,
+        "startup_s": round(ready - started, 2),
+        "messages_per_s": round(args.messages / elapsed, 1),
+        "latency": latency,
+    }
+    print(f"{result['messages']} messages in {elapsed:.1f}s: {result['messages_per_s']} msg/s "
+          f"(DKIM-signed, {args.size} B, {sink.kind}); latency at {args.rate}/s: "
+          f"p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms", file=sys.stderr)
+    print(orjson.dumps(result).decode())
+    return 0
+
+
+async def _identity(url: str) -> QueueIdentity:
+    connection = await connect_one(url)
+    try:
+        secret = await load_bounce_secret(connection, None)
+    finally:
+        await connection.close()
+    return QueueIdentity("bounces.bench.test", secret, timedelta(days=4))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -153,6 +153,8 @@ def format_mailbox(display_name: str | None, address: Address) -> str:
     if not display_name:
         return spec
     _check_display_name(display_name)
+    if display_name.isspace():
+        return spec
     if display_name.isascii() and "=?" not in display_name:
         if address.needs_smtputf8:
             name = display_name.replace("\\", "\\\\").replace('"', '\\"')

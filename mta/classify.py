@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 
 class BounceCategory(StrEnum):
@@ -209,6 +210,7 @@ FAILURE_RULES: dict[str, tuple[BounceCategory, bool, str]] = {
     "expired": (_SOFT, True, "expired"),  # retries exhausted: bounce, but the address may live
 }
 
+MAX_TEXT_CHARS = 4096  # a reply is a few lines; never run the table over more than this
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?=\s|[.,;:]?\s|[.,;:]?$)")
 _SPACES = re.compile(r"\s+")
 
@@ -235,7 +237,7 @@ def classify_reply(code: int, enhanced: str | None, text: str) -> Classification
         enhanced, text = parse_reply_text(text)
     elif not _ENHANCED.fullmatch(enhanced):
         enhanced = None
-    text = _normalize_text(text, code)
+    text = _normalize_text(text[:MAX_TEXT_CHARS], code)
     status = f"{code} {enhanced or '-'}"
     for rule in TEXT_RULES:
         if rule.status is not None and not rule.status.search(status):
@@ -275,5 +277,9 @@ def _result(category: BounceCategory, permanent: bool, reason: str) -> Classific
 def _normalize_text(text: str, code: int) -> str:
     """Collapse a (possibly multi-line, joined) reply text into one spaced line without the
     "550-5.7.1 " prefixes that continuation lines repeat."""
-    continuation = re.compile(rf"(?:^|\s){code}[ -](?:[245]\.\d{{1,3}}\.\d{{1,3}}\s+)?")
-    return _SPACES.sub(" ", continuation.sub(" ", text)).strip()
+    return _SPACES.sub(" ", _continuation(code).sub(" ", text)).strip()
+
+
+@lru_cache(maxsize=256)
+def _continuation(code: int) -> re.Pattern[str]:
+    return re.compile(rf"(?:^|\s){code}[ -](?:[245]\.\d{{1,3}}\.\d{{1,3}}\s+)?")

@@ -20,7 +20,7 @@ from engine.eventlog import LogEvent, append_events
 
 CONTACT_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
 CONTACT_KEYS = frozenset({"contact_id", "email", "attributes", "timezone"})
-_UNSET = object()
+UNCHANGED = object()
 
 
 class InvalidContact(ValueError):
@@ -32,7 +32,7 @@ class InvalidContact(ValueError):
 @dataclass(frozen=True, slots=True)
 class ContactUpsert:
     contact_id: str
-    email: str | object | None  # _UNSET: keep what is stored
+    email: str | object | None  # UNCHANGED: keep what is stored
     attributes: dict[str, Any]
     timezone: str | object | None
 
@@ -47,7 +47,7 @@ def parse_contact(body: Any) -> ContactUpsert:
     contact_id = body.get("contact_id")
     if not isinstance(contact_id, str) or not CONTACT_ID.match(contact_id):
         raise InvalidContact("contact_id", "is required: a string of 1-255 printable characters")
-    email: str | object | None = _UNSET
+    email: str | object | None = UNCHANGED
     if "email" in body:
         if body["email"] is None:
             email = None
@@ -61,7 +61,7 @@ def parse_contact(body: Any) -> ContactUpsert:
     attributes = body.get("attributes", {})
     if not isinstance(attributes, dict):
         raise InvalidContact("attributes", "must be a JSON object")
-    timezone: str | object | None = _UNSET
+    timezone: str | object | None = UNCHANGED
     if "timezone" in body:
         timezone = body["timezone"]
         if timezone is not None:
@@ -99,8 +99,8 @@ async def upsert_contact(connection: asyncpg.Connection, upsert: ContactUpsert,
                 merged.pop(name, None)
             else:
                 merged[name] = value
-        email = (before["email"] if before else None) if upsert.email is _UNSET else upsert.email
-        timezone = ((before["timezone"] if before else None) if upsert.timezone is _UNSET
+        email = (before["email"] if before else None) if upsert.email is UNCHANGED else upsert.email
+        timezone = ((before["timezone"] if before else None) if upsert.timezone is UNCHANGED
                     else upsert.timezone)
         row = await connection.fetchrow(
             """INSERT INTO contacts (contact_id, email, attributes, timezone)

@@ -39,7 +39,7 @@ class HeraldProcess:
         notify.settimeout(0.5)
         self._notify = notify
         env = {**os.environ, **self.env, "NOTIFY_SOCKET": self.notify_path}
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen([sys.executable, "-m", "herald.cli", *self.args],
                                         env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout

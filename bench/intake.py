@@ -9,7 +9,6 @@ the database, and prints a table on stderr and one JSON line on stdout.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import sys
 import tempfile

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 _CLASH_RETRIES = 3  # Maildir names are unique per (time, pid, counter); retry a rare clash
 _MAX_ENVELOPE_HEADERS = 100
+_STOP_TIMEOUT = 5.0  # seconds for open sessions to wind down on stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,7 @@ class _SinkState:
         self.kept: deque[CapturedMessage] = deque(maxlen=keep)
         self.received = 0
         self.max_sessions = max_sessions
-        self.sessions: set[_SinkSMTP] = set()
+        self.sessions: dict[_SinkSMTP, asyncio.Task[Any]] = {}  # session -> its handler task
         self.arrived = asyncio.Event()  # replaced after each message: waiters re-check
 
     def count(self, message: CapturedMessage) -> None:
@@ -98,11 +99,13 @@ class _SinkSMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
             return
-        state.sessions.add(self)
+        task = asyncio.current_task()
+        assert task is not None
+        state.sessions[self] = task
         try:
             await super()._handle_client()
         finally:
-            state.sessions.discard(self)
+            state.sessions.pop(self, None)
 
 
 class CaptureSink:
@@ -170,10 +173,14 @@ class CaptureSink:
         if server is None:
             return
         server.close()
+        handlers: list[asyncio.Task[Any]] = []
         if self._state is not None:
-            for session in list(self._state.sessions):
+            for session, handler in list(self._state.sessions.items()):
                 if session.transport is not None:
-                    session.transport.close()
+                    session.transport.close()  # connection_lost cancels the handler
+                handlers.append(handler)
+        if handlers:
+            await asyncio.wait(handlers, timeout=_STOP_TIMEOUT)
         await server.wait_closed()
 
     async def wait_for(self, count: int, timeout: float) -> None:
@@ -201,8 +208,16 @@ class CaptureSink:
 
 
 async def run_sink(
-    listen_host: str, listen_port: int, maildir: Path | None, stop: asyncio.Event
+    listen_host: str,
+    listen_port: int,
+    maildir: Path | None,
+    stop: asyncio.Event,
+    *,
+    ready: asyncio.Future[int] | None = None,
 ) -> None:
-    """Serve until ``stop`` is set (the ``herald sink`` command)."""
-    async with CaptureSink(listen_host, listen_port, maildir=maildir):
+    """Serve until ``stop`` is set (the ``herald sink`` command). ``ready`` gets the bound port
+    once the socket listens (a readiness handshake, e.g. for sd_notify or tests)."""
+    async with CaptureSink(listen_host, listen_port, maildir=maildir) as sink:
+        if ready is not None and not ready.done():
+            ready.set_result(sink.port)
         await stop.wait()

@@ -5,11 +5,13 @@ This is the aiosmtplib boundary: its exceptions never leave this module. They be
 MX), ``SmtpSessionFailure`` (the dialogue failed at a named phase, permanent for 5xx, temporary
 for 4xx, disconnects and timeouts) or per-recipient ``RecipientResult``s.
 
-Timeouts are per phase (RFC 5321 §4.5.3.2). The body is handed to the transport in one write, so
-the RFC's per-block "data block" timeout is folded into ``data_final`` (the wait for the reply to
-the final "."). A session is reusable after a reply-level refusal (the dialogue is in sync, and
-an RSET is sent where a transaction was left open); any transport error, timeout, malformed reply
-or 421 breaks it for good.
+Timeouts are per phase (RFC 5321 §4.5.3.2), enforced with ``asyncio.timeout`` around aiosmtplib
+calls made with ``timeout=None``: on Python 3.11 aiosmtplib's own timeouts go through
+``asyncio.wait_for``, which can swallow a cancellation that races a reply. The body is handed to
+the transport in one write, so the RFC's per-block "data block" timeout is folded into
+``data_final`` (the wait for the reply to the final "."). A session is reusable after a
+reply-level refusal (the dialogue is in sync, and an RSET is sent where a transaction was left
+open); any transport error, timeout, malformed reply or 421 breaks it for good.
 """
 
 from __future__ import annotations
@@ -260,16 +262,18 @@ async def open_session(
     failed handshake). Raises ``SmtpConnectFailure`` or ``SmtpSessionFailure``.
     """
     timeouts = settings.timeouts
+    try:
+        client = aiosmtplib.SMTP(
+            hostname=host,
+            local_hostname=settings.ehlo_name,
+            timeout=None,  # every call passes timeout=None and runs under asyncio.timeout
+            start_tls=False,
+            validate_certs=settings.tls_verify,
+            tls_context=client_tls_context(settings.tls_verify),
+        )
+    except ValueError as exc:  # a host name with control characters
+        raise SmtpConnectFailure(host, port, "dns", f"invalid host name: {exc}") from exc
     sock = await _connect_socket(host, port, timeouts.connect)
-    client = aiosmtplib.SMTP(
-        hostname=host,
-        sock=sock,
-        local_hostname=settings.ehlo_name,
-        timeout=timeouts.greeting,
-        start_tls=False,
-        validate_certs=settings.tls_verify,
-        tls_context=client_tls_context(settings.tls_verify),
-    )
     try:
         await _read_greeting(client, sock, host, port, timeouts.greeting)
         extensions = await _greet(client, host, port, settings)
@@ -292,7 +296,8 @@ async def _read_greeting(
     client: aiosmtplib.SMTP, sock: socket.socket, host: str, port: int, timeout: float
 ) -> None:
     try:
-        await client.connect(timeout=timeout)
+        async with asyncio.timeout(timeout):
+            await client.connect(sock=sock, timeout=None)
     except SMTPConnectResponseError as exc:
         raise session_failure(host, port, "connect", parse_reply(exc.code, exc.message)) from exc
     except (SMTPException, OSError) as exc:
@@ -311,13 +316,15 @@ async def _greet(
     timeout = settings.timeouts.ehlo
     try:
         try:
-            await client.ehlo(hostname=settings.ehlo_name, timeout=timeout)
+            async with asyncio.timeout(timeout):
+                await client.ehlo(hostname=settings.ehlo_name, timeout=None)
         except SMTPHeloError as exc:
             reply = parse_reply(exc.code, exc.message)
             if not reply.permanent or not client.is_connected:
                 raise session_failure(host, port, "ehlo", reply) from exc
             try:
-                await client.helo(hostname=settings.ehlo_name, timeout=timeout)
+                async with asyncio.timeout(timeout):
+                    await client.helo(hostname=settings.ehlo_name, timeout=None)
             except SMTPHeloError as helo_exc:
                 helo_reply = parse_reply(helo_exc.code, helo_exc.message)
                 raise session_failure(host, port, "ehlo", helo_reply) from helo_exc
@@ -332,14 +339,15 @@ async def _start_tls(
 ) -> bool:
     """STARTTLS. False if the server refused the command (plaintext continues, if allowed)."""
     try:
-        await client.starttls(
-            tls_context=client_tls_context(settings.tls_verify),
-            timeout=settings.timeouts.starttls,
-        )
+        async with asyncio.timeout(settings.timeouts.starttls):
+            await client.starttls(tls_context=client_tls_context(settings.tls_verify), timeout=None)
     except SMTPResponseException as exc:
         if exc.code < 0:  # malformed reply: the dialogue is out of sync
             timeout = settings.timeouts.starttls
             raise _transport_failure(host, port, "starttls", exc, timeout) from exc
+        if exc.code == 421:  # the server is closing the channel
+            reply = parse_reply(exc.code, exc.message)
+            raise session_failure(host, port, "starttls", reply) from exc
         if settings.tls == "required" or not client.is_connected:
             detail = f"STARTTLS refused: {exc.code} {exc.message}"
             raise SmtpConnectFailure(host, port, "tls_required_unavailable", detail) from exc
@@ -462,7 +470,8 @@ class SmtpSession:
     async def reset(self) -> bool:
         """RSET (also a liveness probe for a reused connection). False marks the session broken."""
         try:
-            response = await self._client.execute_command(b"RSET", timeout=self._timeouts.rset)
+            async with asyncio.timeout(self._timeouts.rset):
+                response = await self._client.execute_command(b"RSET", timeout=None)
         except (SMTPException, OSError):
             self._break()
             return False
@@ -474,7 +483,8 @@ class SmtpSession:
 
     async def _exchange(self, phase: Phase, timeout: float, *command: bytes) -> SmtpReply:
         try:
-            response = await self._client.execute_command(*command, timeout=timeout)
+            async with asyncio.timeout(timeout):
+                response = await self._client.execute_command(*command, timeout=None)
         except (SMTPException, OSError) as exc:
             self._break()
             raise _transport_failure(self.host, self.port, phase, exc, timeout) from exc
@@ -492,7 +502,8 @@ class SmtpSession:
             if protocol is None:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost")
             protocol.write(wire)
-            response = await protocol.read_response(timeout=timeout)
+            async with asyncio.timeout(timeout):
+                response = await protocol.read_response(timeout=None)
         except (SMTPException, OSError) as exc:
             self._break()
             raise _transport_failure(self.host, self.port, "data_final", exc, timeout) from exc
@@ -509,7 +520,8 @@ class SmtpSession:
         """QUIT politely if the session is healthy, then close. Never raises (but cancellation)."""
         try:
             if self.reusable:
-                await self._client.quit(timeout=self._timeouts.quit)
+                async with asyncio.timeout(self._timeouts.quit):
+                    await self._client.quit(timeout=None)
         except (SMTPException, OSError):
             pass
         finally:

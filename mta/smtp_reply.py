@@ -114,9 +114,7 @@ class ServerExtensions:
 
 # --- envelope and message wire checks -------------------------------------------------------
 
-UnsendableReason = Literal[
-    "bad_address", "too_many_recipients", "too_large", "line_too_long"
-]
+UnsendableReason = Literal["bad_address", "too_many_recipients", "too_large", "line_too_long"]
 
 MAX_LINE_OCTETS = 998  # RFC 5322 §2.1.1 / RFC 5321 §4.5.3.1.6, excluding CRLF
 MAX_ADDRESS_OCTETS = 254  # RFC 5321 §4.5.3.1.3: a path is at most 256 octets with its brackets
@@ -179,14 +177,18 @@ def prepare_message(message: bytes, *, max_bytes: int) -> PreparedMessage:
 
 def check_address(address: str, *, role: str) -> bool:
     """Refuse what could break the command line; return True if the address is non-ASCII."""
+    try:
+        octets = len(address.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UnsendableMessage("bad_address", f"{role} address is not valid Unicode") from None
+    if octets > MAX_ADDRESS_OCTETS:
+        raise UnsendableMessage(
+            "bad_address", f"{role} address is longer than {MAX_ADDRESS_OCTETS} octets"
+        )
     rest = _QUOTED_LOCAL_PART.sub("", address, count=1)
     if _FORBIDDEN_IN_ADDRESS.search(rest):
         raise UnsendableMessage(
             "bad_address", f"{role} address {address!r} holds a control, space or angle bracket"
-        )
-    if len(address.encode("utf-8")) > MAX_ADDRESS_OCTETS:
-        raise UnsendableMessage(
-            "bad_address", f"{role} address is longer than {MAX_ADDRESS_OCTETS} octets"
         )
     return not address.isascii()
 

@@ -50,6 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=20, help="SMTP connections")
     parser.add_argument("--database-url", help="use this Postgres (default: embedded, temporary)")
     parser.add_argument("--sink", choices=("auto", "smtp-sink", "herald"), default="auto")
+    parser.add_argument("--no-dkim", action="store_true", help="deliver unsigned (comparison)")
     parser.add_argument("--log", type=Path, help="write the engine's log here")
     return parser.parse_args(argv)
 
@@ -194,8 +195,8 @@ def main(argv: list[str]) -> int:
            "HERALD_MTA_ROUTE": f"127.0.0.1:{sink.port}", "HERALD_MTA_SHAPING_FILE": "",
            "HERALD_MTA_MAX_CONNECTIONS_PER_SITE": str(args.connections),
            "HERALD_MTA_MAX_MESSAGES_PER_CONNECTION": "1000",
-           "HERALD_MTA_DKIM": orjson.dumps([{"domain": "bench.test", "selector": "b1",
-                                             "key_file": str(key_path)}]).decode()}
+           "HERALD_MTA_DKIM": "[]" if args.no_dkim else orjson.dumps([{
+               "domain": "bench.test", "selector": "b1", "key_file": str(key_path)}]).decode()}
     engine = HeraldProcess(["run", "--role", "mta"], env, args.log)
     try:
         uvloop.run(migrate(url))
@@ -219,7 +220,7 @@ def main(argv: list[str]) -> int:
         "sink": sink.kind,
         "messages": args.messages,
         "message_bytes": args.size,
-        "dkim": "rsa-sha256 2048",
+        "dkim": None if args.no_dkim else "rsa-sha256 2048",
         "connections": args.connections,
         "startup_s": round(ready - started, 2),
         "messages_per_s": round(args.messages / elapsed, 1),

@@ -21,11 +21,12 @@ from engine.intake.writer import EventWriter
 from herald.settings import Settings, resolve_path
 from mta import api as mta_api
 from mta.delivery import DeliveryService
-from mta.dkim import DkimKeyConfig, DkimSigner
+from mta.dkim import DkimKeyConfig
 from mta.enqueue import QueueIdentity, load_bounce_secret
 from mta.mx import MxResolver
 from mta.routing import Router
 from mta.shaping import ShapingRule, load_rules
+from mta.signing_pool import SigningPool
 
 log = logging.getLogger("herald.roles")
 
@@ -90,13 +91,13 @@ class HttpRole:
         await self.writer.stop()  # commit what they queued
 
 
-def build_signer(settings: Settings) -> DkimSigner | None:
+def build_signer(settings: Settings) -> SigningPool | None:
     if not settings.mta.dkim:
         log.warning("no [[mta.dkim]] keys configured: mail goes out unsigned")
         return None
     configs = [DkimKeyConfig(key.domain, key.selector, resolve_path(settings, key.key_file),
                              key.algorithm) for key in settings.mta.dkim]
-    return DkimSigner.from_configs(configs, threads=settings.mta.dkim_threads)
+    return SigningPool(configs, processes=settings.mta.dkim_workers)
 
 
 def shaping_rules(settings: Settings) -> tuple[ShapingRule, ...]:

@@ -30,7 +30,6 @@ from mta import queue
 from mta.attempt import AttemptContext, attempt, deferred, dns_outcome
 from mta.classify import classify_failure
 from mta.connection_pool import ConnectionPool, PoolSettings
-from mta.dkim import DkimSigner
 from mta.enqueue import OUTBOUND_CHANNEL
 from mta.errors import DkimError
 from mta.metrics import ACTIVE, CLAIM_BATCH, OUTCOMES, QUEUE_TO_DELIVERY, THROTTLES
@@ -39,6 +38,7 @@ from mta.queue import ClaimedMessage, Outcome
 from mta.routing import Destination, Router
 from mta.settings import MtaSettings
 from mta.shaping import ShapingRule, SiteGovernor, limits_for
+from mta.signing_pool import SigningPool
 from mta.sites import Site, SiteScheduler
 
 log = logging.getLogger("herald.mta.delivery")
@@ -51,7 +51,7 @@ RELEASE_DELAY = 5.0
 
 class DeliveryService:
     def __init__(self, database: Database, settings: MtaSettings, router: Router,
-                 signer: DkimSigner | None, rules: tuple[ShapingRule, ...] = ()) -> None:
+                 signer: SigningPool | None, rules: tuple[ShapingRule, ...] = ()) -> None:
         self._database = database
         self._settings = settings
         self._router = router
@@ -59,6 +59,7 @@ class DeliveryService:
         self._rules = rules
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._inflight: dict[uuid.UUID, ClaimedMessage] = {}
+        self._wire: dict[uuid.UUID, bytes] = {}  # signed messages awaiting delivery
         self._pending: list[Outcome] = []
         self._room = asyncio.Event()
         self._wake = asyncio.Event()
@@ -111,7 +112,7 @@ class DeliveryService:
         if self._listener is not None:
             await self._listener.close()
         if self._signer is not None:
-            self._signer.close()
+            await asyncio.to_thread(self._signer.close)
 
     def _spawn(self, coroutine: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -142,6 +143,7 @@ class DeliveryService:
                 continue
             if messages:
                 CLAIM_BATCH.observe(len(messages))
+            deliverable = []
             for message in messages:
                 self._inflight[message.id] = message
                 if message.recipient.lower() in suppressed:
@@ -153,10 +155,30 @@ class DeliveryService:
                                          reply="expired before delivery",
                                          category=str(classify_failure("expired").category)))
                 else:
-                    self._spawn(self._route(message), f"route:{message.id}")
+                    deliverable.append(message)
+            if deliverable and self._signer is not None:
+                deliverable = await self._sign(deliverable)
+            for message in deliverable:
+                self._spawn(self._route(message), f"route:{message.id}")
             ACTIVE.set(len(self._inflight))
             if len(messages) < min(room, settings.claim_batch):
                 await self._sleep_or_wake(await self._idle_wait())
+
+    async def _sign(self, messages: list[ClaimedMessage]) -> list[ClaimedMessage]:
+        """Sign a claimed batch in the worker processes; failures defer those messages."""
+        assert self._signer is not None
+        signed = await self._signer.sign_batch([m.body for m in messages])
+        ready = []
+        for message, result in zip(messages, signed, strict=True):
+            if isinstance(result, DkimError):
+                log.error("DKIM signing failed", extra={"message_id": str(message.id),
+                                                        "error": str(result)})
+                self._finish(deferred(self._context, message, classify_failure("timeout"),
+                                      detail=f"DKIM signing failed: {result}"))
+            else:
+                self._wire[message.id] = result
+                ready.append(message)
+        return ready
 
     async def _idle_wait(self) -> float:
         """Until the next deferred message is due, at most IDLE_POLL."""
@@ -237,21 +259,13 @@ class DeliveryService:
             site.governor.succeeded()
 
     async def _deliver(self, message: ClaimedMessage, destination: Destination) -> None:
-        try:
-            wire = message.body
-            if self._signer is not None:
-                wire = await self._signer.sign_async(message.body)
-            outcome = await attempt(self._context, message, destination, wire)
-        except DkimError as exc:
-            log.error("DKIM signing failed", extra={"message_id": str(message.id),
-                                                    "error": str(exc)})
-            outcome = deferred(self._context, message, classify_failure("timeout"),
-                               detail=f"DKIM signing failed: {exc}")
-        self._finish(outcome)
+        wire = self._wire.get(message.id, message.body)
+        self._finish(await attempt(self._context, message, destination, wire))
 
     # --- outcomes -----------------------------------------------------------------------------
 
     def _finish(self, outcome: Outcome) -> None:
+        self._wire.pop(outcome.message.id, None)
         self._pending.append(outcome)
         if len(self._pending) >= FLUSH_MAX:
             self._flush_now.set()

@@ -44,7 +44,7 @@ class MtaSettings:
     tls: str = "opportunistic"
     tls_required_domains: tuple[str, ...] = ()
     dkim: tuple[DkimKeySettings, ...] = ()
-    dkim_threads: int = 2
+    dkim_workers: int = 2  # signing processes
     # Traffic shaping rules (TOML); relative paths are resolved against the config file.
     shaping_file: Path | None = Path("config/shaping.toml")
     # Default limits for a destination site no shaping rule matches.

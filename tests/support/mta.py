@@ -18,13 +18,14 @@ from engine.database import Database, connect_one
 from engine.eventlog import EVENTS_CHANNEL
 from mta.compose import compose
 from mta.delivery import DeliveryService
-from mta.dkim import DkimKeyConfig, DkimSigner
+from mta.dkim import DkimKeyConfig
 from mta.dkim_keys import generate_key
 from mta.enqueue import OutboundMessage, QueueIdentity, enqueue, load_bounce_secret
 from mta.mx import MxResolver
 from mta.routing import Router
 from mta.settings import MtaSettings
 from mta.shaping import ShapingRule
+from mta.signing_pool import SigningPool
 
 FINAL = ("delivered", "bounced", "expired", "suppressed")
 
@@ -35,16 +36,16 @@ def mta_settings(**overrides: Any) -> MtaSettings:
     return dataclasses.replace(base, **overrides)
 
 
-def rsa_signer(tmp_path: Path, domain: str = "shop.test") -> tuple[DkimSigner, bytes]:
+def rsa_signer(tmp_path: Path, domain: str = "shop.test") -> tuple[SigningPool, bytes]:
     pem = generate_key("rsa")
     key_file = tmp_path / f"{domain}.pem"
     key_file.write_bytes(pem)
-    return DkimSigner.from_configs([DkimKeyConfig(domain, "s1", key_file, "rsa")]), pem
+    return SigningPool([DkimKeyConfig(domain, "s1", key_file, "rsa")], processes=1), pem
 
 
 @asynccontextmanager
 async def delivery_service(database: Database, settings: MtaSettings,
-                           signer: DkimSigner | None = None,
+                           signer: SigningPool | None = None,
                            rules: tuple[ShapingRule, ...] = ()) -> AsyncIterator[DeliveryService]:
     resolver = MxResolver(
         nameserver=(settings.resolver.host, settings.resolver.port) if settings.resolver else None,

@@ -33,6 +33,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-concurrency", type=int, default=8,
                         help="clients posting batches")
     parser.add_argument("--contacts", type=int, default=100_000, help="distinct contact ids")
+    parser.add_argument("--servers", type=int, default=1,
+                        help="HTTP server processes sharing the port (SO_REUSEPORT)")
     parser.add_argument("--log", type=Path, help="write the server's log here")
     return parser.parse_args(argv)
 
@@ -98,15 +100,19 @@ def main(argv: list[str]) -> int:
     port = free_port()
     env["HERALD_HTTP_LISTEN"] = f"127.0.0.1:{port}"
     env["HERALD_HTTP_RATE_LIMIT_PER_SECOND"] = "0"
-    server = HeraldProcess(["run", "--role", "http"], env, args.log)
-    server.start()
+    env["HERALD_HTTP_REUSE_PORT"] = "true" if args.servers > 1 else "false"
+    servers = [HeraldProcess(["run", "--role", "http"], env, args.log)
+               for _ in range(args.servers)]
+    for server in servers:
+        server.start()
     try:
         key = create_key(env, "events:write")
         phases = uvloop.run(drive(port, key, args))
         database_url = args.database_url or _embedded_url(workdir / "data")
         stored = uvloop.run(count_events(database_url))
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
     acknowledged = sum(p["requests"] * (1 if p["phase"] == "single" else args.batch_size)
                        for p in phases)
     for phase in phases:
@@ -116,6 +122,7 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
     summary = {
         "bench": "intake",
+        "servers": args.servers,
         "phases": phases,
         "single_requests_per_s": phases[0]["requests_per_s"],
         "single_p50_ms": phases[0]["p50_ms"],

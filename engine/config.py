@@ -42,6 +42,9 @@ class HttpSettings:
     # Where tracking links and the pixel point senders' browsers (used by later features).
     public_url: str = "http://127.0.0.1:8025"
     page_size: int = 100
+    # Let several processes listen on the same address (SO_REUSEPORT): run one `herald run
+    # --role http` per core and the kernel spreads connections across them.
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if self.max_body < 1024:

@@ -79,7 +79,8 @@ class HttpRole:
     async def start(self) -> None:
         self.app = await self.build()
         self.server = HttpServer(self.app, self.settings.http.listen,
-                                 graceful_timeout=self.settings.engine.shutdown_timeout / 2)
+                                 graceful_timeout=self.settings.engine.shutdown_timeout / 2,
+                                 reuse_port=self.settings.http.reuse_port)
         await self.writer.start()
         await self.server.start()
         log.info("http listening", extra={"address": f"{self.settings.http.listen.host}:"

@@ -23,10 +23,13 @@ class _Server(uvicorn.Server):
 class HttpServer:
     """Bind first (so the port is known and readiness is real), then serve until stopped."""
 
-    def __init__(self, app: Any, listen: HostPort, graceful_timeout: float = 5.0) -> None:
+    def __init__(self, app: Any, listen: HostPort, graceful_timeout: float = 5.0,
+                 reuse_port: bool = False) -> None:
         family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self.socket.bind((listen.host, listen.port))
         self.socket.listen(2048)
         self.socket.setblocking(False)

@@ -67,7 +67,9 @@ class Effects:
     skips: list[tuple[str, str]] = field(default_factory=list)  # (step id, reason)
     attributes: dict[str, Any] | None = None  # the contact's new attributes, when changed
     webhooks: list[WebhookEffect] = field(default_factory=list)
-    log: list[tuple[str, str, str]] = field(default_factory=list)  # (step, action, detail)
+    # (step, action, detail) in execution order; "send" and "skipped" entries line up, in
+    # order, with ``sends`` and ``skips``.
+    log: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def interpret(run: Run, program: p.Program, workflow: Workflow, inputs: RunInputs,
@@ -179,14 +181,17 @@ def _send(instruction: p.Send, run: Run, workflow: Workflow, inputs: RunInputs,
     if not verdict.send:
         assert verdict.skip_reason is not None
         effects.skips.append((step.id, verdict.skip_reason))
+        effects.log.append((step.id, "skipped", verdict.skip_reason))
         return False
     try:
         message = policy.templates.render(step.template,
                                           _message_context(run, workflow, inputs, step.id))
     except RenderError as exc:
         effects.skips.append((step.id, f"render error: {exc.reason}"))
+        effects.log.append((step.id, "skipped", f"render error: {exc.reason}"))
         return False
     effects.sends.append(SendEffect(step.id, step.template, message, transactional))
+    effects.log.append((step.id, "send", step.template))
     run.sent_steps.append(step.id)
     if not transactional:
         inputs.recent_sends += 1

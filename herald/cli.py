@@ -67,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument("--listen", default="127.0.0.1:2525", help="HOST:PORT")
     sink.add_argument("--maildir", help="store each message in this Maildir")
 
+    simulate = commands.add_parser(
+        "simulate", help="run workflows on a virtual clock over a JSON-lines events file")
+    simulate.add_argument("--workflows", help="workflows directory (default: from config)")
+    simulate.add_argument("--templates", help="templates directory (default: from config)")
+    simulate.add_argument("--events", required=True, help="JSON-lines file ('-': stdin)")
+    simulate.add_argument("--horizon", default="30d",
+                          help="run the clock this long past the last event (default 30d)")
+
+    explain = commands.add_parser("explain", help="what each workflow did for a contact, why")
+    explain.add_argument("--contact", required=True)
+    explain.add_argument("--json", action="store_true", help="print the report as JSON")
+
     bench = commands.add_parser("bench", help="load tests: " + ", ".join(BENCHES))
     bench.add_argument("name", choices=BENCHES)
     bench.add_argument("args", nargs=argparse.REMAINDER)
@@ -158,6 +170,54 @@ def _cmd_sink(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot listen on {args.listen}: {exc.strerror}") from None
 
 
+def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from automation.catalog import Catalog
+    from automation.simulate import Simulator, output_line, parse_lines
+    from engine.values import parse_duration
+    from herald.settings import resolve_path
+
+    try:
+        horizon = timedelta(seconds=parse_duration(args.horizon))
+    except ValueError as exc:
+        raise UsageError(f"--horizon: {exc}") from None
+    workflows = Path(args.workflows) if args.workflows else resolve_path(
+        settings, settings.automation.workflows_dir)
+    templates = Path(args.templates) if args.templates else resolve_path(
+        settings, settings.automation.templates_dir)
+    catalog = Catalog.load(workflows, templates)
+    try:
+        handle = sys.stdin if args.events == "-" else open(args.events, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--events: cannot read {args.events}: {exc.strerror}") from None
+    with handle:
+        lines = parse_lines(handle)
+    results = uvloop.run(Simulator(catalog, settings.automation).run(lines, horizon))
+    for result in results:
+        print(output_line(result))
+    return 0
+
+
+async def _cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
+    import orjson
+
+    from automation.explain import explain, render_text
+    from herald.roles import load_catalog
+
+    catalog = load_catalog(settings)
+    async with database_url(settings) as url:
+        await migrate(url)
+        connection = await connect_one(url)
+        try:
+            report = await explain(connection, catalog, args.contact)
+        finally:
+            await connection.close()
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if args.json
+          else render_text(report))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -170,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
             return int(module.main(args.args))
         settings = _with_settings(args)
         configure_logging(settings.engine.log_level)
+        if args.command == "simulate":
+            return _cmd_simulate(settings, args)
+        if args.command == "explain":
+            return _run_async(lambda: _cmd_explain(settings, args))
         if args.command == "run":
             from herald.runtime import serve
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from automation.migrations import AUTOMATION_MIGRATIONS
 from engine.database import Database, connect_one
 from engine.embedded_postgres import EmbeddedPostgres, start_embedded
 from engine.migrations import ENGINE_MIGRATIONS, MigrationSource, apply_migrations
@@ -15,7 +16,8 @@ from mta.migrations import MTA_MIGRATIONS
 
 log = logging.getLogger("herald.database")
 
-MIGRATION_SOURCES: list[MigrationSource] = [ENGINE_MIGRATIONS, MTA_MIGRATIONS]
+MIGRATION_SOURCES: list[MigrationSource] = [ENGINE_MIGRATIONS, MTA_MIGRATIONS,
+                                             AUTOMATION_MIGRATIONS]
 
 
 @asynccontextmanager

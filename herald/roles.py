@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import timedelta
 from typing import Any, Protocol
 
 from starlette.routing import BaseRoute, Route
 
+from automation import api as automation_api
+from automation.catalog import Catalog
+from automation.guards import parse_quiet_hours
+from automation.interpreter import Policy
+from automation.pg_store import PgStore
+from automation.service import AutomationService
+from automation.templates import TemplateSet
 from engine.database import Database
+from engine.errors import ConfigError
 from engine.http.app import FastPaths, build_app
 from engine.http.auth import Authenticator
 from engine.http.contacts_routes import routes as contact_routes
@@ -48,6 +57,28 @@ async def queue_identity(settings: Settings, database: Database) -> QueueIdentit
                          timedelta(seconds=settings.mta.expire))
 
 
+def load_catalog(settings: Settings) -> Catalog:
+    """The workflows and templates; a missing default directory means no workflows."""
+    workflows_dir = resolve_path(settings, settings.automation.workflows_dir)
+    templates_dir = resolve_path(settings, settings.automation.templates_dir)
+    if not workflows_dir.is_dir():
+        log.warning("no workflows directory; automation has nothing to run",
+                    extra={"path": str(workflows_dir)})
+        return Catalog([], TemplateSet.from_sources({}))
+    return Catalog.load(workflows_dir, templates_dir)
+
+
+async def link_secret(settings: Settings, database: Database) -> bytes:
+    if settings.automation.link_secret:
+        return settings.automation.link_secret.encode()
+    async with database.connection() as connection:
+        await connection.execute(
+            "INSERT INTO mta_secrets (name, value) VALUES ('links', $1) ON CONFLICT DO NOTHING",
+            secrets.token_bytes(32))
+        value = await connection.fetchval("SELECT value FROM mta_secrets WHERE name = 'links'")
+    return bytes(value)
+
+
 class HttpRole:
     """The HTTP API: event intake, contacts, pixel, message injection, health and metrics."""
 
@@ -66,10 +97,13 @@ class HttpRole:
         context = HttpContext(settings.http, self.database, self.writer,
                               Authenticator(self.database, limiter))
         identity = await queue_identity(settings, self.database)
+        catalog = load_catalog(settings)
         routes: list[BaseRoute] = [
             *event_routes(context), *contact_routes(context),
-            *mta_api.routes(context, identity, settings.mta.max_message_size)]
-        document = build_document({**engine_paths(), **mta_api.openapi_paths()}, VERSION)
+            *mta_api.routes(context, identity, settings.mta.max_message_size),
+            *automation_api.routes(context, catalog, settings.automation)]
+        document = build_document({**engine_paths(), **mta_api.openapi_paths(),
+                                   **automation_api.openapi_paths()}, VERSION)
         app = build_app(self.database, routes, document)
         hot = {(method, route.path): route.endpoint for route in routes
                if isinstance(route, Route) and route.path == "/v1/events"
@@ -136,7 +170,38 @@ class MtaRole:
         await self.resolver.aclose()
 
 
-ROLE_NAMES = ("http", "mta")
+class AutomationRole:
+    """Workflows: follow the event log, fire triggers, advance durable runs."""
+
+    name = "automation"
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        self.settings = settings
+        self.database = database
+        self.catalog = load_catalog(settings)
+        try:
+            self.policy = Policy(self.catalog.templates, settings.automation.frequency_cap,
+                                 parse_quiet_hours(settings.automation.quiet_hours))
+        except ValueError as exc:
+            raise ConfigError(f"automation.{exc}") from None
+        self.service: AutomationService | None = None
+
+    async def start(self) -> None:
+        identity = await queue_identity(self.settings, self.database)
+        secret = await link_secret(self.settings, self.database)
+        store = PgStore(self.database, self.catalog, self.policy, self.settings.automation,
+                        identity, secret)
+        self.service = AutomationService(self.database, self.catalog, store,
+                                         self.settings.automation)
+        await self.service.start()
+        log.info("automation started", extra={"workflows": sorted(self.catalog.current)})
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+
+
+ROLE_NAMES = ("http", "mta", "automation")
 
 
 def build_roles(names: list[str], settings: Settings, database: Database) -> list[Role]:
@@ -146,6 +211,8 @@ def build_roles(names: list[str], settings: Settings, database: Database) -> lis
             roles.append(HttpRole(settings, database))
         elif name == "mta":
             roles.append(MtaRole(settings, database))
+        elif name == "automation":
+            roles.append(AutomationRole(settings, database))
         else:
             raise ValueError(f"unknown role {name!r} (known: {', '.join(ROLE_NAMES)})")
     return roles

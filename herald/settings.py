@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from automation.settings import AutomationSettings
 from engine.config import EngineSettings, HttpSettings, IntakeSettings
 from engine.settings_loader import load_sections
 from mta.settings import MtaSettings
@@ -15,6 +16,7 @@ SECTIONS: dict[str, type] = {
     "http": HttpSettings,
     "intake": IntakeSettings,
     "mta": MtaSettings,
+    "automation": AutomationSettings,
 }
 ALIASES = {
     "HERALD_DATA_DIR": ("engine", "data_dir"),
@@ -28,6 +30,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     mta: MtaSettings = field(default_factory=MtaSettings)
+    automation: AutomationSettings = field(default_factory=AutomationSettings)
     config_path: Path | None = None
 
 

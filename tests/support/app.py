@@ -15,8 +15,8 @@ from engine.database import Database, connect_one
 from engine.keys import SCOPES, create_key
 from engine.values import HostPort
 from herald.roles import HttpRole
-from mta.settings import MtaSettings
 from herald.settings import Settings
+from mta.settings import MtaSettings
 
 
 @dataclass

@@ -1,0 +1,138 @@
+"""HTTP: ``GET /v1/contacts/{id}/explain``, ``GET /v1/workflows`` and
+``POST /v1/workflows/{name}/simulate`` (a dry run of one workflow over stored history)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from automation.catalog import Catalog
+from automation.explain import describe_trigger, explain
+from automation.settings import AutomationSettings
+from automation.simulate import ContactLine, EventLine, Line, Simulator, output_line
+from engine.http.body import read_json
+from engine.http.endpoint import HttpContext, endpoint
+from engine.http.errors import ApiError, OrjsonResponse
+from engine.http.openapi import error_responses
+from engine.timestamps import parse_rfc3339
+from engine.values import parse_duration
+
+MAX_SIMULATED_EVENTS = 100_000
+MAX_HORIZON = timedelta(days=400)
+
+
+def routes(context: HttpContext, catalog: Catalog, settings: AutomationSettings) -> list[Route]:
+    @endpoint("/v1/contacts/{contact_id}/explain")
+    async def explain_contact(request: Request) -> Response:
+        await context.auth.require(request, "contacts:read")
+        async with context.database.connection() as connection:
+            report = await explain(connection, catalog, request.path_params["contact_id"])
+        return OrjsonResponse(report)
+
+    @endpoint("/v1/workflows")
+    async def list_workflows(request: Request) -> Response:
+        await context.auth.require(request, "workflows:read")
+        return OrjsonResponse({"workflows": [{
+            "name": w.name, "version": w.version, "enabled": w.enabled, "priority": w.priority,
+            "trigger": describe_trigger(w.trigger), "description": w.description,
+        } for w in catalog.ordered()]})
+
+    @endpoint("/v1/workflows/{name}/simulate")
+    async def simulate(request: Request) -> Response:
+        await context.auth.require(request, "workflows:read")
+        name = request.path_params["name"]
+        workflow = catalog.current.get(name)
+        if workflow is None:
+            raise ApiError(404, "not_found", f"no workflow named {name!r}")
+        body = await read_json(request, 64 * 1024)
+        if not isinstance(body, dict):
+            raise ApiError(422, "invalid_request", "body: must be a JSON object")
+        horizon, contacts, since = _simulation_options(body)
+        lines = await _history(context, contacts, since)
+        single = Catalog([workflow], catalog.templates)
+        results = await Simulator(single, settings).run(lines, horizon)
+        return OrjsonResponse({"workflow": name, "events": len(lines),
+                               "results": [orjson.loads(output_line(r)) for r in results]})
+
+    return [Route("/v1/contacts/{contact_id}/explain", explain_contact, methods=["GET"]),
+            Route("/v1/workflows", list_workflows, methods=["GET"]),
+            Route("/v1/workflows/{name}/simulate", simulate, methods=["POST"])]
+
+
+def _simulation_options(body: dict[str, Any]) -> tuple[timedelta, list[str] | None, Any]:
+    unknown = sorted(set(body) - {"horizon", "contact_ids", "since"})
+    if unknown:
+        raise ApiError(422, "invalid_request", f"{unknown[0]}: unknown field")
+    try:
+        horizon = timedelta(seconds=parse_duration(body.get("horizon", "30d")))
+    except (ValueError, TypeError):
+        raise ApiError(422, "invalid_request", "horizon: a duration like '30d'") from None
+    if horizon > MAX_HORIZON:
+        raise ApiError(422, "invalid_request", "horizon: at most 400d")
+    contacts = body.get("contact_ids")
+    if contacts is not None and (not isinstance(contacts, list) or len(contacts) > 10_000
+                                 or not all(isinstance(c, str) for c in contacts)):
+        raise ApiError(422, "invalid_request", "contact_ids: a list of up to 10000 strings")
+    since = None
+    if body.get("since") is not None:
+        try:
+            since = parse_rfc3339(str(body["since"]))
+        except ValueError as exc:
+            raise ApiError(422, "invalid_request", f"since: {exc}") from None
+    return horizon, contacts, since
+
+
+async def _history(context: HttpContext, contacts: list[str] | None, since: Any) -> list[Line]:
+    async with context.database.connection() as connection:
+        contact_rows = await connection.fetch(
+            "SELECT contact_id, email, attributes, timezone FROM contacts "
+            "WHERE ($1::text[] IS NULL OR contact_id = ANY($1::text[]))", contacts)
+        rows = await connection.fetch(
+            "SELECT contact_id, email, type, properties, occurred_at FROM events "
+            "WHERE ($1::text[] IS NULL OR contact_id = ANY($1::text[])) "
+            "AND ($2::timestamptz IS NULL OR occurred_at >= $2) AND type <> 'contact_updated' "
+            "ORDER BY occurred_at, position LIMIT $3", contacts, since,
+            MAX_SIMULATED_EVENTS + 1)
+    if len(rows) > MAX_SIMULATED_EVENTS:
+        raise ApiError(422, "too_much_history", f"more than {MAX_SIMULATED_EVENTS} events; "
+                       "narrow it with contact_ids or since")
+    lines: list[Line] = [ContactLine(None, r["contact_id"], r["email"], dict(r["attributes"]),
+                                     r["timezone"]) for r in contact_rows]
+    lines += [EventLine(r["occurred_at"], r["contact_id"], r["email"], r["type"],
+                        dict(r["properties"])) for r in rows]
+    return lines
+
+
+def openapi_paths() -> dict[str, Any]:
+    json_body = {"application/json": {"schema": {"type": "object"}}}
+    return {
+        "/v1/contacts/{contact_id}/explain": {"get": {
+            "summary": "What each workflow did or did not do for a contact, and why",
+            "operationId": "explainContact", "security": [{"bearer": ["contacts:read"]}],
+            "parameters": [{"name": "contact_id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The report", "content": json_body},
+                          **error_responses(401, 403, 503)}}},
+        "/v1/workflows": {"get": {
+            "summary": "The loaded workflows", "operationId": "listWorkflows",
+            "security": [{"bearer": ["workflows:read"]}],
+            "responses": {"200": {"description": "Workflows", "content": json_body},
+                          **error_responses(401, 403)}}},
+        "/v1/workflows/{name}/simulate": {"post": {
+            "summary": "Dry-run one workflow over stored history on a virtual clock",
+            "operationId": "simulateWorkflow", "security": [{"bearer": ["workflows:read"]}],
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "properties": {
+                    "horizon": {"type": "string"}, "since": {"type": "string",
+                                                             "format": "date-time"},
+                    "contact_ids": {"type": "array", "items": {"type": "string"}}}}}}},
+            "responses": {"200": {"description": "Sends and skips", "content": json_body},
+                          **error_responses(401, 403, 404, 422, 503)}}},
+    }

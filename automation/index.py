@@ -1,0 +1,249 @@
+"""The in-memory trigger index: every event of the log in order, and the clock, in; fires out.
+
+Pure (no I/O, no asyncio). The runtime feeds :meth:`TriggerIndex.observe` every event in log
+order and calls :meth:`TriggerIndex.fire_due` with the (real or virtual) clock; both return
+:class:`Fire` objects ordered by fire time, then by workflow priority. What each trigger means is
+documented in :mod:`automation.definitions`; how each is kept is in the ``watch_*`` modules, and
+which workflows share state in :mod:`automation.trigger_plan`.
+
+Costs, by design:
+
+* an event of a type no enabled workflow watches: one dict lookup;
+* per contact: nothing until a trigger needs to remember something, then one
+  :class:`~automation.contact_state.ContactState` (a list with one item per stateful watcher)
+  and small per-trigger objects (integer microseconds, compact JSON for properties kept until a
+  timer fires, ``array('q')`` for count windows); bounded per contact (keys, windows, sends);
+* timers: at most one valid heap entry per contact, for its earliest deadline; a deadline that
+  moves later costs nothing until the old one surfaces.
+
+A fire whose deadline passed before an event replaced its state is returned by :meth:`observe`
+(with ``at`` = the deadline), so the fires never depend on how often :meth:`fire_due` runs.
+
+:meth:`snapshot` serialises the whole state (pickle + zlib: it is our own data, stored by the
+runtime in Postgres) with the layout of stateful watchers; :meth:`restore` and
+:meth:`set_workflows` keep the state of every watcher whose state key is unchanged (see
+:mod:`automation.trigger_plan`) and drop the rest.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zlib
+from collections.abc import Sequence
+from datetime import datetime
+from operator import itemgetter
+from typing import Any
+
+from automation.contact_state import ContactState, ContactTable
+from automation.definitions import CONTACT_UPDATED_EVENT, Workflow
+from automation.index_types import ContactView, Fire, IndexEvent, from_us, to_us
+from automation.trigger_plan import build_watchers
+from automation.watch_base import Handler, Out, Watcher
+
+__all__ = ["ContactView", "Fire", "IndexEvent", "TriggerIndex"]
+
+SNAPSHOT_FORMAT = 1
+Layout = list[tuple[str, tuple[Any, ...]]]
+_AT_RANK = itemgetter(0, 1)
+
+
+def _ordered(out: Out) -> list[Fire]:
+    if len(out) == 1:
+        return [out[0][2]]
+    out.sort(key=_AT_RANK)
+    return [fire for _, _, fire in out]
+
+
+class TriggerIndex:
+    """Trigger state for every contact; see the module docstring.
+
+    ``keep_contacts``: remember each contact's attributes, email and timezone from its
+    ``contact_updated`` events for :meth:`contact` (the simulator's guards and templates); the
+    live engine, which reads contacts from Postgres, can save that memory."""
+
+    def __init__(self, workflows: Sequence[Workflow], *, keep_contacts: bool = True) -> None:
+        self.keep_contacts = keep_contacts
+        self.position: int | None = None  # of the last event observed
+        self.events_seen = 0
+        self.events_used = 0
+        self._table = ContactTable()
+        self._watchers: list[Watcher] = []
+        self._stateful: list[Watcher] = []
+        self._timed: list[Watcher] = []
+        self._routes: dict[str, tuple[Handler, ...]] = {}
+        self._install(workflows)
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def observe(self, event: IndexEvent) -> list[Fire]:
+        """Update the state with one event (in log order); returns the fires it causes."""
+        self.events_seen += 1
+        if event.position is not None:
+            self.position = event.position
+        handlers = self._routes.get(event.type)
+        if handlers is None:
+            return []
+        self.events_used += 1
+        t = to_us(event.occurred_at)
+        out: Out = []
+        for handler in handlers:
+            handler(event, t, out)
+        return _ordered(out) if out else []
+
+    def next_due(self) -> datetime | None:
+        """The earliest pending timer, or ``None`` (exact: a contact whose deadline moved later
+        is queued again at its new time first)."""
+        table = self._table
+        while True:
+            top = table.peek()
+            if top is None:
+                return None
+            due, contact_id, contact = top
+            if self._contact_due(contact) == due:
+                return from_us(due)
+            table.pop_due(due)
+            self._rearm(contact_id, contact)
+
+    def fire_due(self, now: datetime) -> list[Fire]:
+        """Evaluate every timer due at or before ``now``, in due order; returns the fires."""
+        limit = to_us(now)
+        table = self._table
+        fires: list[Fire] = []
+        while True:
+            popped = table.pop_due(limit)
+            if popped is None:
+                return fires
+            due, contact_id, contact = popped
+            out: Out = []
+            for watcher in self._timed:
+                state = contact[watcher.slot]
+                if state is None:
+                    continue
+                next_due = watcher.next_due(state)
+                if next_due is not None and next_due <= due:
+                    contact[watcher.slot] = watcher.run_due(contact_id, state, due, out)
+            if out:
+                fires.extend(_ordered(out))
+            self._rearm(contact_id, contact)
+
+    def _contact_due(self, contact: ContactState) -> int | None:
+        dues = [due for watcher in self._timed if contact[watcher.slot] is not None
+                for due in (watcher.next_due(contact[watcher.slot]),) if due is not None]
+        return min(dues) if dues else None
+
+    def _rearm(self, contact_id: str, contact: ContactState) -> None:
+        """Queue a contact whose timer just surfaced at its next due time, or let it go."""
+        due = self._contact_due(contact)
+        if due is not None:
+            self._table.arm(contact_id, contact, due)
+        elif contact_id in self._table.contacts:
+            self._table.release(contact_id, contact)
+
+    def _see_contact(self, event: IndexEvent, t: int, out: Out) -> None:
+        properties = event.properties
+        attributes = properties.get("attributes")
+        email = properties.get("email")
+        timezone = properties.get("timezone")
+        contact = self._table.ensure(event.contact_id)
+        contact.view = ContactView(attributes if isinstance(attributes, dict) else {},
+                                   email if isinstance(email, str) else None,
+                                   timezone if isinstance(timezone, str) else None)
+
+    # --- queries --------------------------------------------------------------------------
+
+    def contact(self, contact_id: str) -> ContactView | None:
+        """The contact as last seen in a ``contact_updated`` event (a copy), or ``None``."""
+        contact = self._table.get(contact_id)
+        view = None if contact is None else contact.view
+        if view is None:
+            return None
+        return ContactView(dict(view.attributes), view.email, view.timezone)
+
+    def stats(self) -> dict[str, int]:
+        """Sizes of the state (walks every contact: O(contacts))."""
+        table = self._table
+        stats = {"contacts": len(table.contacts), "timers": table.live,
+                 "timer_heap": len(table.timers), "watchers": len(self._watchers),
+                 "stateful_watchers": len(self._stateful), "events_seen": self.events_seen,
+                 "events_used": self.events_used, "interned": len(table.intern),
+                 "contact_views": 0}
+        for contact in table.contacts.values():
+            stats["contact_views"] += contact.view is not None
+            for watcher in self._stateful:
+                state = contact[watcher.slot]
+                if state is not None:
+                    watcher.measure(state, stats)
+        return stats
+
+    # --- definitions, snapshots -----------------------------------------------------------
+
+    def _install(self, workflows: Sequence[Workflow]) -> Layout:
+        """Build the watchers; returns the previous layout of stateful watchers."""
+        old: Layout = [w.layout for w in self._stateful]
+        watchers = build_watchers(workflows, self._table)
+        self._watchers = watchers
+        self._stateful = [w for w in watchers if w.stateful]
+        for slot, watcher in enumerate(self._stateful):
+            watcher.slot = slot
+        self._timed = [w for w in self._stateful if w.timed]
+        self._table.width = len(self._stateful)
+        routes: dict[str, list[Handler]] = {}
+        if self.keep_contacts:
+            routes[CONTACT_UPDATED_EVENT] = [self._see_contact]
+        for watcher in watchers:
+            for event_type, handler in watcher.routes():
+                routes.setdefault(event_type, []).append(handler)
+        self._routes = {event_type: tuple(handlers) for event_type, handlers in routes.items()}
+        return old
+
+    def set_workflows(self, workflows: Sequence[Workflow]) -> None:
+        """Hot reload: state of watchers whose state key is unchanged is kept, the rest goes."""
+        old = self._install(workflows)
+        self._reshape(old)
+
+    def _reshape(self, old: Layout) -> None:
+        new = [w.layout for w in self._stateful]
+        if old == new:
+            return
+        where = {key: (slot, params) for slot, (key, params) in enumerate(old)}
+        moves = [(where[w.key][0], w, where[w.key][1]) for w in self._stateful if w.key in where]
+        table = self._table
+        for contact_id, contact in list(table.contacts.items()):
+            states = [None] * len(new)
+            for old_slot, watcher, old_params in moves:
+                state = contact[old_slot]
+                if state is not None and old_params != watcher.params:
+                    state = watcher.remap(state, old_params)
+                states[watcher.slot] = state
+            contact[:] = states
+            if contact.empty():
+                table.release(contact_id, contact)
+                continue
+            due = self._contact_due(contact)
+            if due is not None:
+                table.arm(contact_id, contact, due)
+
+    def snapshot(self) -> bytes:
+        """The whole state, pending timers included, as bytes for :meth:`restore`."""
+        table = self._table
+        data = {"format": SNAPSHOT_FORMAT, "layout": [w.layout for w in self._stateful],
+                "keep_contacts": self.keep_contacts, "position": self.position,
+                "contacts": table.contacts, "timers": table.timers.entries, "live": table.live,
+                "events": (self.events_seen, self.events_used)}
+        return zlib.compress(pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+    @classmethod
+    def restore(cls, data: bytes, workflows: Sequence[Workflow]) -> TriggerIndex:
+        """An index from :meth:`snapshot` bytes, for (possibly changed) ``workflows``."""
+        loaded = pickle.loads(zlib.decompress(data))
+        if not isinstance(loaded, dict) or loaded.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError("not a trigger index snapshot of a known format")
+        index = cls(workflows, keep_contacts=loaded["keep_contacts"])
+        table = index._table
+        table.contacts = loaded["contacts"]
+        table.timers.entries = loaded["timers"]
+        table.live = loaded["live"]
+        index.position = loaded["position"]
+        index.events_seen, index.events_used = loaded["events"]
+        index._reshape(loaded["layout"])
+        return index

@@ -1,0 +1,249 @@
+"""``herald bench automation``: how fast the automation core evaluates, reacts and keeps time.
+
+1. Evaluation (in this process, one core): N events over M contacts through the real core and
+   trigger index with 100 workflows (the six shipped examples, replicated under other names),
+   with a store that records fires but starts no runs: events/s and the index's memory.
+2. Reaction (live): ``herald run --role automation`` on a temporary embedded Postgres; events are
+   committed at a steady rate and each must cause an email: event committed -> message enqueued
+   p50/p99 for an immediate trigger (welcome-1 on signed_up).
+3. Timers (live): a workflow that waits 3 s then sends; how late after its deadline each fires.
+
+Prints a table on stderr and one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import random
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+
+from automation.catalog import Catalog
+from automation.core import AutomationCore
+from automation.index import Fire, IndexEvent, TriggerIndex
+from automation.loader import load_workflows
+from automation.runs import Resume, Run
+from automation.templates import TemplateSet
+from bench.herald_process import HeraldProcess
+from engine.database import connect_one
+from engine.eventlog import LogEvent, append_events
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "config" / "workflows"
+TEMPLATES = REPO / "config" / "templates"
+TYPES = ("page_viewed", "product_viewed", "cart_updated", "order_completed", "signed_up",
+         "email_opened", "search", "login")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="herald bench automation", description=__doc__)
+    parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--workflows", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=200.0, help="live phase: events/s")
+    parser.add_argument("--seconds", type=float, default=10.0, help="live phase length")
+    parser.add_argument("--skip-live", action="store_true")
+    return parser.parse_args(argv)
+
+
+def replicated_workflows(directory: Path, count: int) -> Path:
+    """Copy the examples under new names until there are ``count`` workflow files."""
+    sources = sorted(directory.glob("*.yaml"))
+    out = Path(tempfile.mkdtemp(prefix="herald-bench-wf-"))
+    for i in range(count):
+        source = sources[i % len(sources)]
+        (out / f"{source.stem}-{i:03d}.yaml").write_text(source.read_text())
+    return out
+
+
+class CountingStore:
+    """Records fires; starts no runs (the evaluation phase measures the evaluator alone)."""
+
+    def __init__(self) -> None:
+        self.fires = 0
+
+    async def begin_run(self, fire: Fire, now: datetime) -> Run | None:
+        self.fires += 1
+        return None
+
+    async def advance(self, run_id: int, resume: Resume, now: datetime) -> Run | None:
+        return None
+
+    async def exit_run(self, run_id: int, reason: str, now: datetime) -> None:
+        return None
+
+    async def active_runs(self) -> list[Run]:
+        return []
+
+
+def synthetic_events(contacts: int, count: int, seed: int = 7) -> list[IndexEvent]:
+    rng = random.Random(seed)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    events = []
+    step = timedelta(days=90) / max(1, count)
+    for i in range(count):
+        kind = rng.choices(TYPES, weights=(30, 25, 10, 4, 2, 9, 10, 10))[0]
+        properties: dict[str, Any] = {}
+        if kind in ("product_viewed",):
+            properties = {"sku": f"sku-{rng.randrange(500)}", "price": 20}
+        elif kind == "cart_updated":
+            sku = f"sku-{rng.randrange(500)}"
+            properties = {"cart_id": f"cart-{rng.randrange(contacts)}",
+                          "items": [{"sku": sku, "price": 20, "quantity": 1}]}
+        elif kind == "order_completed":
+            properties = {"cart_id": f"cart-{rng.randrange(contacts)}",
+                          "amount": rng.randrange(10, 300)}
+        elif kind == "page_viewed":
+            properties = {"path": "/"}
+        events.append(IndexEvent(f"c{rng.randrange(contacts)}", kind, properties,
+                                 start + step * i, i + 1))
+    return events
+
+
+async def evaluation_phase(args: argparse.Namespace) -> dict[str, Any]:
+    templates = TemplateSet.load(TEMPLATES)
+    directory = replicated_workflows(EXAMPLES, args.workflows)
+    catalog = Catalog(load_workflows(directory, templates), templates)
+    shutil.rmtree(directory, ignore_errors=True)
+    events = synthetic_events(args.contacts, args.events)
+    gc.collect()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    store = CountingStore()
+    core = AutomationCore(catalog, TriggerIndex(catalog.ordered()), store)
+    started = time.perf_counter()
+    for event in events:
+        await core.on_event(event, event.occurred_at)
+    await core.on_time(events[-1].occurred_at)
+    elapsed = time.perf_counter() - started
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    stats = core.index.stats()
+    return {"workflows": len(catalog.current), "events": len(events),
+            "contacts": args.contacts, "events_per_s": round(len(events) / elapsed),
+            "fires": store.fires, "index_stats": stats,
+            "max_rss_bytes": rss_after, "rss_growth_bytes": rss_after - rss_before}
+
+
+PROBE_WORKFLOW = """
+description: bench timer probe
+reentry: always
+trigger: {type: event, event: probe}
+steps:
+  - wait: 3s
+  - id: probe
+    send: probe
+"""
+
+
+def probe_directories(root: Path) -> tuple[Path, Path]:
+    workflows = root / "workflows"
+    templates = root / "templates"
+    shutil.copytree(EXAMPLES, workflows)
+    shutil.copytree(TEMPLATES, templates)
+    (workflows / "timer-probe.yaml").write_text(PROBE_WORKFLOW)
+    (templates / "probe").mkdir()
+    (templates / "probe" / "subject.txt").write_text("probe")
+    (templates / "probe" / "body.txt").write_text("probe {{ unsubscribe_url }}")
+    return workflows, templates
+
+
+async def live_phase(url: str, rate: float, seconds: float) -> dict[str, Any]:
+    connection = await connect_one(url)
+    try:
+        started = time.monotonic()
+        sent = 0
+        while time.monotonic() - started < seconds:
+            due = int((time.monotonic() - started) * rate) - sent
+            batch = []
+            for _ in range(max(0, due)):
+                kind = "signed_up" if sent % 2 == 0 else "probe"
+                batch.append(LogEvent(kind, f"live-{sent}", f"live{sent}@example.test", {},
+                                      datetime.now(UTC), "bench"))
+                sent += 1
+            if batch:
+                async with connection.transaction():
+                    for event in batch:
+                        await connection.execute(
+                            "INSERT INTO contacts (contact_id, email) VALUES ($1, $2) "
+                            "ON CONFLICT DO NOTHING", event.contact_id, event.email)
+                    await append_events(connection, batch)
+            await asyncio.sleep(0.01)
+        expected = sent
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done = await connection.fetchval(
+                "SELECT count(*) FROM outbound_messages WHERE contact_id LIKE 'live-%'")
+            if done >= expected:
+                break
+            await asyncio.sleep(0.2)
+        reaction = await connection.fetch(
+            """SELECT extract(epoch FROM m.created_at - e.received_at) * 1000 AS ms
+               FROM outbound_messages m JOIN events e
+                 ON e.contact_id = m.contact_id AND e.type = 'signed_up'
+               WHERE m.metadata->>'step' = 'welcome-1' ORDER BY 1""")
+        lateness = await connection.fetch(
+            """SELECT extract(epoch FROM l.at - (r.entered_at + interval '3 seconds')) * 1000
+                      AS ms
+               FROM workflow_log l JOIN workflow_runs r ON r.id = l.run_id
+               WHERE r.workflow = 'timer-probe' AND l.action = 'sent' ORDER BY 1""")
+    finally:
+        await connection.close()
+
+    def pct(rows: list[Any], p: float) -> float | None:
+        values = [float(r["ms"]) for r in rows]
+        return round(values[min(len(values) - 1, int(p * (len(values) - 1)))], 1) \
+            if values else None
+
+    return {"events": expected, "rate": rate,
+            "reaction_count": len(reaction), "reaction_p50_ms": pct(reaction, 0.5),
+            "reaction_p99_ms": pct(reaction, 0.99),
+            "timers": len(lateness), "timer_late_p50_ms": pct(lateness, 0.5),
+            "timer_late_p99_ms": pct(lateness, 0.99),
+            "timer_late_max_ms": pct(lateness, 1.0)}
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    evaluation = uvloop.run(evaluation_phase(args))
+    print(f"evaluation: {evaluation['events_per_s']} events/s over {evaluation['contacts']} "
+          f"contacts, {evaluation['workflows']} workflows, max RSS "
+          f"{evaluation['max_rss_bytes'] / 2**20:.0f} MiB", file=sys.stderr)
+    live: dict[str, Any] | None = None
+    if not args.skip_live:
+        root = Path(tempfile.mkdtemp(prefix="herald-bench-auto-"))
+        workflows, templates = probe_directories(root)
+        from engine.embedded_postgres import start_embedded
+
+        embedded = start_embedded(root / "data")
+        env = {"HERALD_DATABASE_URL": embedded.url, "HERALD_ENGINE_LOG_LEVEL": "warning",
+               "HERALD_AUTOMATION_WORKFLOWS_DIR": str(workflows),
+               "HERALD_AUTOMATION_TEMPLATES_DIR": str(templates),
+               "HERALD_AUTOMATION_FROM_ADDRESS": "Bench <news@bench.test>",
+               "HERALD_AUTOMATION_FREQUENCY_CAP": "1000"}
+        engine = HeraldProcess(["run", "--role", "automation"], env)
+        try:
+            engine.start()
+            live = uvloop.run(live_phase(embedded.url, args.rate, args.seconds))
+        finally:
+            if engine.process is not None:
+                engine.stop()
+            embedded.stop()
+        print(f"live: event->enqueue p50 {live['reaction_p50_ms']} ms, p99 "
+              f"{live['reaction_p99_ms']} ms; timers late p50 {live['timer_late_p50_ms']} ms, "
+              f"p99 {live['timer_late_p99_ms']} ms", file=sys.stderr)
+    print(orjson.dumps({"bench": "automation", "evaluation": evaluation, "live": live}).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,159 @@
+"""The live automation role on Postgres: durable runs, restarts, leader election, exactly-once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from automation.catalog import Catalog
+from automation.explain import explain, render_text
+from engine.database import Database
+from tests.support.automation import automation_service, example_catalog, post_event, wait_for
+
+
+async def sends(connection: Any) -> list[tuple[str, str]]:
+    rows = await connection.fetch(
+        "SELECT contact_id, metadata->>'step' AS step FROM outbound_messages ORDER BY created_at")
+    return [(r["contact_id"], r["step"]) for r in rows]
+
+
+async def test_event_trigger_sends_with_the_step_in_one_transaction(
+        database: Database, database_url: str) -> None:
+    async with automation_service(database):
+        await post_event(database, "c1", "signed_up", email="ann@example.com")
+
+        async def sent(connection: Any) -> bool:
+            return ("c1", "welcome-1") in await sends(connection)
+
+        await wait_for(database_url, sent)
+    async with database.connection() as connection:
+        run = await connection.fetchrow("SELECT * FROM workflow_runs WHERE workflow = 'welcome'")
+        message = await connection.fetchrow("SELECT * FROM outbound_messages")
+        log = await connection.fetch("SELECT action FROM workflow_log WHERE run_id = $1",
+                                     run["id"])
+    assert run["state"] == "waiting" and run["pc"] == 1 and run["sent_steps"] == ["welcome-1"]
+    assert message["idempotency_key"] == f"run:{run['id']}:welcome-1"
+    assert message["source"] == "automation" and message["recipient"] == "ann@example.com"
+    assert message["metadata"]["workflow"] == "welcome"
+    assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in bytes(message["body"])
+    assert [r["action"] for r in log][:2] == ["entered", "sent"]
+
+
+async def test_restart_mid_wait_resumes_and_fires_due_timers(
+        database: Database, database_url: str) -> None:
+    async with automation_service(database):
+        await post_event(database, "c1", "signed_up", email="ann@example.com")
+
+        async def first(connection: Any) -> bool:
+            return len(await sends(connection)) == 1
+
+        await wait_for(database_url, first)
+    # While the engine is down, a day passes: the wait for welcome-2 is now due.
+    async with database.connection() as connection:
+        await connection.execute(
+            "UPDATE workflow_runs SET entered_at = entered_at - interval '1 day 1 minute', "
+            "wake_at = wake_at - interval '1 day 1 minute'")
+    async with automation_service(database):
+        async def second(connection: Any) -> bool:
+            return ("c1", "welcome-2") in await sends(connection)
+
+        await wait_for(database_url, second)
+    async with database.connection() as connection:
+        assert await sends(connection) == [("c1", "welcome-1"), ("c1", "welcome-2")]
+        run = await connection.fetchrow("SELECT state, pc FROM workflow_runs")
+    assert run["state"] == "waiting" and run["pc"] == 3
+
+
+async def test_two_engines_one_database_never_double_send(
+        database: Database, database_url: str) -> None:
+    second_db = await Database.connect(database_url, min_size=1, max_size=4)
+    try:
+        async with automation_service(database) as one, \
+                automation_service(second_db, lead=False) as two:
+            for i in range(30):
+                await post_event(database, f"c{i}", "signed_up", email=f"u{i}@example.com")
+
+            async def all_sent(connection: Any) -> bool:
+                return len(await sends(connection)) >= 30
+
+            await wait_for(database_url, all_sent)
+            assert sorted([one.leader, two.leader]) == [False, True]
+            leader, standby = (one, two) if one.leader else (two, one)
+        async with automation_service(second_db) as survivor:
+            await post_event(database, "late", "signed_up", email="late@example.com")
+
+            async def late_sent(connection: Any) -> bool:
+                return ("late", "welcome-1") in await sends(connection)
+
+            await wait_for(database_url, late_sent)
+            assert survivor.leader
+    finally:
+        await second_db.close()
+    async with database.connection() as connection:
+        all_sends = await sends(connection)
+    assert len(all_sends) == len(set(all_sends)) == 31
+    assert leader is not standby
+
+
+async def test_explain_says_what_happened_and_why(
+        database: Database, database_url: str) -> None:
+    async with automation_service(database):
+        await post_event(database, "c9", "page_viewed", email="c9@example.com", path="/")
+        await post_event(database, "c9", "signed_up")
+        await post_event(database, "c9", "signed_up")  # once ever: not entered again
+
+        async def logged(connection: Any) -> bool:
+            return bool(await connection.fetchval(
+                "SELECT count(*) FROM workflow_log WHERE action = 'not_entered'"))
+
+        await wait_for(database_url, logged)
+        async with database.connection() as connection:
+            report = await explain(connection, example_catalog(), "c9")
+    welcome = next(w for w in report["workflows"] if w["workflow"] == "welcome")
+    assert welcome["runs"][0]["state"] == "waiting"
+    assert welcome["decisions"][0]["action"] == "not_entered"
+    assert welcome["decisions"][0]["detail"] == "a run is already active"
+    cart = next(w for w in report["workflows"] if w["workflow"] == "abandoned-cart")
+    assert cart["summary"].startswith("never triggered")
+    text = render_text(report)
+    assert "welcome" in text and "sent" in text
+
+
+WAITING_WORKFLOW = """
+reentry: {policy: always, key: job}
+trigger: {type: event, event: started}
+exit_when: [{event: stopped, correlate: job}]
+steps:
+  - wait: 1h
+  - id: reminder
+    send: reminder
+"""
+
+
+def waiting_catalog(tmp_path: Path) -> Catalog:
+    (tmp_path / "wf").mkdir()
+    (tmp_path / "wf" / "jobs.yaml").write_text(WAITING_WORKFLOW)
+    (tmp_path / "tpl" / "reminder").mkdir(parents=True)
+    (tmp_path / "tpl" / "reminder" / "subject.txt").write_text("Reminder")
+    (tmp_path / "tpl" / "reminder" / "body.txt").write_text("Hi {{ unsubscribe_url }}")
+    return Catalog.load(tmp_path / "wf", tmp_path / "tpl")
+
+
+async def test_exit_condition_ends_only_the_correlated_run(
+        database: Database, database_url: str, tmp_path: Path) -> None:
+    async with automation_service(database, waiting_catalog(tmp_path)):
+        await post_event(database, "c1", "started", email="c1@example.com", job="a")
+        await post_event(database, "c1", "started", job="b")
+        await post_event(database, "c1", "stopped", job="a")
+
+        async def exited(connection: Any) -> bool:
+            return bool(await connection.fetchval(
+                "SELECT count(*) FROM workflow_runs WHERE state = 'exited'"))
+
+        await wait_for(database_url, exited)
+    async with database.connection() as connection:
+        runs = await connection.fetch(
+            "SELECT trigger_properties->>'job' AS job, state, exit_reason FROM workflow_runs "
+            "ORDER BY id")
+    assert [(r["job"], r["state"]) for r in runs] == [("a", "exited"), ("b", "waiting")]
+    assert runs[0]["exit_reason"] == "exit_when: stopped"

@@ -392,7 +392,11 @@ def test_tables_are_well_formed() -> None:
 
 # --- the labelled corpus (Sisimai set-of-emails, development half) -------------------------
 
-CORPUS = Path("/work/shared/corpora/bounces")
+# shared/ sits beside the checkout (the repository's parent folder), in CI as here.
+CORPUS = next((path for path in (
+    Path(__file__).resolve().parents[2] / "shared" / "corpora" / "bounces",
+    Path("/work/shared/corpora/bounces"),
+) if path.is_dir()), Path("/work/shared/corpora/bounces"))
 
 # Sisimai reason -> the categories that agree with it. Reasons with no counterpart ("filtered",
 # "rejected", "expired", "suspend", "onhold", "systemerror", ...) are not scored: Sisimai's

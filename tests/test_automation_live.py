@@ -157,3 +157,41 @@ async def test_exit_condition_ends_only_the_correlated_run(
             "ORDER BY id")
     assert [(r["job"], r["state"]) for r in runs] == [("a", "exited"), ("b", "waiting")]
     assert runs[0]["exit_reason"] == "exit_when: stopped"
+
+
+async def test_runs_in_flight_keep_their_workflow_version(
+        database: Database, database_url: str, tmp_path: Path) -> None:
+    catalog_v1 = waiting_catalog(tmp_path)
+    async with automation_service(database, catalog_v1):
+        await post_event(database, "c1", "started", email="c1@example.com", job="a")
+
+        async def waiting(connection: Any) -> bool:
+            return bool(await connection.fetchval(
+                "SELECT count(*) FROM workflow_runs WHERE state = 'waiting'"))
+
+        await wait_for(database_url, waiting)
+    # The file changes while the run waits: version 2 sends another template, sooner.
+    (tmp_path / "wf" / "jobs.yaml").write_text(
+        WAITING_WORKFLOW.replace("send: reminder", "send: reminder-v2"))
+    (tmp_path / "tpl" / "reminder-v2").mkdir()
+    (tmp_path / "tpl" / "reminder-v2" / "subject.txt").write_text("Reminder v2")
+    (tmp_path / "tpl" / "reminder-v2" / "body.txt").write_text("v2 {{ unsubscribe_url }}")
+    catalog_v2 = Catalog.load(tmp_path / "wf", tmp_path / "tpl")
+    assert catalog_v2.current["jobs"].version != catalog_v1.current["jobs"].version
+    async with database.connection() as connection:
+        await connection.execute("UPDATE workflow_runs SET wake_at = now() - interval '1s'")
+    async with automation_service(database, catalog_v2):
+        await post_event(database, "c2", "started", email="c2@example.com", job="b")
+
+        async def both(connection: Any) -> bool:
+            return len(await connection.fetch(
+                "SELECT 1 FROM workflow_log WHERE action IN ('sent', 'wait')")) >= 3
+
+        await wait_for(database_url, both)
+    async with database.connection() as connection:
+        runs = await connection.fetch("SELECT contact_id, version, state FROM workflow_runs "
+                                      "ORDER BY id")
+        sent = await connection.fetch("SELECT detail FROM workflow_log WHERE action = 'sent'")
+    assert [(r["contact_id"], r["version"]) for r in runs] == [
+        ("c1", catalog_v1.current["jobs"].version), ("c2", catalog_v2.current["jobs"].version)]
+    assert [s["detail"].split(" ")[0] for s in sent] == ["reminder"]  # v1's template

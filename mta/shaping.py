@@ -89,14 +89,18 @@ class TokenBucket:
         self.tokens = capacity
         self.stamp = now
 
-    def wait_time(self, now: float) -> float:
-        """0 if a token is available now (and takes it), else seconds until one is."""
+    def available_in(self, now: float) -> float:
+        """Seconds until a token is available (0: now); takes nothing."""
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
+        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
+
+    def wait_time(self, now: float) -> float:
+        """0 if a token is available now (and takes it), else seconds until one is."""
+        wait = self.available_in(now)
+        if wait == 0.0:
             self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
+        return wait
 
 
 class SiteGovernor:
@@ -122,12 +126,12 @@ class SiteGovernor:
         """Seconds to wait before the next message may start (takes a token when 0)."""
         if now < self.backoff_until:
             return self.backoff_until - now
-        for bucket in (self._second, self._hour):
-            if bucket is not None:
-                wait = bucket.wait_time(now)
-                if wait > 0:
-                    return wait
-        return 0.0
+        buckets = [b for b in (self._second, self._hour) if b is not None]
+        wait = max((bucket.available_in(now) for bucket in buckets), default=0.0)
+        if wait == 0.0:  # every limit allows it: take a token from each
+            for bucket in buckets:
+                bucket.tokens -= 1.0
+        return wait
 
     def throttled(self, now: float) -> float:
         """The site said 'slow down': back off and halve concurrency; returns the pause."""

@@ -5,7 +5,11 @@ with an RSA-2048 DKIM key, routes all mail to Postfix's ``smtp-sink`` (or Herald
 smtp-sink is not installed), then measures:
 
 - throughput: N messages preloaded in the queue, delivered with durable state, messages/s;
-- latency: messages injected at a steady rate while the engine runs, enqueue -> delivered p50/p99.
+- latency: messages injected at a steady rate while the engine runs, enqueue -> delivered p50/p99;
+- baseline (``--postfix``, the default where Postfix is installed): after Herald has stopped, the
+  same number and size of messages sent by ``smtp-source`` through a throw-away Postfix instance
+  (bench/postfix.py, no DKIM) to the same sink over as many sessions, timed until its queue is
+  empty; the JSON line gets ``postfix_messages_per_s`` and ``ratio_to_postfix`` (null without it).
 
 Prints a table on stderr and one JSON line on stdout.
 """
@@ -29,6 +33,7 @@ import asyncpg
 import orjson
 import uvloop
 
+from bench import postfix
 from bench.herald_process import HeraldProcess, free_port
 from engine.addresses import parse_address
 from engine.database import connect_one
@@ -52,6 +57,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sink", choices=("auto", "smtp-sink", "herald"), default="auto")
     parser.add_argument("--no-dkim", action="store_true", help="deliver unsigned (comparison)")
     parser.add_argument("--log", type=Path, help="write the engine's log here")
+    parser.add_argument("--postfix", action=argparse.BooleanOptionalAction,
+                        help="also measure unsigned Postfix relaying to the same sink "
+                             "(default: on; a note and null figures without Postfix)")
+    parser.add_argument("--postfix-timeout", type=float, default=300.0,
+                        help="give up on the Postfix baseline after this many seconds")
     return parser.parse_args(argv)
 
 
@@ -183,35 +193,42 @@ def main(argv: list[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="herald-bench-mta-"))
     url = args.database_url
     embedded = None
-    if url is None:
-        from engine.embedded_postgres import start_embedded
-
-        embedded = start_embedded(workdir / "data")
-        url = embedded.url
-    key_path, _record = write_keypair("bench.test", "b1", "rsa", workdir / "dkim")
     sink = Sink(args.sink)
-    sink.start()
-    env = {"HERALD_DATABASE_URL": url, "HERALD_ENGINE_LOG_LEVEL": "warning",
-           "HERALD_MTA_ROUTE": f"127.0.0.1:{sink.port}", "HERALD_MTA_SHAPING_FILE": "",
-           "HERALD_MTA_MAX_CONNECTIONS_PER_SITE": str(args.connections),
-           "HERALD_MTA_MAX_MESSAGES_PER_CONNECTION": "1000",
-           "HERALD_MTA_DKIM": "[]" if args.no_dkim else orjson.dumps([{
-               "domain": "bench.test", "selector": "b1", "key_file": str(key_path)}]).decode()}
-    engine = HeraldProcess(["run", "--role", "mta"], env, args.log)
     try:
-        uvloop.run(migrate(url))
-        identity = uvloop.run(_identity(url))
-        uvloop.run(preload(url, identity, args.messages, args.size))
-        started = time.monotonic()
-        engine.start()
-        ready = time.monotonic()
-        finished = uvloop.run(wait_delivered(url, args.messages, timeout=600))
-        elapsed = finished - ready
-        latency = uvloop.run(latency_phase(url, identity, args.rate, args.latency_seconds,
-                                           args.size))
+        if url is None:
+            from engine.embedded_postgres import start_embedded
+
+            embedded = start_embedded(workdir / "data")
+            url = embedded.url
+        key_path, _record = write_keypair("bench.test", "b1", "rsa", workdir / "dkim")
+        sink.start()
+        env = {"HERALD_DATABASE_URL": url, "HERALD_ENGINE_LOG_LEVEL": "warning",
+               "HERALD_MTA_ROUTE": f"127.0.0.1:{sink.port}", "HERALD_MTA_SHAPING_FILE": "",
+               "HERALD_MTA_MAX_CONNECTIONS_PER_SITE": str(args.connections),
+               "HERALD_MTA_MAX_MESSAGES_PER_CONNECTION": "1000",
+               "HERALD_MTA_DKIM": "[]" if args.no_dkim else orjson.dumps([{
+                   "domain": "bench.test", "selector": "b1",
+                   "key_file": str(key_path)}]).decode()}
+        engine = HeraldProcess(["run", "--role", "mta"], env, args.log)
+        try:
+            uvloop.run(migrate(url))
+            identity = uvloop.run(_identity(url))
+            uvloop.run(preload(url, identity, args.messages, args.size))
+            started = time.monotonic()
+            engine.start()
+            ready = time.monotonic()
+            finished = uvloop.run(wait_delivered(url, args.messages, timeout=600))
+            elapsed = finished - ready
+            latency = uvloop.run(latency_phase(url, identity, args.rate, args.latency_seconds,
+                                               args.size))
+        finally:
+            if engine.process is not None:
+                engine.stop()
+        if embedded is not None:  # the baseline runs on a machine Herald has left alone
+            embedded.stop()
+            embedded = None
+        baseline = postfix_baseline(args, sink.port)
     finally:
-        if engine.process is not None:
-            engine.stop()
         sink.stop()
         if embedded is not None:
             embedded.stop()
@@ -226,11 +243,50 @@ def main(argv: list[str]) -> int:
         "messages_per_s": round(args.messages / elapsed, 1),
         "latency": latency,
     }
+    result.update(baseline_fields(baseline, float(result["messages_per_s"])))
     print(f"{result['messages']} messages in {elapsed:.1f}s: {result['messages_per_s']} msg/s "
           f"(DKIM-signed, {args.size} B, {sink.kind}); latency at {args.rate}/s: "
           f"p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms", file=sys.stderr)
+    if baseline is not None:
+        print(f"Postfix baseline: {baseline.messages} messages in {baseline.seconds:.1f}s: "
+              f"{result['postfix_messages_per_s']} msg/s (unsigned, smtp-source -> Postfix -> "
+              f"{sink.kind}, {baseline.sessions} sessions); Herald/Postfix "
+              f"{result['ratio_to_postfix']}", file=sys.stderr)
     print(orjson.dumps(result).decode())
     return 0
+
+
+def postfix_baseline(args: argparse.Namespace, sink_port: int) -> postfix.RelayResult | None:
+    """The unsigned Postfix run for comparison, or None (with a note on stderr) without one."""
+    if args.postfix is False:  # --no-postfix
+        return None
+    if not postfix.installed():
+        print(f"note: Postfix is not installed ({postfix.POSTFIX}, {postfix.SMTP_SOURCE}); "
+              "no baseline, postfix_messages_per_s and ratio_to_postfix are null",
+              file=sys.stderr)
+        return None
+    try:
+        result = postfix.measure(sink_port, args.messages, args.size, args.connections,
+                                 timeout=args.postfix_timeout)
+    except postfix.PostfixError as error:
+        print(f"note: no Postfix baseline: {error}", file=sys.stderr)
+        return None
+    if result.delivered < result.messages:
+        print(f"note: Postfix logged only {result.delivered} of {result.messages} messages as "
+              "sent", file=sys.stderr)
+    return result
+
+
+def baseline_fields(baseline: postfix.RelayResult | None,
+                    herald_per_s: float) -> dict[str, Any]:
+    if baseline is None:
+        return {"postfix_messages_per_s": None, "ratio_to_postfix": None, "postfix": None}
+    postfix_per_s = round(baseline.messages_per_s, 1)
+    return {"postfix_messages_per_s": postfix_per_s,
+            "ratio_to_postfix": round(herald_per_s / postfix_per_s, 2),
+            "postfix": {"sessions": baseline.sessions, "message_bytes": baseline.message_bytes,
+                        "seconds": round(baseline.seconds, 2),
+                        "delivered": baseline.delivered, "dkim": None}}
 
 
 async def _identity(url: str) -> QueueIdentity:

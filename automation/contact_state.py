@@ -94,6 +94,11 @@ class ContactTable:
         contact = self.contacts.get(entry[1])
         return contact is not None and contact.queued == entry[0]
 
+    def recount(self) -> None:
+        """Recompute :attr:`live` and drop stale timers (after contacts were loaded)."""
+        self.live = sum(1 for contact in self.contacts.values() if contact.queued is not None)
+        self.timers.compact(self._valid)
+
     def peek(self) -> tuple[int, str, ContactState] | None:
         """The earliest valid timer (stale entries on top are dropped)."""
         timers = self.timers

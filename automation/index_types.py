@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -105,8 +106,8 @@ def compact_key(value: Any) -> Hashable | None:
 def key_text(key: Hashable) -> str:
     """A compact key as text for entry keys (JSON; booleans as ``true``/``false``)."""
     if isinstance(key, tuple):
-        return "" if not key else orjson.dumps(key[0]).decode()
-    return orjson.dumps(key).decode()
+        return "" if not key else json.dumps(key[0])
+    return json.dumps(key)
 
 
 Packed = str | Mapping[str, Any]
@@ -136,7 +137,10 @@ def event_ref(event: IndexEvent) -> str:
     """``p<position>``, or ``t<time>:<type>:<hash of properties>`` without a position."""
     if event.position is not None:
         return f"p{event.position}"
-    packed = orjson.dumps(event.properties, option=orjson.OPT_SORT_KEYS, default=str)
+    try:
+        packed = orjson.dumps(event.properties, option=orjson.OPT_SORT_KEYS, default=str)
+    except TypeError:  # not JSON (keys that are not strings): still deterministic
+        packed = repr(sorted(event.properties.items(), key=repr)).encode()
     return f"t{event.occurred_at.isoformat()}:{event.type}:{_digest(packed)}"
 
 

@@ -159,6 +159,19 @@ class CountWatcher(Watcher):
         stats["unless_keys"] = stats.get("unless_keys", 0) + len(state.unless or ()) // 2
 
 
+    def dump(self, state: CountState) -> Any:
+        pairs = tuple(item if type(item) is not array else tuple(item) for item in state)
+        return pairs, None if state.unless is None else tuple(state.unless)
+
+    def load(self, data: Any) -> Any:
+        pairs, unless = data
+        state = CountState()
+        state.extend(array("q", item) if type(item) is tuple and index & 1 else item
+                     for index, item in enumerate(pairs))
+        state.unless = None if unless is None else list(unless)
+        return state
+
+
 def _itself(last: int) -> int:
     return last
 

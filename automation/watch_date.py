@@ -103,5 +103,12 @@ class DateWatcher(Watcher):
         state.due = following
         return state
 
+    def dump(self, state: DateState) -> Any:
+        return state.day.toordinal(), state.timezone, state.due
+
+    def load(self, data: Any) -> Any:
+        day, timezone, due = data
+        return DateState(date.fromordinal(day), timezone, due)
+
     def measure(self, state: DateState, stats: dict[str, int]) -> None:
         stats["date_pending"] = stats.get("date_pending", 0) + 1

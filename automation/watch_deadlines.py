@@ -141,7 +141,7 @@ class AbsenceWatcher(_DeadlineWatcher):
             if item is None or t < item.at:
                 continue  # B before the latest A does not cancel it
             for index, duration in enumerate(self.durations):
-                if t <= item.at + duration:
+                if t < item.at + duration:
                     item.done |= 1 << index
             if item.done == self.full:
                 state = _without(state, key)
@@ -169,6 +169,14 @@ class AbsenceWatcher(_DeadlineWatcher):
     def measure(self, state: Any, stats: dict[str, int]) -> None:
         count = len(state) if isinstance(state, dict) else 1
         stats["absence_pending"] = stats.get("absence_pending", 0) + count
+
+    def dump(self, state: Any) -> Any:
+        return tuple((item.key, item.at, item.type, item.props, item.done) for item in (
+            state.values() if isinstance(state, dict) else (state,)))
+
+    def load(self, data: Any) -> Any:
+        items = [Latest(*row) for row in data]
+        return items[0] if len(items) == 1 else {item.key: item for item in items}
 
 
 def _find(state: Any, key: Hashable) -> Latest | None:
@@ -222,17 +230,21 @@ class InactivityWatcher(_DeadlineWatcher):
         contact_id = event.contact_id
         contact = self.table.get(contact_id)
         state = None if contact is None else contact[self.slot]
-        if state is not None:
-            if isinstance(state, int):
-                if t < state:
-                    return
-            elif t < state.at:
+        if type(state) is Latest:
+            if t < state.at:
                 return
-            else:
+            if state.at + self.durations[0] <= t:
                 self.fire(contact_id, state, t, out)
-        if contact is None:
-            contact = self.table.ensure(contact_id)
-        contact[self.slot] = Latest((), t, self.table.intern(event.type), pack(event.properties))
+            state.at, state.type, state.props, state.done = (
+                t, self.table.intern(event.type), pack(event.properties), 0)
+        else:
+            if state is not None and t < state:
+                return
+            if contact is None:
+                contact = self.table.ensure(contact_id)
+            contact[self.slot] = Latest((), t, self.table.intern(event.type),
+                                        pack(event.properties))
+        assert contact is not None
         self.table.arm(contact_id, contact, t + self.durations[0])
 
     def next_due(self, state: Any) -> int | None:
@@ -253,3 +265,10 @@ class InactivityWatcher(_DeadlineWatcher):
     def measure(self, state: Any, stats: dict[str, int]) -> None:
         name = "inactivity_quiet" if isinstance(state, int) else "inactivity_pending"
         stats[name] = stats.get(name, 0) + 1
+
+    def dump(self, state: Any) -> Any:
+        return state if isinstance(state, int) else (state.at, state.type, state.props,
+                                                     state.done)
+
+    def load(self, data: Any) -> Any:
+        return data if isinstance(data, int) else Latest((), *data)

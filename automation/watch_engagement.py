@@ -159,6 +159,16 @@ class EngagementWatcher(Watcher):
     def measure(self, state: SendState, stats: dict[str, int]) -> None:
         stats["sends_pending"] = stats.get("sends_pending", 0) + len(state.pending or ())
 
+    def dump(self, state: SendState) -> Any:
+        return state.last, None if state.pending is None else tuple(
+            (item.at, item.type, item.props, item.done) for item in state.pending)
+
+    def load(self, data: Any) -> Any:
+        state = SendState()
+        state.last, pending = data
+        state.pending = None if pending is None else [Latest((), *row) for row in pending]
+        return state
+
 
 class EngagementHub(Watcher):
     """Routes sends and engagement events to the watcher of their (workflow, step)."""

@@ -45,6 +45,15 @@ class Window:
         self.values: array[float] | None = array("d") if summed else None
 
 
+def _window(data: tuple[Any, ...]) -> Window:
+    times, values = data
+    window = Window(values is not None)
+    window.times.extend(times)
+    if window.values is not None:
+        window.values.extend(values)
+    return window
+
+
 class SegmentState:
     __slots__ = ("aggregates", "attributes", "check", "member")
 
@@ -244,6 +253,20 @@ class SegmentWatcher(Watcher):
             state.check = None
             self._evaluate(contact_id, state, due, out, None)
         return self.table.state(contact_id, self.slot)
+
+    def dump(self, state: SegmentState) -> Any:
+        aggregates = None if state.aggregates is None else tuple(
+            (tuple(value.times), None if value.values is None else tuple(value.values))
+            if isinstance(value, Window) else value for value in state.aggregates)
+        return state.member, state.attributes, aggregates, state.check
+
+    def load(self, data: Any) -> Any:
+        state = SegmentState(0)
+        state.member, state.attributes, aggregates, state.check = data
+        if aggregates is not None:
+            state.aggregates = [_window(value) if isinstance(value, tuple) else value
+                                for value in aggregates]
+        return state
 
     def measure(self, state: SegmentState, stats: dict[str, int]) -> None:
         stats["segment_states"] = stats.get("segment_states", 0) + 1

@@ -9,7 +9,8 @@ deliveries, with realistic properties. Every contact gets one event per round; r
 over ``--span-days``. Timers are fired as the clock passes them, as the runtime would.
 
 Prints a summary on stderr and one JSON line on stdout: resident memory (RSS) after the run and
-its growth over the baseline measured before the first event, bytes per contact, ``observe()``
+its growth over the baseline measured before the first event, bytes per contact (and, with
+``--tracemalloc``, the live Python bytes per contact, without allocator slack), ``observe()``
 events/s (event generation excluded), ``fire_due()`` time, fires, and :meth:`TriggerIndex.stats`.
 """
 
@@ -22,6 +23,7 @@ import random
 import resource
 import sys
 import time
+import tracemalloc
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,6 +61,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-contact-views", action="store_true",
                         help="TriggerIndex(keep_contacts=False), as the live engine may run")
     parser.add_argument("--snapshot", action="store_true", help="also time snapshot/restore")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="also count live Python bytes allocated (several times slower)")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="gc.freeze() after each chunk, as a runtime may do to keep the "
+                             "cyclic collector off the (acyclic) index")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     if args.contacts < 1 or args.workflows < 1 or args.events_per_contact < 1 \
@@ -180,6 +187,8 @@ def main(argv: list[str]) -> int:
     index = TriggerIndex(workflows, keep_contacts=not args.no_contact_views)
     gc.collect()
     baseline = rss_bytes()
+    if args.tracemalloc:
+        tracemalloc.start()
     observe_seconds = timer_seconds = 0.0
     fires = timer_fires = fed = 0
     last = START
@@ -194,18 +203,28 @@ def main(argv: list[str]) -> int:
         timer_fires += len(index.fire_due(last))
         timer_seconds += time.perf_counter() - started
         del chunk
-    gc.collect()
+        if args.gc_freeze:
+            gc.freeze()
+    gc.unfreeze()
+    started = time.perf_counter()
+    gc.collect()  # what one full collection of this heap costs (a pause on the event loop)
+    gc_seconds = time.perf_counter() - started
     rss = rss_bytes()
+    traced = tracemalloc.get_traced_memory()[0] if args.tracemalloc else None
+    tracemalloc.stop()
     stats = index.stats()
     result: dict[str, Any] = {
         "contacts": args.contacts, "workflows": len(workflows), "vary": args.vary,
+        "gc_freeze": args.gc_freeze,
         "contact_views": not args.no_contact_views, "events": fed,
         "rss_bytes": rss, "rss_baseline_bytes": baseline, "index_rss_bytes": rss - baseline,
         "bytes_per_contact": round((rss - baseline) / max(1, stats["contacts"])),
+        "traced_bytes_per_contact": None if traced is None else round(
+            traced / max(1, stats["contacts"])),
         "observe_events_per_s": round(fed / observe_seconds),
         "observe_us_per_event": round(observe_seconds / fed * 1e6, 2),
         "event_fires": fires, "timer_fires": timer_fires,
-        "fire_due_seconds": round(timer_seconds, 3),
+        "fire_due_seconds": round(timer_seconds, 3), "gc_full_seconds": round(gc_seconds, 2),
         "next_due": str(index.next_due()), "clock": str(last), "stats": stats}
     if args.snapshot:
         started = time.perf_counter()

@@ -581,8 +581,9 @@ def test_snapshot_and_restore_midway_gives_the_same_fires(
     fires = drive(first, events[:half])
     data = first.snapshot()
     second = TriggerIndex.restore(data, workflows)
-    assert second.next_due() == first.next_due() and second.stats() == {
-        **first.stats(), "interned": 0}
+    assert second.next_due() == first.next_due()
+    assert second.stats() == {**first.stats(), "interned": 0, "timer_heap": second.stats()[
+        "timers"]}
     fires += drive(second, events[half:], at(days=400))
     assert keyed(fires) == whole
     assert TriggerIndex.restore(second.snapshot(), workflows).position == second.position
@@ -642,3 +643,34 @@ def test_restore_rejects_foreign_bytes() -> None:
     import zlib
     with pytest.raises(ValueError, match="snapshot"):
         TriggerIndex.restore(zlib.compress(pickle.dumps({"format": 99})), [])
+
+
+def test_restore_with_other_workflows_keeps_only_unchanged_triggers(
+        examples: dict[str, Workflow]) -> None:
+    index = TriggerIndex(list(examples.values()))
+    drive(index, [ev("cart_updated", T0, CART), ev("page_viewed", T0)])
+    restored = TriggerIndex.restore(index.snapshot(), [examples["abandoned-cart"]])
+    assert names(drive(restored, [], at(days=400))) == ["abandoned-cart"]
+    assert restored.stats()["contacts"] == 0
+
+
+def test_many_rearmed_timers_stay_exact_through_heap_compaction(
+        examples: dict[str, Workflow]) -> None:
+    index = TriggerIndex([examples["win-back"], examples["abandoned-cart"]])
+    contacts = [f"c{n}" for n in range(3000)]
+    events = [ev("page_viewed", T0, contact=c) for c in contacts]
+    events += [ev("cart_updated", at(minutes=1), {**CART, "cart_id": c}, contact=c)
+               for c in contacts]
+    fires = drive(index, events, at(days=1))
+    assert len(fires) == 3000 and index.stats()["timer_heap"] <= 3000 * 2
+    assert index.next_due() == at(days=60)
+    fires = index.fire_due(at(days=61))
+    assert sorted(f.contact_id for f in fires) == sorted(contacts)
+    assert {f.workflow for f in fires} == {"win-back"} and index.next_due() is None
+
+
+def test_member_progress_is_carried_over_by_parameter() -> None:
+    from automation.watch_base import remap_mask
+    # members (10, 20, 30) -> (20, 40): 20 keeps its bit, 40 is new and starts done
+    assert remap_mask(0b010, (10, 20, 30), (20, 40)) == 0b11
+    assert remap_mask(0b101, (10, 20, 30), (20, 40)) == 0b10

@@ -13,7 +13,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from automation import definitions as d
@@ -39,16 +39,20 @@ def minute(n: int) -> datetime:
 # --- count ----------------------------------------------------------------------------------
 
 count_events = st.lists(st.tuples(
-    st.sampled_from([0, 0, 1, 5, 30, 60, 200, 700]),  # minutes since the previous event
+    st.sampled_from([0, 0, 1, 5, 30, 60, 120, 700]),  # minutes since the previous event
     st.sampled_from(["view", "view", "view", "cart"]),
     st.sampled_from([*SKUS[:3], *SKUS[:3], *SKUS, None]),
     st.lists(st.sampled_from([*SKUS[:3], 1]), max_size=2),  # a cart's items' skus
 ), max_size=80)
-rules = st.tuples(st.integers(1, 4), st.sampled_from([1, 30, 120, 600, 1440]))
+rules = st.tuples(st.integers(1, 4), st.sampled_from([1, 30, 60, 120, 1440]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(count_events, rules, rules, st.booleans())
+@example([(0, "cart", None, ["s0"]), (30, "view", "s0", []), (0, "view", "s0", [])],
+         (2, 30), (1, 1), True)  # a cart exactly at the window's start still suppresses
+@example([(0, "view", "s0", []), (60, "view", "s0", []), (1, "view", "s0", [])],
+         (2, 60), (3, 60), False)  # a view exactly at the window's start still counts
 def test_count_fires_exactly_when_brute_force_says(
         events: list[tuple[int, str, str | None, list[Any]]], first: tuple[int, int],
         second: tuple[int, int], with_unless: bool) -> None:

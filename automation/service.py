@@ -10,9 +10,14 @@ re-derived from them are recognised by their entry keys and do not start runs tw
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
+import os
+import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 
@@ -122,7 +127,7 @@ class AutomationService:
             index.set_workflows(workflows)
         else:
             # First start: learn the history without acting on it, then follow from its end.
-            index = TriggerIndex(workflows)
+            index = TriggerIndex(workflows, keep_contacts=False)
             end = await head(self._connection)
             cursor = LogCursor()
             while cursor < end:
@@ -135,8 +140,10 @@ class AutomationService:
                     index.observe(index_event(event))
                 cursor = min(events[-1].cursor, end)
             self.cursor = end
+            index.fire_due(datetime.now(UTC))  # deadlines that passed in history: not acted on
         self.core = AutomationCore(self.catalog, index, self.store)
         await self.core.load_active()
+        gc.freeze()  # the restored index is long-lived: keep it out of collections
         await self._save_snapshot()
 
     async def _step(self) -> None:
@@ -161,16 +168,23 @@ class AutomationService:
             await self._sleep(wait)
 
     async def _save_snapshot(self) -> None:
+        """Save the index with the cursor it corresponds to.
+
+        Serialising a large index takes seconds (about 15 s at a million contacts) and holds
+        the GIL, so it happens in a forked child working on a copy-on-write image of this
+        moment, while this process keeps serving; the file it writes is then stored here."""
         assert self.core is not None
-        data = self.core.index.snapshot()
+        cursor = self.cursor
+        data = await _serialise_in_child(self.core.index)
         async with self.database.connection() as connection:
             await connection.execute(
                 """INSERT INTO automation_state (id, cursor_txid, cursor_pos, snapshot, saved_at)
                    VALUES (1, $1, $2, $3, now())
                    ON CONFLICT (id) DO UPDATE SET cursor_txid = $1, cursor_pos = $2,
                        snapshot = $3, saved_at = now()""",
-                self.cursor.txid, self.cursor.position, data)
+                cursor.txid, cursor.position, data)
         self._snapshot_at = time.monotonic()
+        gc.freeze()
 
     async def _sleep(self, seconds: float) -> None:
         if self._stopping:
@@ -179,3 +193,27 @@ class AutomationService:
             await asyncio.wait_for(self._wake.wait(), seconds)
         except TimeoutError:
             pass
+
+
+async def _serialise_in_child(index: TriggerIndex) -> bytes:
+    """``index.snapshot()`` computed in a forked child (the parent is not paused by it)."""
+    if not hasattr(os, "fork"):
+        return index.snapshot()
+    descriptor, path = tempfile.mkstemp(prefix="herald-index-", suffix=".snapshot")
+    pid = os.fork()
+    if pid == 0:  # the child: serialise, write, leave without running any cleanup
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(index.snapshot())
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    os.close(descriptor)
+    try:
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise OSError(f"the snapshot child failed (status {status})")
+        return await asyncio.to_thread(Path(path).read_bytes)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)

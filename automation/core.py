@@ -24,7 +24,10 @@ log = logging.getLogger("herald.automation")
 
 
 class Store(Protocol):
-    async def begin_run(self, fire: Fire, now: datetime) -> Run | None: ...
+    async def start_run(self, fire: Fire, now: datetime) -> Run | None:
+        """Apply re-entry, create the run and advance it to its first pause (None: not
+        entered)."""
+        ...
 
     async def advance(self, run_id: int, resume: Resume, now: datetime) -> Run | None: ...
 
@@ -117,11 +120,11 @@ class AutomationCore:
         if workflow is None or not workflow.enabled:
             return
         self.fires += 1
-        run = await self.store.begin_run(fire, now)
+        run = await self.store.start_run(fire, now)
         if run is None:
             return
-        self._track(run)
-        await self._advance(run.id, None, now)
+        if run.active:
+            self._track(run)
 
     async def _advance(self, run_id: int, resume: Resume, now: datetime) -> None:
         run = await self.store.advance(run_id, resume, now)

@@ -103,7 +103,11 @@ class MemoryStore:
     async def active_runs(self) -> list[Run]:
         return [run for run in self.runs.values() if run.active]
 
-    async def begin_run(self, fire: Fire, now: datetime) -> Run | None:
+    async def start_run(self, fire: Fire, now: datetime) -> Run | None:
+        run = await self._begin(fire, now)
+        return None if run is None else await self.advance(run.id, None, now)
+
+    async def _begin(self, fire: Fire, now: datetime) -> Run | None:
         workflow = self.catalog.current[fire.workflow]
         if (fire.workflow, fire.contact_id, fire.entry_key) in self._entry_keys:
             return None

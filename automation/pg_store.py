@@ -71,38 +71,48 @@ class PgStore:
                 "WHERE state IN ('running', 'waiting', 'waiting_event')")
         return [run_from(row) for row in rows]
 
-    async def begin_run(self, fire: Fire, now: datetime) -> Run | None:
+    async def start_run(self, fire: Fire, now: datetime) -> Run | None:
+        """Apply the re-entry policy, create the run and advance it to its first pause, in
+        one transaction (one commit per new run)."""
+        async with self.database.transaction() as connection:
+            logs = LogBuffer()
+            run = await self._begin(connection, fire, now, logs)
+            if run is not None and run.active:
+                await self._advance_locked(connection, run, None, now, logs)
+            await logs.flush(connection)
+        return run
+
+    async def _begin(self, connection: asyncpg.Connection, fire: Fire, now: datetime,
+                     logs: LogBuffer) -> Run | None:
         workflow = self.catalog.current[fire.workflow]
         key = reentry_key_text(workflow.reentry.key_of(fire.trigger_properties))
-        async with self.database.transaction() as connection:
-            previous = await connection.fetchrow(
-                "SELECT bool_or(state IN ('running', 'waiting', 'waiting_event')) AS active, "
-                "max(entered_at) AS last, bool_or(entry_key = $4) AS same "
-                "FROM workflow_runs WHERE workflow = $1 AND contact_id = $2 "
-                "AND reentry_key = $3", fire.workflow, fire.contact_id, key, fire.entry_key)
-            if previous["same"]:
-                return None  # this very fire was handled before (replay after a restart)
-            active, last = bool(previous["active"]), previous["last"]
-            if not workflow.reentry.allows(active=active, last_started_at=last, now=now):
-                why = "a run is already active" if active else (
-                    f"re-entry policy '{workflow.reentry.policy}': last entered "
-                    f"{last.isoformat() if last else '-'}")
-                await self._log(connection, now, fire.workflow, fire.contact_id, None, None,
-                                "not_entered", why)
-                return None
-            row = await connection.fetchrow(
-                f"""INSERT INTO workflow_runs (workflow, version, contact_id, reentry_key,
-                        entry_key, state, pc, entered_at, trigger_type, trigger_properties)
-                    VALUES ($1, $2, $3, $4, $5, 'running', 0, $6, $7, $8)
-                    ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
-                    RETURNING {RUN_COLUMNS}""",
-                workflow.name, workflow.version, fire.contact_id, key, fire.entry_key, now,
-                fire.trigger_type, dict(fire.trigger_properties))
-            if row is None:
-                return None
-            run = run_from(row)
-            await self._log(connection, now, run.workflow, run.contact_id, run.id, None,
-                            "entered", fire.trigger_type)
+        previous = await connection.fetchrow(
+            "SELECT bool_or(state IN ('running', 'waiting', 'waiting_event')) AS active, "
+            "max(entered_at) AS last, bool_or(entry_key = $4) AS same "
+            "FROM workflow_runs WHERE workflow = $1 AND contact_id = $2 "
+            "AND reentry_key = $3", fire.workflow, fire.contact_id, key, fire.entry_key)
+        if previous["same"]:
+            return None  # this very fire was handled before (replay after a restart)
+        active, last = bool(previous["active"]), previous["last"]
+        if not workflow.reentry.allows(active=active, last_started_at=last, now=now):
+            why = "a run is already active" if active else (
+                f"re-entry policy '{workflow.reentry.policy}': last entered "
+                f"{last.isoformat() if last else '-'}")
+            logs.add(now, fire.workflow, fire.contact_id, None, None, "not_entered", why)
+            return None
+        row = await connection.fetchrow(
+            f"""INSERT INTO workflow_runs (workflow, version, contact_id, reentry_key,
+                    entry_key, state, pc, entered_at, trigger_type, trigger_properties)
+                VALUES ($1, $2, $3, $4, $5, 'running', 0, $6, $7, $8)
+                ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
+                RETURNING {RUN_COLUMNS}""",
+            workflow.name, workflow.version, fire.contact_id, key, fire.entry_key, now,
+            fire.trigger_type, dict(fire.trigger_properties))
+        if row is None:
+            return None
+        run = run_from(row)
+        logs.add(now, run.workflow, run.contact_id, run.id, None, "entered",
+                 fire.trigger_type)
         return run
 
     async def exit_run(self, run_id: int, reason: str, now: datetime) -> None:
@@ -113,8 +123,9 @@ class PgStore:
                 "AND state IN ('running', 'waiting', 'waiting_event') "
                 "RETURNING workflow, contact_id", run_id, reason)
             if row is not None:
-                await self._log(connection, now, row["workflow"], row["contact_id"], run_id,
-                                None, "exit", reason)
+                logs = LogBuffer()
+                logs.add(now, row["workflow"], row["contact_id"], run_id, None, "exit", reason)
+                await logs.flush(connection)
 
     async def advance(self, run_id: int, resume: Resume, now: datetime) -> Run | None:
         async with self.database.transaction() as connection:
@@ -123,64 +134,70 @@ class PgStore:
             if row is None:
                 return None
             run = run_from(row)
-            if not run.active:
-                return run
-            entry = self.catalog.version(run.workflow, run.version)
-            if entry is None:
-                source = await connection.fetchval(
-                    "SELECT source FROM workflow_versions WHERE workflow = $1 AND version = $2",
-                    run.workflow, run.version)
-                if source is None:
-                    log.error("no definition for a run's version; exiting it",
-                              extra={"run_id": run.id, "workflow": run.workflow})
-                    run.state, run.exit_reason = "exited", "workflow version not found"
-                    await self._save(connection, run)
-                    return run
-                entry = self.catalog.add_version(run.workflow, run.version, source)
-            workflow, program = entry
-            inputs = await self._inputs(connection, run, now)
-            effects = interpret(run, program, workflow, inputs, resume, now, self.policy)
-            await self._apply(connection, run, inputs, effects, now)
-            await self._save(connection, run)
+            if run.active:
+                logs = LogBuffer()
+                await self._advance_locked(connection, run, resume, now, logs)
+                await logs.flush(connection)
         return run
+
+    async def _advance_locked(self, connection: asyncpg.Connection, run: Run, resume: Resume,
+                              now: datetime, logs: LogBuffer) -> None:
+        entry = self.catalog.version(run.workflow, run.version)
+        if entry is None:
+            source = await connection.fetchval(
+                "SELECT source FROM workflow_versions WHERE workflow = $1 AND version = $2",
+                run.workflow, run.version)
+            if source is None:
+                log.error("no definition for a run's version; exiting it",
+                          extra={"run_id": run.id, "workflow": run.workflow})
+                run.state, run.exit_reason = "exited", "workflow version not found"
+                await self._save(connection, run)
+                return
+            entry = self.catalog.add_version(run.workflow, run.version, source)
+        workflow, program = entry
+        inputs = await self._inputs(connection, run, now)
+        effects = interpret(run, program, workflow, inputs, resume, now, self.policy)
+        await self._apply(connection, run, inputs, effects, now, logs)
+        await self._save(connection, run)
 
     async def _inputs(self, connection: asyncpg.Connection, run: Run,
                       now: datetime) -> RunInputs:
         contact = await connection.fetchrow(
-            "SELECT email, attributes, timezone FROM contacts WHERE contact_id = $1",
-            run.contact_id)
-        email = contact["email"] if contact else None
-        suppressed = bool(email) and bool(await connection.fetchval(
-            "SELECT true FROM suppressions WHERE email = lower($1)", email))
-        recent = await connection.fetchval(
-            "SELECT count(*) FROM outbound_messages WHERE contact_id = $1 "
-            "AND source = 'automation' AND created_at > $2 "
-            "AND NOT coalesce((metadata->>'transactional')::boolean, false)",
+            """SELECT c.email, c.attributes, c.timezone,
+                      EXISTS (SELECT 1 FROM suppressions s WHERE s.email = lower(c.email))
+                          AS suppressed,
+                      (SELECT count(*) FROM outbound_messages m
+                        WHERE m.contact_id = c.contact_id AND m.source = 'automation'
+                          AND m.created_at > $2
+                          AND NOT coalesce((m.metadata->>'transactional')::boolean, false))
+                          AS recent
+               FROM contacts c WHERE c.contact_id = $1""",
             run.contact_id, now - timedelta(seconds=self.settings.frequency_window))
         rows = await connection.fetch(
-            "SELECT type, properties FROM events WHERE contact_id = $1 AND occurred_at >= $2 "
-            "ORDER BY position LIMIT 1000", run.contact_id, run.entered_at)
-        since = [(r["type"], r["properties"]) for r in rows]
+            "SELECT type, properties, occurred_at FROM events WHERE contact_id = $1 "
+            "AND (occurred_at >= $2 OR type = 'product_viewed') "
+            "ORDER BY position DESC LIMIT 1000", run.contact_id, run.entered_at)
+        since = [(r["type"], r["properties"]) for r in reversed(rows)
+                 if r["occurred_at"] >= run.entered_at]
+        views = [r["properties"] for r in rows if r["type"] == "product_viewed"][:50]
         opened, clicked = engagement(since, run.workflow, run.id)
-        views = await connection.fetch(
-            "SELECT properties FROM events WHERE contact_id = $1 AND type = 'product_viewed' "
-            "ORDER BY position DESC LIMIT 50", run.contact_id)
+        email = contact["email"] if contact else None
         return RunInputs(
             email, dict(contact["attributes"]) if contact else {},
-            contact["timezone"] if contact else None, suppressed, int(recent), opened, clicked,
-            since, recommend([v["properties"] for v in views], run.trigger_properties,
-                             self.settings.recommendations),
+            contact["timezone"] if contact else None,
+            bool(contact and email and contact["suppressed"]),
+            int(contact["recent"]) if contact else 0, opened, clicked, since,
+            recommend(views, run.trigger_properties, self.settings.recommendations),
             unsubscribe_url(self.settings.public_url, self.link_secret, run.contact_id))
 
     async def _apply(self, connection: asyncpg.Connection, run: Run, inputs: RunInputs,
-                     effects: Effects, now: datetime) -> None:
+                     effects: Effects, now: datetime, logs: LogBuffer) -> None:
         sends = iter(effects.sends)
         for step, action, detail in effects.log:
             if action == "send":
-                await self._send(connection, run, inputs, next(sends), now)
+                await self._send(connection, run, inputs, next(sends), now, logs)
             else:
-                await self._log(connection, now, run.workflow, run.contact_id, run.id, step,
-                                action, detail)
+                logs.add(now, run.workflow, run.contact_id, run.id, step, action, detail)
         if effects.attributes is not None:
             current = await connection.fetchval(
                 "SELECT attributes FROM contacts WHERE contact_id = $1", run.contact_id) or {}
@@ -191,12 +208,11 @@ class PgStore:
                     run.contact_id, UNCHANGED, changes, UNCHANGED), now)
         for webhook in effects.webhooks:
             result = await call_webhook(webhook, self.settings.webhook_allow)
-            await self._log(connection, now, run.workflow, run.contact_id, run.id,
-                            webhook.step_id, "webhook" if result.ok else "webhook_failed",
-                            result.detail)
+            logs.add(now, run.workflow, run.contact_id, run.id, webhook.step_id,
+                     "webhook" if result.ok else "webhook_failed", result.detail)
 
     async def _send(self, connection: asyncpg.Connection, run: Run, inputs: RunInputs,
-                    send: SendEffect, now: datetime) -> None:
+                    send: SendEffect, now: datetime, logs: LogBuffer) -> None:
         try:
             composed = compose({
                 "from": self.settings.from_address, "to": inputs.email,
@@ -205,8 +221,8 @@ class PgStore:
                 "headers": {"List-Unsubscribe": f"<{inputs.unsubscribe_url}>",
                             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}}, now)
         except InvalidMessage as exc:
-            await self._log(connection, now, run.workflow, run.contact_id, run.id,
-                            send.step_id, "skipped", f"cannot build message: {exc}")
+            logs.add(now, run.workflow, run.contact_id, run.id, send.step_id, "skipped",
+                     f"cannot build message: {exc}")
             return
         message = OutboundMessage(
             composed.header_from, composed.recipient, composed.body, run.contact_id,
@@ -215,8 +231,8 @@ class PgStore:
             "automation", f"run:{run.id}:{send.step_id}")
         queued = await enqueue(connection, self.identity, message, now)
         self.sent += 1
-        await self._log(connection, now, run.workflow, run.contact_id, run.id, send.step_id,
-                        "sent", f"{send.template} -> message {queued.id}")
+        logs.add(now, run.workflow, run.contact_id, run.id, send.step_id, "sent",
+                 f"{send.template} -> message {queued.id}")
 
     async def _save(self, connection: asyncpg.Connection, run: Run) -> None:
         await connection.execute(
@@ -225,10 +241,26 @@ class PgStore:
             run.id, run.state, run.pc, run.wake_at, run.waiting_since, run.sent_steps,
             run.exit_reason)
 
-    async def _log(self, connection: asyncpg.Connection, at: datetime, workflow: str,
-                   contact_id: str, run_id: int | None, step: str | None, action: str,
-                   detail: str) -> None:
-        await connection.execute(
-            "INSERT INTO workflow_log (at, workflow, contact_id, run_id, step, action, detail) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            at, workflow, contact_id, run_id, step, action, detail[:1000])
+
+
+class LogBuffer:
+    """Decision-log rows gathered during one transaction and written with one statement."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+
+    def add(self, at: datetime, workflow: str, contact_id: str, run_id: int | None,
+            step: str | None, action: str, detail: str) -> None:
+        self.rows.append((at.isoformat(), workflow, contact_id, run_id, step, action,
+                          detail[:1000]))
+
+    async def flush(self, connection: asyncpg.Connection) -> None:
+        if self.rows:
+            await connection.execute(
+                """INSERT INTO workflow_log (at, workflow, contact_id, run_id, step, action,
+                                             detail)
+                   SELECT (r->>0)::timestamptz, r->>1, r->>2, (r->>3)::bigint, r->>4, r->>5,
+                          r->>6
+                   FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(r, n)
+                   ORDER BY n""", self.rows)
+            self.rows = []

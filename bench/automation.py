@@ -74,7 +74,7 @@ class CountingStore:
     def __init__(self) -> None:
         self.fires = 0
 
-    async def begin_run(self, fire: Fire, now: datetime) -> Run | None:
+    async def start_run(self, fire: Fire, now: datetime) -> Run | None:
         self.fires += 1
         return None
 

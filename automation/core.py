@@ -9,8 +9,10 @@ state and runs each transition in one transaction.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -77,17 +79,50 @@ class AutomationCore:
         for fire in fires:
             await self._enter(fire, now)
 
-    async def on_time(self, now: datetime) -> None:
+    async def on_events(self, events: Sequence[IndexEvent], now: datetime,
+                        concurrency: int = 1) -> None:
+        """Several events: each contact's in log order, up to ``concurrency`` contacts at a
+        time (their transactions then share commits). 1 keeps the exact global order, which
+        the simulator relies on for its determinism."""
+        if concurrency <= 1:
+            for event in events:
+                await self.on_event(event, now)
+            return
+        by_contact: dict[str, list[IndexEvent]] = {}
+        for event in events:
+            by_contact.setdefault(event.contact_id, []).append(event)
+
+        async def one_contact(contact_events: list[IndexEvent]) -> None:
+            for event in contact_events:
+                await self.on_event(event, now)
+
+        await _bounded(concurrency, [one_contact(e) for e in by_contact.values()])
+
+    async def on_time(self, now: datetime, concurrency: int = 1) -> None:
         """Fire trigger timers and wake runs whose time has come."""
+        work: dict[str, list[Fire | int]] = {}
         for fire in self.index.fire_due(now):
-            await self._enter(fire, now)
+            work.setdefault(fire.contact_id, []).append(fire)
         while self._wakes and self._wakes[0][0] <= now:
             due, run_id = heapq.heappop(self._wakes)
             contact = self._contact_of.get(run_id)
             ref = self._runs.get(contact, {}).get(run_id) if contact else None
-            if ref is None or ref.wake_at != due:
+            if contact is None or ref is None or ref.wake_at != due:
                 continue  # the run moved on since this wake-up was scheduled
-            await self._advance(run_id, TimerResume(), now)
+            work.setdefault(contact, []).append(run_id)
+
+        async def one_contact(items: list[Fire | int]) -> None:
+            for item in items:
+                if isinstance(item, int):
+                    await self._advance(item, TimerResume(), now)
+                else:
+                    await self._enter(item, now)
+
+        if concurrency <= 1:
+            for items in work.values():
+                await one_contact(items)
+        else:
+            await _bounded(concurrency, [one_contact(items) for items in work.values()])
 
     def next_due(self) -> datetime | None:
         candidates = [t for t in (self.index.next_due(),
@@ -150,3 +185,18 @@ class AutomationCore:
             runs.pop(run_id, None)
             if not runs:
                 del self._runs[contact]
+
+
+async def _bounded(limit: int, coroutines: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the coroutines, at most ``limit`` at once; the first error propagates after all
+    have finished (the caller then reloads its state)."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def guarded(coroutine: Coroutine[Any, Any, None]) -> None:
+        async with semaphore:
+            await coroutine
+
+    results = await asyncio.gather(*(guarded(c) for c in coroutines), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

@@ -89,7 +89,11 @@ class AutomationService:
                     continue
                 await self._step()
             except (DatabaseUnavailable, asyncpg.PostgresError, OSError):
-                log.warning("automation loop error; retrying", exc_info=True)
+                log.warning("automation loop error; reloading and retrying", exc_info=True)
+                await self._reset_connection()
+                await self._sleep(STANDBY_RETRY)
+            except Exception:  # a bug must not stop automation for good: reload and go on
+                log.exception("unexpected automation error; reloading and retrying")
                 await self._reset_connection()
                 await self._sleep(STANDBY_RETRY)
 
@@ -150,12 +154,15 @@ class AutomationService:
         assert self._connection is not None and self.core is not None
         self._wake.clear()
         events = await read_after(self._connection, self.cursor, self.settings.read_batch)
-        now = datetime.now(UTC)
-        for event in events:
-            await self.core.on_event(index_event(event), now)
-            self.cursor = event.cursor
+        # Contacts are independent: their transitions run concurrently (each contact's in log
+        # order). If any fails, the loop reloads the snapshot and replays, so the index never
+        # counts an event twice.
+        await self.core.on_events([index_event(e) for e in events], datetime.now(UTC),
+                                  self.settings.concurrency)
+        if events:
+            self.cursor = events[-1].cursor
         self.processed += len(events)
-        await self.core.on_time(datetime.now(UTC))
+        await self.core.on_time(datetime.now(UTC), self.settings.concurrency)
         if events:
             await self._connection.execute(f"NOTIFY {PROCESSED_CHANNEL}")
         if time.monotonic() - self._snapshot_at >= self.settings.snapshot_interval:

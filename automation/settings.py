@@ -24,6 +24,8 @@ class AutomationSettings:
     link_secret: str | None = None
     # The follower: events per read, and how often the trigger index is snapshotted.
     read_batch: int = 5000
+    # Contacts whose run transitions may be in flight at once (each contact stays in order).
+    concurrency: int = 8
     snapshot_interval: float = duration("5m")
     # Webhook steps may only call public addresses unless listed here ("host" or "host:port").
     webhook_allow: tuple[str, ...] = ()
@@ -32,5 +34,7 @@ class AutomationSettings:
     def __post_init__(self) -> None:
         if self.frequency_cap < 1:
             raise ValueError("frequency_cap must be at least 1")
+        if not 1 <= self.concurrency <= 64:
+            raise ValueError("concurrency must be between 1 and 64")
         if not 1 <= self.read_batch <= 100_000:
             raise ValueError("read_batch must be between 1 and 100000")

@@ -17,7 +17,7 @@ class EngineSettings:
     database_url: str | None = None
     log_level: str = "info"
     pool_min_size: int = 2
-    pool_max_size: int = 10
+    pool_max_size: int = 20
     shutdown_timeout: float = duration("8s")
 
     def __post_init__(self) -> None:

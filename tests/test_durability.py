@@ -51,18 +51,27 @@ async def post_until_killed(base_url: str, key: str, worker: int, acked: list[st
                 return
 
 
-async def test_sigkill_mid_stream_loses_no_acknowledged_event(
-        database_url: str, tmp_path: Path) -> None:
+async def server_under_load(database_url: str, tmp_path: Path, clients: int, kill_at: int
+                            ) -> tuple[HeraldProcess, int, str, list[str],
+                                       list[asyncio.Task[None]]]:
+    """Start ``herald run --role http`` and posting clients; return once ``kill_at`` events
+    were acknowledged (the clients keep posting)."""
     port = free_port()
     key = await make_key(database_url)
     server = HeraldProcess(["run", "--role", "http"], herald_env(database_url, port),
                            tmp_path / "herald.log")
     server.start()
     acked: list[str] = []
-    killed = asyncio.Event()
-    clients = [asyncio.create_task(post_until_killed(
-        f"http://127.0.0.1:{port}", key, w, acked, 400, killed)) for w in range(16)]
-    await asyncio.wait_for(killed.wait(), 60)
+    reached = asyncio.Event()
+    tasks = [asyncio.create_task(post_until_killed(
+        f"http://127.0.0.1:{port}", key, w, acked, kill_at, reached)) for w in range(clients)]
+    await asyncio.wait_for(reached.wait(), 60)
+    return server, port, key, acked, tasks
+
+
+async def test_sigkill_mid_stream_loses_no_acknowledged_event(
+        database_url: str, tmp_path: Path) -> None:
+    server, port, key, acked, clients = await server_under_load(database_url, tmp_path, 16, 400)
     server.kill()  # SIGKILL while the clients keep posting
     await asyncio.wait_for(asyncio.gather(*clients), 60)
     assert len(acked) >= 400
@@ -92,16 +101,8 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_event(
 
 async def test_sigterm_finishes_in_flight_requests_and_exits_zero(
         database_url: str, tmp_path: Path) -> None:
-    port = free_port()
-    key = await make_key(database_url)
-    server = HeraldProcess(["run", "--role", "http"], herald_env(database_url, port),
-                           tmp_path / "herald.log")
-    server.start()
-    acked: list[str] = []
-    killed = asyncio.Event()
-    clients = [asyncio.create_task(post_until_killed(
-        f"http://127.0.0.1:{port}", key, w, acked, 200, killed)) for w in range(8)]
-    await asyncio.wait_for(killed.wait(), 60)
+    server, _port, _key, acked, clients = await server_under_load(database_url, tmp_path, 8,
+                                                                  200)
     started = time.monotonic()
     assert await asyncio.to_thread(server.stop, 10.0) == 0  # sends SIGTERM once
     assert time.monotonic() - started < 10.0

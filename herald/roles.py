@@ -84,9 +84,11 @@ class HttpRole:
 
     name = "http"
 
-    def __init__(self, settings: Settings, database: Database) -> None:
+    def __init__(self, settings: Settings, database: Database,
+                 catalog: Catalog | None = None) -> None:
         self.settings = settings
         self.database = database
+        self.catalog = catalog
         self.writer = EventWriter(database, settings.intake)
         self.server: HttpServer | None = None
         self.app: Any = None
@@ -97,7 +99,7 @@ class HttpRole:
         context = HttpContext(settings.http, self.database, self.writer,
                               Authenticator(self.database, limiter))
         identity = await queue_identity(settings, self.database)
-        catalog = load_catalog(settings)
+        catalog = self.catalog or load_catalog(settings)
         routes: list[BaseRoute] = [
             *event_routes(context), *contact_routes(context),
             *mta_api.routes(context, identity, settings.mta.max_message_size),
@@ -175,10 +177,11 @@ class AutomationRole:
 
     name = "automation"
 
-    def __init__(self, settings: Settings, database: Database) -> None:
+    def __init__(self, settings: Settings, database: Database,
+                 catalog: Catalog | None = None) -> None:
         self.settings = settings
         self.database = database
-        self.catalog = load_catalog(settings)
+        self.catalog = catalog or load_catalog(settings)
         try:
             self.policy = Policy(self.catalog.templates, settings.automation.frequency_cap,
                                  parse_quiet_hours(settings.automation.quiet_hours))
@@ -206,13 +209,15 @@ ROLE_NAMES = ("http", "mta", "automation")
 
 def build_roles(names: list[str], settings: Settings, database: Database) -> list[Role]:
     roles: list[Role] = []
+    # Workflows and templates are loaded once and shared by the roles that need them.
+    catalog = load_catalog(settings) if {"http", "automation"} & set(names) else None
     for name in names:
         if name == "http":
-            roles.append(HttpRole(settings, database))
+            roles.append(HttpRole(settings, database, catalog))
         elif name == "mta":
             roles.append(MtaRole(settings, database))
         elif name == "automation":
-            roles.append(AutomationRole(settings, database))
+            roles.append(AutomationRole(settings, database, catalog))
         else:
             raise ValueError(f"unknown role {name!r} (known: {', '.join(ROLE_NAMES)})")
     return roles

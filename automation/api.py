@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from automation.catalog import Catalog
-from automation.explain import describe_trigger, explain
+from automation.loading.catalog import Catalog
 from automation.settings import AutomationSettings
-from automation.simulate import ContactLine, EventLine, Line, Simulator, output_line
+from automation.tools.explain import describe_trigger, explain
+from automation.tools.simulate import ContactLine, EventLine, Line, Simulator, output_line
 from engine.http.body import read_json
 from engine.http.endpoint import HttpContext, endpoint
 from engine.http.errors import ApiError, OrjsonResponse

@@ -30,12 +30,12 @@ from typing import Any
 import orjson
 import uvloop
 
-from automation.catalog import Catalog
-from automation.core import AutomationCore
-from automation.index import Fire, IndexEvent, TriggerIndex
-from automation.loader import load_workflows
-from automation.runs import Resume, Run
-from automation.templates import TemplateSet
+from automation.content.templates import TemplateSet
+from automation.index.trigger_index import Fire, IndexEvent, TriggerIndex
+from automation.loading.catalog import Catalog
+from automation.loading.loader import load_workflows
+from automation.runtime.core import AutomationCore
+from automation.runtime.runs import Resume, Run
 from bench.herald_process import HeraldProcess
 from engine.database import connect_one
 from engine.eventlog import LogEvent, append_events

@@ -21,8 +21,8 @@ from pathlib import Path
 import orjson
 import uvloop
 
-from mta.dkim import DkimKey, DkimKeyConfig, DkimSigner
-from mta.dkim_keys import write_keypair
+from mta.dkim.keys import write_keypair
+from mta.dkim.signer import DkimKey, DkimKeyConfig, DkimSigner
 
 DOMAIN = "bench.example"
 MESSAGES = 8192  # cycled through; each has three header values of its own

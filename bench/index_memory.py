@@ -1,6 +1,7 @@
 """``herald bench index_memory``: memory and speed of the trigger index at scale.
 
-Builds a :class:`~automation.index.TriggerIndex` over the shipped example workflows, replicated
+Builds a :class:`~automation.index.trigger_index.TriggerIndex`
+over the shipped example workflows, replicated
 under other names to reach ``--workflows`` (with ``--vary``, each replica also gets other
 durations, counts and thresholds, as a shop with several cart or win-back flows would), and feeds
 it ``--contacts`` x ``--events-per-contact`` synthetic events in time order: product views,
@@ -31,10 +32,10 @@ from typing import Any
 
 import orjson
 
-from automation import definitions as d
-from automation.index import IndexEvent, TriggerIndex
-from automation.loader import load_workflows
-from automation.templates import TemplateSet
+from automation.content.templates import TemplateSet
+from automation.index.trigger_index import IndexEvent, TriggerIndex
+from automation.loading.loader import load_workflows
+from automation.model import definitions as d
 
 ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2026, 1, 5, tzinfo=UTC)

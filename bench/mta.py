@@ -39,9 +39,9 @@ from engine.addresses import parse_address
 from engine.database import connect_one
 from herald.database import migrate
 from mta.compose import compose
-from mta.dkim_keys import write_keypair
-from mta.enqueue import OutboundMessage, QueueIdentity, enqueue, load_bounce_secret
-from mta.returnpath import bounce_address
+from mta.dkim.keys import write_keypair
+from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue, load_bounce_secret
+from mta.queue.return_paths import bounce_address
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 

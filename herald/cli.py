@@ -132,7 +132,7 @@ async def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_dkim_keygen(args: argparse.Namespace) -> int:
-    from mta.dkim_keys import write_keypair
+    from mta.dkim.keys import write_keypair
 
     path, record = write_keypair(args.domain, args.selector, args.algorithm, Path(args.out))
     print(f"wrote {path}; add to config:")
@@ -173,8 +173,8 @@ def _cmd_sink(args: argparse.Namespace) -> int:
 def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from automation.catalog import Catalog
-    from automation.simulate import Simulator, output_line, parse_lines
+    from automation.loading.catalog import Catalog
+    from automation.tools.simulate import Simulator, output_line, parse_lines
     from engine.values import parse_duration
     from herald.settings import resolve_path
 
@@ -202,7 +202,7 @@ def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 async def _cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
 
-    from automation.explain import explain, render_text
+    from automation.tools.explain import explain, render_text
     from herald.roles import load_catalog
 
     catalog = load_catalog(settings)

@@ -10,12 +10,12 @@ from typing import Any, Protocol
 from starlette.routing import BaseRoute, Route
 
 from automation import api as automation_api
-from automation.catalog import Catalog
-from automation.guards import parse_quiet_hours
-from automation.interpreter import Policy
-from automation.pg_store import PgStore
-from automation.service import AutomationService
-from automation.templates import TemplateSet
+from automation.content.templates import TemplateSet
+from automation.live.service import AutomationService
+from automation.loading.catalog import Catalog
+from automation.runtime.guards import parse_quiet_hours
+from automation.runtime.interpreter import Policy
+from automation.stores.postgres import PgStore
 from engine.database import Database
 from engine.errors import ConfigError
 from engine.http.app import FastPaths, build_app
@@ -29,13 +29,13 @@ from engine.http.server import HttpServer
 from engine.intake.writer import EventWriter
 from herald.settings import Settings, resolve_path
 from mta import api as mta_api
-from mta.delivery import DeliveryService
-from mta.dkim import DkimKeyConfig
-from mta.enqueue import QueueIdentity, load_bounce_secret
-from mta.mx import MxResolver
-from mta.routing import Router
-from mta.shaping import ShapingRule, load_rules
-from mta.signing_pool import SigningPool
+from mta.delivery.service import DeliveryService
+from mta.dkim.signer import DkimKeyConfig
+from mta.dkim.signing_pool import SigningPool
+from mta.dns.resolver import MxResolver
+from mta.dns.routing import Router
+from mta.queue.enqueue import QueueIdentity, load_bounce_secret
+from mta.shaping.rules import ShapingRule, load_rules
 
 log = logging.getLogger("herald.roles")
 

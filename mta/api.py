@@ -16,8 +16,8 @@ from engine.http.errors import ApiError, OrjsonResponse
 from engine.http.openapi import error_responses
 from engine.timestamps import format_rfc3339, parse_rfc3339
 from mta.compose import check_raw, compose, parse_tags
-from mta.enqueue import OutboundMessage, QueueIdentity, enqueue
 from mta.errors import InvalidMessage
+from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue
 
 MESSAGE_KEYS = frozenset({"from", "to", "subject", "text", "html", "headers", "raw",
                           "contact_id", "tags", "metadata", "send_at", "idempotency_key"})

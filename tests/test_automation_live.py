@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from automation.catalog import Catalog
-from automation.explain import explain, render_text
+from automation.loading.catalog import Catalog
+from automation.tools.explain import explain, render_text
 from engine.database import Database
 from tests.support.automation import automation_service, example_catalog, post_event, wait_for
 

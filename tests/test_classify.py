@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mta.classify import (
+from mta.bounces.smtp_replies import (
     CODE_RULES,
     ENHANCED_RULES,
     FAILURE_RULES,

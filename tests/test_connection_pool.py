@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from mta.connection_pool import (
+from mta.smtp.pool import (
     ConnectionPool,
     PoolClosed,
     PoolRegistry,
@@ -17,7 +17,7 @@ from mta.connection_pool import (
     PoolSettings,
     PoolStats,
 )
-from mta.smtp_client import SmtpTemporaryFailure, SmtpTimeouts
+from mta.smtp.session import SmtpTemporaryFailure, SmtpTimeouts
 from tests.support.smtp_servers import (
     Script,
     ScriptedSmtpServer,

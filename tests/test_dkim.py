@@ -26,8 +26,8 @@ from dkim.util import parse_tag_value
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mta.dkim import DkimKeyConfig, DkimSigner, canonicalize_body, parse_message
-from mta.dkim_keys import dns_txt_record, generate_key, write_keypair
+from mta.dkim.keys import dns_txt_record, generate_key, write_keypair
+from mta.dkim.signer import DkimKeyConfig, DkimSigner, canonicalize_body, parse_message
 from mta.errors import DkimError, InvalidMessage
 
 PERL_VERIFIER = Path(__file__).parent / "support" / "mail_dkim_verify.pl"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from automation.errors import DefinitionError
-from automation.filters import MATCH_ALL, compile_filter, compile_value_test, parse_path
+from automation.model.filters import MATCH_ALL, compile_filter, compile_value_test, parse_path
 
 CART = {
     "cart_id": "c-1",

@@ -8,10 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from automation.catalog import Catalog
-from automation.guards import GuardInputs, check_send, parse_quiet_hours
+from automation.loading.catalog import Catalog
+from automation.runtime.guards import GuardInputs, check_send, parse_quiet_hours
 from automation.settings import AutomationSettings
-from automation.simulate import Simulator, parse_lines
+from automation.tools.simulate import Simulator, parse_lines
 
 REPO = Path(__file__).resolve().parent.parent
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

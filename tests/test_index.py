@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from automation.definitions import Workflow
-from automation.index import ContactView, Fire, IndexEvent, TriggerIndex
-from automation.loader import load_workflows, parse_workflow
-from automation.templates import TemplateSet
+from automation.content.templates import TemplateSet
+from automation.index.trigger_index import ContactView, Fire, IndexEvent, TriggerIndex
+from automation.loading.loader import load_workflows, parse_workflow
+from automation.model.definitions import Workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -670,7 +670,7 @@ def test_many_rearmed_timers_stay_exact_through_heap_compaction(
 
 
 def test_member_progress_is_carried_over_by_parameter() -> None:
-    from automation.watch_base import remap_mask
+    from automation.index.watch_base import remap_mask
     # members (10, 20, 30) -> (20, 40): 20 keeps its bit, 40 is new and starts done
     assert remap_mask(0b010, (10, 20, 30), (20, 40)) == 0b11
     assert remap_mask(0b101, (10, 20, 30), (20, 40)) == 0b10

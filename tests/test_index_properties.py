@@ -16,9 +16,9 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from automation import definitions as d
-from automation.filters import MATCH_ALL, compile_filter, parse_path
-from automation.index import Fire, IndexEvent, TriggerIndex
+from automation.index.trigger_index import Fire, IndexEvent, TriggerIndex
+from automation.model import definitions as d
+from automation.model.filters import MATCH_ALL, compile_filter, parse_path
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SKUS = [f"s{n}" for n in range(12)]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.herald_process import HeraldProcess
 from engine.database import Database
-from mta.returnpath import message_id_from
+from mta.queue.return_paths import message_id_from
 from mta.sink import CaptureSink
 from tests.support.mta import identity_for, mta_settings, queue_message, wait_for_states
 

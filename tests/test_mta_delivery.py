@@ -12,8 +12,8 @@ import pytest
 
 from engine.database import Database
 from engine.values import HostPort
-from mta.dkim_keys import dns_txt_record
-from mta.returnpath import message_id_from
+from mta.dkim.keys import dns_txt_record
+from mta.queue.return_paths import message_id_from
 from mta.sink import CaptureSink
 from tests.support.dns_server import DnsTestServer, zone_text
 from tests.support.mta import (

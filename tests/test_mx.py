@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mta.errors import PermanentFailure, TemporaryFailure
-from mta.mx import (
+from mta.dns.resolver import (
     AddressRecords,
     DnsPermanentFailure,
     DnsTemporaryFailure,
@@ -23,6 +22,7 @@ from mta.mx import (
     order_mx,
     site_key,
 )
+from mta.errors import PermanentFailure, TemporaryFailure
 from tests.support.dns_server import DnsTestServer, zone_text
 
 # -- pure logic ---------------------------------------------------------------------------------

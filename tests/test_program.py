@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from automation import definitions as d
-from automation import program as p
-from automation.filters import MATCH_ALL, compile_filter
-from automation.loader import load_workflows, parse_workflow
-from automation.templates import TemplateSet
+from automation.content.templates import TemplateSet
+from automation.loading.loader import load_workflows, parse_workflow
+from automation.model import definitions as d
+from automation.model.filters import MATCH_ALL, compile_filter
+from automation.runtime import program as p
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = TemplateSet.from_sources({

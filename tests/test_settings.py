@@ -135,7 +135,7 @@ def test_bad_mta_values_name_the_key(tmp_path: Path, toml: str, message: str) ->
 
 
 def test_shipped_shaping_rules_load() -> None:
-    from mta.shaping import limits_for, load_rules
+    from mta.shaping.rules import limits_for, load_rules
 
     rules = load_rules(REPO / "config" / "shaping.toml")
     gmail = limits_for(rules, "gmail.com", ("gmail-smtp-in.l.google.com",), 10, 100)

@@ -8,7 +8,7 @@ import pytest
 
 from engine.errors import ConfigError
 from mta.settings import MtaSettings, retry_delay
-from mta.shaping import (
+from mta.shaping.rules import (
     MAX_BACKOFF,
     ShapingRule,
     SiteGovernor,

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from automation.catalog import Catalog
+from automation.loading.catalog import Catalog
 from automation.settings import AutomationSettings
-from automation.simulate import Simulator, output_line, parse_lines
+from automation.tools.simulate import Simulator, output_line, parse_lines
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from mta.connection_pool import ConnectionPool, PoolSettings
 from mta.sink import CaptureSink, run_sink
-from mta.smtp_client import SmtpTemporaryFailure
+from mta.smtp.pool import ConnectionPool, PoolSettings
+from mta.smtp.session import SmtpTemporaryFailure
 from tests.support.smtp_servers import SWAKS, read_greeting, requires_swaks
 
 MESSAGE = b"From: a@sender.test\r\nTo: b@rcpt.test\r\nSubject: sink\r\n\r\nHello.\r\n.dot\r\n"

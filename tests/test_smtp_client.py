@@ -16,17 +16,9 @@ import uvloop
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mta.connection_pool import ConnectionPool, PoolSettings
 from mta.errors import InvalidMessage, PermanentFailure, TemporaryFailure
-from mta.smtp_client import (
-    SendResult,
-    SmtpConnectFailure,
-    SmtpPermanentFailure,
-    SmtpSessionFailure,
-    SmtpTemporaryFailure,
-    SmtpTimeouts,
-)
-from mta.smtp_reply import (
+from mta.smtp.pool import ConnectionPool, PoolSettings
+from mta.smtp.reply import (
     MAX_LINE_OCTETS,
     ServerExtensions,
     SmtpReply,
@@ -34,6 +26,14 @@ from mta.smtp_reply import (
     check_envelope,
     parse_reply,
     prepare_message,
+)
+from mta.smtp.session import (
+    SendResult,
+    SmtpConnectFailure,
+    SmtpPermanentFailure,
+    SmtpSessionFailure,
+    SmtpTemporaryFailure,
+    SmtpTimeouts,
 )
 from tests.support.smtp_servers import (
     Script,

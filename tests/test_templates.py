@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from automation.content.templates import TemplateSet, datetime_format, message_context, money
 from automation.errors import DefinitionError, RenderError
-from automation.templates import TemplateSet, datetime_format, message_context, money
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from automation.interpreter import WebhookEffect
-from automation.webhooks import call, check_target
+from automation.runtime.interpreter import WebhookEffect
+from automation.runtime.webhooks import call, check_target
 
 
 class TinyHttpServer:

@@ -12,17 +12,17 @@ import jsonschema
 import pytest
 import yaml
 
-from automation import definitions as d
-from automation.durations import next_in_window, parse_window, zone
+from automation.content.templates import TemplateSet
 from automation.errors import DefinitionError
-from automation.loader import (
+from automation.loading.loader import (
     load_workflows,
     parse_workflow,
     parse_yaml,
     schema_problems,
     workflow_schema,
 )
-from automation.templates import TemplateSet
+from automation.model import definitions as d
+from automation.model.durations import next_in_window, parse_window, zone
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ["abandoned-cart", "browse-abandonment", "loyalty-milestone", "post-purchase",
@@ -476,7 +476,7 @@ def test_schema_is_draft_2020_12_and_shipped() -> None:
     schema = workflow_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(schema)
-    text = (ROOT / "automation" / "workflow_schema.json").read_text()
+    text = (ROOT / "automation" / "loading" / "workflow_schema.json").read_text()
     assert json.loads(text) == schema
 
 

@@ -9,15 +9,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from automation.catalog import Catalog
-from automation.guards import parse_quiet_hours
-from automation.interpreter import Policy
-from automation.pg_store import PgStore
-from automation.service import PROCESSED_CHANNEL, AutomationService
+from automation.live.service import PROCESSED_CHANNEL, AutomationService
+from automation.loading.catalog import Catalog
+from automation.runtime.guards import parse_quiet_hours
+from automation.runtime.interpreter import Policy
 from automation.settings import AutomationSettings
+from automation.stores.postgres import PgStore
 from engine.database import Database, connect_one
 from engine.eventlog import EVENTS_CHANNEL, LogEvent, append_events
-from mta.enqueue import OUTBOUND_CHANNEL
+from mta.queue.enqueue import OUTBOUND_CHANNEL
 from tests.support.mta import identity_for, mta_settings
 
 REPO = Path(__file__).resolve().parent.parent.parent

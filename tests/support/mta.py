@@ -17,15 +17,15 @@ from engine.addresses import parse_address
 from engine.database import Database, connect_one
 from engine.eventlog import EVENTS_CHANNEL
 from mta.compose import compose
-from mta.delivery import DeliveryService
-from mta.dkim import DkimKeyConfig
-from mta.dkim_keys import generate_key
-from mta.enqueue import OutboundMessage, QueueIdentity, enqueue, load_bounce_secret
-from mta.mx import MxResolver
-from mta.routing import Router
+from mta.delivery.service import DeliveryService
+from mta.dkim.keys import generate_key
+from mta.dkim.signer import DkimKeyConfig
+from mta.dkim.signing_pool import SigningPool
+from mta.dns.resolver import MxResolver
+from mta.dns.routing import Router
+from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue, load_bounce_secret
 from mta.settings import MtaSettings
-from mta.shaping import ShapingRule
-from mta.signing_pool import SigningPool
+from mta.shaping.rules import ShapingRule
 
 FINAL = ("delivered", "bounced", "expired", "suppressed")
 

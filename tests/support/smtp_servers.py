@@ -32,7 +32,7 @@ from typing import Any, cast
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mta.smtp_reply import SmtpReply, parse_reply
+from mta.smtp.reply import SmtpReply, parse_reply
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SWAKS = shutil.which("swaks") or "/usr/bin/swaks"

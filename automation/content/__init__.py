@@ -1,0 +1,1 @@
+"""Message content: templates, recommendations, unsubscribe links."""

@@ -1,0 +1,1 @@
+"""The live role: the log follower, leadership, snapshots."""

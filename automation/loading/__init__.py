@@ -1,0 +1,2 @@
+"""Loading workflows: strict YAML, the JSON Schema, the builder, the loader, the
+catalog."""

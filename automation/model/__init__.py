@@ -1,0 +1,1 @@
+"""The workflow model: definitions, triggers, conditions, filters, durations (pure)."""

@@ -1,0 +1,2 @@
+"""Running workflows: programs, the interpreter, runs, guards, the core, webhook
+steps."""

@@ -1,0 +1,1 @@
+"""Run stores: Postgres for the live engine, memory for the simulator."""

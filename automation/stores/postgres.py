@@ -1,0 +1,266 @@
+"""The Postgres run store: every transition of a run, and the messages and contact updates it
+causes, commit in ONE transaction (the run row is locked, its state checked, then written).
+
+So a crash never sends twice or skips a send: either the step advanced and its message is in the
+outbound queue, or neither happened. Messages also carry the idempotency key
+``run:<id>:<step>``, a second line of defence should two engines ever act on one run.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from automation.content.links import unsubscribe_url
+from automation.content.recommend import engagement, recommend
+from automation.index.trigger_index import Fire
+from automation.loading.catalog import Catalog
+from automation.runtime.interpreter import Effects, Policy, RunInputs, SendEffect, interpret
+from automation.runtime.runs import Resume, Run
+from automation.runtime.webhooks import call as call_webhook
+from automation.settings import AutomationSettings
+from automation.stores.memory import reentry_key_text
+from engine.contacts import UNCHANGED, ContactUpsert, upsert_contact
+from engine.database import Database
+from mta.compose import compose
+from mta.errors import InvalidMessage
+from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue
+
+log = logging.getLogger("herald.automation.store")
+
+RUN_COLUMNS = """id, workflow, version, contact_id, reentry_key, entry_key, state, pc, entered_at,
+    trigger_type, trigger_properties, wake_at, waiting_since, sent_steps, exit_reason"""
+ENGAGEMENT_TYPES = ("email_opened", "email_clicked")
+
+
+def run_from(row: asyncpg.Record) -> Run:
+    return Run(row["id"], row["workflow"], row["version"], row["contact_id"],
+               row["reentry_key"], row["entry_key"], row["state"], row["pc"],
+               row["entered_at"], row["trigger_type"], row["trigger_properties"],
+               row["wake_at"], row["waiting_since"], list(row["sent_steps"]),
+               row["exit_reason"])
+
+
+class PgStore:
+    def __init__(self, database: Database, catalog: Catalog, policy: Policy,
+                 settings: AutomationSettings, identity: QueueIdentity,
+                 link_secret: bytes) -> None:
+        self.database = database
+        self.catalog = catalog
+        self.policy = policy
+        self.settings = settings
+        self.identity = identity
+        self.link_secret = link_secret
+        self.sent = 0
+
+    async def save_versions(self) -> None:
+        async with self.database.connection() as connection:
+            await connection.executemany(
+                "INSERT INTO workflow_versions (workflow, version, source) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING",
+                [(name, version, source)
+                 for (name, version), source in self.catalog.sources.items()])
+
+    async def active_runs(self) -> list[Run]:
+        async with self.database.connection() as connection:
+            rows = await connection.fetch(
+                f"SELECT {RUN_COLUMNS} FROM workflow_runs "
+                "WHERE state IN ('running', 'waiting', 'waiting_event')")
+        return [run_from(row) for row in rows]
+
+    async def start_run(self, fire: Fire, now: datetime) -> Run | None:
+        """Apply the re-entry policy, create the run and advance it to its first pause, in
+        one transaction (one commit per new run)."""
+        async with self.database.transaction() as connection:
+            logs = LogBuffer()
+            run = await self._begin(connection, fire, now, logs)
+            if run is not None and run.active:
+                await self._advance_locked(connection, run, None, now, logs)
+            await logs.flush(connection)
+        return run
+
+    async def _begin(self, connection: asyncpg.Connection, fire: Fire, now: datetime,
+                     logs: LogBuffer) -> Run | None:
+        workflow = self.catalog.current[fire.workflow]
+        key = reentry_key_text(workflow.reentry.key_of(fire.trigger_properties))
+        previous = await connection.fetchrow(
+            "SELECT bool_or(state IN ('running', 'waiting', 'waiting_event')) AS active, "
+            "max(entered_at) AS last, bool_or(entry_key = $4) AS same "
+            "FROM workflow_runs WHERE workflow = $1 AND contact_id = $2 "
+            "AND reentry_key = $3", fire.workflow, fire.contact_id, key, fire.entry_key)
+        if previous["same"]:
+            return None  # this very fire was handled before (replay after a restart)
+        active, last = bool(previous["active"]), previous["last"]
+        if not workflow.reentry.allows(active=active, last_started_at=last, now=now):
+            why = "a run is already active" if active else (
+                f"re-entry policy '{workflow.reentry.policy}': last entered "
+                f"{last.isoformat() if last else '-'}")
+            logs.add(now, fire.workflow, fire.contact_id, None, None, "not_entered", why)
+            return None
+        row = await connection.fetchrow(
+            f"""INSERT INTO workflow_runs (workflow, version, contact_id, reentry_key,
+                    entry_key, state, pc, entered_at, trigger_type, trigger_properties)
+                VALUES ($1, $2, $3, $4, $5, 'running', 0, $6, $7, $8)
+                ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
+                RETURNING {RUN_COLUMNS}""",
+            workflow.name, workflow.version, fire.contact_id, key, fire.entry_key, now,
+            fire.trigger_type, dict(fire.trigger_properties))
+        if row is None:
+            return None
+        run = run_from(row)
+        logs.add(now, run.workflow, run.contact_id, run.id, None, "entered",
+                 fire.trigger_type)
+        return run
+
+    async def exit_run(self, run_id: int, reason: str, now: datetime) -> None:
+        async with self.database.transaction() as connection:
+            row = await connection.fetchrow(
+                "UPDATE workflow_runs SET state = 'exited', exit_reason = $2, wake_at = NULL, "
+                "updated_at = now() WHERE id = $1 "
+                "AND state IN ('running', 'waiting', 'waiting_event') "
+                "RETURNING workflow, contact_id", run_id, reason)
+            if row is not None:
+                logs = LogBuffer()
+                logs.add(now, row["workflow"], row["contact_id"], run_id, None, "exit", reason)
+                await logs.flush(connection)
+
+    async def advance(self, run_id: int, resume: Resume, now: datetime) -> Run | None:
+        async with self.database.transaction() as connection:
+            row = await connection.fetchrow(
+                f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = $1 FOR UPDATE", run_id)
+            if row is None:
+                return None
+            run = run_from(row)
+            if run.active:
+                logs = LogBuffer()
+                await self._advance_locked(connection, run, resume, now, logs)
+                await logs.flush(connection)
+        return run
+
+    async def _advance_locked(self, connection: asyncpg.Connection, run: Run, resume: Resume,
+                              now: datetime, logs: LogBuffer) -> None:
+        entry = self.catalog.version(run.workflow, run.version)
+        if entry is None:
+            source = await connection.fetchval(
+                "SELECT source FROM workflow_versions WHERE workflow = $1 AND version = $2",
+                run.workflow, run.version)
+            if source is None:
+                log.error("no definition for a run's version; exiting it",
+                          extra={"run_id": run.id, "workflow": run.workflow})
+                run.state, run.exit_reason = "exited", "workflow version not found"
+                await self._save(connection, run)
+                return
+            entry = self.catalog.add_version(run.workflow, run.version, source)
+        workflow, program = entry
+        inputs = await self._inputs(connection, run, now)
+        effects = interpret(run, program, workflow, inputs, resume, now, self.policy)
+        await self._apply(connection, run, inputs, effects, now, logs)
+        await self._save(connection, run)
+
+    async def _inputs(self, connection: asyncpg.Connection, run: Run,
+                      now: datetime) -> RunInputs:
+        contact = await connection.fetchrow(
+            """SELECT c.email, c.attributes, c.timezone,
+                      EXISTS (SELECT 1 FROM suppressions s WHERE s.email = lower(c.email))
+                          AS suppressed,
+                      (SELECT count(*) FROM outbound_messages m
+                        WHERE m.contact_id = c.contact_id AND m.source = 'automation'
+                          AND m.created_at > $2
+                          AND NOT coalesce((m.metadata->>'transactional')::boolean, false))
+                          AS recent
+               FROM contacts c WHERE c.contact_id = $1""",
+            run.contact_id, now - timedelta(seconds=self.settings.frequency_window))
+        rows = await connection.fetch(
+            "SELECT type, properties, occurred_at FROM events WHERE contact_id = $1 "
+            "AND (occurred_at >= $2 OR type = 'product_viewed') "
+            "ORDER BY position DESC LIMIT 1000", run.contact_id, run.entered_at)
+        since = [(r["type"], r["properties"]) for r in reversed(rows)
+                 if r["occurred_at"] >= run.entered_at]
+        views = [r["properties"] for r in rows if r["type"] == "product_viewed"][:50]
+        opened, clicked = engagement(since, run.workflow, run.id)
+        email = contact["email"] if contact else None
+        return RunInputs(
+            email, dict(contact["attributes"]) if contact else {},
+            contact["timezone"] if contact else None,
+            bool(contact and email and contact["suppressed"]),
+            int(contact["recent"]) if contact else 0, opened, clicked, since,
+            recommend(views, run.trigger_properties, self.settings.recommendations),
+            unsubscribe_url(self.settings.public_url, self.link_secret, run.contact_id))
+
+    async def _apply(self, connection: asyncpg.Connection, run: Run, inputs: RunInputs,
+                     effects: Effects, now: datetime, logs: LogBuffer) -> None:
+        sends = iter(effects.sends)
+        for step, action, detail in effects.log:
+            if action == "send":
+                await self._send(connection, run, inputs, next(sends), now, logs)
+            else:
+                logs.add(now, run.workflow, run.contact_id, run.id, step, action, detail)
+        if effects.attributes is not None:
+            current = await connection.fetchval(
+                "SELECT attributes FROM contacts WHERE contact_id = $1", run.contact_id) or {}
+            changes: dict[str, Any] = {k: None for k in current if k not in effects.attributes}
+            changes.update({k: v for k, v in effects.attributes.items() if current.get(k) != v})
+            if changes:
+                await upsert_contact(connection, ContactUpsert(
+                    run.contact_id, UNCHANGED, changes, UNCHANGED), now)
+        for webhook in effects.webhooks:
+            result = await call_webhook(webhook, self.settings.webhook_allow)
+            logs.add(now, run.workflow, run.contact_id, run.id, webhook.step_id,
+                     "webhook" if result.ok else "webhook_failed", result.detail)
+
+    async def _send(self, connection: asyncpg.Connection, run: Run, inputs: RunInputs,
+                    send: SendEffect, now: datetime, logs: LogBuffer) -> None:
+        try:
+            composed = compose({
+                "from": self.settings.from_address, "to": inputs.email,
+                "subject": send.message.subject, "text": send.message.text,
+                "html": send.message.html,
+                "headers": {"List-Unsubscribe": f"<{inputs.unsubscribe_url}>",
+                            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}}, now)
+        except InvalidMessage as exc:
+            logs.add(now, run.workflow, run.contact_id, run.id, send.step_id, "skipped",
+                     f"cannot build message: {exc}")
+            return
+        message = OutboundMessage(
+            composed.header_from, composed.recipient, composed.body, run.contact_id,
+            (run.workflow,), {"workflow": run.workflow, "step": send.step_id, "run_id": run.id,
+                              "template": send.template, "transactional": send.transactional},
+            "automation", f"run:{run.id}:{send.step_id}")
+        queued = await enqueue(connection, self.identity, message, now)
+        self.sent += 1
+        logs.add(now, run.workflow, run.contact_id, run.id, send.step_id, "sent",
+                 f"{send.template} -> message {queued.id}")
+
+    async def _save(self, connection: asyncpg.Connection, run: Run) -> None:
+        await connection.execute(
+            "UPDATE workflow_runs SET state = $2, pc = $3, wake_at = $4, waiting_since = $5, "
+            "sent_steps = $6, exit_reason = $7, updated_at = now() WHERE id = $1",
+            run.id, run.state, run.pc, run.wake_at, run.waiting_since, run.sent_steps,
+            run.exit_reason)
+
+
+
+class LogBuffer:
+    """Decision-log rows gathered during one transaction and written with one statement."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+
+    def add(self, at: datetime, workflow: str, contact_id: str, run_id: int | None,
+            step: str | None, action: str, detail: str) -> None:
+        self.rows.append((at.isoformat(), workflow, contact_id, run_id, step, action,
+                          detail[:1000]))
+
+    async def flush(self, connection: asyncpg.Connection) -> None:
+        if self.rows:
+            await connection.execute(
+                """INSERT INTO workflow_log (at, workflow, contact_id, run_id, step, action,
+                                             detail)
+                   SELECT (r->>0)::timestamptz, r->>1, r->>2, (r->>3)::bigint, r->>4, r->>5,
+                          r->>6
+                   FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(r, n)
+                   ORDER BY n""", self.rows)
+            self.rows = []

@@ -1,0 +1,1 @@
+"""Tools over the core: simulate and explain."""

@@ -1,0 +1,78 @@
+"""``herald explain --contact ID``: what each workflow did or did not do for a contact, and why."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from automation.loading.catalog import Catalog
+from engine.timestamps import format_rfc3339
+
+
+def describe_trigger(trigger: Any) -> str:
+    kind = getattr(trigger, "kind", "?")
+    condition = getattr(trigger, "condition", None)
+    types = sorted(getattr(condition, "types", ()) or getattr(trigger, "types", ()))
+    return f"{kind} trigger on {', '.join(types)}" if types else f"{kind} trigger"
+
+
+async def explain(connection: asyncpg.Connection, catalog: Catalog,
+                  contact_id: str) -> dict[str, Any]:
+    runs = await connection.fetch(
+        "SELECT id, workflow, version, state, pc, entered_at, trigger_type, exit_reason, "
+        "wake_at FROM workflow_runs WHERE contact_id = $1 ORDER BY id", contact_id)
+    entries = await connection.fetch(
+        "SELECT at, workflow, run_id, step, action, detail FROM workflow_log "
+        "WHERE contact_id = $1 ORDER BY id LIMIT 5000", contact_id)
+    by_workflow: dict[str, dict[str, Any]] = {}
+    for name, workflow in catalog.current.items():
+        by_workflow[name] = {"workflow": name, "enabled": workflow.enabled,
+                             "trigger": describe_trigger(workflow.trigger), "runs": [],
+                             "decisions": []}
+    for run in runs:
+        item = by_workflow.setdefault(run["workflow"], {
+            "workflow": run["workflow"], "enabled": False, "trigger": "(no longer loaded)",
+            "runs": [], "decisions": []})
+        item["runs"].append({
+            "run_id": run["id"], "version": run["version"], "state": run["state"],
+            "entered_at": format_rfc3339(run["entered_at"]), "trigger": run["trigger_type"],
+            "exit_reason": run["exit_reason"],
+            "next_wake": format_rfc3339(run["wake_at"]) if run["wake_at"] else None,
+            "steps": []})
+    runs_by_id = {r["run_id"]: r for item in by_workflow.values() for r in item["runs"]}
+    for entry in entries:
+        line = {"at": format_rfc3339(entry["at"]), "step": entry["step"],
+                "action": entry["action"], "detail": entry["detail"]}
+        run = runs_by_id.get(entry["run_id"])
+        if run is not None:
+            run["steps"].append(line)
+        elif entry["workflow"] in by_workflow:
+            by_workflow[entry["workflow"]]["decisions"].append(line)
+    for item in by_workflow.values():
+        if not item["runs"] and not item["decisions"]:
+            item["summary"] = ("disabled" if not item["enabled"] else
+                               f"never triggered for this contact ({item['trigger']})")
+        else:
+            states = [r["state"] for r in item["runs"]]
+            item["summary"] = (f"{len(states)} run(s): " + ", ".join(states) if states
+                               else "triggered but not entered: "
+                               + item["decisions"][-1]["detail"])
+    return {"contact_id": contact_id, "workflows": list(by_workflow.values())}
+
+
+def render_text(report: dict[str, Any]) -> str:
+    lines = [f"contact {report['contact_id']}"]
+    for item in report["workflows"]:
+        lines.append(f"- {item['workflow']}: {item['summary']}")
+        for decision in item["decisions"]:
+            lines.append(f"    {decision['at']} {decision['action']}: {decision['detail']}")
+        for run in item["runs"]:
+            reason = f" ({run['exit_reason']})" if run["exit_reason"] else ""
+            lines.append(f"    run {run['run_id']} entered {run['entered_at']} on "
+                         f"{run['trigger']}: {run['state']}{reason}")
+            for step in run["steps"]:
+                where = f" [{step['step']}]" if step["step"] else ""
+                detail = f": {step['detail']}" if step["detail"] else ""
+                lines.append(f"      {step['at']}{where} {step['action']}{detail}")
+    return "\n".join(lines)

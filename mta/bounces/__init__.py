@@ -1,0 +1,1 @@
+"""Bounces: classifying SMTP replies (pure)."""

@@ -1,0 +1,2 @@
+"""Delivery: the service that claims and records, and one attempt across a
+destination's hosts."""

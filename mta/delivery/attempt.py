@@ -1,0 +1,140 @@
+"""One delivery attempt of one message to one destination, turned into an :class:`Outcome`.
+
+Tries the destination's hosts in order (and up to two addresses of each); connection failures
+move on to the next host, a reply decides the outcome. Replies are classified by
+:mod:`mta.bounces.smtp_replies`:
+5xx bounces (a hard bounce also suppresses the address), 4xx defers,
+throttling also backs the site off.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from mta.bounces.smtp_replies import (
+    BounceCategory,
+    Classification,
+    classify_failure,
+    classify_reply,
+)
+from mta.dns.resolver import DnsPermanentFailure, DnsTemporaryFailure
+from mta.dns.routing import Destination, Router
+from mta.queue.store import ClaimedMessage, Outcome
+from mta.settings import MtaSettings, retry_delay
+from mta.smtp.pool import ConnectionPool, PoolClosed, PoolSaturated
+from mta.smtp.reply import SmtpReply, UnsendableMessage
+from mta.smtp.session import SmtpConnectFailure, SmtpSessionFailure
+
+log = logging.getLogger("herald.mta.attempt")
+
+MAX_HOSTS = 5
+MAX_ADDRESSES_PER_HOST = 2
+# Temporary failures in these phases say nothing about the message: try the next MX.
+_HOST_PHASES = frozenset({"connect", "ehlo", "starttls"})
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptContext:
+    settings: MtaSettings
+    router: Router
+    pool_for: Callable[[str, int, Destination], ConnectionPool]
+    on_throttle: Callable[[str], None]  # site key
+    on_success: Callable[[str], None]
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def deferred(context: AttemptContext, message: ClaimedMessage, classification: Classification,
+             *, host: str | None = None, reply: SmtpReply | None = None,
+             detail: str | None = None) -> Outcome:
+    at = now_utc()
+    next_at = at + timedelta(seconds=retry_delay(context.settings, message.attempt))
+    if next_at >= message.expires_at:
+        return Outcome(message, "expired", at, None, host, reply.code if reply else None,
+                       reply.enhanced if reply else None,
+                       (str(reply) if reply else detail) or "retries exhausted",
+                       str(BounceCategory.SOFT))
+    return Outcome(message, "deferred", at, next_at, host, reply.code if reply else None,
+                   reply.enhanced if reply else None, str(reply) if reply else detail,
+                   str(classification.category))
+
+
+def bounced(message: ClaimedMessage, classification: Classification, *,
+            host: str | None = None, reply: SmtpReply | None = None,
+            detail: str | None = None) -> Outcome:
+    return Outcome(message, "bounced", now_utc(), None, host,
+                   reply.code if reply else None, reply.enhanced if reply else None,
+                   str(reply) if reply else detail, str(classification.category),
+                   suppress=classification.suppress)
+
+
+def from_reply(context: AttemptContext, message: ClaimedMessage, destination: Destination,
+               host: str, reply: SmtpReply) -> Outcome:
+    classification = classify_reply(reply.code, reply.enhanced, reply.text)
+    if classification.category is BounceCategory.THROTTLE or reply.code == 421:
+        context.on_throttle(destination.site)
+    if reply.permanent:
+        return bounced(message, classification, host=host, reply=reply)
+    return deferred(context, message, classification, host=host, reply=reply)
+
+
+def dns_outcome(context: AttemptContext, message: ClaimedMessage,
+                error: DnsPermanentFailure | DnsTemporaryFailure) -> Outcome:
+    if isinstance(error, DnsPermanentFailure):
+        kind = "dns_null_mx" if error.reason == "null_mx" else "dns_nxdomain"
+        return bounced(message, classify_failure(kind), detail=str(error))
+    return deferred(context, message, classify_failure("dns_servfail"), detail=str(error))
+
+
+async def attempt(context: AttemptContext, message: ClaimedMessage, destination: Destination,
+                  wire: bytes) -> Outcome:
+    """Deliver ``wire`` (the signed message) to the first host that answers."""
+    last_failure = "no host could be reached"
+    failure_kind = "connection_refused"
+    for host in destination.hosts[:MAX_HOSTS]:
+        try:
+            addresses = await context.router.addresses(host)
+        except (DnsPermanentFailure, DnsTemporaryFailure) as exc:
+            last_failure, failure_kind = str(exc), "dns_servfail"
+            continue
+        for address in addresses[:MAX_ADDRESSES_PER_HOST]:
+            pool = context.pool_for(address, destination.port, destination)
+            try:
+                result = await pool.send(message.envelope_from, [message.recipient], wire)
+            except SmtpConnectFailure as exc:
+                last_failure = str(exc)
+                failure_kind = ("tls_required_unavailable" if exc.reason.startswith("tls")
+                                else "timeout" if exc.reason == "timeout"
+                                else "connection_refused")
+                continue
+            except SmtpSessionFailure as exc:
+                if not exc.permanent and exc.phase in _HOST_PHASES and exc.reply.code != 421:
+                    last_failure = str(exc)
+                    continue
+                return from_reply(context, message, destination, host, exc.reply)
+            except (PoolSaturated, PoolClosed) as exc:
+                return Outcome(message, "released", now_utc(),
+                               now_utc() + timedelta(seconds=5), reply=str(exc)[:500])
+            except UnsendableMessage as exc:
+                return bounced(message, classify_failure_unsendable(),
+                               host=host, detail=str(exc))
+            rcpt = result.recipients[0]
+            if not rcpt.accepted:
+                return from_reply(context, message, destination, host, rcpt.reply)
+            data = result.data_reply
+            assert data is not None
+            if data.code != 250:
+                return from_reply(context, message, destination, host, data)
+            context.on_success(destination.site)
+            return Outcome(message, "delivered", now_utc(), None, host, data.code,
+                           data.enhanced, str(data), None)
+    return deferred(context, message, classify_failure(failure_kind), detail=last_failure)
+
+
+def classify_failure_unsendable() -> Classification:
+    return Classification(BounceCategory.UNKNOWN, True, False, "unsendable_message")

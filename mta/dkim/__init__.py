@@ -1,0 +1,1 @@
+"""DKIM: the signer, key generation, and the worker-process signing pool."""

@@ -1,0 +1,1 @@
+"""The SMTP client: reply parsing (pure), session types, connecting, sessions and pools."""

@@ -1,0 +1,213 @@
+"""Opening an outbound SMTP connection: TCP, greeting, EHLO/HELO and STARTTLS (aiosmtplib).
+
+:func:`connect_client` connects a TCP socket (trying a few of the host's addresses in order,
+within the ``connect`` timeout), reads the greeting, sends EHLO (HELO after a 5xx to EHLO), and
+negotiates STARTTLS when the server offers it and the settings allow (``required`` fails without
+it; ``opportunistic`` continues in plaintext after a refused command). Each phase runs under its
+own ``asyncio.timeout``, and aiosmtplib's exceptions become ``SmtpConnectFailure`` or
+``SmtpSessionFailure`` (:mod:`mta.smtp.types`). :func:`client_tls_context` holds the shared TLS
+client contexts. :func:`mta.smtp.session.open_session` wraps the result in a session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import aiosmtplib
+from aiosmtplib.errors import (
+    SMTPConnectError,
+    SMTPConnectResponseError,
+    SMTPException,
+    SMTPHeloError,
+    SMTPResponseException,
+)
+
+from mta.smtp.reply import ServerExtensions, parse_reply
+from mta.smtp.types import (
+    ConnectReason,
+    SessionSettings,
+    SmtpConnectFailure,
+    session_failure,
+    transport_failure,
+)
+
+_MAX_ADDRESSES_TRIED = 4  # per connect: A/AAAA records of one host, bounded
+
+
+@dataclass(frozen=True, slots=True)
+class GreetedClient:
+    """A connected, greeted aiosmtplib client, the server's extensions and whether TLS is on."""
+
+    client: aiosmtplib.SMTP
+    extensions: ServerExtensions
+    tls: bool
+
+
+@functools.lru_cache(maxsize=2)
+def client_tls_context(verify: bool) -> ssl.SSLContext:
+    """Shared client contexts: MX TLS is unverified by default (opportunistic, like Postfix)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+
+async def _connect_socket(host: str, port: int, timeout: float) -> socket.socket:
+    """Resolve and connect a TCP socket within ``timeout`` (trying a few addresses in order)."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            infos = await _resolve(loop, host, port)
+            last_error: OSError = OSError(f"no address for {host}")
+            for family, kind, proto, _, address in infos[:_MAX_ADDRESSES_TRIED]:
+                sock = socket.socket(family, kind, proto)
+                try:
+                    sock.setblocking(False)
+                    # Small commands must not wait for the previous reply's ACK (Nagle).
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    await loop.sock_connect(sock, address)
+                except OSError as exc:
+                    sock.close()
+                    last_error = exc
+                    continue
+                except BaseException:
+                    sock.close()
+                    raise
+                return sock
+            raise last_error
+    except TimeoutError as exc:
+        raise SmtpConnectFailure(host, port, "timeout", f"no connection in {timeout:g}s") from exc
+    except socket.gaierror as exc:
+        raise SmtpConnectFailure(host, port, "dns", str(exc)) from exc
+    except ConnectionRefusedError as exc:
+        raise SmtpConnectFailure(host, port, "refused", str(exc)) from exc
+    except OSError as exc:
+        raise SmtpConnectFailure(host, port, "network", str(exc)) from exc
+
+
+async def _resolve(
+    loop: asyncio.AbstractEventLoop, host: str, port: int
+) -> list[tuple[Any, Any, int, str, Any]]:
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+    return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+
+
+async def connect_client(
+    host: str, port: int, settings: SessionSettings, *, starttls: bool = True
+) -> GreetedClient:
+    """Connect, read the greeting, EHLO (HELO fallback), STARTTLS when offered and allowed.
+
+    ``starttls=False`` skips STARTTLS even when offered (the opportunistic-TLS fallback after a
+    failed handshake). Raises ``SmtpConnectFailure`` or ``SmtpSessionFailure``; closes the client
+    on any failure.
+    """
+    timeouts = settings.timeouts
+    try:
+        client = aiosmtplib.SMTP(
+            hostname=host,
+            local_hostname=settings.ehlo_name,
+            timeout=None,  # every call passes timeout=None and runs under asyncio.timeout
+            start_tls=False,
+            validate_certs=settings.tls_verify,
+            tls_context=client_tls_context(settings.tls_verify),
+        )
+    except ValueError as exc:  # a host name with control characters
+        raise SmtpConnectFailure(host, port, "dns", f"invalid host name: {exc}") from exc
+    sock = await _connect_socket(host, port, timeouts.connect)
+    try:
+        await _read_greeting(client, sock, host, port, timeouts.greeting)
+        extensions = await _greet(client, host, port, settings)
+        tls = False
+        if settings.tls != "none" and starttls and extensions.starttls:
+            if await _start_tls(client, host, port, settings):
+                tls = True
+                extensions = await _greet(client, host, port, settings)
+        if settings.tls == "required" and not tls:
+            raise SmtpConnectFailure(
+                host, port, "tls_required_unavailable", "server does not offer STARTTLS"
+            )
+    except BaseException:
+        client.close()
+        raise
+    return GreetedClient(client, extensions, tls)
+
+
+async def _read_greeting(
+    client: aiosmtplib.SMTP, sock: socket.socket, host: str, port: int, timeout: float
+) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            await client.connect(sock=sock, timeout=None)
+    except SMTPConnectResponseError as exc:
+        raise session_failure(host, port, "connect", parse_reply(exc.code, exc.message)) from exc
+    except (SMTPException, OSError) as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and not isinstance(cause, SMTPException):
+            sock.close()  # the transport never took the socket over
+        if isinstance(exc, SMTPConnectError) and isinstance(cause, SMTPException):
+            exc = cause  # greeting timeout or disconnect, wrapped by aiosmtplib
+        raise transport_failure(host, port, "connect", exc, timeout) from exc
+
+
+async def _greet(
+    client: aiosmtplib.SMTP, host: str, port: int, settings: SessionSettings
+) -> ServerExtensions:
+    """EHLO; on a 5xx to EHLO, HELO (RFC 5321 §3.2) and assume no extensions."""
+    timeout = settings.timeouts.ehlo
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                await client.ehlo(hostname=settings.ehlo_name, timeout=None)
+        except SMTPHeloError as exc:
+            reply = parse_reply(exc.code, exc.message)
+            if not reply.permanent or not client.is_connected:
+                raise session_failure(host, port, "ehlo", reply) from exc
+            try:
+                async with asyncio.timeout(timeout):
+                    await client.helo(hostname=settings.ehlo_name, timeout=None)
+            except SMTPHeloError as helo_exc:
+                helo_reply = parse_reply(helo_exc.code, helo_exc.message)
+                raise session_failure(host, port, "ehlo", helo_reply) from helo_exc
+            return ServerExtensions()
+    except (SMTPException, OSError) as exc:
+        raise transport_failure(host, port, "ehlo", exc, timeout) from exc
+    return ServerExtensions.from_keywords(client.esmtp_extensions)
+
+
+async def _start_tls(
+    client: aiosmtplib.SMTP, host: str, port: int, settings: SessionSettings
+) -> bool:
+    """STARTTLS. False if the server refused the command (plaintext continues, if allowed)."""
+    try:
+        async with asyncio.timeout(settings.timeouts.starttls):
+            await client.starttls(tls_context=client_tls_context(settings.tls_verify), timeout=None)
+    except SMTPResponseException as exc:
+        if exc.code < 0:  # malformed reply: the dialogue is out of sync
+            timeout = settings.timeouts.starttls
+            raise transport_failure(host, port, "starttls", exc, timeout) from exc
+        if exc.code == 421:  # the server is closing the channel
+            reply = parse_reply(exc.code, exc.message)
+            raise session_failure(host, port, "starttls", reply) from exc
+        if settings.tls == "required" or not client.is_connected:
+            detail = f"STARTTLS refused: {exc.code} {exc.message}"
+            raise SmtpConnectFailure(host, port, "tls_required_unavailable", detail) from exc
+        return False
+    except (SMTPException, OSError) as exc:
+        reason: ConnectReason = (
+            "tls_required_unavailable" if settings.tls == "required" else "tls_handshake"
+        )
+        raise SmtpConnectFailure(host, port, reason, f"TLS handshake failed: {exc}") from exc
+    return True
+

@@ -19,9 +19,6 @@ class AutomationSettings:
     frequency_window: float = duration("24h")
     # Quiet hours in the contact's timezone, e.g. "21:00-08:00" (empty: off). Sends wait.
     quiet_hours: str = ""
-    # Base URL for links in messages (unsubscribe, tracking) and the secret that signs them.
-    public_url: str = "http://127.0.0.1:8025"
-    link_secret: str | None = None
     # The follower: events per read, and how often the trigger index is snapshotted.
     read_batch: int = 5000
     # Contacts whose run transitions may be in flight at once (each contact stays in order).

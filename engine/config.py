@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from engine.link_keys import LinkKeys
 from engine.settings_loader import duration, size
 from engine.values import HostPort
 
@@ -39,8 +41,14 @@ class HttpSettings:
     # Per-key token bucket: sustained requests per second and burst size. 0 disables.
     rate_limit_per_second: float = 2000.0
     rate_limit_burst: int = 4000
-    # Where tracking links and the pixel point senders' browsers (used by later features).
-    public_url: str = "http://127.0.0.1:8025"
+    # The one base URL of every link Herald puts in mail (unsubscribe, later tracking), as
+    # recipients reach this server, e.g. "https://mail.shop.example". Unset: automation sends
+    # are skipped (a message must carry a working unsubscribe link).
+    public_url: str | None = None
+    # Keys that sign those links, "KID:SECRET" (KID: 1-8 of a-z 0-9; SECRET: 16+ characters).
+    # The first signs, all verify, so a key can be rotated. Empty: one key is generated and
+    # kept in the database.
+    link_keys: tuple[str, ...] = ()
     page_size: int = 100
     # Let several processes listen on the same address (SO_REUSEPORT): run one `herald run
     # --role http` per core and the kernel spreads connections across them.
@@ -53,6 +61,14 @@ class HttpSettings:
             raise ValueError("max_batch_events must be between 1 and 100000")
         if self.rate_limit_per_second < 0 or self.rate_limit_burst < 0:
             raise ValueError("rate limits cannot be negative")
+        if self.link_keys:
+            LinkKeys.parse(self.link_keys)
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+                    or parts.fragment:
+                raise ValueError("public_url must be an http(s) URL such as "
+                                 "https://mail.example.com, with no query or fragment")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import asyncpg
 
 SCOPES = ("events:write", "contacts:read", "contacts:write", "messages:write",
-          "messages:read", "workflows:read", "admin")
+          "messages:read", "workflows:read", "suppressions:read", "suppressions:write",
+          "admin")
 DEFAULT_SCOPES = ("events:write", "contacts:read", "contacts:write", "messages:write",
                   "messages:read")
 SECRET_PREFIX = "hk"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -27,6 +26,7 @@ from engine.http.openapi import build_document, engine_paths
 from engine.http.ratelimit import RateLimiter
 from engine.http.server import HttpServer
 from engine.intake.writer import EventWriter
+from engine.link_keys import LinkKeys
 from herald.settings import Settings, resolve_path
 from mta import api as mta_api
 from mta.delivery.service import DeliveryService
@@ -36,6 +36,10 @@ from mta.dns.resolver import MxResolver
 from mta.dns.routing import Router
 from mta.queue.enqueue import QueueIdentity, load_bounce_secret
 from mta.shaping.rules import ShapingRule, load_rules
+from mta.suppression import api as suppression_api
+from mta.suppression import one_click
+from mta.suppression.api import contact_suppression
+from mta.suppression.unsubscribe import load_link_keys
 
 log = logging.getLogger("herald.roles")
 
@@ -68,15 +72,9 @@ def load_catalog(settings: Settings) -> Catalog:
     return Catalog.load(workflows_dir, templates_dir)
 
 
-async def link_secret(settings: Settings, database: Database) -> bytes:
-    if settings.automation.link_secret:
-        return settings.automation.link_secret.encode()
+async def link_keys(settings: Settings, database: Database) -> LinkKeys:
     async with database.connection() as connection:
-        await connection.execute(
-            "INSERT INTO mta_secrets (name, value) VALUES ('links', $1) ON CONFLICT DO NOTHING",
-            secrets.token_bytes(32))
-        value = await connection.fetchval("SELECT value FROM mta_secrets WHERE name = 'links'")
-    return bytes(value)
+        return await load_link_keys(connection, settings.http.link_keys)
 
 
 class HttpRole:
@@ -100,11 +98,14 @@ class HttpRole:
                               Authenticator(self.database, limiter))
         identity = await queue_identity(settings, self.database)
         catalog = self.catalog or load_catalog(settings)
+        keys = await link_keys(settings, self.database)
         routes: list[BaseRoute] = [
-            *event_routes(context), *contact_routes(context),
+            *event_routes(context), *contact_routes(context, [contact_suppression]),
             *mta_api.routes(context, identity, settings.mta.max_message_size),
+            *suppression_api.routes(context), *one_click.routes(context, keys),
             *automation_api.routes(context, catalog, settings.automation)]
         document = build_document({**engine_paths(), **mta_api.openapi_paths(),
+                                   **suppression_api.openapi_paths(),
                                    **automation_api.openapi_paths()}, VERSION)
         app = build_app(self.database, routes, document)
         hot = {(method, route.path): route.endpoint for route in routes
@@ -191,9 +192,14 @@ class AutomationRole:
 
     async def start(self) -> None:
         identity = await queue_identity(self.settings, self.database)
-        secret = await link_secret(self.settings, self.database)
+        keys = await link_keys(self.settings, self.database)
+        if not self.settings.http.public_url:
+            log.warning("[http] public_url is not set: automation sends are skipped, since "
+                        "every message must carry a working unsubscribe link; set it to the "
+                        "URL recipients reach this server at (e.g. https://mail.example.com)",
+                        extra={"key": "http.public_url"})
         store = PgStore(self.database, self.catalog, self.policy, self.settings.automation,
-                        identity, secret)
+                        identity, keys, self.settings.http.public_url)
         self.service = AutomationService(self.database, self.catalog, store,
                                          self.settings.automation)
         await self.service.start()

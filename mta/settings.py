@@ -62,6 +62,10 @@ class MtaSettings:
     expire: float = duration("4d")
     throttle_backoff: float = duration("2m")
     max_message_size: int = size("10MiB")
+    # Suppress an address after this many soft bounces (mailbox full, ...) within the window
+    # (0: never). Synchronous 5xx soft bounces and asynchronous DSNs both count.
+    soft_bounce_limit: int = 5
+    soft_bounce_window: float = duration("30d")
     smtp_port: int = 25
 
     def __post_init__(self) -> None:
@@ -76,6 +80,8 @@ class MtaSettings:
             raise ValueError("need 0 < retry_initial <= retry_max")
         if self.active_window < self.claim_batch or self.site_window < 1:
             raise ValueError("need active_window >= claim_batch and site_window >= 1")
+        if self.soft_bounce_limit < 0 or self.soft_bounce_window <= 0:
+            raise ValueError("need soft_bounce_limit >= 0 and soft_bounce_window > 0")
         if self.lease < 5:
             raise ValueError("lease must be at least 5s")
 

@@ -19,14 +19,16 @@ NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 def inputs(**overrides: object) -> GuardInputs:
     base = {"email": "a@example.com", "attributes": {}, "timezone": "Europe/Paris",
-            "suppressed": False, "recent_sends": 0}
+            "suppressions": (), "recent_sends": 0}
     base.update(overrides)
     return GuardInputs(**base)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("overrides", "transactional", "reason"), [
     ({"email": None}, False, "no email address"),
-    ({"suppressed": True}, True, "suppressed"),
+    ({"suppressions": (("hard_bounce", ""),)}, True, "suppressed: hard_bounce"),
+    ({"suppressions": (("complaint", ""),)}, True, "suppressed: complaint"),
+    ({"suppressions": (("unsubscribe", ""),)}, False, "suppressed: unsubscribe"),
     ({"attributes": {"unsubscribed": True}}, False, "unsubscribed"),
     ({"attributes": {"status": "inactive"}}, False, "contact is inactive"),
     ({"recent_sends": 3}, False, "frequency cap (3 per window) reached"),
@@ -42,6 +44,22 @@ def test_transactional_mail_ignores_cap_unsubscribe_and_quiet_hours() -> None:
     verdict = check_send(inputs(recent_sends=99, attributes={"unsubscribed": True}),
                          already_sent=False, transactional=True, frequency_cap=3,
                          allowed_window=parse_quiet_hours("00:00-23:59"), now=NOON)
+    assert verdict.send
+
+
+def test_transactional_mail_ignores_an_unsubscribe_but_not_a_bounce() -> None:
+    unsubscribed = inputs(suppressions=(("unsubscribe", ""), ("unsubscribe", "news")))
+    assert check_send(unsubscribed, already_sent=False, transactional=True, frequency_cap=3,
+                      allowed_window=None, now=NOON).send
+    both = inputs(suppressions=(("unsubscribe", ""), ("soft_bounces", "")))
+    verdict = check_send(both, already_sent=False, transactional=True, frequency_cap=3,
+                         allowed_window=None, now=NOON)
+    assert verdict.skip_reason == "suppressed: soft_bounces"
+
+
+def test_an_unsubscribe_from_one_category_does_not_stop_other_marketing() -> None:
+    verdict = check_send(inputs(suppressions=(("unsubscribe", "news"),)), already_sent=False,
+                         transactional=False, frequency_cap=3, allowed_window=None, now=NOON)
     assert verdict.send
 
 

@@ -1,21 +1,28 @@
-"""Signed per-contact links in automation mail (pure). The unsubscribe token is the contact id
-and an HMAC over it, so the (later) one-click unsubscribe endpoint can trust it."""
+"""Links in automation mail (pure): a send step's message id is derived from its run and step,
+so the unsubscribe link rendered into the message can name the very message it is in (the
+one-click endpoint finds the recipient and category from it)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
+import uuid
+
+from engine.link_keys import LinkKeys
+from mta.suppression.tokens import unsubscribe_mailto, unsubscribe_url
+
+_NAMESPACE = uuid.UUID("6f1d2a8e-52c4-4d0b-9a57-8d0f6d1b7c11")
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+def send_message_id(run_id: int, step_id: str) -> uuid.UUID:
+    """The outbound message id of a run's send step (stable: a retried transition reuses it)."""
+    return uuid.uuid5(_NAMESPACE, f"run:{run_id}:{step_id}")
 
 
-def unsubscribe_token(secret: bytes, contact_id: str) -> str:
-    mac = hmac.new(secret, b"unsubscribe\0" + contact_id.encode(), hashlib.sha256).digest()
-    return f"{_b64(contact_id.encode())}.{_b64(mac[:16])}"
+def list_unsubscribe(public_url: str, bounce_domain: str, keys: LinkKeys,
+                     message_id: uuid.UUID) -> dict[str, str]:
+    """The RFC 2369 / RFC 8058 headers for a message (both are DKIM-signed)."""
+    return {"List-Unsubscribe": f"<{unsubscribe_url(public_url, keys, message_id)}>, "
+                                f"<{unsubscribe_mailto(bounce_domain, keys, message_id)}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
-def unsubscribe_url(public_url: str, secret: bytes, contact_id: str) -> str:
-    return f"{public_url.rstrip('/')}/v1/unsubscribe/{unsubscribe_token(secret, contact_id)}"
+__all__ = ["list_unsubscribe", "send_message_id", "unsubscribe_url"]

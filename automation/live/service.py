@@ -157,6 +157,7 @@ class AutomationService:
         # Contacts are independent: their transitions run concurrently (each contact's in log
         # order). If any fails, the loop reloads the snapshot and replays, so the index never
         # counts an event twice.
+        await self.store.record_events(events)
         await self.core.on_events([index_event(e) for e in events], datetime.now(UTC),
                                   self.settings.concurrency)
         if events:

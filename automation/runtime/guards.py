@@ -5,7 +5,9 @@ and shown by ``herald explain``:
 
 1. the step already sent in this run ("already sent in this run");
 2. the contact has no address ("no email address");
-3. the address is suppressed (hard bounce, complaint, unsubscribe) ("suppressed");
+3. the address is on the suppression list ("suppressed: <reason>"), decided by
+   :func:`mta.suppression.rules.blocking_reason` exactly as the MTA decides it (transactional
+   mail ignores unsubscribes, never hard bounces or complaints);
 4. marketing only: the contact unsubscribed, or is marked ``status: inactive``;
 5. marketing only: the per-contact frequency cap across workflows ("frequency cap");
 6. marketing only: quiet hours in the contact's timezone: the send WAITS until they end.
@@ -19,6 +21,7 @@ from datetime import datetime, time
 from typing import Any
 
 from automation.model.durations import LocalWindow, next_in_window, zone
+from mta.suppression.rules import ALL_CATEGORIES, blocking_reason
 
 ALL_DAYS = frozenset(range(7))
 
@@ -28,7 +31,7 @@ class GuardInputs:
     email: str | None
     attributes: Mapping[str, Any]
     timezone: str | None
-    suppressed: bool
+    suppressions: tuple[tuple[str, str], ...]  # (reason, category) entries of the address
     recent_sends: int
 
 
@@ -61,8 +64,9 @@ def check_send(inputs: GuardInputs, *, already_sent: bool, transactional: bool,
         return Verdict(False, "already sent in this run")
     if not inputs.email:
         return Verdict(False, "no email address")
-    if inputs.suppressed:
-        return Verdict(False, "suppressed")
+    suppressed = blocking_reason(inputs.suppressions, ALL_CATEGORIES, transactional)
+    if suppressed:
+        return Verdict(False, f"suppressed: {suppressed}")
     if transactional:
         return Verdict(True)
     if inputs.attributes.get("unsubscribed") is True:

@@ -7,6 +7,7 @@ transaction, so a step transition and the message it sends commit together.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,13 +28,14 @@ class RunInputs:
     email: str | None
     attributes: dict[str, Any]
     timezone: str | None
-    suppressed: bool
+    suppressions: tuple[tuple[str, str], ...]
     recent_sends: int
     opened: set[str] = field(default_factory=set)
     clicked: set[str] = field(default_factory=set)
     events_since_entry: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     recommendations: list[dict[str, Any]] = field(default_factory=list)
-    unsubscribe_url: str = ""
+    # The unsubscribe URL of the message a send step would create (its id depends on the step).
+    unsubscribe_url: Callable[[str], str] = field(default=lambda _step: "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +171,7 @@ def _send(instruction: p.Send, run: Run, workflow: Workflow, inputs: RunInputs,
     step = instruction.step
     transactional = workflow.transactional if step.transactional is None else step.transactional
     verdict = check_send(
-        GuardInputs(inputs.email, inputs.attributes, inputs.timezone, inputs.suppressed,
+        GuardInputs(inputs.email, inputs.attributes, inputs.timezone, inputs.suppressions,
                     inputs.recent_sends),
         already_sent=step.id in run.sent_steps, transactional=transactional,
         frequency_cap=policy.frequency_cap, allowed_window=policy.allowed_window, now=now)
@@ -203,5 +205,5 @@ def _message_context(run: Run, workflow: Workflow, inputs: RunInputs,
     return message_context(
         contact_id=run.contact_id, email=inputs.email, attributes=inputs.attributes,
         event_type=run.trigger_type, event=run.trigger_properties,
-        unsubscribe_url=inputs.unsubscribe_url, recommendations=inputs.recommendations,
+        unsubscribe_url=inputs.unsubscribe_url(step_id), recommendations=inputs.recommendations,
         timezone=inputs.timezone, workflow=workflow.name, step=step_id)

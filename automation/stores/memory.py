@@ -22,6 +22,8 @@ from automation.index.trigger_index import Fire, IndexEvent
 from automation.loading.catalog import Catalog
 from automation.runtime.interpreter import Policy, RunInputs, interpret
 from automation.runtime.runs import Resume, Run
+from mta.suppression.addresses import normalise_lenient
+from mta.suppression.rules import from_event
 
 MAX_EVENTS_PER_CONTACT = 1000
 
@@ -49,7 +51,8 @@ class MemoryStore:
         self.frequency_window = timedelta(seconds=frequency_window)
         self.recommendations = recommendations
         self.contacts: dict[str, SimContact] = {}
-        self.suppressed: set[str] = set()
+        # address -> category -> reason, as the suppressions table holds it (first entry wins)
+        self.suppressions: dict[str, dict[str, str]] = {}
         self.runs: dict[int, Run] = {}
         self._by_key: dict[tuple[str, str, str], list[int]] = {}
         self._entry_keys: set[tuple[str, str, str]] = set()
@@ -93,10 +96,10 @@ class MemoryStore:
         email = properties.get("email") if event.type == "contact_updated" else None
         if isinstance(email, str):
             contact.email = email
-        if event.type in ("email_bounced", "email_complained", "unsubscribed") and (
-                event.type != "email_bounced" or properties.get("category") == "hard"):
-            if contact.email:
-                self.suppressed.add(contact.email.lower())
+        entry = from_event(event.type, properties.get("recipient") if isinstance(
+            properties.get("recipient"), str) else contact.email, properties)
+        if entry is not None:
+            self.suppressions.setdefault(entry.email, {}).setdefault(entry.category, entry.reason)
 
     # --- Store protocol --------------------------------------------------------------------
 
@@ -150,12 +153,13 @@ class MemoryStore:
         since = [(t, props) for at, t, props in contact.events if at >= run.entered_at]
         opened, clicked = engagement(since, run.workflow, run.id)
         views = [props for _at, t, props in reversed(contact.events) if t == "product_viewed"]
+        entries = self.suppressions.get(normalise_lenient(contact.email or ""), {})
         inputs = RunInputs(
             contact.email, dict(contact.attributes), contact.timezone,
-            bool(contact.email and contact.email.lower() in self.suppressed), recent,
+            tuple((reason, category) for category, reason in entries.items()), recent,
             opened, clicked, since,
             recommend(views, run.trigger_properties, self.recommendations),
-            f"https://example.invalid/unsubscribe/{run.contact_id}")
+            lambda step: f"https://example.invalid/v1/unsubscribe/{run.id}/{step}")
         effects = interpret(run, program, workflow, inputs, resume, now, self.policy)
         sends = iter(effects.sends)
         for step, action, detail in effects.log:

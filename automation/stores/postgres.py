@@ -9,12 +9,13 @@ outbound queue, or neither happened. Messages also carry the idempotency key
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from automation.content.links import unsubscribe_url
+from automation.content.links import list_unsubscribe, send_message_id, unsubscribe_url
 from automation.content.recommend import engagement, recommend
 from automation.index.trigger_index import Fire
 from automation.loading.catalog import Catalog
@@ -25,15 +26,23 @@ from automation.settings import AutomationSettings
 from automation.stores.memory import reentry_key_text
 from engine.contacts import UNCHANGED, ContactUpsert, upsert_contact
 from engine.database import Database
+from engine.eventlog_reader import LoggedEvent
+from engine.link_keys import LinkKeys
 from mta.compose import compose
 from mta.errors import InvalidMessage
 from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue
+from mta.suppression import store as suppressions
+from mta.suppression.addresses import normalise_lenient
+from mta.suppression.rules import from_event
 
 log = logging.getLogger("herald.automation.store")
 
 RUN_COLUMNS = """id, workflow, version, contact_id, reentry_key, entry_key, state, pc, entered_at,
     trigger_type, trigger_properties, wake_at, waiting_since, sent_steps, exit_reason"""
 ENGAGEMENT_TYPES = ("email_opened", "email_clicked")
+SUPPRESSING_TYPES = frozenset({"email_bounced", "email_complained", "email_unsubscribed",
+                               "unsubscribed"})
+NO_PUBLIC_URL = "[http] public_url is not set, so the message cannot carry its unsubscribe link"
 
 
 def run_from(row: asyncpg.Record) -> Run:
@@ -47,13 +56,14 @@ def run_from(row: asyncpg.Record) -> Run:
 class PgStore:
     def __init__(self, database: Database, catalog: Catalog, policy: Policy,
                  settings: AutomationSettings, identity: QueueIdentity,
-                 link_secret: bytes) -> None:
+                 links: LinkKeys, public_url: str | None) -> None:
         self.database = database
         self.catalog = catalog
         self.policy = policy
         self.settings = settings
         self.identity = identity
-        self.link_secret = link_secret
+        self.links = links
+        self.public_url = public_url
         self.sent = 0
 
     async def save_versions(self) -> None:
@@ -63,6 +73,32 @@ class PgStore:
                 "ON CONFLICT DO NOTHING",
                 [(name, version, source)
                  for (name, version), source in self.catalog.sources.items()])
+
+    async def record_events(self, events: Sequence[LoggedEvent]) -> None:
+        """Apply the suppressions that events imply (:func:`mta.suppression.rules.from_event`,
+        the rule the simulator applies too): an ``unsubscribed`` event posted by the sender, a
+        complaint or hard bounce logged by the MTA. Entries the MTA already made are kept as they
+        are; an entry removed by hand after the event is not brought back by a replay."""
+        implied = [(event, from_event(event.type, event.email or await self._email_of(
+            event.contact_id), event.properties)) for event in events
+            if event.type in SUPPRESSING_TYPES]
+        wanted = [(event, entry) for event, entry in implied if entry is not None]
+        if not wanted:
+            return
+        async with self.database.transaction() as connection:
+            for event, entry in wanted:
+                assert entry is not None
+                removed_later = await connection.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM events WHERE type = 'suppression_removed' "
+                    "AND email = $1 AND position > $2)", entry.email, event.position)
+                if not removed_later:
+                    await suppressions.add(connection, [entry], event.occurred_at)
+
+    async def _email_of(self, contact_id: str) -> str | None:
+        async with self.database.connection() as connection:
+            email: str | None = await connection.fetchval(
+                "SELECT email FROM contacts WHERE contact_id = $1", contact_id)
+        return email
 
     async def active_runs(self) -> list[Run]:
         async with self.database.connection() as connection:
@@ -164,8 +200,6 @@ class PgStore:
                       now: datetime) -> RunInputs:
         contact = await connection.fetchrow(
             """SELECT c.email, c.attributes, c.timezone,
-                      EXISTS (SELECT 1 FROM suppressions s WHERE s.email = lower(c.email))
-                          AS suppressed,
                       (SELECT count(*) FROM outbound_messages m
                         WHERE m.contact_id = c.contact_id AND m.source = 'automation'
                           AND m.created_at > $2
@@ -182,13 +216,21 @@ class PgStore:
         views = [r["properties"] for r in rows if r["type"] == "product_viewed"][:50]
         opened, clicked = engagement(since, run.workflow, run.id)
         email = contact["email"] if contact else None
+        entries: tuple[tuple[str, str], ...] = ()
+        if email:
+            key = normalise_lenient(email)
+            entries = tuple((await suppressions.lookup(connection, [key])).get(key, ()))
+        public_url, links, run_id = self.public_url, self.links, run.id
+
+        def link(step_id: str) -> str:
+            return unsubscribe_url(public_url, links, send_message_id(run_id, step_id)) \
+                if public_url else ""
+
         return RunInputs(
             email, dict(contact["attributes"]) if contact else {},
-            contact["timezone"] if contact else None,
-            bool(contact and email and contact["suppressed"]),
+            contact["timezone"] if contact else None, entries,
             int(contact["recent"]) if contact else 0, opened, clicked, since,
-            recommend(views, run.trigger_properties, self.settings.recommendations),
-            unsubscribe_url(self.settings.public_url, self.link_secret, run.contact_id))
+            recommend(views, run.trigger_properties, self.settings.recommendations), link)
 
     async def _apply(self, connection: asyncpg.Connection, run: Run, inputs: RunInputs,
                      effects: Effects, now: datetime, logs: LogBuffer) -> None:
@@ -213,13 +255,18 @@ class PgStore:
 
     async def _send(self, connection: asyncpg.Connection, run: Run, inputs: RunInputs,
                     send: SendEffect, now: datetime, logs: LogBuffer) -> None:
+        if not self.public_url:
+            logs.add(now, run.workflow, run.contact_id, run.id, send.step_id, "skipped",
+                     f"not sent: {NO_PUBLIC_URL}")
+            return
+        message_id = send_message_id(run.id, send.step_id)
         try:
             composed = compose({
                 "from": self.settings.from_address, "to": inputs.email,
                 "subject": send.message.subject, "text": send.message.text,
                 "html": send.message.html,
-                "headers": {"List-Unsubscribe": f"<{inputs.unsubscribe_url}>",
-                            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}}, now)
+                "headers": list_unsubscribe(self.public_url, self.identity.bounce_domain,
+                                            self.links, message_id)}, now)
         except InvalidMessage as exc:
             logs.add(now, run.workflow, run.contact_id, run.id, send.step_id, "skipped",
                      f"cannot build message: {exc}")
@@ -228,8 +275,12 @@ class PgStore:
             composed.header_from, composed.recipient, composed.body, run.contact_id,
             (run.workflow,), {"workflow": run.workflow, "step": send.step_id, "run_id": run.id,
                               "template": send.template, "transactional": send.transactional},
-            "automation", f"run:{run.id}:{send.step_id}")
+            "automation", f"run:{run.id}:{send.step_id}", id=message_id)
         queued = await enqueue(connection, self.identity, message, now)
+        if queued.suppressed:
+            logs.add(now, run.workflow, run.contact_id, run.id, send.step_id, "skipped",
+                     f"suppressed: {queued.suppressed} (message {queued.id})")
+            return
         self.sent += 1
         logs.add(now, run.workflow, run.contact_id, run.id, send.step_id, "sent",
                  f"{send.template} -> message {queued.id}")

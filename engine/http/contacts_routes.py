@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -23,8 +26,12 @@ from engine.timestamps import format_rfc3339
 
 MAX_PAGE = 1000
 
+# Extra facts about a contact from layers above the engine (e.g. the MTA's suppression list),
+# added by the composition root: (connection, contact row) -> fields merged into the contact.
+ContactFacts = Callable[[asyncpg.Connection, Any], Awaitable[dict[str, Any]]]
 
-def routes(context: HttpContext) -> list[Route]:
+
+def routes(context: HttpContext, facts: Sequence[ContactFacts] = ()) -> list[Route]:
     settings = context.settings
 
     @endpoint("/v1/contacts")
@@ -48,9 +55,12 @@ def routes(context: HttpContext) -> list[Route]:
         contact_id = request.path_params["contact_id"]
         async with context.database.connection() as connection:
             row = await get_contact(connection, contact_id)
-        if row is None:
-            raise ApiError(404, "not_found", f"no contact with contact_id {contact_id!r}")
-        return OrjsonResponse({"contact": contact_json(row)})
+            if row is None:
+                raise ApiError(404, "not_found", f"no contact with contact_id {contact_id!r}")
+            contact = contact_json(row)
+            for fact in facts:
+                contact.update(await fact(connection, row))
+        return OrjsonResponse({"contact": contact})
 
     @endpoint("/v1/contacts/{contact_id}/events")
     async def list_events(request: Request) -> Response:

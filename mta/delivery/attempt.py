@@ -70,7 +70,8 @@ def bounced(message: ClaimedMessage, classification: Classification, *,
     return Outcome(message, "bounced", now_utc(), None, host,
                    reply.code if reply else None, reply.enhanced if reply else None,
                    str(reply) if reply else detail, str(classification.category),
-                   suppress=classification.suppress)
+                   suppress=classification.suppress,
+                   soft=classification.category is BounceCategory.SOFT)
 
 
 def from_reply(context: AttemptContext, message: ClaimedMessage, destination: Destination,

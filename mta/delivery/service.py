@@ -35,7 +35,7 @@ from mta.errors import DkimError
 from mta.metrics import ACTIVE, CLAIM_BATCH, OUTCOMES, QUEUE_TO_DELIVERY, THROTTLES
 from mta.queue import store as queue
 from mta.queue.enqueue import OUTBOUND_CHANNEL
-from mta.queue.store import ClaimedMessage, Outcome
+from mta.queue.store import ClaimedMessage, Outcome, SoftBouncePolicy
 from mta.settings import MtaSettings
 from mta.shaping.rules import ShapingRule, SiteGovernor, limits_for
 from mta.shaping.sites import Site, SiteScheduler
@@ -57,6 +57,8 @@ class DeliveryService:
         self._router = router
         self._signer = signer
         self._rules = rules
+        self._soft_bounces = SoftBouncePolicy(settings.soft_bounce_limit,
+                                              settings.soft_bounce_window)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._inflight: dict[uuid.UUID, ClaimedMessage] = {}
         self._wire: dict[uuid.UUID, bytes] = {}  # signed messages awaiting delivery
@@ -135,7 +137,7 @@ class DeliveryService:
                 continue
             try:
                 async with self._database.connection() as connection:
-                    messages, suppressed = await queue.claim(
+                    messages, blocked = await queue.claim(
                         connection, min(room, settings.claim_batch), settings.lease, self.owner)
             except (DatabaseUnavailable, asyncpg.PostgresError):
                 log.warning("claim failed; retrying", exc_info=True)
@@ -146,9 +148,10 @@ class DeliveryService:
             deliverable = []
             for message in messages:
                 self._inflight[message.id] = message
-                if message.recipient.lower() in suppressed:
+                if message.id in blocked:
                     self._finish(Outcome(message, "suppressed", datetime.now(UTC),
-                                         reply="recipient is on the suppression list",
+                                         reply="recipient is on the suppression list "
+                                               f"({blocked[message.id]})",
                                          category="suppressed"))
                 elif message.expires_at <= datetime.now(UTC):
                     self._finish(Outcome(message, "expired", datetime.now(UTC),
@@ -287,7 +290,7 @@ class DeliveryService:
         batch, self._pending = self._pending, []
         try:
             async with self._database.connection() as connection:
-                await queue.record(connection, batch, self.owner)
+                await queue.record(connection, batch, self.owner, self._soft_bounces)
         except (DatabaseUnavailable, asyncpg.PostgresError):
             log.warning("recording outcomes failed; will retry", exc_info=True)
             self._pending[:0] = batch

@@ -1,5 +1,9 @@
 """The MTA's public enqueue API: put a message in the outbound queue inside the caller's
-transaction, so a workflow step and its message commit together (or not at all)."""
+transaction, so a workflow step and its message commit together (or not at all).
+
+The suppression list is checked here and again when the message is claimed for delivery: a
+message to a suppressed address is stored as ``suppressed`` (with its ``email_suppressed``
+event) and never sent."""
 
 from __future__ import annotations
 
@@ -12,7 +16,11 @@ from typing import Any
 import asyncpg
 
 from engine.addresses import Address
+from engine.eventlog import append_rows
 from mta.queue.return_paths import bounce_address
+from mta.suppression import store as suppressions
+from mta.suppression.addresses import normalise_lenient
+from mta.suppression.rules import blocking_reason, is_transactional, message_category
 
 OUTBOUND_CHANNEL = "herald_outbound"
 
@@ -23,6 +31,11 @@ _INSERT = """
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id
+"""
+
+_SUPPRESSED = """
+    UPDATE outbound_messages SET state = 'suppressed', finished_at = $2, last_reply = $3
+    WHERE id = $1
 """
 
 
@@ -37,12 +50,14 @@ class OutboundMessage:
     source: str = "api"
     idempotency_key: str | None = None
     send_at: datetime | None = None
+    id: uuid.UUID | None = None  # chosen by the caller when the body must name it
 
 
 @dataclass(frozen=True, slots=True)
 class Enqueued:
     id: uuid.UUID
     duplicate: bool
+    suppressed: str | None = None  # why the message will not be sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +75,7 @@ async def enqueue(connection: asyncpg.Connection, identity: QueueIdentity,
 
     Call it inside the caller's transaction; the NOTIFY is delivered at commit."""
     now = now or datetime.now(UTC)
-    message_id = uuid.uuid4()
+    message_id = message.id or uuid.uuid4()
     recipient = str(message.recipient)
     contact_id = message.contact_id or recipient.lower()
     row = await connection.fetchrow(
@@ -74,6 +89,21 @@ async def enqueue(connection: asyncpg.Connection, identity: QueueIdentity,
             "SELECT id FROM outbound_messages WHERE idempotency_key = $1",
             message.idempotency_key)
         return Enqueued(existing, duplicate=True)
+    entries = (await suppressions.lookup(connection, [normalise_lenient(recipient)])).get(
+        normalise_lenient(recipient))
+    reason = entries and blocking_reason(entries, message_category(message.metadata),
+                                         is_transactional(message.metadata))
+    if reason:
+        reply = f"recipient is on the suppression list ({reason})"
+        await connection.execute(_SUPPRESSED, message_id, now, reply)
+        await append_rows(connection, [(
+            f"mta:{message_id}:0:suppressed", "email_suppressed", contact_id, recipient,
+            {"message_id": str(message_id), "recipient": recipient, "reply": reply,
+             "category": "suppressed", "tags": list(message.tags), **{
+                 k: v for k, v in message.metadata.items()
+                 if k not in ("message_id", "recipient", "reply", "category", "tags")}},
+            now, "mta")])
+        return Enqueued(message_id, duplicate=False, suppressed=reason)
     await connection.execute(f"NOTIFY {OUTBOUND_CHANNEL}")
     return Enqueued(message_id, duplicate=False)
 

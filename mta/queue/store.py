@@ -16,6 +16,15 @@ from typing import Any
 import asyncpg
 
 from engine.eventlog import append_rows
+from mta.suppression import store as suppressions
+from mta.suppression.addresses import normalise_lenient
+from mta.suppression.rules import (
+    HARD_BOUNCE,
+    Suppression,
+    blocking_reason,
+    is_transactional,
+    message_category,
+)
 
 # Claim due messages, oldest first. SKIP LOCKED lets several workers and processes claim at
 # once without waiting for each other; moving next_attempt_at to the end of the lease hides
@@ -39,8 +48,6 @@ RENEW = """
     UPDATE outbound_messages SET next_attempt_at = now() + make_interval(secs => $3)
     WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND state IN ('queued', 'deferred')
 """
-
-SUPPRESSED = "SELECT email FROM suppressions WHERE email = ANY($1::text[])"
 
 NEXT_DUE = """
     SELECT min(next_attempt_at) FROM outbound_messages WHERE state IN ('queued', 'deferred')
@@ -67,12 +74,6 @@ LOG_ATTEMPTS = """
     SELECT (r->>0)::uuid, (r->>1)::int, r->>2, r->>3, (r->>4)::int, r->>5, r->>6, r->>7
     FROM jsonb_array_elements($1::jsonb) AS r
     ON CONFLICT (message_id, attempt) DO NOTHING
-"""
-
-SUPPRESS = """
-    INSERT INTO suppressions (email, reason, detail)
-    SELECT r->>0, r->>1, r->>2 FROM jsonb_array_elements($1::jsonb) AS r
-    ON CONFLICT (email) DO NOTHING
 """
 
 FINAL_STATES = frozenset({"delivered", "bounced", "expired", "suppressed"})
@@ -118,12 +119,21 @@ class Outcome:
     reply: str | None = None
     category: str | None = None
     suppress: bool = False
+    soft: bool = False  # a soft bounce that counts towards suppressing the address
+
+
+@dataclass(frozen=True, slots=True)
+class SoftBouncePolicy:
+    """N soft bounces within M seconds suppress an address (0 disables)."""
+
+    limit: int = 5
+    window: float = 30 * 86400.0
 
 
 async def claim(connection: asyncpg.Connection, limit: int, lease_seconds: float,
-                owner: str) -> tuple[list[ClaimedMessage], set[str]]:
-    """Claim up to ``limit`` due messages; also returns which of their recipients are
-    suppressed (lower-cased)."""
+                owner: str) -> tuple[list[ClaimedMessage], dict[uuid.UUID, str]]:
+    """Claim up to ``limit`` due messages; also returns, for each one that may no longer be
+    sent (suppressed since it was queued), the reason."""
     async with connection.transaction():
         rows = await connection.fetch(CLAIM, limit, lease_seconds, owner)
         messages = [ClaimedMessage(
@@ -131,11 +141,18 @@ async def claim(connection: asyncpg.Connection, limit: int, lease_seconds: float
             row["recipient_domain"], row["contact_id"], tuple(row["tags"]), row["metadata"],
             bytes(row["body"]), row["attempts"], row["expires_at"], row["created_at"],
         ) for row in rows]
-        suppressed: set[str] = set()
+        blocked: dict[uuid.UUID, str] = {}
         if messages:
-            addresses = list({m.recipient.lower() for m in messages})
-            suppressed = {r["email"] for r in await connection.fetch(SUPPRESSED, addresses)}
-    return messages, suppressed
+            keys = {m.id: normalise_lenient(m.recipient) for m in messages}
+            found = await suppressions.lookup(connection, keys.values())
+            for message in messages:
+                entries = found.get(keys[message.id])
+                reason = entries and blocking_reason(
+                    entries, message_category(message.metadata),
+                    is_transactional(message.metadata))
+                if reason:
+                    blocked[message.id] = reason
+    return messages, blocked
 
 
 async def renew(connection: asyncpg.Connection, ids: list[uuid.UUID], owner: str,
@@ -149,8 +166,8 @@ async def next_due(connection: asyncpg.Connection) -> datetime | None:
     return value
 
 
-async def record(connection: asyncpg.Connection, outcomes: list[Outcome],
-                 owner: str) -> set[uuid.UUID]:
+async def record(connection: asyncpg.Connection, outcomes: list[Outcome], owner: str,
+                 soft_bounces: SoftBouncePolicy = SoftBouncePolicy()) -> set[uuid.UUID]:
     """Write a batch of outcomes in one transaction; returns the ids this owner still held."""
     if not outcomes:
         return set()
@@ -167,11 +184,16 @@ async def record(connection: asyncpg.Connection, outcomes: list[Outcome],
             await connection.execute(LOG_ATTEMPTS, [
                 [str(o.message.id), o.message.attempt, o.state, o.remote_host, o.code,
                  o.enhanced, o.reply, o.category] for o in mine])
-            suppress = [[o.message.recipient.lower(), "hard_bounce", o.reply]
-                        for o in mine if o.suppress]
-            if suppress:
-                await connection.execute(SUPPRESS, suppress)
             await append_rows(connection, [_event_row(o) for o in mine])
+            now = max(o.at for o in mine)
+            await suppressions.add(connection, [
+                Suppression(normalise_lenient(o.message.recipient), HARD_BOUNCE, source="smtp",
+                            message_id=o.message.id, detail=(o.reply or "")[:500])
+                for o in mine if o.suppress], now)
+            await suppressions.record_soft_bounces(
+                connection, [(normalise_lenient(o.message.recipient), o.message.id)
+                             for o in mine if o.soft and not o.suppress],
+                soft_bounces.limit, soft_bounces.window, now)
     return held
 
 

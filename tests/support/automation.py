@@ -16,11 +16,14 @@ from automation.runtime.interpreter import Policy
 from automation.settings import AutomationSettings
 from automation.stores.postgres import PgStore
 from engine.database import Database, connect_one
+from engine.link_keys import LinkKeys
 from engine.eventlog import EVENTS_CHANNEL, LogEvent, append_events
 from mta.queue.enqueue import OUTBOUND_CHANNEL
 from tests.support.mta import identity_for, mta_settings
 
 REPO = Path(__file__).resolve().parent.parent.parent
+PUBLIC_URL = "http://127.0.0.1:8025"
+TEST_LINK_KEYS = LinkKeys("t1", {"t1": b"k" * 32})
 
 
 def example_catalog() -> Catalog:
@@ -29,7 +32,7 @@ def example_catalog() -> Catalog:
 
 @asynccontextmanager
 async def automation_service(database: Database, catalog: Catalog | None = None,
-                             lead: bool = True,
+                             lead: bool = True, public_url: str | None = PUBLIC_URL,
                              **overrides: Any) -> AsyncIterator[AutomationService]:
     """``lead``: wait until this service leads (else until it knows it stands by)."""
     catalog = catalog or example_catalog()
@@ -37,7 +40,8 @@ async def automation_service(database: Database, catalog: Catalog | None = None,
     policy = Policy(catalog.templates, settings.frequency_cap,
                     parse_quiet_hours(settings.quiet_hours))
     identity = await identity_for(database, mta_settings())
-    store = PgStore(database, catalog, policy, settings, identity, b"k" * 32)
+    store = PgStore(database, catalog, policy, settings, identity, TEST_LINK_KEYS,
+                    public_url)
     service = AutomationService(database, catalog, store, settings)
     await service.start()
     try:

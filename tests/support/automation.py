@@ -16,8 +16,8 @@ from automation.runtime.interpreter import Policy
 from automation.settings import AutomationSettings
 from automation.stores.postgres import PgStore
 from engine.database import Database, connect_one
-from engine.link_keys import LinkKeys
 from engine.eventlog import EVENTS_CHANNEL, LogEvent, append_events
+from engine.link_keys import LinkKeys
 from mta.queue.enqueue import OUTBOUND_CHANNEL
 from tests.support.mta import identity_for, mta_settings
 

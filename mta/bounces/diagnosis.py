@@ -9,18 +9,19 @@ import re
 
 from mta.bounces.mime import one_line
 from mta.bounces.report import RecipientResult
-from mta.bounces.smtp_replies import classify_reply
+from mta.bounces.smtp_replies import BounceCategory, classify_reply
 
 MAX_DIAGNOSTIC_CHARS = 2000
 
 # A reply code: three digits not part of a number, an IP address or a version, followed by a
 # space, a dash (continuation line) or the end; optionally its enhanced status.
 _REPLY = re.compile(
-    r"(?<![\w.:/+-])([45][0-5]\d)(?:[ -]+|$)(?:\(?([45]\.\d{1,3}\.\d{1,3})(?![\d]|\.\d)\)?)?"
+    r"(?<![\w.:/+-])([45][0-5]\d)(?:[ -]+\1)?(?:[ -]+|$)"
+    r"(?:[('\"]?([45]\.\d{1,3}\.\d{1,3})(?![\d]|\.\d)\)?)?"
 )
 _STATUS = re.compile(r"(?<![\w.])([245]\.\d{1,3}\.\d{1,3})(?![\d]|\.\d)")
 _DSN_TYPE = re.compile(r"^\s*(?:smtp|x-[\w-]+|x-unix|x-local)\s*;\s*", re.I)
-_DONE_ACTIONS = ("delivered", "relayed", "expanded")
+_DONE_ACTIONS = ("delivered", "relayed", "expanded", "deliverable")
 # The SMTP phase a rejection came in. A refusal of MAIL FROM is about our sender; a "user
 # unknown" after DATA (the recipient was accepted at RCPT) is a content filter's disguise often
 # enough (Japanese carriers answer every filtered message so) that it suppresses only with an
@@ -38,12 +39,12 @@ def find_status(text: str) -> str | None:
 
 
 def find_reply(text: str) -> tuple[int | None, str | None, str]:
-    """(reply code, enhanced status, text after them) of the SMTP reply a diagnostic quotes.
-    Without a reply code, the enhanced status found anywhere and the whole text."""
+    """(reply code, enhanced status, text from the code on) of the SMTP reply a diagnostic
+    quotes. Without a reply code, the enhanced status found anywhere and the whole text."""
     match = _REPLY.search(text)
     if match is None:
         return None, find_status(text), text
-    return int(match.group(1)), match.group(2), text[match.end():]
+    return int(match.group(1)), match.group(2), text[match.start():]
 
 
 def judge(address: str | None, status: str | None, diagnostic: str,
@@ -52,7 +53,7 @@ def judge(address: str | None, status: str | None, diagnostic: str,
     text explaining the failure (Diagnostic-Code, or a paragraph of a human-readable bounce),
     ``context`` more text about this recipient (a session transcript) read only for the phase."""
     text = one_line(_DSN_TYPE.sub("", diagnostic[:MAX_DIAGNOSTIC_CHARS]))
-    code, quoted_status, _ = find_reply(text)
+    code, quoted_status, reply = find_reply(text)
     status = _best_status(status, quoted_status)
     action = (action or "").strip().lower() or None
     if action in _DONE_ACTIONS:
@@ -63,7 +64,13 @@ def judge(address: str | None, status: str | None, diagnostic: str,
     effective = code
     if effective is None or effective >= 500 and temporary and code is None:
         effective = 450 if temporary else 550
-    classification = classify_reply(effective, status, text)
+    # The quoted reply first; the whole text when the reply alone says nothing specific
+    # ("554 Service unavailable" after "mail.local: unknown user").
+    classification = classify_reply(effective, status, reply)
+    if classification.category is BounceCategory.UNKNOWN and reply is not text:
+        wider = classify_reply(effective, status, text)
+        if wider.category is not BounceCategory.UNKNOWN:
+            classification = wider
     hard = classification.suppress and not temporary
     if hard:
         phase_text = one_line(f"{text} {context[:MAX_DIAGNOSTIC_CHARS]}")
@@ -75,12 +82,12 @@ def judge(address: str | None, status: str | None, diagnostic: str,
 
 
 def _best_status(reported: str | None, quoted: str | None) -> str | None:
-    """The report's status, unless it is a generic ``x.0.0`` and the quoted reply of the same
-    class says more."""
+    """The status the remote server's quoted reply gives, when of the same class as the
+    report's (which is often the reporting MTA's own summary: 5.0.0, 4.4.7 for expiry)."""
     if reported is not None and not _STATUS.fullmatch(reported):
         reported = find_status(reported)
     if reported is None:
         return quoted
-    if quoted and reported.endswith(".0.0") and quoted[0] == reported[0]:
+    if quoted and quoted[0] == reported[0]:
         return quoted
     return reported

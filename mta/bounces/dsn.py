@@ -27,7 +27,7 @@ def status_part(message: Message) -> tuple[Message, str] | None:
         content_type = part.get_content_type()
         if content_type in STATUS_TYPES:
             return part, text_of(part)
-        if fallback is None and content_type == "text/plain" and part is not message:
+        if fallback is None and content_type == "text/plain":
             text = text_of(part)
             if _DSN_FIELDS.search(text):
                 fallback = (part, text)

@@ -61,9 +61,8 @@ def judge(address: str | None, status: str | None, diagnostic: str,
     if code is None and status is None and not text:
         return RecipientResult(address, None, None, False, "unknown")
     temporary = action == "delayed" or (status or "").startswith("4")
-    effective = code
-    if effective is None or effective >= 500 and temporary and code is None:
-        effective = 450 if temporary else 550
+    # Without a quoted reply, a stand-in code of the status's class (never reported).
+    effective = code if code is not None else (450 if temporary else 550)
     # The quoted reply first; the whole text when the reply alone says nothing specific
     # ("554 Service unavailable" after "mail.local: unknown user").
     classification = classify_reply(effective, status, reply)

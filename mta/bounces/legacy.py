@@ -11,7 +11,7 @@ from email.message import Message
 from mta.bounces.diagnosis import judge
 from mta.bounces.fields import ORIGINAL_TYPES, Original, original_from_text, original_of
 from mta.bounces.mime import MAX_PARTS, address_in, find_addresses, header, text_of
-from mta.bounces.report import RecipientResult, Report
+from mta.bounces.report import Report
 
 MAX_RECIPIENTS = 50
 MAX_PARAGRAPH_LINES = 16

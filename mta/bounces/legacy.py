@@ -162,9 +162,10 @@ def _sender_side(message: Message, original: Original) -> set[str]:
     return {address.lower() for address in found if address}
 
 
-_TAG = re.compile(r"</?[A-Za-z!][\w-]{0,30}(?:\s[^>]{0,2000})?/?>")
+_TAG = re.compile(r"</?[A-Za-z!][\w-]{0,30}(?:\s[^<>]{0,300})?/?>")
 
 
 def _strip_html(text: str) -> str:
+    text = text[:MAX_NOTICE_CHARS]
     text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>", "\n", text)
     return _TAG.sub(" ", text).replace("&lt;", "<").replace("&gt;", ">").replace("&nbsp;", " ")

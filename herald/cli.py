@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--contact", required=True)
     explain.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    bounce = commands.add_parser("bounce", help="bounce and complaint reports")
+    bounce_commands = bounce.add_subparsers(dest="bounce_command", required=True,
+                                            metavar="ACTION")
+    bounce_parse = bounce_commands.add_parser(
+        "parse", help="print what each message reports, one JSON line per file")
+    bounce_parse.add_argument("files", nargs="+", metavar="FILE")
+
     bench = commands.add_parser("bench", help="load tests: " + ", ".join(BENCHES))
     bench.add_argument("name", choices=BENCHES)
     bench.add_argument("args", nargs=argparse.REMAINDER)
@@ -225,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_dkim_keygen(args)
         if args.command == "sink":
             return _cmd_sink(args)
+        if args.command == "bounce":
+            from mta.bounces.cli import parse_files
+
+            return parse_files(args.files)
         if args.command == "bench":
             module = importlib.import_module(f"bench.{args.name}")  # bench sits above herald
             return int(module.main(args.args))

@@ -55,6 +55,9 @@ _TEXT_TABLE: tuple[tuple[str | None, str, BounceCategory, str], ...] = (
     # Microsoft 365 directory-based edge blocking: "550 5.4.1 Recipient address rejected: Access
     # denied" means the recipient does not exist in the tenant.
     (r"^5\d\d 5\.4\.1$", r"recipient address rejected: access denied", _HARD, "mailbox_unknown"),
+    # RFC 3463 x.1.7 / x.1.8: the *sender's* address or domain is bad, whatever the text says
+    # ("Domain of sender address ... does not exist" must not suppress the recipient).
+    (r" [45]\.1\.[78]$", r".", _BLOCK, "sender_rejected"),
     # --- blocklists and IP reputation ------------------------------------------------------
     (None, r"blocked using|black ?list|block ?list|dnsbl|\brbl\b|spamhaus|spamcop|barracuda"
      r"|sorbs|proofpoint|cloudmark|banned sending ip|banned sender|traffic not accepted from"
@@ -99,9 +102,14 @@ _TEXT_TABLE: tuple[tuple[str | None, str, BounceCategory, str], ...] = (
     (None, r"mailbox (?:is )?full|over quota|quota exceeded|exceed\w* (?:its |the |their )?"
      r"(?:storage|quota)|storage allocation|(?:mailbox|boite).{0,40}pleine|out of storage"
      r"|mailbox size limit|quotaexceeded|user is over", _SOFT, "mailbox_full"),
+    # --- DNS trouble on the way (Postfix: "Name service error ... Malformed or unexpected name
+    # server reply", with 5.4.4): not proof that the domain is gone.
+    (None, r"malformed or unexpected name server reply|name server (?:failure|timeout)"
+     r"|servfail|temporary failure in name resolution", _SOFT, "dns_error"),
     # --- the address or its domain does not exist -------------------------------------
     (None, r"null ?mx|domain [\w.-]+ does not accept mail", _HARD, "null_mx"),
     (None, r"domain (?:name )?not found|host or domain name not found|host unknown|no such domain"
+     r"|unknown host\b|unknown domain\b"
      r"|domain (?:does not|doesn't) exist|unrouteable domain|nonexistent domain",
      _HARD, "domain_unknown"),
     (None, r"no longer (?:on (?:this )?server|available|active)|mailbox (?:has )?moved",
@@ -116,7 +124,8 @@ _TEXT_TABLE: tuple[tuple[str | None, str, BounceCategory, str], ...] = (
      r" not) have an? [\w.-]+ account|destinataire invalide|unrouteable address|recip\w*notfound"
      r"|not our customer|user not found|not a valid (?:recipient|mailbox|user)|no mailbox"
      r"|not listed in (?:the )?(?:domino |public )?(?:directory|name)"
-     r"|recipient address rejected\W*$", _HARD, "mailbox_unknown"),
+     r"|recipient address rejected\W*$|(?:recipient|user|mailbox)(?: name)? is not recognized"
+     r"|no valid recipients?\b", _HARD, "mailbox_unknown"),
     # --- generic policy, then the weakest "not here" wording, then size ----------------------
     (None, r"policy|access denied|administrative prohibition|not allowed|prohibited|not authori"
      r"[sz]ed|denied|refused|blocked|rejected by|reject(?:ed)? due to|not accepted", _BLOCK,

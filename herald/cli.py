@@ -17,6 +17,7 @@ from engine.errors import HeraldError
 from engine.keys import DEFAULT_SCOPES, SCOPES, create_key, list_keys, revoke_key, validate_scopes
 from engine.log import configure_logging
 from engine.values import HostPort
+from herald import suppressions_cli
 from herald.database import database_url, migrate
 from herald.roles import ROLE_NAMES
 from herald.settings import Settings, config_path_from, load_settings
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="load tests: " + ", ".join(BENCHES))
     bench.add_argument("name", choices=BENCHES)
     bench.add_argument("args", nargs=argparse.REMAINDER)
+    suppressions_cli.add_parser(commands)
     return parser
 
 
@@ -255,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
             return _run_async(lambda: _cmd_migrate(settings))
         if args.command == "keys":
             return _run_async(lambda: _cmd_keys(settings, args))
+        if args.command == "suppressions":
+            entries = suppressions_cli.entries_from(args)
+            return _run_async(lambda: suppressions_cli.run(settings, args, entries))
     except HeraldError as exc:
         print(f"herald: error: {exc}", file=sys.stderr)
         return 2

@@ -4,11 +4,13 @@ contact view."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -160,10 +162,9 @@ async def test_cli_add_list_remove_import_export(database_url: str, tmp_path: ob
                   "--detail", "by hand").returncode == 0
     listed = herald(database_url, "suppressions", "list")
     assert listed.stdout.startswith("ann@example.com\tmanual\t*\tcli\t")
-    path = f"{tmp_path}/in.csv"
-    with open(path, "w") as handle:
-        handle.write("email,reason\nbo@example.com,complaint\n")
-    imported = herald(database_url, "suppressions", "import", path)
+    path = Path(str(tmp_path)) / "in.csv"
+    await asyncio.to_thread(path.write_text, "email,reason\nbo@example.com,complaint\n")
+    imported = herald(database_url, "suppressions", "import", str(path))
     assert imported.returncode == 0 and "added 1 of 1" in imported.stdout
     exported = herald(database_url, "suppressions", "export")
     assert [r["email"] for r in csv.DictReader(io.StringIO(exported.stdout))] == [

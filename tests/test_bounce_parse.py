@@ -83,6 +83,101 @@ def test_dsn_rejection_after_data_with_generic_status_does_not_suppress() -> Non
     assert report.recipients[0].reason == "rejected_after_data"
 
 
+def _sendmail_transcript(address: str, transcript: str, status: str = "5.0.0") -> bytes:
+    diagnostic = transcript.split("<<< ", 2)[1].splitlines()[0]
+    return _dsn(f"Final-Recipient: RFC822; {address}\nAction: failed\nStatus: {status}\n"
+                f"Diagnostic-Code: SMTP; {diagnostic}\n",
+                human="   ----- The following addresses had permanent fatal errors -----\n"
+                      f"<{address}>\n    (reason: {diagnostic})\n\n"
+                      "   ----- Transcript of session follows -----\n"
+                      f"... while talking to mx.example.org.:\n{transcript}")
+
+
+def test_pipelined_rcpt_reply_shown_after_data_still_suppresses() -> None:
+    """Sendmail prints pipelined RCPT replies after ">>> DATA"; a DATA refused for want of
+    recipients proves the reply before it was the RCPT reply."""
+    report = parse_report(_sendmail_transcript(
+        "ann@example.org",
+        ">>> DATA\n<<< 550 5.5.0 Invalid recipient. LPN007_416\n"
+        "550 5.1.1 <ann@example.org>... User unknown\n<<< 554 5.5.1 Error: no valid recipients\n",
+        status="5.5.0"))
+    assert (report.recipients[0].hard, report.recipients[0].reason) == (True, "mailbox_unknown")
+    # the same reply with DATA itself refused: after DATA, not proof of a dead address
+    report = parse_report(_sendmail_transcript(
+        "ann@example.org", ">>> DATA\n<<< 550 Unknown user ann@example.org\n"
+                           "554 5.0.0 Service unavailable\n"))
+    assert (report.recipients[0].hard, report.recipients[0].reason) == (False,
+                                                                         "rejected_after_data")
+
+
+def test_yahoo_recipient_check_at_data_suppresses() -> None:
+    report = parse_report(_sendmail_transcript(
+        "ann@yahoo.com", ">>> DATA\n<<< 554 delivery error: dd This user doesn't have a "
+                         "yahoo.com account (ann@yahoo.com) [0] - mta1.mail.ne1.yahoo.com\n"
+                         "554 5.0.0 Service unavailable\n"))
+    assert (report.recipients[0].hard, report.recipients[0].reason) == (True, "mailbox_unknown")
+
+
+def test_japanese_carriers_user_unknown_needs_the_rcpt_phase() -> None:
+    """docomo and au answer mail their reception filters refuse with "user unknown"."""
+    for address, diagnostic in (("ann@docomo.ne.jp", "550 Unknown user ann@docomo.ne.jp"),
+                                ("ann@ezweb.ne.jp", "550 : User unknown")):
+        report = parse_report(_dsn(
+            f"Final-Recipient: rfc822; {address}\nAction: failed\nStatus: 5.0.0\n"
+            f"Diagnostic-Code: smtp; {diagnostic}\n"))
+        assert (report.recipients[0].hard, report.recipients[0].reason) == (False,
+                                                                             "carrier_filter")
+    report = parse_report(_dsn(
+        "Final-Recipient: rfc822; ann@ezweb.ne.jp\nAction: failed\nStatus: 5.0.0\n"
+        "Diagnostic-Code: smtp; 550 <ann@ezweb.ne.jp>: User unknown\n",
+        human="<ann@ezweb.ne.jp>: host lsean.ezweb.ne.jp said: 550 <ann@ezweb.ne.jp>: User\n"
+              "    unknown (in reply to RCPT TO command)"))
+    assert report.recipients[0].hard is True
+    report = parse_report(_dsn(
+        "Final-Recipient: rfc822; ann@au.com\nAction: failed\nStatus: 5.1.1\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 <ann@au.com>: User unknown\n"))
+    assert report.recipients[0].hard is True
+
+
+def test_rejection_naming_another_address_does_not_suppress_the_recipient() -> None:
+    """An alias or forwarding target that is unknown says nothing about the alias."""
+    report = parse_report(_dsn(
+        "Final-Recipient: rfc822; ann@example.org\nAction: failed\nStatus: 5.1.1\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 <ann.old@mail.example.net>... User unknown\n"))
+    assert (report.recipients[0].hard, report.recipients[0].reason) == (False, "other_address")
+    report = parse_report(_dsn(
+        "Final-Recipient: rfc822; Ann+news@Example.org\nAction: failed\nStatus: 5.1.1\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 <ann@example.org>... User unknown\n"))
+    assert report.recipients[0].hard is True
+
+
+def test_disabled_account_is_not_suppressed() -> None:
+    report = parse_report(_dsn(
+        "Final-Recipient: rfc822; ann@example.org\nAction: failed\nStatus: 5.2.1\n"
+        "Diagnostic-Code: smtp; 550 5.2.1 The email account that you tried to reach is"
+        " disabled.\n"))
+    assert (report.recipients[0].hard, report.recipients[0].reason) == (False,
+                                                                         "mailbox_disabled")
+
+
+def test_attached_text_file_is_not_read_as_the_notice() -> None:
+    """A plain-text bounce with the original headers attached as a text file: words in those
+    headers (X-Cloudmark-Analysis) must not turn "User unknown" into a blocklisting."""
+    raw = (
+        b"From: postmaster@mx.example.org\nTo: x@shop.example\nSubject: Delivery failure\n"
+        b'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="M"\n\n'
+        b"--M\nContent-Type: text/plain\n\n"
+        b"We had trouble delivering your message.\n\nSMTP Server <mx.example.org> rejected "
+        b"recipient <ann@example.org> (Error following RCPT command). It responded as follows:"
+        b" [550 5.1.1 User unknown]\n\n"
+        b"--M\nContent-Type: text/plain\nContent-Disposition: attachment; filename=h.txt\n\n"
+        b"X-Cloudmark-Analysis: v=1.1 cv=...\nTo: ann@example.org\n"
+        b"--M--\n")
+    (recipient,) = parse_report(raw).recipients
+    assert (recipient.address, recipient.hard, recipient.reason) == ("ann@example.org", True,
+                                                                     "mailbox_unknown")
+
+
 def test_arf_complaint() -> None:
     raw = (
         "From: feedback@fbl.example.net\nTo: fbl@shop.example\nSubject: complaint\n"

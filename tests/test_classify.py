@@ -61,7 +61,7 @@ REAL_REPLIES: list[tuple[str, str, BounceCategory, str]] = [
      "550-5.7.26 DMARC policy. Please contact the administrator of example.com domain",
      BLOCK, "dmarc_fail"),
     ("gmail", "550-5.2.1 The email account that you tried to reach is disabled. Learn more at "
-     "550 5.2.1 https://support.google.com/mail/?p=DisabledUser", HARD, "mailbox_disabled"),
+     "550 5.2.1 https://support.google.com/mail/?p=DisabledUser", SOFT, "mailbox_disabled"),
     ("gmail", "550-5.7.1 [192.0.2.1] The IP you're using to send mail is not authorized to "
      "550-5.7.1 send email directly to our servers. Please use the SMTP relay at your 550-5.7.1 "
      "service provider instead.", BLOCK, "policy"),
@@ -114,7 +114,7 @@ REAL_REPLIES: list[tuple[str, str, BounceCategory, str]] = [
      "Yahoo requires all senders to authenticate with either SPF or DKIM.", BLOCK, "auth_fail"),
     ("yahoo", "552 1 Requested mail action aborted, mailbox not found", HARD, "mailbox_unknown"),
     # --- Apple iCloud -------------------------------------------------------------------
-    ("icloud", "550 5.1.1 <nobody@icloud.com>: inactive email address", HARD, "mailbox_disabled"),
+    ("icloud", "550 5.1.1 <nobody@icloud.com>: inactive email address", SOFT, "mailbox_disabled"),
     ("icloud", "554 5.7.1 [HM08] Message rejected due to local policy. Please visit "
      "https://support.apple.com/en-us/HT204137", BLOCK, "policy"),
     ("icloud", "550 5.1.6 recipient no longer on server: nobody@me.com", HARD, "mailbox_moved"),
@@ -143,7 +143,9 @@ REAL_REPLIES: list[tuple[str, str, BounceCategory, str]] = [
      "http://help.mail.ru/notspam-support/id?c=AbCd or report details to abuse@corp.mail.ru.",
      BLOCK, "spam_content"),
     ("mail.ru", "550 Message was not accepted -- invalid mailbox.  Local mailbox "
-     "nobody@mail.ru is unavailable: account is disabled", HARD, "mailbox_disabled"),
+     "nobody@mail.ru is unavailable: account is disabled", SOFT, "mailbox_disabled"),
+    ("mail.ru", "550 Message was not accepted -- invalid mailbox.  Local mailbox "
+     "nobody@mail.ru is unavailable: account has been deleted", HARD, "mailbox_closed"),
     # --- Postfix defaults -----------------------------------------------------------------
     ("postfix", "550 5.1.1 <nobody@example.com>: Recipient address rejected: User unknown in "
      "local recipient table", HARD, "mailbox_unknown"),
@@ -242,6 +244,17 @@ def test_mailbox_full_with_5xx_is_permanent_but_not_suppressed() -> None:
     assert result == Classification(SOFT, True, False, "mailbox_full")
 
 
+def test_disabled_account_bounces_but_is_not_suppressed() -> None:
+    """A disabled or suspended account may come back: the message bounces and counts as a soft
+    bounce (repeated soft bounces suppress), but the address is not suppressed at once."""
+    for code, enhanced, text in ((550, "5.2.1", "The email account that you tried to reach is"
+                                                " disabled."),
+                                 (525, "5.7.13", "User account disabled"),
+                                 (550, None, "5.0.0 Mailbox has been suspended")):
+        result = classify_reply(code, enhanced, text)
+        assert result == Classification(SOFT, True, False, "mailbox_disabled"), text
+
+
 def test_temporary_reply_never_suppresses() -> None:
     result = classify_reply(450, "4.1.1", "<a@example.com>: Recipient address rejected: "
                                          "User unknown in local recipient table")
@@ -260,7 +273,7 @@ def test_temporary_reply_never_suppresses() -> None:
         (550, "5.1.8", BLOCK, "sender_rejected"),
         (552, "5.2.2", SOFT, "mailbox_full"),
         (452, "4.2.2", SOFT, "mailbox_full"),
-        (550, "5.2.1", HARD, "mailbox_disabled"),
+        (550, "5.2.1", SOFT, "mailbox_disabled"),
         (552, "5.3.4", UNKNOWN, "message_too_large"),
         (550, "5.4.4", HARD, "domain_unroutable"),
         (451, "4.4.1", SOFT, "network_error"),
@@ -399,11 +412,12 @@ CORPUS = next((path for path in (
 ) if path.is_dir()), Path("/work/shared/corpora/bounces"))
 
 # Sisimai reason -> the categories that agree with it. Reasons with no counterpart ("filtered",
-# "rejected", "expired", "suspend", "onhold", "systemerror", ...) are not scored: Sisimai's
-# "filtered" and "rejected" mean "refused after DATA" or "sender refused", whatever the text says.
+# "rejected", "expired", "onhold", "systemerror", ...) are not scored: Sisimai's "filtered" and
+# "rejected" mean "refused after DATA" or "sender refused", whatever the text says. "suspend" (a
+# disabled account, which may come back) is soft for both.
 EXPECTED: dict[str, frozenset[BounceCategory]] = {
     **dict.fromkeys(("userunknown", "hostunknown", "hasmoved", "notaccept"), frozenset({HARD})),
-    **dict.fromkeys(("mailboxfull", "systemfull"), frozenset({SOFT})),
+    **dict.fromkeys(("mailboxfull", "systemfull", "suspend"), frozenset({SOFT})),
     **dict.fromkeys(
         ("blocked", "spamdetected", "virusdetected", "authfailure", "requireptr",
          "policyviolation", "securityerror", "norelaying"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from mta.bounces.mime import one_line
+from mta.bounces.mime import find_addresses, one_line
 from mta.bounces.report import RecipientResult
 from mta.bounces.smtp_replies import BounceCategory, classify_reply
 
@@ -25,12 +25,34 @@ _DONE_ACTIONS = ("delivered", "relayed", "expanded", "deliverable")
 # The SMTP phase a rejection came in. A refusal of MAIL FROM is about our sender; a "user
 # unknown" after DATA (the recipient was accepted at RCPT) is a content filter's disguise often
 # enough (Japanese carriers answer every filtered message so) that it suppresses only with an
-# enhanced status that names the address (x.1.x). Sendmail's transcripts show the pipelined
-# RCPT replies after ">>> DATA", so the same holds there.
+# enhanced status that names the address (x.1.x). Sendmail's transcripts show the reply to
+# the DATA command after ">>> DATA", so the same holds there, ...
 _MAIL_PHASE = re.compile(r"after mail from|in reply to mail from|>>> mail from", re.I)
 _DATA_PHASE = re.compile(
     r"in reply to (?:the )?(?:end of )?data\b|after (?:end of )?data\b|>>> data <<<"
     r"|smtp command\W*data\b|after the data command", re.I)
+# ... unless the DATA command itself was refused for want of recipients: then every RCPT had
+# been refused, and a per-recipient reply shown after DATA was a pipelined RCPT reply (Sendmail:
+# ">>> DATA", "<<< 550 ... Invalid recipient", "<<< 554 5.5.1 Error: no valid recipients").
+_NO_RECIPIENTS_AT_DATA = re.compile(r"<<< (?:50[35]|554)[ -].{0,40}?(?:need (?:rcpt|recipient)"
+                                    r"|no valid recipients)", re.I)
+# ... or the reply is Yahoo's recipient check, which Yahoo makes at DATA ("554 delivery error:
+# dd This user doesn't have a yahoo.com account"): an explicit statement about the account, not
+# the bare "user unknown" that filters hide behind.
+_ACCOUNT_ABSENT = re.compile(r"(?:doesn't|does not) have an? [\w.-]+ account", re.I)
+# Japanese mobile carriers answer mail their reception filters refuse (the recipient takes mail
+# only from chosen domains, or refuses mail from PCs) with "user unknown", the same words as for
+# an address that does not exist: NTT docomo "550 Unknown user <address>" at DATA, au (KDDI)
+# "550 : User unknown" after DATA, and relays that report neither phase pass on only the words.
+# To these domains a "user unknown" is a dead address only with an x.1.x status or when the
+# report shows it was the reply to RCPT.
+_FILTERING_CARRIERS = re.compile(
+    r"@(?:[\w-]+\.)*(?:docomo\.ne\.jp|ezweb\.ne\.jp|au\.com|softbank\.ne\.jp|i\.softbank\.jp"
+    r"|[a-z]\.vodafone\.ne\.jp|disney\.ne\.jp|ymobile\.ne\.jp|y-mobile\.ne\.jp|emnet\.ne\.jp"
+    r"|pdx\.ne\.jp|willcom\.com)$", re.I)
+_RCPT_PHASE = re.compile(
+    r"(?:after|in reply to|following) (?:the )?rcpt\b|>>> rcpt to|rcpt to command"
+    r"|remote smtp server has rejected address", re.I)  # the last: Oracle Messaging Server's
 
 
 def find_status(text: str) -> str | None:
@@ -54,6 +76,7 @@ def judge(address: str | None, status: str | None, diagnostic: str,
     ``context`` more text about this recipient (a session transcript) read only for the phase."""
     text = one_line(_DSN_TYPE.sub("", diagnostic[:MAX_DIAGNOSTIC_CHARS]))
     code, quoted_status, reply = find_reply(text)
+    reported = status
     status = _best_status(status, quoted_status)
     action = (action or "").strip().lower() or None
     if action in _DONE_ACTIONS:
@@ -73,11 +96,34 @@ def judge(address: str | None, status: str | None, diagnostic: str,
     hard = classification.suppress and not temporary
     if hard:
         phase_text = one_line(f"{text} {context[:MAX_DIAGNOSTIC_CHARS]}")
+        address_status = (status or "").startswith(("5.1.", "4.1."))
         if _MAIL_PHASE.search(phase_text):
             return RecipientResult(address, status, code, False, "sender_rejected")
-        if _DATA_PHASE.search(phase_text) and not (status or "").startswith(("5.1.", "4.1.")):
+        if (_DATA_PHASE.search(phase_text) and not address_status
+                and not _NO_RECIPIENTS_AT_DATA.search(phase_text)
+                and not _ACCOUNT_ABSENT.search(reply)):
             return RecipientResult(address, status, code, False, "rejected_after_data")
+        if (address and _FILTERING_CARRIERS.search(address) and not address_status
+                and not _RCPT_PHASE.search(f"{phase_text} {reported or ''}")):
+            return RecipientResult(address, status, code, False, "carrier_filter")
+        if _names_only_others(reply, address):
+            return RecipientResult(address, status, code, False, "other_address")
     return RecipientResult(address, status, code, hard, classification.reason)
+
+
+def _names_only_others(reply: str, address: str | None) -> bool:
+    """Whether the reply names addresses and none of them is the recipient's: a rejection of
+    another address (an alias's or a forwarding target, the sender) says nothing about this one.
+    Case and a "+tag" are ignored."""
+    named = find_addresses(reply)
+    if not address or not named:
+        return False
+    return all(_mailbox(other) != _mailbox(address) for other in named)
+
+
+def _mailbox(address: str) -> str:
+    local, _, domain = address.lower().rpartition("@")
+    return f"{local.partition('+')[0]}@{domain}"
 
 
 def _best_status(reported: str | None, quoted: str | None) -> str | None:

@@ -77,6 +77,8 @@ def notice_text(message: Message) -> str:
                 stack.extend((child, depth + 1) for child in reversed(payload[:MAX_PARTS])
                              if isinstance(child, Message))
             continue
+        if texts and part.get_content_disposition() == "attachment":
+            continue  # an attached file (a copy of the headers, a log): not the notice's words
         if content_type == "text/plain" or (content_type == "text/html" and not texts):
             text = text_of(part)
             texts.append(_strip_html(text) if content_type == "text/html" else text)

@@ -114,9 +114,13 @@ _TEXT_TABLE: tuple[tuple[str | None, str, BounceCategory, str], ...] = (
      _HARD, "domain_unknown"),
     (None, r"no longer (?:on (?:this )?server|available|active)|mailbox (?:has )?moved",
      _HARD, "mailbox_moved"),
+    # A disabled, suspended or inactive account is not a dead one: it may come back. It bounces
+    # and counts as a soft bounce (repeated soft bounces suppress), never suppresses at once.
     (None, r"(?:account|mailbox|user|address)(?: that you tried to reach)? (?:is|has been) "
-     r"(?:disabled|deactivated|suspended|frozen|inactive|closed)|inactive (?:email )?(?:address"
-     r"|account|mailbox)", _HARD, "mailbox_disabled"),
+     r"(?:disabled|deactivated|suspended|frozen|inactive)|inactive (?:email )?(?:address"
+     r"|account|mailbox)", _SOFT, "mailbox_disabled"),
+    (None, r"(?:account|mailbox|user|address) (?:is|has been) (?:closed|terminated|deleted)",
+     _HARD, "mailbox_closed"),
     (None, r"(?:user|recipient|mailbox|account|address|alias)s?\W{0,3}(?:is )?(?:unknown"
      r"|not found|invalid|not valid)|unknown (?:or illegal )?(?:user|recipient|mailbox|alias"
      r"|address)|no such (?:user|mailbox|recipient|address|account)|(?:invalid|bad|unknown"
@@ -150,7 +154,7 @@ ENHANCED_RULES: dict[str, tuple[BounceCategory, BounceCategory, str]] = {
     "1.8": (_BLOCK, _BLOCK, "sender_rejected"),  # bad sender's system address
     "1.10": (_HARD, _SOFT, "null_mx"),  # RFC 7505 (Microsoft: recipient not found)
     "1": (_UNKNOWN, _SOFT, "address_rejected"),
-    "2.1": (_HARD, _SOFT, "mailbox_disabled"),  # mailbox disabled, not accepting messages
+    "2.1": (_SOFT, _SOFT, "mailbox_disabled"),  # mailbox disabled: may come back, not dead
     "2.2": (_SOFT, _SOFT, "mailbox_full"),
     "2.3": (_UNKNOWN, _SOFT, "message_too_large"),  # exceeds the mailbox's size limit
     "2": (_SOFT, _SOFT, "mailbox_unavailable"),
@@ -165,7 +169,7 @@ ENHANCED_RULES: dict[str, tuple[BounceCategory, BounceCategory, str]] = {
     "5.3": (_THROTTLE, _THROTTLE, "too_many_recipients"),
     "5": (_UNKNOWN, _SOFT, "protocol_error"),
     "6": (_UNKNOWN, _SOFT, "content_error"),
-    "7.13": (_HARD, _SOFT, "mailbox_disabled"),  # user account disabled
+    "7.13": (_SOFT, _SOFT, "mailbox_disabled"),  # user account disabled: may come back
     "7.20": (_BLOCK, _BLOCK, "dkim_fail"),  # RFC 7372: no passing DKIM signature
     "7.21": (_BLOCK, _BLOCK, "dkim_fail"),
     "7.22": (_BLOCK, _BLOCK, "dkim_fail"),

@@ -94,8 +94,11 @@ class HttpRole:
     async def build(self) -> Any:
         settings = self.settings
         limiter = RateLimiter(settings.http.rate_limit_per_second, settings.http.rate_limit_burst)
+        client_limiter = RateLimiter(settings.http.pixel_client_rate_per_second,
+                                     settings.http.pixel_client_rate_burst)
         context = HttpContext(settings.http, self.database, self.writer,
-                              Authenticator(self.database, limiter))
+                              Authenticator(self.database, limiter,
+                                            client_limiter=client_limiter))
         identity = await queue_identity(settings, self.database)
         catalog = self.catalog or load_catalog(settings)
         keys = await link_keys(settings, self.database)

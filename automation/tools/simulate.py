@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from automation.content.link_policy import normalize_domains
 from automation.errors import AutomationError
 from automation.index.trigger_index import IndexEvent, TriggerIndex
 from automation.loading.catalog import Catalog
@@ -129,7 +130,8 @@ def _contact_line(item: dict[str, Any], number: int) -> ContactLine:
 
 def policy_for(catalog: Catalog, settings: AutomationSettings) -> Policy:
     return Policy(catalog.templates, settings.frequency_cap,
-                  parse_quiet_hours(settings.quiet_hours))
+                  parse_quiet_hours(settings.quiet_hours),
+                  normalize_domains(settings.link_domains))
 
 
 class Simulator:

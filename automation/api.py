@@ -39,7 +39,8 @@ def routes(context: HttpContext, catalog: Catalog, settings: AutomationSettings)
         await context.auth.require(request, "workflows:read")
         return OrjsonResponse({"workflows": [{
             "name": w.name, "version": w.version, "enabled": w.enabled, "priority": w.priority,
-            "trigger": describe_trigger(w.trigger), "description": w.description,
+            "trigger": describe_trigger(w.trigger, w.accept_browser_events),
+            "description": w.description,
         } for w in catalog.ordered()]})
 
     @endpoint("/v1/workflows/{name}/simulate")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from automation.content.link_policy import normalize_domains
 from engine.settings_loader import duration
 
 
@@ -27,8 +28,12 @@ class AutomationSettings:
     # Webhook steps may only call public addresses unless listed here ("host" or "host:port").
     webhook_allow: tuple[str, ...] = ()
     recommendations: int = 4
+    # Links from event data (event.url, product images...) appear in messages only if their host
+    # is one of these domains or a subdomain; others fall back to the template's default.
+    link_domains: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        normalize_domains(self.link_domains)  # a bad entry fails at start, naming the key
         if self.frequency_cap < 1:
             raise ValueError("frequency_cap must be at least 1")
         if not 1 <= self.concurrency <= 64:

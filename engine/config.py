@@ -41,6 +41,10 @@ class HttpSettings:
     # Per-key token bucket: sustained requests per second and burst size. 0 disables.
     rate_limit_per_second: float = 2000.0
     rate_limit_burst: int = 4000
+    # Publishable keys (the pixel) also get a bucket per client address (the TCP peer; behind
+    # a reverse proxy that is the proxy). 0 disables.
+    pixel_client_rate_per_second: float = 5.0
+    pixel_client_rate_burst: int = 50
     # The one base URL of every link Herald puts in mail (unsubscribe, later tracking), as
     # recipients reach this server, e.g. "https://mail.shop.example". Unset: automation sends
     # are skipped (a message must carry a working unsubscribe link).
@@ -61,6 +65,9 @@ class HttpSettings:
             raise ValueError("max_batch_events must be between 1 and 100000")
         if self.rate_limit_per_second < 0 or self.rate_limit_burst < 0:
             raise ValueError("rate limits cannot be negative")
+        if self.pixel_client_rate_per_second < 0 or self.pixel_client_rate_burst < 0:
+            raise ValueError("pixel_client_rate_per_second and pixel_client_rate_burst cannot "
+                             "be negative")
         if self.link_keys:
             LinkKeys.parse(self.link_keys)
         if self.public_url is not None:

@@ -2,12 +2,18 @@
 
 A secret key looks like ``hk_<id>_<secret>``; a publishable site key (tracking pixel only)
 like ``hp_<id>_<secret>``. The id is public and indexes the row; the secret is 32 random bytes.
+
+A publishable key sits in web pages, so it only records the event types and properties it was
+created with, and it has a second secret, shown once, that the site's backend uses to sign
+contact tokens (:mod:`engine.contact_tokens`); that one is stored in clear so tokens can be
+verified.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -18,6 +24,11 @@ SCOPES = ("events:write", "contacts:read", "contacts:write", "messages:write",
           "admin")
 DEFAULT_SCOPES = ("events:write", "contacts:read", "contacts:write", "messages:write",
                   "messages:read")
+# Event types only Herald itself writes (outcomes, contact changes): never from a browser.
+RESERVED_EVENT_TYPES = frozenset({"contact_updated", "unsubscribed"})
+RESERVED_EVENT_PREFIXES = ("email_", "automation_")
+MAX_KEY_PROPERTIES = 50
+_PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 SECRET_PREFIX = "hk"
 PUBLISHABLE_PREFIX = "hp"
 
@@ -35,6 +46,8 @@ class ApiKey:
     event_types: frozenset[str]
     secret_hash: bytes
     revoked: bool
+    token_secret: str | None = None  # signs contact tokens (publishable keys)
+    properties: frozenset[str] = frozenset()  # event properties a browser may send
 
     def allows(self, scope: str) -> bool:
         return not self.publishable and (scope in self.scopes or "admin" in self.scopes)
@@ -44,6 +57,7 @@ class ApiKey:
 class NewKey:
     key_id: str
     token: str  # shown once, never stored
+    token_secret: str | None = None  # publishable keys: shown once, signs contact tokens
 
 
 def hash_secret(secret: str) -> bytes:
@@ -70,38 +84,59 @@ def validate_scopes(scopes: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(scopes))
 
 
+def validate_publishable(event_types: tuple[str, ...], properties: tuple[str, ...]) -> None:
+    """What a browser may record: no built-in event types, plain property names."""
+    if not event_types:
+        raise ValueError("a publishable key needs at least one --event-type it may record")
+    for event_type in event_types:
+        if event_type in RESERVED_EVENT_TYPES or event_type.startswith(RESERVED_EVENT_PREFIXES):
+            raise ValueError(f"--event-type {event_type!r}: only Herald itself records it")
+    if len(properties) > MAX_KEY_PROPERTIES:
+        raise ValueError(f"at most {MAX_KEY_PROPERTIES} --property names")
+    for name in properties:
+        if not _PROPERTY_NAME.match(name):
+            raise ValueError(f"--property {name!r}: a property name is a letter or '_', then "
+                             "letters, digits or '_' (at most 64)")
+
+
 async def create_key(connection: asyncpg.Connection, name: str, scopes: tuple[str, ...],
-                     publishable: bool = False, event_types: tuple[str, ...] = ()) -> NewKey:
+                     publishable: bool = False, event_types: tuple[str, ...] = (),
+                     properties: tuple[str, ...] = ()) -> NewKey:
+    """``properties``: the event properties a publishable key's pixel hits may carry."""
     if not name.strip():
         raise ValueError("a key needs a --name")
-    if publishable and not event_types:
-        raise ValueError("a publishable key needs at least one --event-type it may record")
+    if publishable:
+        validate_publishable(event_types, properties)
+    elif properties:
+        raise ValueError("--property is for publishable keys")
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32).replace("_", "x")
+    token_secret = secrets.token_urlsafe(32) if publishable else None
     prefix = PUBLISHABLE_PREFIX if publishable else SECRET_PREFIX
     await connection.execute(
-        "INSERT INTO api_keys (key_id, name, secret_hash, scopes, publishable, event_types) "
-        "VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO api_keys (key_id, name, secret_hash, scopes, publishable, event_types, "
+        "token_secret, properties) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         key_id, name.strip(), hash_secret(secret), list(() if publishable else scopes),
-        publishable, list(event_types),
+        publishable, list(event_types), token_secret, list(dict.fromkeys(properties)),
     )
-    return NewKey(key_id, f"{prefix}_{key_id}_{secret}")
+    return NewKey(key_id, f"{prefix}_{key_id}_{secret}", token_secret)
 
 
 async def fetch_key(connection: asyncpg.Connection, key_id: str) -> ApiKey | None:
     row = await connection.fetchrow(
-        "SELECT key_id, name, scopes, publishable, event_types, secret_hash, "
-        "revoked_at IS NOT NULL AS revoked FROM api_keys WHERE key_id = $1", key_id)
+        "SELECT key_id, name, scopes, publishable, event_types, secret_hash, token_secret, "
+        "properties, revoked_at IS NOT NULL AS revoked FROM api_keys WHERE key_id = $1", key_id)
     if row is None:
         return None
     return ApiKey(row["key_id"], row["name"], frozenset(row["scopes"]), row["publishable"],
-                  frozenset(row["event_types"]), bytes(row["secret_hash"]), row["revoked"])
+                  frozenset(row["event_types"]), bytes(row["secret_hash"]), row["revoked"],
+                  row["token_secret"], frozenset(row["properties"]))
 
 
 async def list_keys(connection: asyncpg.Connection) -> list[asyncpg.Record]:
     return await connection.fetch(
-        "SELECT key_id, name, scopes, publishable, event_types, created_at, revoked_at "
-        "FROM api_keys ORDER BY created_at")
+        "SELECT key_id, name, scopes, publishable, event_types, properties, created_at, "
+        "revoked_at FROM api_keys ORDER BY created_at")
 
 
 async def revoke_key(connection: asyncpg.Connection, key_id: str) -> bool:
@@ -109,3 +144,12 @@ async def revoke_key(connection: asyncpg.Connection, key_id: str) -> bool:
         "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
         key_id)
     return bool(status.endswith(" 1"))
+
+
+async def fetch_token_secret(connection: asyncpg.Connection, key_id: str) -> str | None:
+    """The contact-token secret of an active publishable key (for ``herald keys
+    contact-token``), or None."""
+    secret: str | None = await connection.fetchval(
+        "SELECT token_secret FROM api_keys WHERE key_id = $1 AND publishable "
+        "AND revoked_at IS NULL", key_id)
+    return secret

@@ -31,3 +31,7 @@ PIXEL_REJECTED = Counter(
     "herald_pixel_rejected", "Tracking pixel hits not recorded, by reason", ["reason"],
     registry=REGISTRY,
 )
+PIXEL_PROPERTIES_DROPPED = Counter(
+    "herald_pixel_properties_dropped", "Pixel hit properties dropped because the key does not "
+    "allow them", registry=REGISTRY,
+)

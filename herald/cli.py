@@ -6,17 +6,27 @@ import argparse
 import asyncio
 import importlib
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import uvloop
 
+from engine.contact_tokens import mint
 from engine.database import connect_one
 from engine.errors import HeraldError
-from engine.keys import DEFAULT_SCOPES, SCOPES, create_key, list_keys, revoke_key, validate_scopes
+from engine.keys import (
+    DEFAULT_SCOPES,
+    SCOPES,
+    create_key,
+    fetch_token_secret,
+    list_keys,
+    revoke_key,
+    validate_scopes,
+)
 from engine.log import configure_logging
-from engine.values import HostPort
+from engine.values import HostPort, parse_duration
 from herald import suppressions_cli
 from herald.database import database_url, migrate
 from herald.roles import ROLE_NAMES
@@ -51,7 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a site key for the tracking pixel only")
     create.add_argument("--event-type", action="append", default=[],
                         help="event types a publishable key may record (repeatable)")
+    create.add_argument("--property", action="append", default=[], metavar="NAME",
+                        help="an event property a publishable key's pixel hits may carry "
+                             "(repeatable; default: none)")
     key_commands.add_parser("list", help="list keys (never their secrets)")
+    token = key_commands.add_parser(
+        "contact-token", help="mint a contact token for a publishable key (tests, docs)")
+    token.add_argument("--key", required=True, metavar="ID", help="the publishable key's id")
+    token.add_argument("--contact", required=True, metavar="CONTACT_ID")
+    token.add_argument("--ttl", default="7d", help="valid for this long (default 7d, max 90d)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
 
@@ -118,19 +136,27 @@ async def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
                 try:
                     scopes = validate_scopes(args.scope or list(DEFAULT_SCOPES))
                     new = await create_key(connection, args.name, scopes, args.publishable,
-                                           tuple(args.event_type))
+                                           tuple(args.event_type), tuple(args.property))
                 except ValueError as exc:
                     raise UsageError(str(exc)) from None
                 kind = "publishable site key" if args.publishable else "secret key"
                 print(f"created {kind} {new.key_id} ({args.name}); store it now, "
                       "it is not shown again:")
+                if new.token_secret is not None:
+                    print("contact-token secret (keep it on your backend; it signs "
+                          f"contact_token values, see engine/contact_tokens.py): "
+                          f"{new.token_secret}")
                 print(new.token)
             elif args.keys_command == "list":
                 for row in await list_keys(connection):
                     state = "revoked" if row["revoked_at"] else "active"
                     what = ("publishable: " + ",".join(row["event_types"]) if row["publishable"]
                             else ",".join(row["scopes"]))
+                    if row["publishable"] and row["properties"]:
+                        what += " properties: " + ",".join(row["properties"])
                     print(f"{row['key_id']}\t{state}\t{row['name']}\t{what}")
+            elif args.keys_command == "contact-token":
+                print(await _contact_token(connection, args))
             elif args.keys_command == "revoke":
                 if not await revoke_key(connection, args.key_id):
                     raise UsageError(f"no active key with id {args.key_id!r}")
@@ -138,6 +164,26 @@ async def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await connection.close()
     return 0
+
+
+MAX_TOKEN_TTL = 90 * 86400.0
+
+
+async def _contact_token(connection: Any, args: argparse.Namespace) -> str:
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        raise UsageError(f"--ttl: {exc}") from None
+    if not 0 < ttl <= MAX_TOKEN_TTL:
+        raise UsageError("--ttl: between 1s and 90d")
+    secret = await fetch_token_secret(connection, args.key)
+    if secret is None:
+        raise UsageError(f"no active publishable key with id {args.key!r} and a "
+                         "contact-token secret")
+    try:
+        return mint(args.key, secret, args.contact, int(time.time() + ttl))
+    except ValueError as exc:
+        raise UsageError(f"--contact: {exc}") from None
 
 
 def _cmd_dkim_keygen(args: argparse.Namespace) -> int:

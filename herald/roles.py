@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from starlette.routing import BaseRoute, Route
 
 from automation import api as automation_api
+from automation.content.link_policy import normalize_domains
 from automation.content.templates import TemplateSet
 from automation.live.service import AutomationService
 from automation.loading.catalog import Catalog
@@ -94,8 +95,11 @@ class HttpRole:
     async def build(self) -> Any:
         settings = self.settings
         limiter = RateLimiter(settings.http.rate_limit_per_second, settings.http.rate_limit_burst)
+        client_limiter = RateLimiter(settings.http.pixel_client_rate_per_second,
+                                     settings.http.pixel_client_rate_burst)
         context = HttpContext(settings.http, self.database, self.writer,
-                              Authenticator(self.database, limiter))
+                              Authenticator(self.database, limiter,
+                                            client_limiter=client_limiter))
         identity = await queue_identity(settings, self.database)
         catalog = self.catalog or load_catalog(settings)
         keys = await link_keys(settings, self.database)
@@ -185,7 +189,8 @@ class AutomationRole:
         self.catalog = catalog or load_catalog(settings)
         try:
             self.policy = Policy(self.catalog.templates, settings.automation.frequency_cap,
-                                 parse_quiet_hours(settings.automation.quiet_hours))
+                                 parse_quiet_hours(settings.automation.quiet_hours),
+                                 normalize_domains(settings.automation.link_domains))
         except ValueError as exc:
             raise ConfigError(f"automation.{exc}") from None
         self.service: AutomationService | None = None

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import asyncpg
 
+from engine.contact_tokens import verify
 from engine.keys import split_token
 
 
@@ -57,3 +59,25 @@ def test_unreachable_database_is_one_line() -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("herald: error: cannot connect to Postgres")
+
+
+async def test_publishable_key_prints_a_token_secret_and_mints_contact_tokens(
+        database_url: str) -> None:
+    result = herald(database_url, "keys", "create", "--name", "site", "--publishable",
+                    "--event-type", "product_viewed", "--property", "sku")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    prefix, key_id, _secret = split_token(lines[-1])
+    assert prefix == "hp"
+    token_secret = lines[-2].rsplit(" ", 1)[1]
+    minted = herald(database_url, "keys", "contact-token", "--key", key_id, "--contact", "c-7",
+                    "--ttl", "1h")
+    assert minted.returncode == 0, minted.stderr
+    claims = verify(minted.stdout.strip(), key_id=key_id, secret=token_secret, now=time.time())
+    assert claims.contact_id == "c-7" and claims.expires_at <= time.time() + 3601
+    assert "properties: sku" in herald(database_url, "keys", "list").stdout
+    unknown = herald(database_url, "keys", "contact-token", "--key", "abc", "--contact", "c")
+    assert unknown.returncode == 2 and "no active publishable key" in unknown.stderr
+    reserved = herald(database_url, "keys", "create", "--name", "x", "--publishable",
+                      "--event-type", "email_opened")
+    assert reserved.returncode == 2 and "only Herald itself records it" in reserved.stderr

@@ -92,14 +92,15 @@ async def test_contacts_read_scope_cannot_write(app: RunningApp) -> None:
 
 
 async def test_pixel_records_allowed_events_and_always_answers_gif(app: RunningApp) -> None:
-    site = await app.new_key(publishable=True, event_types=("page_viewed",))
+    site = await app.new_key(publishable=True, event_types=("page_viewed",),
+                             properties=("path",))
     async with app.client() as client:
         good = await client.get("/v1/pixel.gif", params={
-            "key": site, "type": "page_viewed", "contact_id": "v1", "path": "/shoes"})
+            "key": site, "type": "page_viewed", "anonymous_id": "v1", "path": "/shoes"})
         wrong_type = await client.get("/v1/pixel.gif", params={
-            "key": site, "type": "order_completed", "contact_id": "v1"})
+            "key": site, "type": "order_completed", "anonymous_id": "v1"})
         secret_key = await client.get("/v1/pixel.gif", params={
-            "key": app.admin_key, "type": "page_viewed", "contact_id": "v1"})
+            "key": app.admin_key, "type": "page_viewed", "anonymous_id": "v1"})
         no_contact = await client.get("/v1/pixel.gif", params={"key": site,
                                                                "type": "page_viewed"})
         garbage = await client.get("/v1/pixel.gif?key=%ff%fe&type=%01&timestamp=nope")
@@ -111,7 +112,7 @@ async def test_pixel_records_allowed_events_and_always_answers_gif(app: RunningA
     async with app.database.connection() as connection:
         rows = await connection.fetch("SELECT type, contact_id, properties, source FROM events")
     assert [(r["type"], r["contact_id"], r["properties"], r["source"]) for r in rows] == [
-        ("page_viewed", "v1", {"path": "/shoes"}, "pixel")]
+        ("page_viewed", "anon:v1", {"path": "/shoes"}, "pixel_anonymous")]
     assert 'herald_pixel_rejected_total{reason="event_type_not_allowed"} 1.0' in metrics.text
     assert 'herald_pixel_rejected_total{reason="bad_key"}' in metrics.text
 

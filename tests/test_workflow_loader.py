@@ -417,7 +417,8 @@ def test_every_problem_is_collected() -> None:
         "config/workflows/test.yaml: steps[0].wait: '1 dai' is not a duration (e.g. 30m, 4h, 1d)",
         "config/workflows/test.yaml: steps[1].send: 5: send is a template name or "
         "{template: NAME, transactional: BOOL}",
-        "config/workflows/test.yaml: trigger.bogus: unknown key (allowed: event, type, where)"]
+        "config/workflows/test.yaml: trigger.bogus: unknown key "
+        "(allowed: accept_browser_events, event, type, where)"]
 
 
 @pytest.mark.parametrize(("text", "expected"), [

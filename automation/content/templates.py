@@ -38,6 +38,7 @@ from jinja2 import meta
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from automation.content.link_policy import DroppedLink, screen_links
 from automation.errors import DefinitionError, RenderError
 from engine.addresses import HeaderError, check_header_value
 
@@ -294,23 +295,42 @@ class TemplateSet:
         return JsonTemplate(value, compile_node(value, where))
 
 
+def dropped_link(report: DroppedLink) -> StrictChainableUndefined:
+    """What a template sees instead of a link it may not use: an undefined value, so
+    ``| default(...)`` and ``{% if %}`` fall back, and printing it names the reason."""
+    return StrictChainableUndefined(hint=f"{report.path}: link dropped: {report.reason}")
+
+
 def message_context(*, contact_id: str, email: str | None, attributes: Mapping[str, Any],
                     event_type: str, event: Mapping[str, Any], unsubscribe_url: str,
                     recommendations: Sequence[Mapping[str, Any]] = (),
                     links: Mapping[str, str] | None = None, timezone: str | None = None,
-                    workflow: str | None = None, step: str | None = None) -> dict[str, Any]:
+                    workflow: str | None = None, step: str | None = None,
+                    link_domains: tuple[str, ...] | None = None,
+                    dropped: list[DroppedLink] | None = None) -> dict[str, Any]:
     """The variables a template sees: every contact attribute at top level (``first_name``),
     then ``contact`` ({id, email, timezone, attributes}), ``event`` (the trigger event's
     properties), ``event_type``, ``recommendations`` (products: name, url, image_url, price,
     currency), ``unsubscribe_url``, ``links`` (named URLs), ``workflow`` and ``step``. The
-    reserved names win over attributes of the same name."""
+    reserved names win over attributes of the same name.
+
+    With ``link_domains`` (normalised, see :mod:`automation.content.link_policy`; messages
+    always pass it), links in ``event`` and ``recommendations`` (event data) to other hosts
+    become :func:`dropped_link` values and are reported in ``dropped``."""
+    event_data: Any = dict(event)
+    products: Any = [dict(product) for product in recommendations]
+    if link_domains is not None:
+        reports: list[DroppedLink] = [] if dropped is None else dropped
+        event_data = screen_links(event_data, link_domains, "event", dropped_link, reports)
+        products = screen_links(products, link_domains, "recommendations", dropped_link,
+                                reports)
     context: dict[str, Any] = {name: value for name, value in attributes.items()
                                if isinstance(name, str) and name.isidentifier()}
     context.update(
         contact={"id": contact_id, "email": email, "timezone": timezone,
                  "attributes": dict(attributes)},
-        event=dict(event), event_type=event_type,
-        recommendations=[dict(product) for product in recommendations],
+        event=event_data, event_type=event_type,
+        recommendations=products,
         unsubscribe_url=unsubscribe_url, links=dict(links or {}),
         workflow=workflow, step=step)
     return context

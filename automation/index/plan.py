@@ -19,6 +19,8 @@ date               attribute, anniversary, offset, time        (none)
 
 Workflows with equal key and parameter become one member (several targets); equal keys share one
 watcher. Stateful watchers get the slots of :class:`ContactState` in order of first appearance.
+A trigger that accepts browser-sourced events sees other events than one that does not, so
+``+browser`` is part of its state key.
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ def segment_key(segment: d.Segment) -> str:
 
 def state_key(workflow: d.Workflow) -> tuple[str, Any]:
     """The trigger's (state key, member parameter)."""
+    key, param = _trigger_key(workflow)
+    return (key + "+browser" if workflow.accept_browser_events else key), param
+
+
+def _trigger_key(workflow: d.Workflow) -> tuple[str, Any]:
     trigger = workflow.trigger
     if isinstance(trigger, d.EventTrigger):
         return "event:" + condition_key(trigger.condition), None
@@ -90,17 +97,18 @@ def state_key(workflow: d.Workflow) -> tuple[str, Any]:
 def build_watchers(workflows: Sequence[d.Workflow], table: ContactTable) -> list[Watcher]:
     """Watchers for the enabled workflows (stateful ones first, in slot order), the engagement
     hub last."""
-    groups: dict[str, tuple[d.Trigger, dict[Any, list[tuple[int, str]]]]] = {}
+    groups: dict[str, tuple[d.Workflow, dict[Any, list[tuple[int, str]]]]] = {}
     for rank, workflow in enumerate(ranked(workflows)):
         key, param = state_key(workflow)
-        _, by_param = groups.setdefault(key, (workflow.trigger, {}))
+        _, by_param = groups.setdefault(key, (workflow, {}))
         by_param.setdefault(param, []).append((rank, workflow.name))
     watchers: list[Watcher] = []
     engagement: list[EngagementWatcher] = []
-    for key, (trigger, by_param) in groups.items():
+    for key, (first, by_param) in groups.items():
         members = [Member(param, tuple(targets)) for param, targets in
                    sorted(by_param.items(), key=lambda item: _order(item[0]))]
-        watcher = _watcher(key, members, table, trigger)
+        watcher = _watcher(key, members, table, first.trigger)
+        watcher.accepts_browser = first.accept_browser_events
         if isinstance(watcher, EngagementWatcher):
             engagement.append(watcher)
         watchers.append(watcher)

@@ -17,6 +17,10 @@ Costs, by design:
 * timers: at most one valid heap entry per contact, for its earliest deadline; a deadline that
   moves later costs nothing until the old one surfaces.
 
+Events from browsers (:data:`engine.sources.BROWSER_SOURCES`) reach only the watchers of
+triggers that accept them (a second route table, so trusted events pay nothing); anonymous
+browser events reach none.
+
 A fire whose deadline passed before an event replaced its state is returned by :meth:`observe`
 (with ``at`` = the deadline), so the fires never depend on how often :meth:`fire_due` runs.
 
@@ -42,6 +46,7 @@ from automation.index.plan import build_watchers
 from automation.index.types import ContactView, Fire, IndexEvent, from_us, to_us
 from automation.index.watch_base import Handler, Out, Watcher
 from automation.model.definitions import CONTACT_UPDATED_EVENT, Workflow
+from engine.sources import ANONYMOUS_SOURCES, BROWSER_SOURCES
 
 __all__ = ["ContactView", "Fire", "IndexEvent", "TriggerIndex"]
 
@@ -87,6 +92,7 @@ class TriggerIndex:
         self._stateful: list[Watcher] = []
         self._timed: list[Watcher] = []
         self._routes: dict[str, tuple[Handler, ...]] = {}
+        self._browser_routes: dict[str, tuple[Handler, ...]] = {}
         self._install(workflows)
 
     # --- inputs ---------------------------------------------------------------------------
@@ -96,7 +102,12 @@ class TriggerIndex:
         self.events_seen += 1
         if event.position is not None:
             self.position = event.position
-        handlers = self._routes.get(event.type)
+        if event.source in BROWSER_SOURCES:
+            if event.source in ANONYMOUS_SOURCES:
+                return []
+            handlers = self._browser_routes.get(event.type)
+        else:
+            handlers = self._routes.get(event.type)
         if handlers is None:
             return []
         self.events_used += 1
@@ -204,12 +215,17 @@ class TriggerIndex:
         self._timed = [w for w in self._stateful if w.timed]
         self._table.width = len(self._stateful)
         routes: dict[str, list[Handler]] = {}
+        browser: dict[str, list[Handler]] = {}
         if self.keep_contacts:
             routes[CONTACT_UPDATED_EVENT] = [self._see_contact]
         for watcher in watchers:
             for event_type, handler in watcher.routes():
                 routes.setdefault(event_type, []).append(handler)
+                if watcher.accepts_browser:
+                    browser.setdefault(event_type, []).append(handler)
         self._routes = {event_type: tuple(handlers) for event_type, handlers in routes.items()}
+        self._browser_routes = {event_type: tuple(handlers)
+                                for event_type, handlers in browser.items()}
         return old
 
     def set_workflows(self, workflows: Sequence[Workflow]) -> None:

@@ -41,6 +41,7 @@ class IndexEvent:
     properties: Mapping[str, Any]
     occurred_at: datetime  # aware
     position: int | None = None  # log position (None in some simulations)
+    source: str = "api"  # the log's source column (engine.sources): browsers are trusted less
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ class Watcher:
 
     stateful = False
     timed = False
+    accepts_browser = False  # whether browser-sourced events reach its handlers
 
     def __init__(self, key: str, members: Sequence[Member], table: ContactTable) -> None:
         self.key = key

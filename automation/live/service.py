@@ -42,7 +42,7 @@ MAX_SLEEP = 1.0
 
 def index_event(event: LoggedEvent) -> IndexEvent:
     return IndexEvent(event.contact_id, event.type, event.properties, event.occurred_at,
-                      event.position)
+                      event.position, event.source)
 
 
 class AutomationService:

@@ -80,7 +80,8 @@ class WorkflowBuilder:
             steps=steps, description=doc.get("description", ""),
             enabled=doc.get("enabled", True), priority=doc.get("priority", 0),
             transactional=doc.get("transactional", False), reentry=reentry,
-            exit_when=tuple(exits))
+            exit_when=tuple(exits),
+            accept_browser_events=doc["trigger"].get("accept_browser_events", False))
 
     # conditions and triggers
 

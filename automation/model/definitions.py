@@ -240,7 +240,9 @@ class Workflow:
     flight keep the version (and program) they started with. Higher ``priority`` is evaluated
     first (and wins under the frequency cap). ``exit_when`` conditions (correlated with the trigger
     event) end a run whenever a matching event arrives. ``transactional`` sends are exempt from
-    the frequency cap."""
+    the frequency cap. ``accept_browser_events``: the trigger also sees events a browser sent
+    about an identified contact (the pixel with a contact token); otherwise browser-sourced events
+    are invisible to it (anonymous ones are invisible to every trigger)."""
 
     name: str
     version: str
@@ -253,6 +255,7 @@ class Workflow:
     transactional: bool = False
     reentry: Reentry = Reentry()
     exit_when: tuple[EventCondition, ...] = ()
+    accept_browser_events: bool = False
 
     def walk(self) -> Iterator[Step]:
         return walk_steps(self.steps)

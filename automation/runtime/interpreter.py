@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from automation.content.link_policy import DroppedLink
 from automation.content.templates import RenderedMessage, TemplateSet, message_context
 from automation.errors import RenderError
 from automation.model.definitions import Workflow
@@ -21,6 +22,7 @@ from automation.runtime.guards import GuardInputs, check_send
 from automation.runtime.runs import EventResume, Resume, Run, TimerResume
 
 MAX_INSTRUCTIONS = 10_000  # programs have no backward jumps; this only guards against bugs
+MAX_DROPPED_REPORTS = 10  # "link_dropped" log entries per send
 
 
 @dataclass(slots=True)
@@ -40,9 +42,14 @@ class RunInputs:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
+    """``link_domains``: the hosts (and their subdomains) that links from event data may point
+    at in messages, normalised (:func:`automation.content.link_policy.normalize_domains`);
+    empty: none."""
+
     templates: TemplateSet
     frequency_cap: int
     allowed_window: LocalWindow | None
+    link_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +192,15 @@ def _send(instruction: p.Send, run: Run, workflow: Workflow, inputs: RunInputs,
         effects.skips.append((step.id, verdict.skip_reason))
         effects.log.append((step.id, "skipped", verdict.skip_reason))
         return False
+    dropped: list[DroppedLink] = []
+    context = _message_context(run, workflow, inputs, step.id, policy.link_domains, dropped)
+    for report in dropped[:MAX_DROPPED_REPORTS]:
+        effects.log.append((step.id, "link_dropped", report.describe()))
+    if len(dropped) > MAX_DROPPED_REPORTS:
+        effects.log.append((step.id, "link_dropped",
+                            f"... and {len(dropped) - MAX_DROPPED_REPORTS} more"))
     try:
-        message = policy.templates.render(step.template,
-                                          _message_context(run, workflow, inputs, step.id))
+        message = policy.templates.render(step.template, context)
     except RenderError as exc:
         effects.skips.append((step.id, f"render error: {exc.reason}"))
         effects.log.append((step.id, "skipped", f"render error: {exc.reason}"))
@@ -200,10 +213,14 @@ def _send(instruction: p.Send, run: Run, workflow: Workflow, inputs: RunInputs,
     return False
 
 
-def _message_context(run: Run, workflow: Workflow, inputs: RunInputs,
-                     step_id: str) -> dict[str, Any]:
+def _message_context(run: Run, workflow: Workflow, inputs: RunInputs, step_id: str,
+                     link_domains: tuple[str, ...] | None = None,
+                     dropped: list[DroppedLink] | None = None) -> dict[str, Any]:
+    """Messages pass ``link_domains`` (links from event data are screened); webhook bodies,
+    which go to the sender's own endpoint, get the data as it is."""
     return message_context(
         contact_id=run.contact_id, email=inputs.email, attributes=inputs.attributes,
         event_type=run.trigger_type, event=run.trigger_properties,
         unsubscribe_url=inputs.unsubscribe_url(step_id), recommendations=inputs.recommendations,
-        timezone=inputs.timezone, workflow=workflow.name, step=step_id)
+        timezone=inputs.timezone, workflow=workflow.name, step=step_id,
+        link_domains=link_domains, dropped=dropped)

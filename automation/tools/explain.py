@@ -10,11 +10,13 @@ from automation.loading.catalog import Catalog
 from engine.timestamps import format_rfc3339
 
 
-def describe_trigger(trigger: Any) -> str:
+def describe_trigger(trigger: Any, accept_browser_events: bool = False) -> str:
     kind = getattr(trigger, "kind", "?")
     condition = getattr(trigger, "condition", None)
     types = sorted(getattr(condition, "types", ()) or getattr(trigger, "types", ()))
-    return f"{kind} trigger on {', '.join(types)}" if types else f"{kind} trigger"
+    text = f"{kind} trigger on {', '.join(types)}" if types else f"{kind} trigger"
+    return text + ("; accepts browser events" if accept_browser_events
+                   else "; ignores browser events")
 
 
 async def explain(connection: asyncpg.Connection, catalog: Catalog,
@@ -28,7 +30,9 @@ async def explain(connection: asyncpg.Connection, catalog: Catalog,
     by_workflow: dict[str, dict[str, Any]] = {}
     for name, workflow in catalog.current.items():
         by_workflow[name] = {"workflow": name, "enabled": workflow.enabled,
-                             "trigger": describe_trigger(workflow.trigger), "runs": [],
+                             "trigger": describe_trigger(workflow.trigger,
+                                                         workflow.accept_browser_events),
+                             "runs": [],
                              "decisions": []}
     for run in runs:
         item = by_workflow.setdefault(run["workflow"], {

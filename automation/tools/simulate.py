@@ -1,6 +1,8 @@
 """``herald simulate``: run the real automation core on a virtual clock over a JSON-lines file.
 
-Each line is an event exactly as ``POST /v1/events`` takes it (``timestamp`` required), or a
+Each line is an event exactly as ``POST /v1/events`` takes it (``timestamp`` required; an
+optional ``"source": "pixel"`` or ``"pixel_anonymous"`` plays it as sent by a browser, which
+only triggers that accept browser events see), or a
 contact upsert ``{"kind": "contact", "contact_id": ..., "email": ..., "attributes": {...},
 "timezone": ...}`` applied at its ``timestamp`` (or at the start when it has none). Lines are
 processed in timestamp order (file order breaks ties); the clock then runs to the last event plus
@@ -18,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from automation.content.link_policy import normalize_domains
 from automation.errors import AutomationError
 from automation.index.trigger_index import IndexEvent, TriggerIndex
 from automation.loading.catalog import Catalog
@@ -28,6 +31,7 @@ from automation.settings import AutomationSettings
 from automation.stores.memory import MemoryStore
 from engine.addresses import AddressError, normalize_email
 from engine.intake.validation import InvalidEvent, parse_event
+from engine.sources import API, BROWSER_SOURCES
 from engine.timestamps import format_rfc3339, parse_rfc3339
 
 MAX_LINES = 1_000_000
@@ -53,9 +57,11 @@ class EventLine:
     email: str | None
     type: str
     properties: dict[str, Any]
+    source: str = API
 
 
 Line = ContactLine | EventLine
+SOURCES = frozenset({API}) | BROWSER_SOURCES
 
 
 def parse_lines(lines: Iterable[str | bytes]) -> list[Line]:
@@ -72,12 +78,19 @@ def parse_lines(lines: Iterable[str | bytes]) -> list[Line]:
         if isinstance(item, dict) and item.get("kind") == "contact":
             parsed.append(_contact_line(item, number))
             continue
+        source = API
+        if isinstance(item, dict) and "source" in item:
+            item = dict(item)
+            source = item.pop("source")
+            if source not in SOURCES:
+                raise SimulationInputError(f"line {number}.source: one of "
+                                           + ", ".join(sorted(SOURCES)))
         try:
             event = parse_event(item, f"line {number}", now=None)
         except InvalidEvent as exc:
             raise SimulationInputError(str(exc)) from None
         parsed.append(EventLine(event.occurred_at, event.contact_id, event.email, event.type,
-                                event.properties))
+                                event.properties, source))
     return parsed
 
 
@@ -117,7 +130,8 @@ def _contact_line(item: dict[str, Any], number: int) -> ContactLine:
 
 def policy_for(catalog: Catalog, settings: AutomationSettings) -> Policy:
     return Policy(catalog.templates, settings.frequency_cap,
-                  parse_quiet_hours(settings.quiet_hours))
+                  parse_quiet_hours(settings.quiet_hours),
+                  normalize_domains(settings.link_domains))
 
 
 class Simulator:
@@ -143,7 +157,8 @@ class Simulator:
                 event = self.store.upsert_contact(line.contact_id, line.email, line.attributes,
                                                   line.timezone, at)
             else:
-                event = IndexEvent(self._contact_id(line), line.type, line.properties, at)
+                event = IndexEvent(self._contact_id(line), line.type, line.properties, at,
+                                   source=line.source)
             await self._feed(event)
         await self._advance_clock(max(timed) + horizon)
         return self.store.output

@@ -1,4 +1,5 @@
-"""Bearer-key authentication with a short in-memory cache, scopes and per-key rate limits."""
+"""Bearer-key authentication with a short in-memory cache, scopes and per-key rate limits, plus
+per-(key, client address) limits for publishable keys (the pixel)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from starlette.requests import Request
 from engine.database import Database
 from engine.errors import DatabaseUnavailable
 from engine.http.errors import ApiError
-from engine.http.ratelimit import RateLimiter
+from engine.http.ratelimit import RateLimiter, client_key
 from engine.keys import ApiKey, KeyFormatError, fetch_key, secret_matches, split_token
 
 CACHE_SECONDS = 30.0  # a revoked key stops working within this time
@@ -19,9 +20,11 @@ CACHE_MAX = 10_000
 
 class Authenticator:
     def __init__(self, database: Database, limiter: RateLimiter,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 client_limiter: RateLimiter | None = None) -> None:
         self._database = database
         self._limiter = limiter
+        self._client_limiter = client_limiter
         self._clock = clock
         self._cache: dict[str, tuple[ApiKey | None, float]] = {}
 
@@ -72,3 +75,11 @@ class Authenticator:
         if wait > 0:
             raise ApiError(429, "rate_limited", "too many requests for this key; slow down",
                            {"Retry-After": RateLimiter.retry_after_header(wait)})
+
+    def client_allowed(self, key_id: str, client: str | None) -> bool:
+        """Take a token from the bucket of this key and client address (the TCP peer: behind
+        a reverse proxy every visitor shares the proxy's bucket)."""
+        if self._client_limiter is None:
+            return True
+        return self._client_limiter.acquire(f"{key_id} {client_key(client)}",
+                                            self._clock()) == 0

@@ -14,17 +14,15 @@ from engine.errors import DatabaseUnavailable
 from engine.http.body import has_nul, read_json
 from engine.http.endpoint import HttpContext, endpoint
 from engine.http.errors import ApiError, OrjsonResponse
-from engine.intake.validation import InvalidEvent, parse_event, parse_event_body
+from engine.intake.browser import PixelRefused, browser_event
+from engine.intake.validation import InvalidEvent, parse_event_body
 from engine.intake.writer import IntakeOverloaded, WriterStopped
-from engine.metrics import PIXEL_REJECTED
+from engine.metrics import PIXEL_PROPERTIES_DROPPED, PIXEL_REJECTED
 
 log = logging.getLogger("herald.http.events")
 
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 PIXEL_HEADERS = {"Cache-Control": "no-store, max-age=0", "Content-Type": "image/gif"}
-PIXEL_RESERVED = frozenset({"key", "type", "contact_id", "email", "id", "timestamp"})
-MAX_PIXEL_PROPERTIES = 50
-PIXEL_EVENT_FIELDS = ("type", "contact_id", "email", "id", "timestamp")
 
 
 def routes(context: HttpContext) -> list[Route]:
@@ -52,7 +50,7 @@ def routes(context: HttpContext) -> list[Route]:
         reason = await _record_pixel(context, request)
         if reason is not None:
             PIXEL_REJECTED.labels(reason).inc()
-            log.info("pixel hit not recorded", extra={"reason": reason})
+            log.info("pixel hit not recorded", extra={"reason": reason})  # never the query
         return Response(GIF, headers=PIXEL_HEADERS)
 
     return [
@@ -71,27 +69,22 @@ async def _record_pixel(context: HttpContext, request: Request) -> str | None:
         return "database_unavailable"
     if key is None or not key.publishable:
         return "bad_key"
+    # The visitor's own budget first, so one visitor cannot spend everyone's key budget.
+    client = request.client.host if request.client is not None else None
+    if not context.auth.client_allowed(key.key_id, client):
+        return "client_rate_limited"
     try:
         context.auth.check_rate(key.key_id)
     except ApiError:
         return "rate_limited"
-    event_type = params.get("type", "")
-    if event_type not in key.event_types:
-        return "event_type_not_allowed"
-    properties = {name: value for name, value in params.items() if name not in PIXEL_RESERVED}
-    if len(properties) > MAX_PIXEL_PROPERTIES:
-        return "too_many_properties"
-    item: dict[str, object] = {name: params[name] for name in PIXEL_EVENT_FIELDS
-                               if name in params}
-    item["properties"] = properties
     try:
-        event = parse_event(item, "pixel", datetime.now(UTC))
-    except InvalidEvent:
-        return "invalid_event"
-    if has_nul(item):
-        return "invalid_event"
+        hit = browser_event(params.multi_items(), key, datetime.now(UTC))
+    except PixelRefused as exc:
+        return exc.reason
+    if hit.dropped:
+        PIXEL_PROPERTIES_DROPPED.inc(len(hit.dropped))
     try:
-        await context.writer.store([event], source="pixel")
+        await context.writer.store([hit.event], source=hit.source)
     except (DatabaseUnavailable, IntakeOverloaded, WriterStopped):
         return "unavailable"
     return None

@@ -76,11 +76,16 @@ def engine_paths() -> dict[str, Any]:
         }},
         "/v1/pixel.gif": {"get": {
             "summary": "Website tracking pixel (publishable site key)",
+            "description": "Records one event as the browser: identified only by a "
+                           "`contact_token` the sender's backend signed, else anonymous "
+                           "(`anonymous_id`); `email`/`contact_id` are refused, `timestamp` is "
+                           "ignored, `id` is namespaced, and only the properties the key lists "
+                           "are kept (other query parameters).",
             "operationId": "pixel",
             "parameters": [
                 {"name": name, "in": "query", "required": name in ("key", "type"),
                  "schema": {"type": "string"}}
-                for name in ("key", "type", "contact_id", "email", "id", "timestamp")],
+                for name in ("key", "type", "contact_token", "anonymous_id", "id")],
             "responses": {"200": {"description": "Always a 1x1 GIF",
                                   "content": {"image/gif": {}}}},
         }},

@@ -1,9 +1,29 @@
-"""Per-key token buckets (pure: the clock is passed in)."""
+"""Token buckets by key (an API key id, or a key id and client address) (pure: the clock is
+passed in)."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import OrderedDict
+
+IPV6_CLIENT_PREFIX = 64  # one IPv6 client usually holds a whole /64
+
+
+def client_key(address: str | None) -> str:
+    """A client address as a bucket key: IPv4 as is, IPv6 by its /64 (an IPv4-mapped address as
+    the IPv4 address), anything unparsable as itself."""
+    if not address:
+        return "unknown"
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, IPV6_CLIENT_PREFIX), strict=False))
+    return str(parsed)
 
 
 class RateLimiter:

@@ -12,7 +12,7 @@ import httpx
 
 from engine.config import EngineSettings, HttpSettings
 from engine.database import Database, connect_one
-from engine.keys import SCOPES, create_key
+from engine.keys import SCOPES, NewKey, create_key
 from engine.values import HostPort
 from herald.roles import HttpRole
 from herald.settings import Settings
@@ -31,13 +31,19 @@ class RunningApp:
         return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=10.0, **kwargs)
 
     async def new_key(self, *scopes: str, publishable: bool = False,
-                      event_types: tuple[str, ...] = ()) -> str:
+                      event_types: tuple[str, ...] = (),
+                      properties: tuple[str, ...] = ()) -> str:
+        return (await self.new_site_key(event_types, properties, scopes, publishable)).token
+
+    async def new_site_key(self, event_types: tuple[str, ...], properties: tuple[str, ...] = (),
+                           scopes: tuple[str, ...] = (), publishable: bool = True) -> NewKey:
+        """A publishable key by default, with its contact-token secret."""
         connection = await connect_one(self.database.url)
         try:
-            new = await create_key(connection, "test", tuple(scopes), publishable, event_types)
+            return await create_key(connection, "test", tuple(scopes), publishable,
+                                    event_types, properties)
         finally:
             await connection.close()
-        return new.token
 
 
 def test_settings(database_url: str, mta: MtaSettings | None = None,

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from automation.content.link_policy import normalize_domains
 from automation.live.service import PROCESSED_CHANNEL, AutomationService
 from automation.loading.catalog import Catalog
 from automation.runtime.guards import parse_quiet_hours
@@ -38,7 +39,8 @@ async def automation_service(database: Database, catalog: Catalog | None = None,
     catalog = catalog or example_catalog()
     settings = AutomationSettings(from_address="Shop <news@shop.test>", **overrides)
     policy = Policy(catalog.templates, settings.frequency_cap,
-                    parse_quiet_hours(settings.quiet_hours))
+                    parse_quiet_hours(settings.quiet_hours),
+                    normalize_domains(settings.link_domains))
     identity = await identity_for(database, mta_settings())
     store = PgStore(database, catalog, policy, settings, identity, TEST_LINK_KEYS,
                     public_url)

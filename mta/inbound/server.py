@@ -7,9 +7,10 @@ Herald's own addresses only, and answers 250 only once the message is committed 
   end of DATA (aiosmtpd counts it while reading and keeps nothing past the limit).
 - Line endings: a message with a bare CR or LF is refused (554), see
   :mod:`mta.inbound.line_endings`.
-- Durability: the row is inserted (and committed) before the reply; the insert is shielded, so
-  a client that hangs up cannot leave it half done. Database down or any failure: 451, the
-  sender retries. Processing starts after the commit, from the stored copy.
+- Durability: the row is committed before the reply (sessions finishing together share one
+  commit, :mod:`mta.inbound.committer`); a client that hangs up cannot leave it half done.
+  Database down or any failure: 451, the sender retries. Processing starts after the commit,
+  from the stored copy.
 - Bounds: concurrent sessions (421 beyond), an idle timeout and a whole-session timeout.
 """
 
@@ -28,6 +29,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from engine.database import Database
 from engine.errors import DatabaseUnavailable
 from mta.inbound import store
+from mta.inbound.committer import CommitterStopped, GroupCommitter
 from mta.inbound.line_endings import REPLY as BARE_LINE_ENDING
 from mta.inbound.line_endings import first_bare_line_ending
 from mta.inbound.recipients import Recipient, RecipientPolicy, Refused
@@ -49,16 +51,15 @@ class _State:
     def __init__(self, settings: InboundSettings) -> None:
         self.settings = settings
         self.sessions: dict[InboundSMTP, asyncio.Task[Any]] = {}
-        self.stores: set[asyncio.Task[None]] = set()
         self.accepted = 0
 
 
 class InboundHandler:
     """aiosmtpd hooks: recipient policy at RCPT, checks and the durable insert at DATA."""
 
-    def __init__(self, database: Database, policy: RecipientPolicy, state: _State,
+    def __init__(self, committer: GroupCommitter, policy: RecipientPolicy, state: _State,
                  on_stored: Callable[[], None]) -> None:
-        self._database = database
+        self._committer = committer
         self._policy = policy
         self._state = state
         self._on_stored = on_stored
@@ -94,14 +95,10 @@ class InboundHandler:
             uuid.uuid4(), datetime.now(UTC), _peer(session), session.host_name,
             "" if mail_from == "<>" else mail_from, tuple(envelope.rcpt_tos),
             tuple(self._recipients(envelope.rcpt_tos)), data)
-        # Shielded: a client hanging up mid-insert must not leave us unsure what committed.
-        task = asyncio.create_task(self._insert(received))
-        self._state.stores.add(task)
-        task.add_done_callback(self._state.stores.discard)
         try:
-            await asyncio.shield(task)
-        except DatabaseUnavailable as exc:
-            log.warning("inbound message not stored: database unavailable",
+            await self._committer.store(received)
+        except (DatabaseUnavailable, CommitterStopped) as exc:
+            log.warning("inbound message not stored",
                         extra={"peer": _peer(session), "error": str(exc)})
             return NOT_STORED
         except Exception:
@@ -117,10 +114,6 @@ class InboundHandler:
     def _recipients(self, addresses: list[str]) -> list[Recipient]:
         # Every address passed the same (pure, deterministic) check at RCPT.
         return [self._policy.classify(address) for address in addresses]
-
-    async def _insert(self, received: store.Received) -> None:
-        async with self._database.connection() as connection:
-            await store.insert(connection, received)
 
 
 class InboundSMTP(SMTP):
@@ -167,6 +160,7 @@ class InboundServer:
         self._on_stored = on_stored
         self._server: asyncio.Server | None = None
         self._state = _State(settings)
+        self._committer = GroupCommitter(database)
         self.port = settings.listen.port
 
     @property
@@ -176,8 +170,9 @@ class InboundServer:
 
     async def start(self) -> None:
         state = self._state
-        handler = InboundHandler(self._database, self._policy, state, self._on_stored)
+        handler = InboundHandler(self._committer, self._policy, state, self._on_stored)
         loop = asyncio.get_running_loop()
+        await self._committer.start()
 
         def factory() -> InboundSMTP:
             return InboundSMTP(
@@ -187,12 +182,16 @@ class InboundServer:
                 auth_exclude_mechanism=["LOGIN", "PLAIN"], loop=loop)
 
         listen = self._settings.listen
-        self._server = await loop.create_server(factory, listen.host, listen.port,
-                                                reuse_address=True)
+        try:
+            self._server = await loop.create_server(factory, listen.host, listen.port,
+                                                    reuse_address=True)
+        except OSError:
+            await self._committer.stop()
+            raise
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        """Stop listening, close open sessions, and let inserts in flight finish."""
+        """Stop listening, close open sessions, and commit what they handed over."""
         server, self._server = self._server, None
         if server is None:
             return
@@ -202,9 +201,9 @@ class InboundServer:
             if session.transport is not None:
                 session.transport.close()  # connection_lost cancels the handler
             handlers.append(handler)
-        pending = [*handlers, *self._state.stores]
-        if pending:
-            await asyncio.wait(pending, timeout=_STOP_TIMEOUT)
+        if handlers:
+            await asyncio.wait(handlers, timeout=_STOP_TIMEOUT)
+        await self._committer.stop()
         await server.wait_closed()
 
 

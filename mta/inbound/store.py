@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from mta.inbound.recipients import Recipient
+from mta.suppression.unsubscribe import MessageRef
 
 # NOTIFYed after each processed batch (tests and tools wait on it).
 PROCESSED_CHANNEL = "herald_inbound_processed"
@@ -38,11 +39,13 @@ CLAIM = """
     RETURNING m.id, m.received_at, m.mail_from, m.recipients, m.raw, m.attempts
 """
 
+# r: [id, kind, result]
 DONE = """
-    UPDATE inbound_messages
-    SET state = 'processed', kind = $2, result = $3, attempts = attempts + 1,
+    UPDATE inbound_messages AS m
+    SET state = 'processed', kind = r->>1, result = r->2, attempts = m.attempts + 1,
         processed_at = now(), last_error = NULL
-    WHERE id = $1 AND state = 'pending'
+    FROM jsonb_array_elements($1::jsonb) AS r
+    WHERE m.id = (r->>0)::uuid AND m.state = 'pending'
 """
 
 # r: [id, error, delay seconds]; the last allowed attempt ends in 'failed'.
@@ -83,11 +86,21 @@ class Claimed:
     attempts: int
 
 
-async def insert(connection: asyncpg.Connection, message: Received) -> None:
-    await connection.execute(
-        INSERT, message.id, message.received_at, message.peer, message.helo, message.mail_from,
-        list(message.rcpt_tos), [r.to_json() for r in message.recipients], len(message.raw),
-        message.raw)
+async def insert_many(connection: asyncpg.Connection, messages: list[Received]) -> None:
+    """Insert received messages (call inside a transaction: one commit for all)."""
+    await connection.executemany(INSERT, [
+        (m.id, m.received_at, m.peer, m.helo, m.mail_from, list(m.rcpt_tos),
+         [r.to_json() for r in m.recipients], len(m.raw), m.raw) for m in messages])
+
+
+async def message_refs(connection: asyncpg.Connection,
+                       ids: list[uuid.UUID]) -> dict[uuid.UUID, MessageRef]:
+    """The outbound messages with these ids that still exist."""
+    rows = await connection.fetch(
+        "SELECT id, recipient, contact_id, metadata FROM outbound_messages "
+        "WHERE id = ANY($1::uuid[])", list(set(ids)))
+    return {r["id"]: MessageRef(r["id"], r["recipient"], r["contact_id"], dict(r["metadata"]))
+            for r in rows}
 
 
 async def claim(connection: asyncpg.Connection, limit: int,
@@ -98,9 +111,11 @@ async def claim(connection: asyncpg.Connection, limit: int,
                     row["attempts"]) for row in rows]
 
 
-async def done(connection: asyncpg.Connection, message_id: uuid.UUID, kind: str,
-               result: list[dict[str, Any]]) -> None:
-    await connection.execute(DONE, message_id, kind, result)
+async def done(connection: asyncpg.Connection,
+               processed: list[tuple[uuid.UUID, str, list[dict[str, Any]]]]) -> None:
+    """Mark messages processed: ``(id, kind, result)`` each."""
+    if processed:
+        await connection.execute(DONE, [[str(i), kind, result] for i, kind, result in processed])
 
 
 async def failed(connection: asyncpg.Connection, failures: list[tuple[uuid.UUID, str, float]],

@@ -26,7 +26,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_defaults_and_overrides(tmp_path: Path) -> None:
     assert "inbound" in ROLE_NAMES
     default = load_settings(None, environ={}).inbound
-    assert default.listen == HostPort("127.0.0.1", 2525)
+    assert default.listen == HostPort("127.0.0.1", 2526)
     assert default.max_message_size == 5 * 1024 * 1024 and default.hostname is None
     path = write(tmp_path, '[inbound]\nlisten = "0.0.0.0:25"\nmax_message_size = "1MiB"\n'
                            'feedback_addresses = ["FBL@Bounce.Example.com"]\n')

@@ -15,8 +15,9 @@ from mta.suppression.addresses import normalise
 @dataclass(frozen=True, slots=True)
 class InboundSettings:
     # Where DSNs, feedback reports and mailto unsubscribes arrive: port 25 of the host the
-    # bounce domain's MX points at, e.g. "0.0.0.0:25".
-    listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 2525))
+    # bounce domain's MX points at, e.g. "0.0.0.0:25". The default stays on loopback and off
+    # 2525 (where `herald sink` listens in the README's example).
+    listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 2526))
     # The name in the banner and the EHLO reply (default: [mta] ehlo_name).
     hostname: str | None = None
     # STARTTLS, offered when both are set (PEM files; relative to the config file's folder).

@@ -4,6 +4,7 @@ bare line endings and smuggling probes, and 250 only after the message row is co
 from __future__ import annotations
 
 import asyncio
+import base64
 import smtplib
 import ssl
 import subprocess
@@ -62,19 +63,28 @@ async def stored_count(database: Database) -> int:
 async def test_accepts_only_signed_addresses_of_the_bounce_domain(database: Database) -> None:
     good = await verp(database)
     token = good.split("@")[0][2:]
-    tampered = f"b-{token[:-1]}{'a' if token[-1] != 'a' else 'b'}@{DOMAIN}"
+    tampered = f"b-{token[:20]}{'a' if token[20] != 'a' else 'b'}{token[21:]}@{DOMAIN}"
+    # The last character carries unused bits: another spelling of the same signed bytes.
+    same_bytes = next(f"b-{token[:-1]}{c}@{DOMAIN}" for c in "abcdefghijklmnopqrstuvwxyz234567"
+                      if c != token[-1] and _b32(token[:-1] + c) == _b32(token))
+    good_unsubscribe = unsubscribe_address()
+    kid, _, body = good_unsubscribe.split("@")[0][len(MAILTO_PREFIX):].partition(".")
+    unsubscribe_same_bytes = next(
+        f"{MAILTO_PREFIX}{kid}.{body[:-1]}{c}@{DOMAIN}" for c in "abcdefghijklmnopqrstuvwxyz234567"
+        if c != body[-1] and _b32(body[:-1] + c) == _b32(body))
     forged = bounce_address(b"not our secret", uuid.uuid4(), DOMAIN)
     foreign_key = unsubscribe_address(LinkKeys("zz", {"zz": b"z" * 32}))
     async with inbound_service(database) as service:
         port = port_of(service)
         accepted = {address: await rcpt_reply(port, address) for address in (
-            good, good.upper(), FEEDBACK, unsubscribe_address())}
+            good, good.upper(), FEEDBACK, good_unsubscribe)}
         refused = {address: await rcpt_reply(port, address) for address in (
             forged, tampered, f"b-abc@{DOMAIN}", f"b-{token}x@{DOMAIN}",
             good.replace(DOMAIN, "elsewhere.test"), "someone@gmail.com",
             f"someone%gmail.com@{DOMAIN}", f"postmaster2@{DOMAIN}", f"random@{DOMAIN}",
             foreign_key, f"{MAILTO_PREFIX}t1.abcdef@{DOMAIN}",
-            unsubscribe_address().replace(DOMAIN, "elsewhere.test"))}
+            unsubscribe_address().replace(DOMAIN, "elsewhere.test"), same_bytes,
+            unsubscribe_same_bytes)}
     assert {code for code, _ in accepted.values()} == {250}
     assert {code for code, _ in refused.values()} == {550}
     assert "signature does not match" in refused[forged][1]
@@ -83,6 +93,12 @@ async def test_accepts_only_signed_addresses_of_the_bounce_domain(database: Data
     assert "Relaying denied" in refused["someone@gmail.com"][1]
     assert "No such mailbox" in refused[f"random@{DOMAIN}"][1]
     assert "unknown key" in refused[foreign_key][1]
+    assert "not in canonical form" in refused[same_bytes][1]
+    assert "not in canonical form" in refused[unsubscribe_same_bytes][1]
+
+
+def _b32(token: str) -> bytes:
+    return base64.b32decode(token.upper() + "=" * (-len(token) % 8))
 
 
 async def test_smtplib_delivers_a_dsn_and_gets_250_with_the_stored_id(

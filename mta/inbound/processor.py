@@ -146,6 +146,11 @@ class InboundProcessor:
                 failures.append((message.id, f"{type(exc).__name__}: {exc}"[:1000],
                                  retry_delay(self._settings, message.attempts + 1)))
                 continue
+            for item in effects:
+                if item.outcome == UNMATCHED:
+                    log.info("inbound message matches no outbound message; kept", extra={
+                        "id": str(message.id), "kind": report.kind if report else None,
+                        **{k: v for k, v in item.detail.items() if v}})
             plans.append(_Plan(message, report, effects))
         return plans
 

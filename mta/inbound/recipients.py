@@ -13,6 +13,7 @@ relay, and a forged or tampered token is told apart from an unknown mailbox.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ UNSUBSCRIBE = "unsubscribe"
 RELAY_DENIED = "550 5.7.1 Relaying denied: this server only takes mail for its bounce domain"
 NO_MAILBOX = "550 5.1.1 No such mailbox here"
 BAD_ADDRESS = "550 5.1.3 Malformed recipient address"
+NOT_CANONICAL = "550 5.7.1 Invalid address: token is not in canonical form"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,8 @@ class RecipientPolicy:
                 message_id = message_id_from(self.bounce_secret, normalised)
             except BadReturnPath as exc:
                 raise Refused(f"550 5.7.1 Invalid bounce address: {exc}") from None
+            if not canonical_base32(local[len(BOUNCE_PREFIX):]):
+                raise Refused(NOT_CANONICAL)
             return Recipient(normalised, BOUNCE, message_id)
         if local.startswith(MAILTO_PREFIX):
             try:
@@ -92,5 +96,20 @@ class RecipientPolicy:
                                                     local[len(MAILTO_PREFIX):])
             except BadToken as exc:
                 raise Refused(f"550 5.7.1 Invalid unsubscribe address: {exc}") from None
+            if not canonical_base32(local[len(MAILTO_PREFIX):].partition(".")[2]):
+                raise Refused(NOT_CANONICAL)
             return Recipient(normalised, UNSUBSCRIBE, message_id)
         raise Refused(NO_MAILBOX)
+
+
+def canonical_base32(token: str) -> bool:
+    """True when ``token`` is the one unpadded lower-case base32 spelling of its bytes. The
+    last character of such a token carries unused bits: without this check several spellings
+    would decode to the same signed bytes, and a tampered address would be accepted."""
+    if not token or not token.isascii():
+        return False
+    try:
+        raw = base64.b32decode(token.upper() + "=" * (-len(token) % 8))
+    except ValueError:  # binascii.Error is a ValueError
+        return False
+    return base64.b32encode(raw).decode().rstrip("=").lower() == token

@@ -35,6 +35,7 @@ from mta.dkim.signer import DkimKeyConfig
 from mta.dkim.signing_pool import SigningPool
 from mta.dns.resolver import MxResolver
 from mta.dns.routing import Router
+from mta.inbound.service import InboundService
 from mta.queue.enqueue import QueueIdentity, load_bounce_secret
 from mta.shaping.rules import ShapingRule, load_rules
 from mta.suppression import api as suppression_api
@@ -215,7 +216,28 @@ class AutomationRole:
             await self.service.stop()
 
 
-ROLE_NAMES = ("http", "mta", "automation")
+class InboundRole:
+    """Inbound SMTP: DSNs, feedback reports and mailto unsubscribes, stored then processed."""
+
+    name = "inbound"
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        inbound = settings.inbound
+        tls = None
+        if inbound.tls_cert is not None and inbound.tls_key is not None:
+            tls = (resolve_path(settings, inbound.tls_cert),
+                   resolve_path(settings, inbound.tls_key))
+        self.service = InboundService(database, inbound, settings.mta, settings.http.link_keys,
+                                      tls)
+
+    async def start(self) -> None:
+        await self.service.start()
+
+    async def stop(self) -> None:
+        await self.service.stop()
+
+
+ROLE_NAMES = ("http", "mta", "automation", "inbound")
 
 
 def build_roles(names: list[str], settings: Settings, database: Database) -> list[Role]:
@@ -229,6 +251,8 @@ def build_roles(names: list[str], settings: Settings, database: Database) -> lis
             roles.append(MtaRole(settings, database))
         elif name == "automation":
             roles.append(AutomationRole(settings, database, catalog))
+        elif name == "inbound":
+            roles.append(InboundRole(settings, database))
         else:
             raise ValueError(f"unknown role {name!r} (known: {', '.join(ROLE_NAMES)})")
     return roles

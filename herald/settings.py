@@ -9,6 +9,7 @@ from pathlib import Path
 from automation.settings import AutomationSettings
 from engine.config import EngineSettings, HttpSettings, IntakeSettings
 from engine.settings_loader import load_sections
+from mta.inbound.settings import InboundSettings
 from mta.settings import MtaSettings
 
 SECTIONS: dict[str, type] = {
@@ -17,6 +18,7 @@ SECTIONS: dict[str, type] = {
     "intake": IntakeSettings,
     "mta": MtaSettings,
     "automation": AutomationSettings,
+    "inbound": InboundSettings,
 }
 ALIASES = {
     "HERALD_DATA_DIR": ("engine", "data_dir"),
@@ -31,6 +33,7 @@ class Settings:
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     mta: MtaSettings = field(default_factory=MtaSettings)
     automation: AutomationSettings = field(default_factory=AutomationSettings)
+    inbound: InboundSettings = field(default_factory=InboundSettings)
     config_path: Path | None = None
 
 

@@ -90,7 +90,7 @@ def one_click_path(delivered: CapturedMessage) -> str:
     header = str(message["List-Unsubscribe"])
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     (url,) = re.findall(r"<(https?://[^>]+)>", header)
-    assert "<mailto:unsubscribe-" in header
+    assert "<mailto:unsub-" in header
     return httpx.URL(url).path
 
 

@@ -138,3 +138,44 @@ def test_events_that_imply_suppressions() -> None:
     assert posted is not None and posted.category == ""
     assert from_event("email_complained", None, {}) is None
     assert from_event("order_completed", "a@example.com", {}) is None
+
+
+def test_only_the_canonical_spelling_of_a_token_is_accepted() -> None:
+    """The last base32 character carries unused bits: other spellings of the same bytes are
+    refused, so an edited token never verifies."""
+    message_id = uuid.uuid4()
+    token = unsubscribe_token(KEYS, message_id)
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    accepted = []
+    for c in alphabet:
+        variant = token[:-1] + c
+        try:
+            read_unsubscribe_token(KEYS, variant)
+            accepted.append(variant)
+        except BadToken:
+            pass
+    assert accepted == [token]
+
+
+def test_the_mailto_local_part_fits_rfc_5321() -> None:
+    longest = LinkKeys.parse(["abcdefgh:some-secret-0123456789"])
+    mailto = unsubscribe_mailto("b.example", longest, uuid.uuid4())
+    local = mailto.removeprefix("mailto:").split("@")[0]
+    assert len(local.encode()) <= 64
+
+
+def test_only_the_canonical_spelling_of_a_bounce_address_is_accepted() -> None:
+    from mta.queue.return_paths import BadReturnPath, bounce_address, message_id_from
+
+    secret = b"s" * 32
+    message_id = uuid.uuid4()
+    address = bounce_address(secret, message_id, "bounces.example")
+    local, domain = address.split("@")
+    accepted = []
+    for c in "abcdefghijklmnopqrstuvwxyz234567":
+        try:
+            message_id_from(secret, f"{local[:-1]}{c}@{domain}")
+            accepted.append(c)
+        except BadReturnPath:
+            pass
+    assert accepted == [local[-1]]

@@ -5,7 +5,7 @@ Only three kinds, all at ``[mta] bounce_domain`` except the configured feedback 
 - ``bounce``: a signed per-message return path ``b-<token>@<bounce_domain>`` (DSNs,
   auto-replies, and complaints some providers send to the return path);
 - ``feedback``: a configured feedback-loop / abuse address (ARF reports);
-- ``unsubscribe``: a signed ``unsubscribe-<token>@<bounce_domain>`` from ``List-Unsubscribe``.
+- ``unsubscribe``: a signed ``unsub-<token>@<bounce_domain>`` from ``List-Unsubscribe``.
 
 Anything else is refused with a 550 and a reply text that says why: the server is never a
 relay, and a forged or tampered token is told apart from an unknown mailbox.

@@ -41,6 +41,8 @@ def message_id_from(secret: bytes, address: str) -> uuid.UUID:
         raise BadReturnPath("malformed bounce token") from exc
     if len(raw) != 16 + _MAC_BYTES:
         raise BadReturnPath("malformed bounce token")
+    if base64.b32encode(raw).decode().rstrip("=") != token:
+        raise BadReturnPath("bounce token is not in canonical form")
     message_id = uuid.UUID(bytes=raw[:16])
     if not hmac.compare_digest(raw[16:], _mac(secret, message_id)):
         raise BadReturnPath("bounce token signature does not match")

@@ -1,7 +1,9 @@
 """Signed unsubscribe tokens (pure): a key id, the message id and an HMAC, in base32 so the same
 token fits a URL path and a case-insensitive mailto local part.
 
-``<kid>.<base32(message id + HMAC-SHA256(key, "unsubscribe" kid message id)[:16])>``. Several
+``<kid>.<base32(message id + HMAC-SHA256(key, "unsubscribe" kid message id)[:12])>``; as a
+mailto local part, ``unsub-<token>`` is at most 60 octets. Only the one canonical base32 spelling
+of the bytes is accepted (the last character carries unused bits). Several
 keys may be configured; the first signs, all verify, so keys can be rotated without breaking
 links already in mailboxes. Comparison uses :func:`hmac.compare_digest`.
 """
@@ -16,8 +18,8 @@ import uuid
 
 from engine.link_keys import KID, LinkKeys
 
-MAILTO_PREFIX = "unsubscribe-"
-_MAC_BYTES = 16
+MAILTO_PREFIX = "unsub-"
+_MAC_BYTES = 12  # 96 bits; keeps the mailto local part within RFC 5321's 64 octets
 MAX_TOKEN = 80
 
 
@@ -51,6 +53,8 @@ def read_unsubscribe_token(keys: LinkKeys, token: str) -> uuid.UUID:
         raise BadToken("malformed unsubscribe token") from None
     if len(raw) != 16 + _MAC_BYTES:
         raise BadToken("malformed unsubscribe token")
+    if base64.b32encode(raw).decode().rstrip("=").lower() != body:
+        raise BadToken("unsubscribe token is not in canonical form")
     message_id = uuid.UUID(bytes=raw[:16])
     if not hmac.compare_digest(raw[16:], _mac(secret, kid, message_id)):
         raise BadToken("unsubscribe token signature does not match")
@@ -66,6 +70,6 @@ def unsubscribe_mailto(bounce_domain: str, keys: LinkKeys, message_id: uuid.UUID
 
 
 def token_from_mailto_address(address: str) -> str | None:
-    """The token in an ``unsubscribe-<token>@...`` recipient, or None if it is not one."""
+    """The token in an ``unsub-<token>@...`` recipient, or None if it is not one."""
     local = address.rpartition("@")[0].lower()
     return local[len(MAILTO_PREFIX):] if local.startswith(MAILTO_PREFIX) else None

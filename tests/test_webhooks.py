@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from automation.runtime.interpreter import WebhookEffect
-from automation.runtime.webhooks import call, check_target
+from automation.live.webhooks import call, check_target
 
 
 class TinyHttpServer:

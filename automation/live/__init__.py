@@ -1,1 +1,1 @@
-"""The live role: the log follower, leadership, snapshots."""
+"""The live role: the log follower, leadership, snapshots, webhook steps."""

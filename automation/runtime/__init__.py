@@ -1,2 +1,1 @@
-"""Running workflows: programs, the interpreter, runs, guards, the core, webhook
-steps."""
+"""Running workflows: programs, the interpreter, runs, guards, the core (pure)."""

@@ -21,7 +21,7 @@ from automation.index.trigger_index import Fire
 from automation.loading.catalog import Catalog
 from automation.runtime.interpreter import Effects, Policy, RunInputs, SendEffect, interpret
 from automation.runtime.runs import Resume, Run
-from automation.runtime.webhooks import call as call_webhook
+from automation.live.webhooks import call as call_webhook
 from automation.settings import AutomationSettings
 from automation.stores.memory import reentry_key_text
 from engine.contacts import UNCHANGED, ContactUpsert, upsert_contact

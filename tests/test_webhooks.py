@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from automation.runtime.interpreter import WebhookEffect
 from automation.live.webhooks import call, check_target
+from automation.runtime.interpreter import WebhookEffect
 
 
 class TinyHttpServer:

@@ -18,10 +18,10 @@ import asyncpg
 from automation.content.links import list_unsubscribe, send_message_id, unsubscribe_url
 from automation.content.recommend import engagement, recommend
 from automation.index.trigger_index import Fire
+from automation.live.webhooks import call as call_webhook
 from automation.loading.catalog import Catalog
 from automation.runtime.interpreter import Effects, Policy, RunInputs, SendEffect, interpret
 from automation.runtime.runs import Resume, Run
-from automation.live.webhooks import call as call_webhook
 from automation.settings import AutomationSettings
 from automation.stores.memory import reentry_key_text
 from engine.contacts import UNCHANGED, ContactUpsert, upsert_contact

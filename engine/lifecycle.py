@@ -1,4 +1,4 @@
-"""Process lifecycle: systemd notifications and signal-driven shutdown."""
+"""Process lifecycle: systemd notifications, the watchdog, and signal-driven shutdown."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+from collections.abc import Mapping
 
 
 def sd_notify(state: str) -> bool:
@@ -22,6 +23,27 @@ def sd_notify(state: str) -> bool:
         except OSError:
             return False
     return True
+
+
+def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
+    """Seconds between ``WATCHDOG=1`` pings: half of ``WATCHDOG_USEC`` when systemd asks for
+    them (``WatchdogSec=``) and ``WATCHDOG_PID``, if set, is this process; else None."""
+    environ = os.environ if environ is None else environ
+    usec = environ.get("WATCHDOG_USEC", "")
+    pid = environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    if pid and (not pid.isdigit() or int(pid) != os.getpid()):
+        return None
+    return int(usec) / 2_000_000
+
+
+async def watchdog_pings(interval: float) -> None:
+    """Send ``WATCHDOG=1`` every ``interval`` seconds from the event loop until cancelled, so a
+    loop that stalls stops the pings and systemd restarts the service."""
+    while True:
+        sd_notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -1,10 +1,12 @@
-"""The ``herald`` command line. Errors a user can cause end in one line on stderr, exit 2."""
+"""The ``herald`` command line. Errors a user can cause end in one line on stderr, with an exit
+code systemd can act on (``herald.exit_codes``: usage 2, unavailable 69, bad config 78)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import importlib
+import importlib.metadata
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -27,7 +29,7 @@ from engine.keys import (
 )
 from engine.log import configure_logging
 from engine.values import HostPort, parse_duration
-from herald import suppressions_cli
+from herald import exit_codes, suppressions_cli
 from herald.database import database_url, migrate
 from herald.roles import ROLE_NAMES
 from herald.settings import Settings, config_path_from, load_settings
@@ -41,7 +43,9 @@ class UsageError(HeraldError):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="herald", description=__doc__)
-    parser.add_argument("--config", help="TOML config file (default: $HERALD_CONFIG)")
+    parser.add_argument("--version", action="version", version=f"herald {herald_version()}")
+    parser.add_argument("--config", help="TOML config file (default: $HERALD_CONFIG, else "
+                                         "/etc/herald/herald.toml when it exists)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run Herald (every role, or those given)")
@@ -49,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run only this role (repeatable)")
 
     commands.add_parser("migrate", help="apply database migrations and exit")
+    commands.add_parser("postgres", help="run the embedded Postgres until SIGTERM "
+                                         "(the herald-postgres unit)")
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -110,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("args", nargs=argparse.REMAINDER)
     suppressions_cli.add_parser(commands)
     return parser
+
+
+def herald_version() -> str:
+    try:
+        return importlib.metadata.version("herald")
+    except importlib.metadata.PackageNotFoundError:  # running from a checkout, not installed
+        from herald.roles import VERSION
+
+        return VERSION
 
 
 def _with_settings(args: argparse.Namespace) -> Settings:
@@ -301,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "migrate":
             return _run_async(lambda: _cmd_migrate(settings))
+        if args.command == "postgres":
+            from herald.postgres_service import serve_embedded
+
+            return _run_async(lambda: serve_embedded(settings))
         if args.command == "keys":
             return _run_async(lambda: _cmd_keys(settings, args))
         if args.command == "suppressions":
@@ -308,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run_async(lambda: suppressions_cli.run(settings, args, entries))
     except HeraldError as exc:
         print(f"herald: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_codes.exit_code(exc)
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command}")

@@ -1,12 +1,21 @@
-"""``herald run``: start the roles on uvloop, serve until SIGTERM/SIGINT, stop cleanly."""
+"""``herald run``: start the roles on uvloop, serve until SIGTERM/SIGINT, stop cleanly.
+
+Under systemd (``Type=notify``) it reports READY=1 once every role is up, STOPPING=1 on the
+way down, and WATCHDOG=1 from the event loop while ``WatchdogSec=`` asks for it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
-from engine.lifecycle import install_stop_signals, sd_notify
+from engine.errors import ConfigError
+from engine.lifecycle import install_stop_signals, sd_notify, watchdog_interval, watchdog_pings
 from herald.database import open_database
+from herald.exit_codes import ServiceUnavailable
+from herald.identity import identity_problems, refusal
 from herald.roles import Role, build_roles
 from herald.settings import Settings
 
@@ -15,14 +24,21 @@ log = logging.getLogger("herald.run")
 
 async def serve(settings: Settings, role_names: list[str],
                 stop: asyncio.Event | None = None) -> None:
+    problems = identity_problems(settings, role_names)
+    if problems:
+        raise ConfigError(refusal(problems))
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
-    async with open_database(settings) as database:
+    async with watchdog(), open_database(settings) as database:
         roles = build_roles(role_names, settings, database)
         started: list[Role] = []
         try:
             for role in roles:
-                await role.start()
+                try:
+                    await role.start()
+                except OSError as exc:  # a listening address taken or not ours
+                    raise ServiceUnavailable(
+                        f"role {role.name} cannot start: {exc.strerror or exc}") from None
                 started.append(role)
             sd_notify("READY=1")
             log.info("herald ready", extra={"roles": role_names})
@@ -36,6 +52,23 @@ async def serve(settings: Settings, role_names: list[str],
                 log.error("roles did not stop in time",
                           extra={"timeout_s": settings.engine.shutdown_timeout})
     log.info("herald stopped")
+
+
+@contextlib.asynccontextmanager
+async def watchdog() -> AsyncIterator[None]:
+    """WATCHDOG=1 pings from this event loop for as long as the block runs (start-up included:
+    migrations and the embedded Postgres run off the loop)."""
+    interval = watchdog_interval()
+    if interval is None:
+        yield
+        return
+    task = asyncio.create_task(watchdog_pings(interval), name="herald-watchdog")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _stop_all(roles: list[Role]) -> None:

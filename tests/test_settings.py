@@ -69,7 +69,7 @@ def test_cli_prints_one_line_for_a_bad_config(tmp_path: Path) -> None:
     path = write(tmp_path, '[http]\nlisten = "nowhere"\n')
     result = subprocess.run([sys.executable, "-m", "herald.cli", "--config", str(path), "run"],
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
+    assert result.returncode == 78  # EX_CONFIG: RestartPreventExitStatus=78 in the units
     assert result.stderr.strip().splitlines() == [
         "herald: error: http.listen: 'nowhere' has no port; expected HOST:PORT"]
 

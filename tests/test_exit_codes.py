@@ -1,0 +1,122 @@
+"""Exit codes systemd can act on, the watchdog interval, and the start-up refusal of localhost
+identities: every failure is one line on stderr."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.herald_process import HeraldProcess
+from engine.lifecycle import watchdog_interval
+from herald.identity import identity_problems, is_local_name
+from herald.settings import load_settings
+
+HERALD_VERSION = "0.1.0"
+
+
+def herald(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("HERALD_")}
+    clean["HERALD_ENGINE_LOG_LEVEL"] = "warning"
+    return subprocess.run([sys.executable, "-m", "herald.cli", *args], env={**clean, **env},
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_version() -> None:
+    result = herald("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"herald {HERALD_VERSION}"
+
+
+def test_usage_errors_exit_2() -> None:
+    assert herald("frobnicate").returncode == 2
+    assert herald("run", "--role", "nope").returncode == 2
+    assert herald("sink", "--listen", "nowhere").returncode == 2
+
+
+def test_a_missing_config_file_exits_78(tmp_path: Path) -> None:
+    result = herald("--config", str(tmp_path / "nope.toml"), "migrate")
+    assert result.returncode == 78
+    assert one_line(result) == f"herald: error: config file {tmp_path / 'nope.toml'} does not exist"
+
+
+def test_a_bad_workflow_exits_78(tmp_path: Path, database_url: str) -> None:
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    (workflows / "broken.yaml").write_text("name: broken\n")
+    result = herald("run", "--role", "http", HERALD_DATABASE_URL=database_url,
+                    HERALD_AUTOMATION_WORKFLOWS_DIR=str(workflows))
+    assert result.returncode == 78, result.stderr
+    assert "broken.yaml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unreachable_database_exits_69() -> None:
+    result = herald("run", "--role", "http", HERALD_DATABASE_URL="postgresql://x@127.0.0.1:1/x")
+    assert result.returncode == 69
+    assert one_line(result).startswith("herald: error: cannot connect to Postgres")
+
+
+def test_a_taken_listening_address_exits_69(database_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = herald("run", "--role", "http", HERALD_DATABASE_URL=database_url,
+                        HERALD_HTTP_LISTEN=f"127.0.0.1:{port}")
+    assert result.returncode == 69
+    assert one_line(result) == "herald: error: role http cannot start: Address already in use"
+
+
+def test_sending_as_localhost_is_refused_naming_the_keys() -> None:
+    result = herald("run", "--role", "mta", "--role", "automation")
+    assert result.returncode == 78
+    line = one_line(result)
+    for key in ("[mta] ehlo_name", "[mta] bounce_domain", "[automation] from_address",
+                "[mta] route"):
+        assert key in line
+    assert one_line(herald("run")).startswith("herald: error: refusing to send mail as localhost")
+
+
+def test_identity_rules() -> None:
+    assert all(is_local_name(name) for name in ("localhost", "LOCALHOST.", "a.localhost", ""))
+    assert not is_local_name("mail.example.com")
+    defaults = load_settings(None, environ={})
+    assert len(identity_problems(defaults, ["http", "mta", "automation"])) == 3
+    assert identity_problems(defaults, ["http"]) == []  # the API alone sends nothing
+    routed = load_settings(None, environ={"HERALD_MTA_ROUTE": "127.0.0.1:2525"})
+    assert identity_problems(routed, ["mta", "automation"]) == []
+    per_domain = load_settings(None, environ={"HERALD_MTA_ROUTES": '{"a.test": "127.0.0.1:25"}'})
+    assert identity_problems(per_domain, ["mta"]) == []
+    real = load_settings(None, environ={
+        "HERALD_MTA_EHLO_NAME": "mail.example.com", "HERALD_MTA_BOUNCE_DOMAIN": "b.example.com",
+        "HERALD_AUTOMATION_FROM_ADDRESS": "Shop <news@example.com>"})
+    assert identity_problems(real, ["mta", "automation"]) == []
+
+
+def test_the_http_role_alone_starts_with_the_defaults(database_url: str, tmp_path: Path) -> None:
+    """README's first step: no config, only the API."""
+    server = HeraldProcess(["run", "--role", "http"],
+                           {"HERALD_DATABASE_URL": database_url, "HERALD_HTTP_LISTEN":
+                            "127.0.0.1:0", "HERALD_ENGINE_LOG_LEVEL": "warning"},
+                           tmp_path / "herald.log")
+    server.start()
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize(("environ", "interval"), [
+    ({}, None), ({"WATCHDOG_USEC": "0"}, None), ({"WATCHDOG_USEC": "30000000"}, 15.0),
+    ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}, 15.0),
+    ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, None),  # meant for another process
+    ({"WATCHDOG_USEC": "soon"}, None)])
+def test_watchdog_interval_is_half_of_watchdog_usec(environ: dict[str, str],
+                                                    interval: float | None) -> None:
+    assert watchdog_interval(environ) == interval

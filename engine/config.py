@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from engine.link_keys import LinkKeys
+from engine.paths import default_data_dir
 from engine.settings_loader import duration, size
 from engine.values import HostPort
 
@@ -15,7 +16,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
-    data_dir: Path = Path("herald-data")
+    # Default: $STATE_DIRECTORY, /var/lib/herald as a service, else ./herald-data (engine.paths).
+    data_dir: Path = field(default_factory=default_data_dir)
     database_url: str | None = None
     log_level: str = "info"
     pool_min_size: int = 2

@@ -4,6 +4,7 @@ Each package declares its own section as a frozen dataclass; the composition roo
 sections and calls :func:`load_sections`. Values are converted by the field's type (and, for
 durations and sizes, by the field's metadata), so a bad value fails at start-up with a message
 that names the key, e.g. ``http.listen: 'localhost' has no port; expected HOST:PORT``.
+A string or path value ``credential:NAME`` is read from a systemd credential (engine.credentials).
 """
 
 from __future__ import annotations
@@ -15,15 +16,19 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
+from engine.credentials import credential_path, is_reference, read_credential
 from engine.errors import ConfigError
 from engine.values import HostPort, parse_duration, parse_size
 
 T = TypeVar("T")
 
 _KIND = "herald_kind"
+# Where ``credential:NAME`` values are found when $CREDENTIALS_DIRECTORY is not set.
+_CREDENTIALS_FALLBACK: ContextVar[Path | None] = ContextVar("credentials_fallback", default=None)
 
 
 def duration(default: float | str) -> Any:
@@ -67,12 +72,18 @@ def load_sections(
             overrides[target] = environ[variable]
 
     result: dict[str, Any] = {}
-    for section, cls in sections.items():
-        table = raw.get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{section}: expected a table [{section}]")
-        section_overrides = {key: text for (sec, key), text in overrides.items() if sec == section}
-        result[section] = build_dataclass(cls, table, section, section_overrides)
+    fallback = config_path.parent / "credentials" if config_path else None
+    token = _CREDENTIALS_FALLBACK.set(fallback)
+    try:
+        for section, cls in sections.items():
+            table = raw.get(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{section}: expected a table [{section}]")
+            section_overrides = {key: text for (sec, key), text in overrides.items()
+                                 if sec == section}
+            result[section] = build_dataclass(cls, table, section, section_overrides)
+    finally:
+        _CREDENTIALS_FALLBACK.reset(token)
     return result
 
 
@@ -185,10 +196,14 @@ def _convert(value: Any, hint: Any, kind: str | None, key: str) -> Any:
     if hint is str:
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {value!r}")
+        if is_reference(value):
+            return read_credential(value, _CREDENTIALS_FALLBACK.get())
         return value
     if hint is Path:
         if not isinstance(value, str):
             raise ValueError(f"expected a path string, got {value!r}")
+        if is_reference(value):
+            return credential_path(value, _CREDENTIALS_FALLBACK.get())
         return Path(value)
     if hint is HostPort:
         if not isinstance(value, str):

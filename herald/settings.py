@@ -37,9 +37,25 @@ class Settings:
     config_path: Path | None = None
 
 
-def config_path_from(cli_value: str | None) -> Path | None:
-    value = cli_value or os.environ.get("HERALD_CONFIG")
-    return Path(value) if value else None
+SYSTEM_CONFIG = Path("/etc/herald/herald.toml")
+# The example workflows, templates and shaping rules, shipped inside the package (in a checkout,
+# herald/defaults is a link to config/).
+SHIPPED = Path(__file__).resolve().parent / "defaults"
+
+
+def config_path_from(cli_value: str | None, environ: dict[str, str] | None = None,
+                     system_config: Path = SYSTEM_CONFIG) -> Path | None:
+    """``--config``, else ``$HERALD_CONFIG``, else ``herald.toml`` in systemd's
+    ``$CONFIGURATION_DIRECTORY``, else ``/etc/herald/herald.toml`` when it exists, else none."""
+    environ = dict(os.environ) if environ is None else environ
+    value = cli_value or environ.get("HERALD_CONFIG")
+    if value:
+        return Path(value)
+    directory = environ.get("CONFIGURATION_DIRECTORY", "").split(":")[0]
+    for candidate in ([Path(directory) / "herald.toml"] if directory else []) + [system_config]:
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def load_settings(config_path: Path | None, environ: dict[str, str] | None = None) -> Settings:
@@ -50,10 +66,23 @@ def load_settings(config_path: Path | None, environ: dict[str, str] | None = Non
 def resolve_path(settings: Settings, path: Path) -> Path:
     """Relative paths in the config file are relative to the file's directory's parent when
     the file sits in a ``config/`` folder (the repository layout), else to the file's folder;
-    with no config file, to the working directory."""
-    if path.is_absolute() or settings.config_path is None:
+    with no config file, to the working directory. ``config/...`` falls back to the shipped
+    copy (see :func:`shipped_fallback`)."""
+    if path.is_absolute():
         return path
+    if settings.config_path is None:
+        return shipped_fallback(path, path)
     base = settings.config_path.resolve().parent
     if base.name == "config":
         base = base.parent
-    return base / path
+    return shipped_fallback(path, base / path)
+
+
+def shipped_fallback(path: Path, resolved: Path) -> Path:
+    """``config/...`` paths (the defaults of ``workflows_dir``, ``templates_dir`` and
+    ``shaping_file``) that do not exist where they resolve to are taken from the copy shipped
+    inside the package, so an installed Herald finds its examples without a checkout."""
+    if resolved.exists() or not path.parts or path.parts[0] != "config":
+        return resolved
+    shipped = SHIPPED.joinpath(*path.parts[1:])
+    return shipped if shipped.exists() else resolved

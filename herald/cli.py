@@ -88,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa")
     keygen.add_argument("--out", default="dkim", help="directory for the key (default: ./dkim)")
 
+    init = commands.add_parser(
+        "init", help="write a config, DKIM keys and secrets for a domain; print the DNS records")
+    init.add_argument("--domain", required=True, help="the domain mail is sent from")
+    init.add_argument("--dir", default="/etc/herald", help="where to write (default /etc/herald)")
+    init.add_argument("--ip", help="this server's public IP (default: the one it sends from)")
+    check = commands.add_parser(
+        "check", help="validate the config and the DNS records receivers check")
+    check.add_argument("--ip", help="the IP mail leaves from (default: the one the kernel picks)")
+
     sink = commands.add_parser("sink", help="run a local capture SMTP server (demos, tests)")
     sink.add_argument("--listen", default="127.0.0.1:2525", help="HOST:PORT")
     sink.add_argument("--maildir", help="store each message in this Maildir")
@@ -213,6 +222,42 @@ def _cmd_dkim_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_init(args: argparse.Namespace) -> int:
+    from herald.check import sending_ip
+    from herald.init_config import initialise, plan, records_text
+
+    ip = _ip_argument(args.ip) or sending_ip()
+    setup = plan(args.domain, Path(args.dir), ip)
+    records = initialise(setup)
+    print(f"wrote {setup.directory}/herald.toml, credentials/ (DKIM keys, secrets), "
+          "credentials.conf (the LoadCredential= drop-in) and dns-records.txt")
+    print("publish these DNS records, then run `herald check`:\n")
+    print(records_text(records), end="")
+    return 0
+
+
+async def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from herald.check import run_check, sending_ip
+
+    findings = await run_check(settings, _ip_argument(args.ip) or sending_ip())
+    for finding in findings:
+        print(finding.line())
+    failed = sum(finding.level == "FAIL" for finding in findings)
+    print(f"{failed} problem(s) to fix" if failed else "all good")
+    return exit_codes.PROBLEMS_FOUND if failed else exit_codes.OK
+
+
+def _ip_argument(value: str | None) -> str | None:
+    import ipaddress
+
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise UsageError(f"--ip: {value!r} is not an IP address") from None
+
+
 def _cmd_sink(args: argparse.Namespace) -> int:
     from engine.lifecycle import install_stop_signals, sd_notify
     from mta.sink import CaptureSink
@@ -295,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_dkim_keygen(args)
         if args.command == "sink":
             return _cmd_sink(args)
+        if args.command == "init":
+            return _cmd_init(args)
         if args.command == "bounce":
             from mta.bounces.cli import parse_files
 
@@ -306,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(settings.engine.log_level)
         if args.command == "simulate":
             return _cmd_simulate(settings, args)
+        if args.command == "check":
+            return _run_async(lambda: _cmd_check(settings, args))
         if args.command == "explain":
             return _run_async(lambda: _cmd_explain(settings, args))
         if args.command == "run":

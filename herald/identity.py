@@ -19,10 +19,12 @@ def is_local_name(name: str) -> bool:
     return not text or text in LOCAL_NAMES or text.endswith(".localhost")
 
 
-def identity_problems(settings: Settings, roles: list[str]) -> list[str]:
-    """One sentence per identity that would send mail as localhost, naming the key to set."""
+def identity_problems(settings: Settings, roles: list[str], *,
+                      route_exempts: bool = True) -> list[str]:
+    """One sentence per identity that would send mail as localhost, naming the key to set;
+    none when a route is configured (unless ``route_exempts`` is False: `herald check`)."""
     mta = settings.mta
-    if mta.route is not None or mta.routes:
+    if route_exempts and (mta.route is not None or mta.routes):
         return []
     problems: list[str] = []
     if "mta" in roles:

@@ -1,8 +1,10 @@
 """Refuse to send mail under ``localhost`` identities: real MX servers reject it.
 
 ``herald run`` checks the roles it starts: the ``mta`` role's EHLO name and bounce domain, the
-``automation`` role's From address. A configured route (``[mta] route`` or ``routes``: staging,
-tests, a smarthost) lifts the check. Pure.
+``automation`` role's From address. When one is ``localhost``, every role still starts (so a
+first ``herald run`` works), but the ``mta`` role holds delivery, keeping mail queued, and the
+log names the keys to set. A configured route (``[mta] route`` or ``routes``: staging, tests,
+a smarthost) lifts the check. Pure.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def identity_problems(settings: Settings, roles: list[str], *,
 
 
 def refusal(problems: list[str]) -> str:
-    """The one message ``herald run`` stops with."""
+    """The one message ``herald run`` logs when it holds delivery."""
     return ("refusing to send mail as localhost (receiving servers reject it): "
             + "; ".join(problems)
             + "; or, for testing, send everything to one server with [mta] route "

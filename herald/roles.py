@@ -159,8 +159,11 @@ class MtaRole:
 
     name = "mta"
 
-    def __init__(self, settings: Settings, database: Database) -> None:
+    def __init__(self, settings: Settings, database: Database,
+                 held: str | None = None) -> None:
+        """``held``: why delivery must not start (mail stays queued, nothing is lost)."""
         mta = settings.mta
+        self.held = held
         resolver = MxResolver(
             nameserver=(mta.resolver.host, mta.resolver.port) if mta.resolver else None,
             timeout=mta.dns_timeout)
@@ -170,11 +173,15 @@ class MtaRole:
         self.grace = settings.engine.shutdown_timeout / 2
 
     async def start(self) -> None:
+        if self.held is not None:
+            log.error("mta: delivery held, messages stay queued: " + self.held)
+            return
         await self.service.start()
         log.info("mta delivering", extra={"owner": self.service.owner})
 
     async def stop(self) -> None:
-        await self.service.stop(self.grace)
+        if self.held is None:
+            await self.service.stop(self.grace)
         await self.resolver.aclose()
 
 
@@ -240,7 +247,8 @@ class InboundRole:
 ROLE_NAMES = ("http", "mta", "automation", "inbound")
 
 
-def build_roles(names: list[str], settings: Settings, database: Database) -> list[Role]:
+def build_roles(names: list[str], settings: Settings, database: Database,
+                hold_delivery: str | None = None) -> list[Role]:
     roles: list[Role] = []
     # Workflows and templates are loaded once and shared by the roles that need them.
     catalog = load_catalog(settings) if {"http", "automation"} & set(names) else None
@@ -248,7 +256,7 @@ def build_roles(names: list[str], settings: Settings, database: Database) -> lis
         if name == "http":
             roles.append(HttpRole(settings, database, catalog))
         elif name == "mta":
-            roles.append(MtaRole(settings, database))
+            roles.append(MtaRole(settings, database, hold_delivery))
         elif name == "automation":
             roles.append(AutomationRole(settings, database, catalog))
         elif name == "inbound":

@@ -11,7 +11,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from engine.errors import ConfigError
 from engine.lifecycle import install_stop_signals, sd_notify, watchdog_interval, watchdog_pings
 from herald.database import open_database
 from herald.exit_codes import ServiceUnavailable
@@ -25,12 +24,13 @@ log = logging.getLogger("herald.run")
 async def serve(settings: Settings, role_names: list[str],
                 stop: asyncio.Event | None = None) -> None:
     problems = identity_problems(settings, role_names)
-    if problems:
-        raise ConfigError(refusal(problems))
+    held = refusal(problems) if problems else None
+    if held is not None:
+        log.error(held)  # everything else runs; the mta role holds delivery (nothing is lost)
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     async with watchdog(), open_database(settings) as database:
-        roles = build_roles(role_names, settings, database)
+        roles = build_roles(role_names, settings, database, held)
         started: list[Role] = []
         try:
             for role in roles:

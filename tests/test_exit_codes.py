@@ -3,6 +3,7 @@ identities: every failure is one line on stderr."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -12,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from bench.herald_process import HeraldProcess
+from engine.database import Database
 from engine.lifecycle import watchdog_interval
 from herald.identity import identity_problems, is_local_name
 from herald.settings import load_settings
+from tests.support.mta import fetch, identity_for, mta_settings, queue_message
 
 HERALD_VERSION = "0.1.0"
 
@@ -76,14 +79,29 @@ def test_a_taken_listening_address_exits_69(database_url: str) -> None:
     assert one_line(result) == "herald: error: role http cannot start: Address already in use"
 
 
-def test_sending_as_localhost_is_refused_naming_the_keys() -> None:
-    result = herald("run", "--role", "mta", "--role", "automation")
-    assert result.returncode == 78
-    line = one_line(result)
+async def test_localhost_identities_hold_delivery_naming_the_keys(
+        tmp_path: Path, database: Database, database_url: str) -> None:
+    """Every role starts (a first `herald run` works), but the mta role keeps mail queued and
+    the log says which keys to set."""
+    identity = await identity_for(database, mta_settings(bounce_domain="localhost"))
+    message_id = await queue_message(database, identity, "ann@example.com")
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("HERALD_")}
+    log_path = tmp_path / "herald.log"
+    process = HeraldProcess(["run", "--role", "mta", "--role", "automation"],
+                            {**clean, "HERALD_DATABASE_URL": database_url,
+                             "HERALD_HTTP_PUBLIC_URL": "http://127.0.0.1:8025"}, log_path)
+    process.start()
+    try:
+        log = await asyncio.to_thread(log_path.read_text)
+    finally:
+        assert process.stop() == 0
+    assert "refusing to send mail as localhost" in log and "delivery held" in log
     for key in ("[mta] ehlo_name", "[mta] bounce_domain", "[automation] from_address",
                 "[mta] route"):
-        assert key in line
-    assert one_line(herald("run")).startswith("herald: error: refusing to send mail as localhost")
+        assert key in log
+    rows = await fetch(database, "SELECT state, attempts FROM outbound_messages WHERE id = $1",
+                       message_id)
+    assert (rows[0]["state"], rows[0]["attempts"]) == ("queued", 0)
 
 
 def test_identity_rules() -> None:

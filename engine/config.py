@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from engine.database import DatabaseTimeouts
 from engine.link_keys import LinkKeys
 from engine.paths import default_data_dir
 from engine.settings_loader import duration, size
@@ -23,8 +24,18 @@ class EngineSettings:
     pool_min_size: int = 2
     pool_max_size: int = 20
     shutdown_timeout: float = duration("8s")
+    # Bounds on every wait for Postgres; past one the caller gets 503 + Retry-After (HTTP) or
+    # retries (background work). A statement past its bound is cancelled on the server.
+    database_connect_timeout: float = duration("10s")
+    database_acquire_timeout: float = duration("5s")    # waiting for a pooled connection
+    database_statement_timeout: float = duration("10s")  # any one statement (incl. COMMIT)
+    database_request_timeout: float = duration("10s")   # an HTTP request's wait for its commit
 
     def __post_init__(self) -> None:
+        for name in ("database_connect_timeout", "database_acquire_timeout",
+                     "database_statement_timeout", "database_request_timeout"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise ValueError(f"{name} must be more than 0s and at most 1h")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if self.database_url is not None and not self.database_url.startswith(
@@ -33,6 +44,11 @@ class EngineSettings:
             raise ValueError("database_url must start with postgresql://")
         if not 1 <= self.pool_min_size <= self.pool_max_size:
             raise ValueError("need 1 <= pool_min_size <= pool_max_size")
+
+    @property
+    def database_timeouts(self) -> DatabaseTimeouts:
+        return DatabaseTimeouts(self.database_connect_timeout, self.database_acquire_timeout,
+                                self.database_statement_timeout, self.database_request_timeout)
 
 
 @dataclass(frozen=True, slots=True)

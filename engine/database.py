@@ -1,7 +1,11 @@
-"""The asyncpg pool, its jsonb codec, and translation of connection failures.
+"""The asyncpg pool, its jsonb codec, its time bounds, and the error boundary.
 
-Every connectivity failure that asyncpg (or the socket below it) can raise becomes
-:class:`engine.errors.DatabaseUnavailable`, so callers answer 503 or retry, never crash.
+Every asyncpg (or socket) error raised inside :meth:`Database.connection` /
+:meth:`Database.transaction` (or :func:`engine.db_errors.database_errors`) leaves as an
+:mod:`engine.errors` database error: unavailable (503 / retry), rejected (4xx) or a fault (500).
+Every wait is bounded: connecting, acquiring a pooled connection, and each statement
+(:class:`DatabaseTimeouts`); a statement past its bound is cancelled on the server and the
+caller gets :class:`~engine.errors.DatabaseUnavailable`.
 """
 
 from __future__ import annotations
@@ -9,12 +13,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
 
-from engine.errors import DatabaseUnavailable
+from engine.db_errors import database_errors, describe
+from engine.errors import DatabaseError, DatabaseUnavailable
 
 # Errors that mean "the server is not there right now", as opposed to a bug in a query.
 CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (
@@ -26,6 +32,17 @@ CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.OperatorInterventionError,
     asyncpg.ConnectionDoesNotExistError,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseTimeouts:
+    """Seconds. ``request``: how long an HTTP request waits for the database on its behalf
+    (the intake's group commit) before it answers 503."""
+
+    connect: float = 10.0
+    acquire: float = 5.0
+    statement: float = 10.0
+    request: float = 10.0
 
 
 def _encode_jsonb(value: Any) -> bytes:
@@ -45,40 +62,45 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
         )
 
 
-async def connect_one(url: str, timeout: float = 10.0) -> asyncpg.Connection:
-    """A single connection with Herald's codecs (for LISTEN, migrations and tools)."""
-    try:
-        connection = await asyncpg.connect(url, timeout=timeout)
-    except CONNECTIVITY_ERRORS as exc:
-        raise DatabaseUnavailable(f"cannot connect to Postgres: {describe(exc)}") from exc
-    await _init_connection(connection)
+async def connect_one(url: str, timeout: float = 10.0,
+                      command_timeout: float | None = None) -> asyncpg.Connection:
+    """A single connection with Herald's codecs (for LISTEN, migrations and tools).
+
+    Errors raised by queries on it are asyncpg's own: wrap its use in
+    :func:`engine.db_errors.database_errors` outside ``engine``."""
+    with database_errors():
+        try:
+            connection = await asyncpg.connect(url, timeout=timeout,
+                                               command_timeout=command_timeout)
+        except CONNECTIVITY_ERRORS as exc:
+            raise DatabaseUnavailable(f"cannot connect to Postgres: {describe(exc)}") from exc
+        await _init_connection(connection)
     return connection
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line description of a database error that never includes credentials."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]
 
 
 class Database:
     """A pool of connections to Herald's Postgres, with errors translated at the boundary."""
 
-    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, url: str,
+                 timeouts: DatabaseTimeouts | None = None) -> None:
         self.pool = pool
         self.url = url
+        self.timeouts = timeouts or DatabaseTimeouts()
 
     @classmethod
-    async def connect(cls, url: str, min_size: int = 2, max_size: int = 10) -> Database:
+    async def connect(cls, url: str, min_size: int = 2, max_size: int = 10,
+                      timeouts: DatabaseTimeouts | None = None) -> Database:
+        timeouts = timeouts or DatabaseTimeouts()
         try:
             pool = await asyncpg.create_pool(
                 url, min_size=min_size, max_size=max_size, init=_init_connection,
-                max_inactive_connection_lifetime=300.0, timeout=10.0, command_timeout=60.0,
+                max_inactive_connection_lifetime=300.0, timeout=timeouts.connect,
+                command_timeout=timeouts.statement,
             )
         except CONNECTIVITY_ERRORS as exc:
             raise DatabaseUnavailable(f"cannot connect to Postgres: {describe(exc)}") from exc
         assert pool is not None
-        return cls(pool, url)
+        return cls(pool, url, timeouts)
 
     async def close(self) -> None:
         try:
@@ -87,16 +109,18 @@ class Database:
             self.pool.terminate()
 
     @asynccontextmanager
-    async def connection(self, timeout: float = 5.0) -> AsyncIterator[asyncpg.Connection]:
-        """Acquire a connection; connectivity failures become DatabaseUnavailable."""
-        try:
-            async with self.pool.acquire(timeout=timeout) as connection:
+    async def connection(self, timeout: float | None = None
+                         ) -> AsyncIterator[asyncpg.Connection]:
+        """Acquire a connection (waiting at most ``timeout``, default the acquire bound);
+        database errors in the block leave as :mod:`engine.errors` types. The release is
+        bounded by the same timeout (a connection that cannot be reset is terminated)."""
+        with database_errors():
+            async with self.pool.acquire(timeout=timeout or self.timeouts.acquire) as connection:
                 yield connection
-        except CONNECTIVITY_ERRORS as exc:
-            raise DatabaseUnavailable(f"database unavailable: {describe(exc)}") from exc
 
     @asynccontextmanager
-    async def transaction(self, timeout: float = 5.0) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self, timeout: float | None = None
+                          ) -> AsyncIterator[asyncpg.Connection]:
         async with self.connection(timeout) as connection, connection.transaction():
             yield connection
 
@@ -104,6 +128,6 @@ class Database:
         try:
             async with self.connection(timeout=2.0) as connection:
                 await connection.fetchval("SELECT 1", timeout=2.0)
-        except DatabaseUnavailable:
+        except DatabaseError:
             return False
         return True

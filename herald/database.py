@@ -50,7 +50,8 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
     async with database_url(settings) as url:
         await migrate(url)
         database = await Database.connect(url, settings.engine.pool_min_size,
-                                          settings.engine.pool_max_size)
+                                          settings.engine.pool_max_size,
+                                          settings.engine.database_timeouts)
         try:
             yield database
         finally:

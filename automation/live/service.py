@@ -27,7 +27,8 @@ from automation.runtime.core import AutomationCore
 from automation.settings import AutomationSettings
 from automation.stores.postgres import PgStore
 from engine.database import Database, connect_one
-from engine.errors import DatabaseUnavailable
+from engine.db_errors import database_errors
+from engine.errors import DatabaseError
 from engine.eventlog import EVENTS_CHANNEL
 from engine.eventlog_reader import LogCursor, LoggedEvent, head, read_after
 
@@ -38,6 +39,9 @@ LEADER_LOCK = 0x6865_7261_6C65  # "herale"
 PROCESSED_CHANNEL = "herald_automation"
 STANDBY_RETRY = 2.0
 MAX_SLEEP = 1.0
+# Reading or writing a snapshot moves tens of megabytes at a million contacts: it gets a longer
+# bound than ordinary statements ([engine] database_statement_timeout).
+SNAPSHOT_IO_TIMEOUT = 300.0
 
 
 def index_event(event: LoggedEvent) -> IndexEvent:
@@ -76,7 +80,7 @@ class AutomationService:
         if self.leader and self.core is not None:
             try:
                 await self._save_snapshot()
-            except (DatabaseUnavailable, asyncpg.PostgresError, OSError):
+            except (DatabaseError, OSError):
                 log.warning("could not save the trigger index on shutdown", exc_info=True)
         if self._connection is not None:
             await self._connection.close()
@@ -84,11 +88,12 @@ class AutomationService:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                if not self.leader:
-                    await self._become_leader()
-                    continue
-                await self._step()
-            except (DatabaseUnavailable, asyncpg.PostgresError, OSError):
+                with database_errors():  # this process's own connection is asyncpg's
+                    if not self.leader:
+                        await self._become_leader()
+                        continue
+                    await self._step()
+            except (DatabaseError, OSError):
                 log.warning("automation loop error; reloading and retrying", exc_info=True)
                 await self._reset_connection()
                 await self._sleep(STANDBY_RETRY)
@@ -106,7 +111,8 @@ class AutomationService:
 
     async def _become_leader(self) -> None:
         if self._connection is None:
-            self._connection = await connect_one(self.database.url)
+            self._connection = await connect_one(
+                self.database.url, command_timeout=self.database.timeouts.statement)
         got = await self._connection.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK)
         if not got:
             self.settled.set()
@@ -124,7 +130,8 @@ class AutomationService:
         assert self._connection is not None
         workflows = self.catalog.ordered()
         row = await self._connection.fetchrow(
-            "SELECT cursor_txid, cursor_pos, snapshot FROM automation_state WHERE id = 1")
+            "SELECT cursor_txid, cursor_pos, snapshot FROM automation_state WHERE id = 1",
+            timeout=SNAPSHOT_IO_TIMEOUT)
         if row is not None and row["snapshot"] is not None:
             index = TriggerIndex.restore(bytes(row["snapshot"]), workflows)
             self.cursor = LogCursor(row["cursor_txid"], row["cursor_pos"])
@@ -190,7 +197,7 @@ class AutomationService:
                    VALUES (1, $1, $2, $3, now())
                    ON CONFLICT (id) DO UPDATE SET cursor_txid = $1, cursor_pos = $2,
                        snapshot = $3, saved_at = now()""",
-                cursor.txid, cursor.position, data)
+                cursor.txid, cursor.position, data, timeout=SNAPSHOT_IO_TIMEOUT)
         self._snapshot_at = time.monotonic()
         gc.freeze()
 

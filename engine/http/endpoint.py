@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ from starlette.responses import Response
 
 from engine.config import HttpSettings
 from engine.database import Database
-from engine.errors import DatabaseUnavailable
+from engine.errors import DatabaseConflict, DatabaseRejected, DatabaseUnavailable
 from engine.http.auth import Authenticator
 from engine.http.errors import ApiError, error_response
 from engine.intake.writer import EventWriter
@@ -50,10 +51,14 @@ def endpoint(route: str) -> Callable[[Handler], Handler]:
                 response = error_response(503, "database_unavailable",
                                           "the database is unreachable; retry later",
                                           {"Retry-After": "1"})
-            except Exception:
-                log.exception("unhandled error", extra={"route": route})
-                response = error_response(500, "internal_error",
-                                          "an internal error occurred; it has been logged")
+            except DatabaseConflict as exc:
+                response = error_response(409, "conflict", str(exc))
+            except DatabaseRejected as exc:
+                response = error_response(422, "invalid_value",
+                                          str(exc) if exc.field else
+                                          f"the database refused a value: {exc.reason}")
+            except Exception:  # a bug, including DatabaseFault
+                response = internal_error(route)
             latency.observe(time.perf_counter() - started)
             status = response.status_code
             counter = counters.get(status)
@@ -66,3 +71,13 @@ def endpoint(route: str) -> Callable[[Handler], Handler]:
         return wrapped
 
     return wrap
+
+
+def internal_error(route: str) -> Response:
+    """Log the current exception with a fresh request id and answer 500 with the same id."""
+    request_id = uuid.uuid4().hex
+    log.exception("unhandled error", extra={"route": route, "request_id": request_id})
+    response = error_response(500, "internal_error", "an internal error occurred; it has "
+                              f"been logged with request id {request_id}",
+                              {"X-Request-Id": request_id})
+    return response

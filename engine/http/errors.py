@@ -32,5 +32,7 @@ class ApiError(Exception):
 
 def error_response(status: int, code: str, message: str,
                    headers: dict[str, str] | None = None) -> Response:
-    return OrjsonResponse({"error": code, "message": message}, status_code=status,
-                          headers=headers)
+    body = {"error": code, "message": message}
+    if headers and "X-Request-Id" in headers:
+        body["request_id"] = headers["X-Request-Id"]
+    return OrjsonResponse(body, status_code=status, headers=headers)

@@ -10,13 +10,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from engine.errors import DatabaseUnavailable
+from engine.errors import DatabaseError
 from engine.http.body import has_nul, read_json
 from engine.http.endpoint import HttpContext, endpoint
 from engine.http.errors import ApiError, OrjsonResponse
 from engine.intake.browser import PixelRefused, browser_event
 from engine.intake.validation import InvalidEvent, parse_event_body
-from engine.intake.writer import IntakeOverloaded, WriterStopped
+from engine.intake.writer import EventsRejected, IntakeOverloaded, WriterStopped
 from engine.metrics import PIXEL_PROPERTIES_DROPPED, PIXEL_REJECTED
 
 log = logging.getLogger("herald.http.events")
@@ -42,6 +42,11 @@ def routes(context: HttpContext) -> list[Route]:
             result = await context.writer.store(events)
         except (IntakeOverloaded, WriterStopped) as exc:
             raise ApiError(503, "overloaded", str(exc), {"Retry-After": "1"}) from None
+        except EventsRejected as exc:
+            where = "event" if exc.index is None or "events" not in body \
+                else f"events[{exc.index}]"
+            raise ApiError(422, "invalid_event", f"{where}: the database refused it: "
+                           f"{exc.reason}") from None
         return OrjsonResponse({"accepted": result.accepted, "duplicates": result.duplicates},
                               status_code=202)
 
@@ -65,7 +70,7 @@ async def _record_pixel(context: HttpContext, request: Request) -> str | None:
     token = params.get("key", "")
     try:
         key = await context.auth.lookup(token) if token else None
-    except DatabaseUnavailable:
+    except DatabaseError:
         return "database_unavailable"
     if key is None or not key.publishable:
         return "bad_key"
@@ -85,6 +90,8 @@ async def _record_pixel(context: HttpContext, request: Request) -> str | None:
         PIXEL_PROPERTIES_DROPPED.inc(len(hit.dropped))
     try:
         await context.writer.store([hit.event], source=hit.source)
-    except (DatabaseUnavailable, IntakeOverloaded, WriterStopped):
+    except EventsRejected:
+        return "rejected"
+    except (DatabaseError, IntakeOverloaded, WriterStopped):
         return "unavailable"
     return None

@@ -5,6 +5,15 @@ everything queued (up to ``commit_max_events``) and commit it in one transaction
 durability costs one fsync per batch, not per request. A request's future resolves only after
 its events are committed. Idempotency keys already in the log (or earlier in the same batch) are
 counted as duplicates and not stored again.
+
+Every wait is bounded: a request waits at most the database's ``request`` timeout for its
+commit, then gets :class:`~engine.errors.DatabaseUnavailable` (503). If its events had not been
+taken into a batch yet they are withdrawn and never stored; if they had, the commit may still
+happen (or may have happened with its acknowledgement lost): a retry of an event with an ``id``
+is then counted as a duplicate, while an event without one may be stored twice.
+
+A batch the database refuses is split: each request is committed on its own, and a refused
+request gets :class:`EventsRejected` naming the first event the database would not store.
 """
 
 from __future__ import annotations
@@ -14,11 +23,15 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
-import asyncpg
-
 from engine.config import IntakeSettings
 from engine.database import Database
-from engine.errors import DatabaseUnavailable, HeraldError
+from engine.errors import (
+    DatabaseContention,
+    DatabaseError,
+    DatabaseRejected,
+    DatabaseUnavailable,
+    HeraldError,
+)
 from engine.eventlog import append_rows
 from engine.intake.validation import EventIn
 from engine.metrics import (
@@ -54,6 +67,20 @@ class WriterStopped(HeraldError):
     """The writer is shutting down and takes no new events."""
 
 
+class EventsRejected(HeraldError):
+    """The database refused a request's events (a 4xx, never worth retrying as is).
+    ``index`` is the position of the first refused event in the request, when found."""
+
+    def __init__(self, reason: str, index: int | None) -> None:
+        super().__init__(reason if index is None else f"event {index}: {reason}")
+        self.reason = reason
+        self.index = index
+
+
+class _RollBack(Exception):
+    """Ends a dry-run write: its transaction is rolled back."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoreResult:
     accepted: int
@@ -66,6 +93,8 @@ class _Request:
     source: str
     future: asyncio.Future[StoreResult]
     duplicate_flags: list[bool] = field(default_factory=list)
+    taken: bool = False  # in a batch being written: its outcome is up to the database now
+    abandoned: bool = False  # its caller gave up before it was taken: never written
 
 
 class EventWriter:
@@ -98,20 +127,41 @@ class EventWriter:
         if self._pending_events + len(events) > self._settings.queue_max_events:
             raise IntakeOverloaded("too many events are waiting to be committed")
         future: asyncio.Future[StoreResult] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(events, source, future))
+        # Nobody may be waiting any more when the outcome arrives: mark it retrieved.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        request = _Request(events, source, future)
+        self._pending.append(request)
         self._pending_events += len(events)
         INTAKE_QUEUE_EVENTS.set(self._pending_events)
         async with self._wakeup:
             self._wakeup.notify()
         # Shield: a client that disconnects must not cancel a commit other requests share.
-        return await asyncio.shield(future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future),
+                                          self._database.timeouts.request)
+        except TimeoutError:
+            if not request.taken:
+                request.abandoned = True  # withdrawn: _take_batch skips it
+                self._pending_events -= len(events)
+                INTAKE_QUEUE_EVENTS.set(self._pending_events)
+                raise DatabaseUnavailable("the database did not answer in time; nothing "
+                                          "was stored") from None
+            raise DatabaseUnavailable("the database did not confirm the commit in time; "
+                                      "retry (events with an id are never stored twice)"
+                                      ) from None
 
     def _take_batch(self) -> list[_Request]:
         batch: list[_Request] = []
         count = 0
-        while self._pending and (not batch or count + len(self._pending[0].events)
-                                 <= self._settings.commit_max_events):
-            request = self._pending.popleft()
+        while self._pending:
+            request = self._pending[0]
+            if request.abandoned:
+                self._pending.popleft()
+                continue
+            if batch and count + len(request.events) > self._settings.commit_max_events:
+                break
+            self._pending.popleft()
+            request.taken = True
             batch.append(request)
             count += len(request.events)
         self._pending_events -= count
@@ -141,36 +191,72 @@ class EventWriter:
                 if not request.future.done():
                     request.future.set_exception(DatabaseUnavailable(str(exc)))
             return
-        except asyncpg.PostgresError:
+        except DatabaseError:
+            if len(batch) == 1:
+                await self._commit_alone(batch[0])
+                return
             # Something in one request made the whole batch fail: isolate it by committing
             # each request on its own, so one bad request cannot fail the others.
             log.warning("batch commit failed; retrying requests one by one", exc_info=True)
             for request in batch:
-                try:
-                    result = (await self._write_with_retry([request]))[0]
-                except (DatabaseUnavailable, asyncpg.PostgresError) as exc:
-                    if not request.future.done():
-                        request.future.set_exception(
-                            exc if isinstance(exc, DatabaseUnavailable)
-                            else DatabaseUnavailable(f"could not store events: {exc}"))
-                else:
-                    if not request.future.done():
-                        request.future.set_result(result)
+                await self._commit_alone(request)
             return
         for request, result in zip(batch, results, strict=True):
             if not request.future.done():
                 request.future.set_result(result)
 
+    async def _commit_alone(self, request: _Request) -> None:
+        try:
+            result = (await self._write_with_retry([request]))[0]
+        except DatabaseRejected as exc:
+            outcome: BaseException = EventsRejected(exc.reason,
+                                                    await self._first_refused(request))
+        except DatabaseError as exc:
+            outcome = exc
+        else:
+            if not request.future.done():
+                request.future.set_result(result)
+            return
+        if not request.future.done():
+            request.future.set_exception(outcome)
+
+    async def _first_refused(self, request: _Request) -> int | None:
+        """The index of an event the database refuses on its own, found by bisection with
+        rolled-back dry runs (a few transactions, only for a refused request)."""
+        if len(request.events) == 1:
+            return 0
+        low, high = 0, len(request.events)  # the refused event is presumed in [low, high)
+        try:
+            while high - low > 1:
+                middle = (low + high) // 2
+                if await self._refused(request, low, middle):
+                    high = middle
+                else:
+                    low = middle
+            return low if await self._refused(request, low, low + 1) else None
+        except DatabaseError:
+            return None
+
+    async def _refused(self, request: _Request, start: int, stop: int) -> bool:
+        part = _Request(request.events[start:stop], request.source, request.future)
+        try:
+            await self._write([part], commit=False)
+        except _RollBack:
+            return False
+        except DatabaseRejected:
+            return True
+        return False
+
     async def _write_with_retry(self, batch: list[_Request]) -> list[StoreResult]:
         for attempt in range(3):
             try:
                 return await self._write(batch)
-            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+            except DatabaseContention:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    async def _write(self, batch: list[_Request]) -> list[StoreResult]:
+    async def _write(self, batch: list[_Request], commit: bool = True) -> list[StoreResult]:
         seen: set[str] = set()
         for request in batch:
             flags = []
@@ -212,7 +298,8 @@ class EventWriter:
             if any(email is not None for email in contact_emails):
                 await connection.execute(FILL_MISSING_EMAILS, contact_ids, contact_emails)
             stored_ids = await append_rows(connection, rows)
-
+            if not commit:
+                raise _RollBack
         results = []
         total = 0
         for request in batch:

@@ -25,7 +25,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from engine.database import Database, connect_one
-from engine.errors import DatabaseUnavailable
+from engine.db_errors import database_errors
+from engine.errors import DatabaseError
 from mta.bounces.smtp_replies import classify_failure
 from mta.delivery.attempt import AttemptContext, attempt, deferred, dns_outcome
 from mta.dkim.signing_pool import SigningPool
@@ -81,8 +82,9 @@ class DeliveryService:
     async def start(self) -> None:
         try:
             self._listener = await connect_one(self._database.url)
-            await self._listener.add_listener(OUTBOUND_CHANNEL, self._on_notify)
-        except (DatabaseUnavailable, OSError, asyncpg.PostgresError):
+            with database_errors():
+                await self._listener.add_listener(OUTBOUND_CHANNEL, self._on_notify)
+        except (DatabaseError, OSError):
             log.warning("cannot LISTEN for new mail; polling only", exc_info=True)
             self._listener = None
         self._loops = [asyncio.create_task(self._claim_loop(), name="mta-claim"),
@@ -139,7 +141,7 @@ class DeliveryService:
                 async with self._database.connection() as connection:
                     messages, blocked = await queue.claim(
                         connection, min(room, settings.claim_batch), settings.lease, self.owner)
-            except (DatabaseUnavailable, asyncpg.PostgresError):
+            except DatabaseError:
                 log.warning("claim failed; retrying", exc_info=True)
                 await self._sleep_or_wake(IDLE_POLL)
                 continue
@@ -188,7 +190,7 @@ class DeliveryService:
         try:
             async with self._database.connection() as connection:
                 due = await queue.next_due(connection)
-        except (DatabaseUnavailable, asyncpg.PostgresError):
+        except DatabaseError:
             return IDLE_POLL
         if due is None:
             return IDLE_POLL
@@ -291,7 +293,7 @@ class DeliveryService:
         try:
             async with self._database.connection() as connection:
                 await queue.record(connection, batch, self.owner, self._soft_bounces)
-        except (DatabaseUnavailable, asyncpg.PostgresError):
+        except DatabaseError:
             log.warning("recording outcomes failed; will retry", exc_info=True)
             self._pending[:0] = batch
             await asyncio.sleep(0.5)
@@ -314,5 +316,5 @@ class DeliveryService:
                 async with self._database.connection() as connection:
                     await queue.renew(connection, list(self._inflight), self.owner,
                                       self._settings.lease)
-            except (DatabaseUnavailable, asyncpg.PostgresError):
+            except DatabaseError:
                 log.warning("lease renewal failed", exc_info=True)

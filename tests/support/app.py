@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from engine.config import EngineSettings, HttpSettings
-from engine.database import Database, connect_one
+from engine.database import Database, DatabaseTimeouts, connect_one
 from engine.keys import SCOPES, NewKey, create_key
 from engine.values import HostPort
 from herald.roles import HttpRole
@@ -55,9 +55,10 @@ def test_settings(database_url: str, mta: MtaSettings | None = None,
 
 @asynccontextmanager
 async def running_app(database_url: str, mta: MtaSettings | None = None,
+                      timeouts: DatabaseTimeouts | None = None,
                       **http_overrides: Any) -> AsyncIterator[RunningApp]:
     settings = test_settings(database_url, mta, **http_overrides)
-    database = await Database.connect(database_url, min_size=1, max_size=8)
+    database = await Database.connect(database_url, min_size=1, max_size=8, timeouts=timeouts)
     role = HttpRole(settings, database)
     await role.start()
     assert role.server is not None

@@ -75,8 +75,25 @@ class HttpSettings:
     # Let several processes listen on the same address (SO_REUSEPORT): run one `herald run
     # --role http` per core and the kernel spreads connections across them.
     reuse_port: bool = False
+    # Slow clients (slowloris): a request's headers must arrive within header_timeout of its
+    # first byte and within max_header_size; its body within body_timeout of the headers
+    # (else 408/431 and the connection is closed). An idle keep-alive connection is closed
+    # after keep_alive_timeout. One client address holds at most max_connections_per_client
+    # connections (0: no cap; behind a reverse proxy every client has the proxy's address).
+    header_timeout: float = duration("10s")
+    body_timeout: float = duration("30s")
+    keep_alive_timeout: float = duration("30s")
+    max_header_size: int = size("64KiB")
+    max_connections_per_client: int = 256
 
     def __post_init__(self) -> None:
+        for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise ValueError(f"{name} must be more than 0s and at most 1h")
+        if not 1024 <= self.max_header_size <= 1024 * 1024:
+            raise ValueError("max_header_size must be between 1KiB and 1MiB")
+        if self.max_connections_per_client < 0:
+            raise ValueError("max_connections_per_client cannot be negative (0: no cap)")
         if self.max_body < 1024:
             raise ValueError("max_body must be at least 1KiB")
         if not 1 <= self.max_batch_events <= 100_000:

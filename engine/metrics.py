@@ -13,6 +13,10 @@ HTTP_LATENCY = Histogram(
     "herald_http_request_seconds", "HTTP request latency", ["route"], registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+HTTP_CONNECTIONS_CLOSED = Counter(
+    "herald_http_connections_closed", "Client connections closed by the slow-client guard",
+    ["reason"], registry=REGISTRY,
+)
 EVENTS_STORED = Counter(
     "herald_events_stored", "Events committed to the event log", ["source"], registry=REGISTRY
 )

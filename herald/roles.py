@@ -26,6 +26,7 @@ from engine.http.events_routes import routes as event_routes
 from engine.http.openapi import build_document, engine_paths
 from engine.http.ratelimit import RateLimiter
 from engine.http.server import HttpServer
+from engine.http.slow_clients import ClientLimits
 from engine.intake.writer import EventWriter
 from engine.link_keys import LinkKeys
 from herald.settings import Settings, resolve_path
@@ -120,9 +121,14 @@ class HttpRole:
 
     async def start(self) -> None:
         self.app = await self.build()
-        self.server = HttpServer(self.app, self.settings.http.listen,
+        http = self.settings.http
+        self.server = HttpServer(self.app, http.listen,
                                  graceful_timeout=self.settings.engine.shutdown_timeout / 2,
-                                 reuse_port=self.settings.http.reuse_port)
+                                 reuse_port=http.reuse_port,
+                                 limits=ClientLimits(http.header_timeout, http.body_timeout,
+                                                     http.max_header_size,
+                                                     http.max_connections_per_client),
+                                 keep_alive_timeout=http.keep_alive_timeout)
         await self.writer.start()
         await self.server.start()
         log.info("http listening", extra={"address": f"{self.settings.http.listen.host}:"

@@ -4,7 +4,6 @@ stores nothing twice."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal

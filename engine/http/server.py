@@ -10,6 +10,7 @@ from typing import Any
 
 import uvicorn
 
+from engine.http.slow_clients import ClientLimits, guarded_protocol
 from engine.values import HostPort
 
 
@@ -24,7 +25,8 @@ class HttpServer:
     """Bind first (so the port is known and readiness is real), then serve until stopped."""
 
     def __init__(self, app: Any, listen: HostPort, graceful_timeout: float = 5.0,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, limits: ClientLimits | None = None,
+                 keep_alive_timeout: float = 30.0) -> None:
         family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -35,10 +37,11 @@ class HttpServer:
         self.socket.setblocking(False)
         self.port: int = self.socket.getsockname()[1]
         config = uvicorn.Config(
-            app, loop="none", http="httptools", lifespan="off", access_log=False,
-            log_config=None, timeout_graceful_shutdown=max(1, round(graceful_timeout)),
-            backlog=2048,
-            timeout_keep_alive=30, proxy_headers=False, server_header=False,
+            app, loop="none", http=guarded_protocol(limits or ClientLimits()), lifespan="off",
+            access_log=False, log_config=None,
+            timeout_graceful_shutdown=max(1, round(graceful_timeout)), backlog=2048,
+            timeout_keep_alive=max(1, round(keep_alive_timeout)), proxy_headers=False,
+            server_header=False,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,7 +13,8 @@ from starlette.routing import Route
 from automation.loading.catalog import Catalog
 from automation.settings import AutomationSettings
 from automation.tools.explain import describe_trigger, explain
-from automation.tools.simulate import ContactLine, EventLine, Line, Simulator, output_line
+from automation.tools.simulate import ContactLine, EventLine, Line
+from automation.tools.simulation_pool import SimulationBusy, SimulationJob, SimulationPool
 from engine.http.body import read_json
 from engine.http.endpoint import HttpContext, endpoint
 from engine.http.errors import ApiError, OrjsonResponse
@@ -22,11 +22,11 @@ from engine.http.openapi import error_responses
 from engine.timestamps import parse_rfc3339
 from engine.values import parse_duration
 
-MAX_SIMULATED_EVENTS = 100_000
 MAX_HORIZON = timedelta(days=400)
 
 
-def routes(context: HttpContext, catalog: Catalog, settings: AutomationSettings) -> list[Route]:
+def routes(context: HttpContext, catalog: Catalog, settings: AutomationSettings,
+           simulations: SimulationPool) -> list[Route]:
     @endpoint("/v1/contacts/{contact_id}/explain")
     async def explain_contact(request: Request) -> Response:
         await context.auth.require(request, "contacts:read")
@@ -50,22 +50,29 @@ def routes(context: HttpContext, catalog: Catalog, settings: AutomationSettings)
         workflow = catalog.current.get(name)
         if workflow is None:
             raise ApiError(404, "not_found", f"no workflow named {name!r}")
-        body = await read_json(request, 64 * 1024)
+        body = await read_json(request, context.settings.max_body)
         if not isinstance(body, dict):
             raise ApiError(422, "invalid_request", "body: must be a JSON object")
-        horizon, contacts, since = _simulation_options(body)
-        lines = await _history(context, contacts, since)
-        single = Catalog([workflow], catalog.templates)
-        results = await Simulator(single, settings).run(lines, horizon)
-        return OrjsonResponse({"workflow": name, "events": len(lines),
-                               "results": [orjson.loads(output_line(r)) for r in results]})
+        horizon, contacts, since = _simulation_options(body, settings)
+        source = catalog.sources.get((name, workflow.version))
+        if source is None:
+            raise ApiError(503, "not_simulable", f"workflow {name!r} was not loaded from a "
+                           "file, so it cannot be simulated here")
+        lines, events = await _history(context, contacts, since, settings)
+        job = SimulationJob(name, source, catalog.templates.sources, settings, lines, horizon)
+        try:
+            results = await simulations.run(job)  # in a worker process, never on this loop
+        except SimulationBusy as exc:
+            raise ApiError(503, "busy", str(exc), {"Retry-After": "5"}) from None
+        return OrjsonResponse({"workflow": name, "events": events, "results": results})
 
     return [Route("/v1/contacts/{contact_id}/explain", explain_contact, methods=["GET"]),
             Route("/v1/workflows", list_workflows, methods=["GET"]),
             Route("/v1/workflows/{name}/simulate", simulate, methods=["POST"])]
 
 
-def _simulation_options(body: dict[str, Any]) -> tuple[timedelta, list[str] | None, Any]:
+def _simulation_options(body: dict[str, Any], settings: AutomationSettings
+                        ) -> tuple[timedelta, list[str] | None, Any]:
     unknown = sorted(set(body) - {"horizon", "contact_ids", "since"})
     if unknown:
         raise ApiError(422, "invalid_request", f"{unknown[0]}: unknown field")
@@ -76,9 +83,10 @@ def _simulation_options(body: dict[str, Any]) -> tuple[timedelta, list[str] | No
     if horizon > MAX_HORIZON:
         raise ApiError(422, "invalid_request", "horizon: at most 400d")
     contacts = body.get("contact_ids")
-    if contacts is not None and (not isinstance(contacts, list) or len(contacts) > 10_000
+    limit = settings.simulation_max_contacts
+    if contacts is not None and (not isinstance(contacts, list) or len(contacts) > limit
                                  or not all(isinstance(c, str) for c in contacts)):
-        raise ApiError(422, "invalid_request", "contact_ids: a list of up to 10000 strings")
+        raise ApiError(422, "invalid_request", f"contact_ids: a list of up to {limit} strings")
     since = None
     if body.get("since") is not None:
         try:
@@ -88,25 +96,31 @@ def _simulation_options(body: dict[str, Any]) -> tuple[timedelta, list[str] | No
     return horizon, contacts, since
 
 
-async def _history(context: HttpContext, contacts: list[str] | None, since: Any) -> list[Line]:
+async def _history(context: HttpContext, contacts: list[str] | None, since: Any,
+                   settings: AutomationSettings) -> tuple[list[Line], int]:
+    """The contacts and events to simulate (bounded: past a limit, 422 says how to narrow)."""
+    max_contacts, max_events = settings.simulation_max_contacts, settings.simulation_max_events
     async with context.database.connection() as connection:
         contact_rows = await connection.fetch(
             "SELECT contact_id, email, attributes, timezone FROM contacts "
-            "WHERE ($1::text[] IS NULL OR contact_id = ANY($1::text[]))", contacts)
+            "WHERE ($1::text[] IS NULL OR contact_id = ANY($1::text[])) LIMIT $2",
+            contacts, max_contacts + 1)
+        if len(contact_rows) > max_contacts:
+            raise ApiError(422, "too_much_history", f"more than {max_contacts} contacts; "
+                           f"choose up to {max_contacts} with contact_ids")
         rows = await connection.fetch(
             "SELECT contact_id, email, type, properties, occurred_at FROM events "
             "WHERE ($1::text[] IS NULL OR contact_id = ANY($1::text[])) "
             "AND ($2::timestamptz IS NULL OR occurred_at >= $2) AND type <> 'contact_updated' "
-            "ORDER BY occurred_at, position LIMIT $3", contacts, since,
-            MAX_SIMULATED_EVENTS + 1)
-    if len(rows) > MAX_SIMULATED_EVENTS:
-        raise ApiError(422, "too_much_history", f"more than {MAX_SIMULATED_EVENTS} events; "
+            "ORDER BY occurred_at, position LIMIT $3", contacts, since, max_events + 1)
+    if len(rows) > max_events:
+        raise ApiError(422, "too_much_history", f"more than {max_events} events; "
                        "narrow it with contact_ids or since")
     lines: list[Line] = [ContactLine(None, r["contact_id"], r["email"], dict(r["attributes"]),
                                      r["timezone"]) for r in contact_rows]
     lines += [EventLine(r["occurred_at"], r["contact_id"], r["email"], r["type"],
                         dict(r["properties"])) for r in rows]
-    return lines
+    return lines, len(lines)
 
 
 def openapi_paths() -> dict[str, Any]:

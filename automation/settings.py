@@ -31,8 +31,23 @@ class AutomationSettings:
     # Links from event data (event.url, product images...) appear in messages only if their host
     # is one of these domains or a subdomain; others fall back to the template's default.
     link_domains: tuple[str, ...] = ()
+    # POST /v1/workflows/{name}/simulate runs in worker processes (never on the serving loop):
+    # this many at once, this many more waiting (then 503), over at most this much history
+    # (then 422 asking for contact_ids or since).
+    simulation_workers: int = 1
+    simulation_queue: int = 2
+    simulation_max_events: int = 100_000
+    simulation_max_contacts: int = 10_000
 
     def __post_init__(self) -> None:
+        if not 1 <= self.simulation_workers <= 4:
+            raise ValueError("simulation_workers must be between 1 and 4")
+        if not 0 <= self.simulation_queue <= 100:
+            raise ValueError("simulation_queue must be between 0 and 100")
+        if not 1 <= self.simulation_max_events <= 1_000_000:
+            raise ValueError("simulation_max_events must be between 1 and 1000000")
+        if not 1 <= self.simulation_max_contacts <= 100_000:
+            raise ValueError("simulation_max_contacts must be between 1 and 100000")
         normalize_domains(self.link_domains)  # a bad entry fails at start, naming the key
         if self.frequency_cap < 1:
             raise ValueError("frequency_cap must be at least 1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from automation.loading.catalog import Catalog
 from automation.runtime.guards import parse_quiet_hours
 from automation.runtime.interpreter import Policy
 from automation.stores.postgres import PgStore
+from automation.tools.simulation_pool import SimulationPool
 from engine.database import Database
 from engine.errors import ConfigError
 from engine.http.app import FastPaths, build_app
@@ -91,6 +93,8 @@ class HttpRole:
         self.database = database
         self.catalog = catalog
         self.writer = EventWriter(database, settings.intake)
+        self.simulations = SimulationPool(settings.automation.simulation_workers,
+                                          settings.automation.simulation_queue)
         self.server: HttpServer | None = None
         self.app: Any = None
 
@@ -109,7 +113,7 @@ class HttpRole:
             *event_routes(context), *contact_routes(context, [contact_suppression]),
             *mta_api.routes(context, identity, settings.mta.max_message_size),
             *suppression_api.routes(context), *one_click.routes(context, keys),
-            *automation_api.routes(context, catalog, settings.automation)]
+            *automation_api.routes(context, catalog, settings.automation, self.simulations)]
         document = build_document({**engine_paths(), **mta_api.openapi_paths(),
                                    **suppression_api.openapi_paths(),
                                    **automation_api.openapi_paths()}, VERSION)
@@ -138,6 +142,7 @@ class HttpRole:
         if self.server is not None:
             await self.server.stop()  # stop accepting; in-flight requests finish
         await self.writer.stop()  # commit what they queued
+        await asyncio.to_thread(self.simulations.close)
 
 
 def build_signer(settings: Settings) -> SigningPool | None:

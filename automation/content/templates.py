@@ -180,10 +180,12 @@ class TemplateSet:
     :meth:`from_sources`; both raise :class:`DefinitionError` listing every problem as
     ``FILE:LINE: message``."""
 
-    def __init__(self, env: _Environment, messages: Mapping[str, Mapping[str, jinja2.Template]]
-                 ) -> None:
+    def __init__(self, env: _Environment, messages: Mapping[str, Mapping[str, jinja2.Template]],
+                 sources: Mapping[str, str] | None = None) -> None:
         self._env = env
         self._messages = dict(messages)
+        # The texts it was compiled from (compiled templates cannot cross to a worker process).
+        self.sources: dict[str, str] = dict(sources or {})
 
     @classmethod
     def load(cls, directory: Path) -> TemplateSet:
@@ -244,7 +246,7 @@ class TemplateSet:
                                    if f"{directory}/{file}" in compiled}
         if problems:
             raise DefinitionError(problems)
-        return cls(env, messages)
+        return cls(env, messages, sources)
 
     @property
     def names(self) -> frozenset[str]:

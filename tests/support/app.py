@@ -28,7 +28,8 @@ class RunningApp:
 
     def client(self, key: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {key or self.admin_key}"}
-        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=10.0, **kwargs)
+        kwargs.setdefault("timeout", 10.0)
+        return httpx.AsyncClient(base_url=self.base_url, headers=headers, **kwargs)
 
     async def new_key(self, *scopes: str, publishable: bool = False,
                       event_types: tuple[str, ...] = (),

@@ -35,7 +35,7 @@ from __future__ import annotations
 import gc
 import pickle
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from operator import itemgetter
@@ -50,7 +50,12 @@ from engine.sources import ANONYMOUS_SOURCES, BROWSER_SOURCES
 
 __all__ = ["ContactView", "Fire", "IndexEvent", "TriggerIndex"]
 
-SNAPSHOT_FORMAT = 2
+# Format 3: SNAPSHOT_MAGIC, then frames (4-byte length + zlib(pickle)): a header, then pieces
+# of contacts and of timers. Format 2 (one zlib(pickle) of everything) is still restored.
+SNAPSHOT_FORMAT = 3
+SINGLE_PIECE_FORMAT = 2
+SNAPSHOT_MAGIC = b"HXI3"
+SNAPSHOT_CHUNK = 5000
 Layout = list[tuple[str, tuple[Any, ...]]]
 _AT_RANK = itemgetter(0, 1)
 
@@ -66,6 +71,21 @@ def _no_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _frame(value: Any) -> bytes:
+    data = zlib.compress(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), 1)
+    return len(data).to_bytes(4, "big") + data
+
+
+def _frames(data: memoryview) -> Iterator[Any]:
+    offset = 0
+    while offset < len(data):
+        size = int.from_bytes(data[offset:offset + 4], "big")
+        if size <= 0 or offset + 4 + size > len(data):
+            raise ValueError("a truncated trigger index snapshot")
+        yield pickle.loads(zlib.decompress(data[offset + 4:offset + 4 + size]))
+        offset += 4 + size
 
 
 def _ordered(out: Out) -> list[Fire]:
@@ -272,34 +292,78 @@ class TriggerIndex:
         """The whole state, pending timers included, as bytes for :meth:`restore`. States are
         written as plain tuples (:meth:`Watcher.dump`), which pickle several times faster than
         objects."""
-        with _no_gc():
-            return self._snapshot()
+        return b"".join(self.snapshot_frames())
 
-    def _snapshot(self) -> bytes:
+    def snapshot_frames(self, chunk: int = SNAPSHOT_CHUNK) -> Iterator[bytes]:
+        """:meth:`snapshot` in pieces of ``chunk`` contacts (or timers), so a caller can let
+        other work run between them. The index must not change until the last piece."""
         table = self._table
         dumps = [watcher.dump for watcher in self._stateful]
-        contacts = [
-            (contact_id, contact.queued, None if contact.view is None else (
-                contact.view.attributes, contact.view.email, contact.view.timezone),
-             [None if state is None else dump(state)
-              for dump, state in zip(dumps, contact, strict=True)])
-            for contact_id, contact in table.contacts.items()]
-        data = {"format": SNAPSHOT_FORMAT, "layout": [w.layout for w in self._stateful],
-                "keep_contacts": self.keep_contacts, "position": self.position,
-                "events": (self.events_seen, self.events_used), "contacts": contacts,
-                "timers": table.timers.entries}
-        return zlib.compress(pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        items = list(table.contacts.items())
+        timers = list(table.timers.entries)
+        yield SNAPSHOT_MAGIC
+        yield _frame({"format": SNAPSHOT_FORMAT, "layout": [w.layout for w in self._stateful],
+                      "keep_contacts": self.keep_contacts, "position": self.position,
+                      "events": (self.events_seen, self.events_used)})
+        for start in range(0, len(items), chunk):
+            with _no_gc():
+                yield _frame(("contacts", [
+                    (contact_id, contact.queued, None if contact.view is None else (
+                        contact.view.attributes, contact.view.email, contact.view.timezone),
+                     [None if state is None else dump(state)
+                      for dump, state in zip(dumps, contact, strict=True)])
+                    for contact_id, contact in items[start:start + chunk]]))
+        for start in range(0, len(timers), chunk * 4):
+            yield _frame(("timers", timers[start:start + chunk * 4]))
 
     @classmethod
     def restore(cls, data: bytes, workflows: Sequence[Workflow]) -> TriggerIndex:
         """An index from :meth:`snapshot` bytes, for (possibly changed) ``workflows``."""
-        with _no_gc():
-            return cls._restore(data, workflows)
+        steps = cls.restore_steps(data, workflows)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    @classmethod
+    def restore_steps(cls, data: bytes, workflows: Sequence[Workflow]
+                      ) -> Generator[None, None, TriggerIndex]:
+        """:meth:`restore` in steps of one piece each (the generator's value is the index),
+        so a caller can let other work run between them."""
+        if not data.startswith(SNAPSHOT_MAGIC):
+            with _no_gc():
+                return cls._restore(data, workflows)  # a single-piece snapshot (format 2)
+        frames = _frames(memoryview(data)[len(SNAPSHOT_MAGIC):])
+        header = next(frames, None)
+        if not isinstance(header, dict) or header.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError("not a trigger index snapshot of a known format")
+        index = cls(workflows, keep_contacts=header["keep_contacts"])
+        index.position = header["position"]
+        index.events_seen, index.events_used = header["events"]
+        table = index._table
+        moves = index._moves(header["layout"])
+        timers: list[Any] = []
+        for kind, items in frames:
+            if kind == "timers":
+                timers += items
+                continue
+            with _no_gc():
+                for contact_id, queued, view, states in items:
+                    contact = ContactState(table.width)
+                    if view is not None:
+                        contact.view = ContactView(*view)
+                    contact.queued = queued
+                    index._carry(contact_id, contact, states, moves, decode=True)
+            yield
+        table.timers.entries += timers  # only now: compaction needs every contact
+        table.recount()
+        return index
 
     @classmethod
     def _restore(cls, data: bytes, workflows: Sequence[Workflow]) -> TriggerIndex:
         loaded = pickle.loads(zlib.decompress(data))
-        if not isinstance(loaded, dict) or loaded.get("format") != SNAPSHOT_FORMAT:
+        if not isinstance(loaded, dict) or loaded.get("format") != SINGLE_PIECE_FORMAT:
             raise ValueError("not a trigger index snapshot of a known format")
         index = cls(workflows, keep_contacts=loaded["keep_contacts"])
         index.position = loaded["position"]

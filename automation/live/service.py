@@ -10,18 +10,15 @@ re-derived from them are recognised by their entry keys and do not start runs tw
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
-import os
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 
 from automation.index.trigger_index import IndexEvent, TriggerIndex
+from automation.live.snapshots import restore_index, serialise_index
 from automation.loading.catalog import Catalog
 from automation.runtime.core import AutomationCore
 from automation.settings import AutomationSettings
@@ -133,7 +130,7 @@ class AutomationService:
             "SELECT cursor_txid, cursor_pos, snapshot FROM automation_state WHERE id = 1",
             timeout=SNAPSHOT_IO_TIMEOUT)
         if row is not None and row["snapshot"] is not None:
-            index = TriggerIndex.restore(bytes(row["snapshot"]), workflows)
+            index = await restore_index(bytes(row["snapshot"]), workflows)
             self.cursor = LogCursor(row["cursor_txid"], row["cursor_pos"])
             index.set_workflows(workflows)
         else:
@@ -183,14 +180,11 @@ class AutomationService:
             await self._sleep(wait)
 
     async def _save_snapshot(self) -> None:
-        """Save the index with the cursor it corresponds to.
-
-        Serialising a large index takes seconds (about 15 s at a million contacts) and holds
-        the GIL, so it happens in a forked child working on a copy-on-write image of this
-        moment, while this process keeps serving; the file it writes is then stored here."""
+        """Save the index with the cursor it corresponds to, taken in pieces so the loop keeps
+        serving (see :mod:`automation.live.snapshots`)."""
         assert self.core is not None
         cursor = self.cursor
-        data = await _serialise_in_child(self.core.index)
+        data = await serialise_index(self.core.index)
         async with self.database.connection() as connection:
             await connection.execute(
                 """INSERT INTO automation_state (id, cursor_txid, cursor_pos, snapshot, saved_at)
@@ -209,26 +203,3 @@ class AutomationService:
         except TimeoutError:
             pass
 
-
-async def _serialise_in_child(index: TriggerIndex) -> bytes:
-    """``index.snapshot()`` computed in a forked child (the parent is not paused by it)."""
-    if not hasattr(os, "fork"):
-        return index.snapshot()
-    descriptor, path = tempfile.mkstemp(prefix="herald-index-", suffix=".snapshot")
-    pid = os.fork()
-    if pid == 0:  # the child: serialise, write, leave without running any cleanup
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(index.snapshot())
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
-    os.close(descriptor)
-    try:
-        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise OSError(f"the snapshot child failed (status {status})")
-        return await asyncio.to_thread(Path(path).read_bytes)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)

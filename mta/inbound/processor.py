@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from engine.database import CONNECTIVITY_ERRORS, Database, describe
-from engine.errors import DatabaseUnavailable
+from engine.database import Database
+from engine.db_errors import database_errors, describe
+from engine.errors import DatabaseError, DatabaseUnavailable
 from engine.eventlog import append_rows
 from mta.bounces.parse import parse_report
 from mta.bounces.report import UNKNOWN, Report
@@ -103,20 +104,11 @@ class InboundProcessor:
             reports = await asyncio.to_thread(_parse_all, claimed)
             failures: list[tuple[uuid.UUID, str, float]] = []
             try:
-                async with connection.transaction():
-                    plans = await self._plans(connection, claimed, reports, failures)
-                    try:  # the whole batch at once: a few statements for all of it
-                        async with connection.transaction():
-                            await self._apply(connection, plans)
-                    except CONNECTIVITY_ERRORS:
-                        raise
-                    except Exception:  # find the culprits: one savepoint per message
-                        for plan in plans:
-                            error = await self._apply_alone(connection, plan)
-                            if error is not None:
-                                failures.append((plan.message.id, error, retry_delay(
-                                    self._settings, plan.message.attempts + 1)))
-            except asyncpg.PostgresError as exc:  # the batch's commit itself failed
+                with database_errors():
+                    async with connection.transaction():
+                        plans = await self._plans(connection, claimed, reports, failures)
+                        await self._apply_batch(connection, plans, failures)
+            except DatabaseError as exc:  # the batch's commit itself failed
                 failures = [(m.id, describe(exc), retry_delay(self._settings, m.attempts + 1))
                             for m in claimed]
             await store.failed(connection, failures, self._settings.max_attempts)
@@ -154,15 +146,32 @@ class InboundProcessor:
             plans.append(_Plan(message, report, effects))
         return plans
 
+    async def _apply_batch(self, connection: asyncpg.Connection, plans: list[_Plan],
+                           failures: list[tuple[uuid.UUID, str, float]]) -> None:
+        try:  # the whole batch at once: a few statements for all of it
+            with database_errors():
+                async with connection.transaction():
+                    await self._apply(connection, plans)
+        except DatabaseUnavailable:
+            raise
+        except Exception:  # find the culprits: one savepoint per message
+            for plan in plans:
+                error = await self._apply_alone(connection, plan)
+                if error is not None:
+                    failures.append((plan.message.id, error, retry_delay(
+                        self._settings, plan.message.attempts + 1)))
+
     async def _apply_alone(self, connection: asyncpg.Connection, plan: _Plan) -> str | None:
         """Apply one message's effects in a savepoint; the error text if they failed."""
         try:
-            async with connection.transaction():
-                await self._apply(connection, [plan])
-        except CONNECTIVITY_ERRORS:
+            with database_errors():
+                async with connection.transaction():
+                    await self._apply(connection, [plan])
+        except DatabaseUnavailable:
             raise  # the connection is gone: the whole batch is retried after its lease
         except Exception as exc:  # this message's effects only; the savepoint rolled back
-            return f"{type(exc).__name__}: {describe(exc)}"
+            cause = exc.__cause__ if isinstance(exc, DatabaseError) and exc.__cause__ else exc
+            return f"{type(cause).__name__}: {describe(exc)}"
         return None
 
     async def _apply(self, connection: asyncpg.Connection, plans: list[_Plan]) -> None:

@@ -26,7 +26,7 @@ from dkim.util import parse_tag_value
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mta.dkim.keys import dns_txt_record, generate_key, write_keypair
+from mta.dkim.keys import dns_txt_record, generate_key, normalize_domain, write_keypair
 from mta.dkim.signer import DkimKeyConfig, DkimSigner, canonicalize_body, parse_message
 from mta.errors import DkimError, InvalidMessage
 
@@ -468,3 +468,38 @@ def test_parse_message_equals_dkimpy(data: bytes) -> None:
 )
 def test_canonicalize_body_equals_dkimpy_relaxed(body: bytes) -> None:
     assert canonicalize_body(body) == Relaxed.canonicalize_body(body)
+
+
+# -- internationalised domains: one IDNA 2008 form everywhere ------------------------------------
+
+IDN_DOMAINS = [
+    # German: IDNA 2003 mapped ß to "ss" (fass.example, another domain); IDNA 2008 keeps it.
+    ("faß.example", "xn--fa-hia.example"),
+    ("例子.中国", "xn--fsqu00a.xn--fiqs8s"),  # Chinese
+]
+
+
+@pytest.mark.parametrize(("domain", "a_labels"), IDN_DOMAINS)
+def test_idn_keys_are_named_and_published_with_idna_2008_a_labels(
+        tmp_path: Path, domain: str, a_labels: str) -> None:
+    assert normalize_domain(domain) == a_labels
+    assert normalize_domain(" " + domain.replace("example", "EXAMPLE") + ". ") == a_labels
+    assert normalize_domain(a_labels) == a_labels
+    path, line = write_keypair(domain, "s1", "rsa", tmp_path)
+    assert path == tmp_path / f"{a_labels}.s1.pem"
+    assert line.startswith(f"s1._domainkey.{a_labels}. IN TXT ")
+
+
+@pytest.mark.parametrize(("domain", "a_labels"), IDN_DOMAINS)
+def test_mail_from_an_idn_domain_is_signed_with_its_key(
+        keys: Keys, make_signer: Callable[..., DkimSigner], domain: str, a_labels: str) -> None:
+    config = keys.add(domain, "s1")
+    keys.zone = {name.replace(f".{domain}.", f".{a_labels}."): line
+                 for name, line in keys.zone.items()}  # DNS holds A-labels only
+    signer = make_signer(config)
+    assert signer.signing_domain(a_labels) == a_labels
+    for sender in (f"Shop <news@{a_labels}>", f"Shop <news@{domain}>",
+                   f"news@mail.{a_labels}"):
+        signed = signer.sign(message(sender=sender))
+        assert [(t[b"d"], t[b"s"]) for t in signatures(signed)] == [(a_labels.encode(), b"s1")]
+        assert verify_all(signed, keys.dnsfunc) == [True]

@@ -7,14 +7,12 @@ the zone lines ``write_keypair`` prints. They are checked to agree with each oth
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 import shutil
 import stat
 import subprocess
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import dkim
@@ -28,6 +26,7 @@ from hypothesis import strategies as st
 
 from mta.dkim.keys import dns_txt_record, generate_key, normalize_domain, write_keypair
 from mta.dkim.signer import DkimKeyConfig, DkimSigner, canonicalize_body, parse_message
+from mta.dkim.signing_pool import SigningPool
 from mta.errors import DkimError, InvalidMessage
 
 PERL_VERIFIER = Path(__file__).parent / "support" / "mail_dkim_verify.pl"
@@ -90,17 +89,11 @@ def keys(tmp_path: Path) -> Keys:
 
 
 @pytest.fixture
-def make_signer() -> Iterator[Callable[..., DkimSigner]]:
-    made: list[DkimSigner] = []
+def make_signer() -> Callable[..., DkimSigner]:
+    def make(*configs: DkimKeyConfig) -> DkimSigner:
+        return DkimSigner.from_configs(configs)
 
-    def make(*configs: DkimKeyConfig, threads: int = 2) -> DkimSigner:
-        signer = DkimSigner.from_configs(configs, threads=threads)
-        made.append(signer)
-        return signer
-
-    yield make
-    for signer in made:
-        signer.close()
+    return make
 
 
 def verify_all(signed: bytes, dnsfunc: DnsFunc) -> list[bool]:
@@ -341,8 +334,6 @@ def test_bad_configuration_is_a_dkim_error(keys: Keys) -> None:
         DkimError, match=re.escape("example.com: 'a;b' is not a valid DKIM selector")
     ):
         DkimSigner.from_configs([DkimKeyConfig("example.com", "a;b", rsa_key.key_file)])
-    with pytest.raises(DkimError, match="at least 1"):
-        DkimSigner.from_configs([rsa_key], threads=0)
 
 
 def test_keygen_writes_0600_and_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -418,24 +409,19 @@ def test_dns_fakes_agree(
 # -- off the event loop --------------------------------------------------------------------------
 
 
-async def test_sign_async_signs_on_pool_threads(keys: Keys) -> None:
-    signing_threads: set[int] = set()
-
-    class RecordingSigner(DkimSigner):
-        def sign(self, message: bytes) -> bytes:
-            signing_threads.add(threading.get_ident())
-            return super().sign(message)
-
-    signer = RecordingSigner.from_configs([keys.add("example.com", "rsa1")], threads=2)
+async def test_signing_pool_signs_batches_in_worker_processes(keys: Keys) -> None:
+    pool = SigningPool([keys.add("example.com", "rsa1")], processes=2, chunk=2)
     try:
-        results = await asyncio.gather(*(signer.sign_async(message()) for _ in range(6)))
+        batch = [message(), b"From: news@example.com\r\nnot a header\r\n\r\nbody\r\n",
+                 message(sender="news@other.org"), message()]
+        signed = await pool.sign_batch(batch)
     finally:
-        signer.close()
-    assert threading.get_ident() not in signing_threads
-    assert 1 <= len(signing_threads) <= 2
-    assert all(verify_all(signed, keys.dnsfunc) == [True] for signed in results)
-    with pytest.raises(DkimError, match="closed"):
-        await signer.sign_async(message())
+        pool.close()
+    good, bad, unsigned, again = signed
+    assert isinstance(good, bytes) and isinstance(again, bytes)
+    assert verify_all(good, keys.dnsfunc) == verify_all(again, keys.dnsfunc) == [True]
+    assert isinstance(bad, DkimError) and "InvalidMessage" in str(bad)
+    assert unsigned == batch[2]
 
 
 # -- our fast paths equal dkimpy's -----------------------------------------------------------------

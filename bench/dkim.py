@@ -1,8 +1,9 @@
 """``herald bench dkim``: DKIM signatures/s per algorithm on a generated message (3 KB default).
 
 For RSA-2048 and Ed25519 it measures the bare OpenSSL sign operation (the ceiling), the whole
-``DkimSigner.sign()`` on one thread, and ``sign_async()`` through the signer's thread pool from
-an event loop; then messages/s for a domain with both keys (two signatures each). Keys are
+``DkimSigner.sign()`` on one thread, and the delivery service's path: batches through
+``SigningPool.sign_batch`` (worker processes) from an event loop; then messages/s for a domain
+with both keys (two signatures each). Keys are
 generated into a temporary directory and loaded through ``DkimSigner.from_configs``. Prints a
 table on stderr and one JSON line on stdout.
 """
@@ -10,7 +11,6 @@ table on stderr and one JSON line on stdout.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import sys
 import tempfile
@@ -23,6 +23,7 @@ import uvloop
 
 from mta.dkim.keys import write_keypair
 from mta.dkim.signer import DkimKey, DkimKeyConfig, DkimSigner
+from mta.dkim.signing_pool import SigningPool
 
 DOMAIN = "bench.example"
 MESSAGES = 8192  # cycled through; each has three header values of its own
@@ -32,10 +33,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="herald bench dkim", description=__doc__)
     parser.add_argument("--seconds", type=float, default=1.5, help="seconds per measurement")
     parser.add_argument("--size", type=int, default=3072, help="message size in bytes")
-    parser.add_argument("--threads", type=int, default=2, help="signer thread pool size")
+    parser.add_argument("--processes", type=int, default=2, help="signing worker processes")
+    parser.add_argument("--batch", type=int, default=500, help="messages per sign_batch call")
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.size < 512 or args.threads < 1:
-        parser.error("need --seconds > 0, --size >= 512 and --threads >= 1")
+    if args.seconds <= 0 or args.size < 512 or args.processes < 1 or args.batch < 1:
+        parser.error("need --seconds > 0, --size >= 512, --processes >= 1 and --batch >= 1")
     return args
 
 
@@ -74,44 +76,39 @@ def rate(operation: Callable[[int], object], seconds: float) -> float:
             return count / (now - start)
 
 
-async def pool_rate(
-    signer: DkimSigner, messages: Sequence[bytes], seconds: float, inflight: int
-) -> float:
-    """Messages per second through ``sign_async`` with ``inflight`` concurrent callers."""
+async def pool_rate(pool: SigningPool, messages: Sequence[bytes], seconds: float,
+                    batch: int) -> float:
+    """Messages per second through ``SigningPool.sign_batch``, one claimed batch at a time."""
     count = 0
-    deadline = time.perf_counter() + seconds
-
-    async def caller() -> None:
-        nonlocal count
-        while time.perf_counter() < deadline:
-            count += 1
-            await signer.sign_async(messages[count % len(messages)])
-
+    await pool.sign_batch(messages[:batch])  # start the worker processes
     start = time.perf_counter()
-    async with asyncio.TaskGroup() as group:
-        for _ in range(inflight):
-            group.create_task(caller())
+    while time.perf_counter() - start < seconds:
+        first = count % len(messages)
+        signed = await pool.sign_batch(messages[first:first + batch])
+        if any(isinstance(item, Exception) for item in signed):
+            raise SystemExit(f"bench dkim: signing failed: {signed[0]!r}")
+        count += len(signed)
     return count / (time.perf_counter() - start)
 
 
 def measure(
     name: str, configs: Sequence[DkimKeyConfig], messages: Sequence[bytes], args: argparse.Namespace
 ) -> dict[str, float]:
-    signer = DkimSigner.from_configs(configs, threads=args.threads)
+    signer = DkimSigner.from_configs(configs)
+    if not signer.sign(messages[0]).startswith(b"DKIM-Signature:"):
+        raise SystemExit(f"bench dkim: {name}: the message was not signed")
+    count = len(messages)
+    result = {f"{name}_per_s": rate(lambda i: signer.sign(messages[i % count]), args.seconds)}
+    pool = SigningPool(configs, processes=args.processes)
     try:
-        if not signer.sign(messages[0]).startswith(b"DKIM-Signature:"):
-            raise SystemExit(f"bench dkim: {name}: the message was not signed")
-        count = len(messages)
-        result = {f"{name}_per_s": rate(lambda i: signer.sign(messages[i % count]), args.seconds)}
-        result[f"{name}_per_s_threads"] = uvloop.run(
-            pool_rate(signer, messages, args.seconds, inflight=2 * args.threads)
-        )
-        if len(configs) == 1:
-            key: DkimKey = signer.keys[0]
-            digest = hashlib.sha256(messages[0]).digest()
-            result[f"{name}_raw_per_s"] = rate(lambda _: key.sign_digest(digest), args.seconds)
+        result[f"{name}_per_s_processes"] = uvloop.run(
+            pool_rate(pool, messages, args.seconds, args.batch))
     finally:
-        signer.close()
+        pool.close()
+    if len(configs) == 1:
+        key: DkimKey = signer.keys[0]
+        digest = hashlib.sha256(messages[0]).digest()
+        result[f"{name}_raw_per_s"] = rate(lambda _: key.sign_digest(digest), args.seconds)
     return {k: round(v, 1) for k, v in result.items()}
 
 
@@ -128,12 +125,13 @@ def main(argv: list[str]) -> int:
         figures |= measure("ed25519", [ed_key], messages, args)
         figures |= measure("rsa_ed25519_msgs", [rsa_key, ed_key], messages, args)
     print(
-        f"DKIM signing, {len(messages[0])}-byte message, pool of {args.threads} threads",
+        f"DKIM signing, {len(messages[0])}-byte message, {args.processes} signing processes "
+        f"(batches of {args.batch})",
         file=sys.stderr,
     )
     print(
         f"{'keys':<14}{'OpenSSL only/s':>16}{'sign()/s':>12}{'sign() % of OpenSSL':>21}"
-        f"{'sign_async pool/s':>19}",
+        f"{'SigningPool/s':>19}",
         file=sys.stderr,
     )
     for name, label in (
@@ -142,13 +140,14 @@ def main(argv: list[str]) -> int:
         ("rsa_ed25519_msgs", "both (msgs)"),
     ):
         raw = figures.get(f"{name}_raw_per_s")
-        single, pooled = figures[f"{name}_per_s"], figures[f"{name}_per_s_threads"]
+        single, pooled = figures[f"{name}_per_s"], figures[f"{name}_per_s_processes"]
         share = f"{100 * single / raw:.0f} %" if raw else "-"
         print(f"{label:<14}{raw or '-':>16}{single:>12}{share:>21}{pooled:>19}", file=sys.stderr)
     summary = {
         "bench": "dkim",
         "size": len(messages[0]),
-        "threads": args.threads,
+        "processes": args.processes,
+        "batch": args.batch,
         "seconds": args.seconds,
         **figures,
     }

@@ -11,6 +11,10 @@ smtp-sink is not installed), then measures:
   (bench/postfix.py, no DKIM) to the same sink over as many sessions, timed until its queue is
   empty; the JSON line gets ``postfix_messages_per_s`` and ``ratio_to_postfix`` (null without it).
 
+``--reply-latency 20ms`` makes Herald's sink (used then) answer every command that much later,
+as a network round trip would; ``--no-sink-pipelining`` hides its PIPELINING, so the two runs
+show what pipelining MAIL, RCPT and DATA saves (RFC 2920).
+
 Prints a table on stderr and one JSON line on stdout.
 """
 
@@ -37,6 +41,7 @@ from bench import postfix
 from bench.herald_process import HeraldProcess, free_port
 from engine.addresses import parse_address
 from engine.database import connect_one
+from engine.values import parse_duration
 from herald.database import migrate
 from mta.compose import compose
 from mta.dkim.keys import write_keypair
@@ -55,6 +60,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=20, help="SMTP connections")
     parser.add_argument("--database-url", help="use this Postgres (default: embedded, temporary)")
     parser.add_argument("--sink", choices=("auto", "smtp-sink", "herald"), default="auto")
+    parser.add_argument("--reply-latency", type=parse_duration, default=0.0,
+                        help="the sink delays every reply this long, e.g. 20ms (Herald's sink)")
+    parser.add_argument("--sink-pipelining", action=argparse.BooleanOptionalAction,
+                        default=True, help="the sink advertises PIPELINING (Herald's sink)")
     parser.add_argument("--no-dkim", action="store_true", help="deliver unsigned (comparison)")
     parser.add_argument("--log", type=Path, help="write the engine's log here")
     parser.add_argument("--postfix", action=argparse.BooleanOptionalAction,
@@ -71,10 +80,15 @@ def body_text(size: int) -> str:
 
 
 class Sink:
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, reply_latency: float = 0.0, pipelining: bool = True) -> None:
         if kind == "auto":
-            kind = "smtp-sink" if os.path.exists(SMTP_SINK) else "herald"
+            plain = reply_latency == 0 and pipelining
+            kind = "smtp-sink" if plain and os.path.exists(SMTP_SINK) else "herald"
+        if kind == "smtp-sink" and (reply_latency or not pipelining):
+            raise SystemExit("--reply-latency and --no-sink-pipelining need --sink herald")
         self.kind = kind
+        self.reply_latency = reply_latency
+        self.pipelining = pipelining
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -84,7 +98,9 @@ class Sink:
             command = [SMTP_SINK, *user, f"127.0.0.1:{self.port}", "1000"]
         else:
             command = [sys.executable, "-m", "herald.cli", "sink", "--listen",
-                       f"127.0.0.1:{self.port}"]
+                       f"127.0.0.1:{self.port}", "--reply-latency", f"{self.reply_latency}s"]
+            if not self.pipelining:
+                command.append("--no-pipelining")
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
@@ -193,7 +209,7 @@ def main(argv: list[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="herald-bench-mta-"))
     url = args.database_url
     embedded = None
-    sink = Sink(args.sink)
+    sink = Sink(args.sink, args.reply_latency, args.sink_pipelining)
     try:
         if url is None:
             from engine.embedded_postgres import start_embedded
@@ -239,13 +255,17 @@ def main(argv: list[str]) -> int:
         "message_bytes": args.size,
         "dkim": None if args.no_dkim else "rsa-sha256 2048",
         "connections": args.connections,
+        "sink_reply_latency_ms": round(args.reply_latency * 1000, 1),
+        "sink_pipelining": args.sink_pipelining if sink.kind == "herald" else True,
         "startup_s": round(ready - started, 2),
         "messages_per_s": round(args.messages / elapsed, 1),
         "latency": latency,
     }
     result.update(baseline_fields(baseline, float(result["messages_per_s"])))
     print(f"{result['messages']} messages in {elapsed:.1f}s: {result['messages_per_s']} msg/s "
-          f"(DKIM-signed, {args.size} B, {sink.kind}); latency at {args.rate}/s: "
+          f"(DKIM-signed, {args.size} B, {sink.kind}, reply latency "
+          f"{result['sink_reply_latency_ms']} ms, sink PIPELINING "
+          f"{'on' if result['sink_pipelining'] else 'off'}); latency at {args.rate}/s: "
           f"p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms", file=sys.stderr)
     if baseline is not None:
         print(f"Postfix baseline: {baseline.messages} messages in {baseline.seconds:.1f}s: "

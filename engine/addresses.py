@@ -120,6 +120,31 @@ def parse_address(text: str) -> Address:
     return Address(local, domain)
 
 
+def ascii_host(text: str) -> str:
+    """A host or domain name as lower-case A-labels without the trailing dot: the one IDNA 2008
+    (UTS #46, non-transitional) normalisation Herald uses for every domain, so ``faß.example``
+    is ``xn--fa-hia.example`` here as in addresses (IDNA 2003 made it ``fass.example``).
+    Labels are letters, digits and hyphens; raises AddressError."""
+    if not isinstance(text, str):
+        raise AddressError("a domain name must be a string")
+    name = text.strip()
+    name = name[:-1] if name.endswith(".") else name
+    if not name or len(name) > _MAX_INPUT_CHARS:
+        raise AddressError(f"{text!r} is not a domain name")
+    _check_text(name, "domain")
+    if name.isascii():
+        name = name.lower()
+    else:
+        try:
+            name = idna.uts46_remap(name, std3_rules=False, transitional=False)
+        except idna.IDNAError as exc:
+            raise AddressError(f"{text!r} is not a valid internationalised name: {exc}") from None
+    ascii_name = ".".join(_canonical_label(label, name)[1] for label in name.split("."))
+    if len(ascii_name) > MAX_DOMAIN_OCTETS:
+        raise AddressError(f"domain longer than {MAX_DOMAIN_OCTETS} octets ({len(ascii_name)})")
+    return ascii_name
+
+
 def normalize_email(text: str) -> str:
     """The canonical stored form of an address: surrounding whitespace stripped, domain lower-cased
     (and IDNs as U-labels), local part case kept. Raises AddressError."""

@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     sink = commands.add_parser("sink", help="run a local capture SMTP server (demos, tests)")
     sink.add_argument("--listen", default="127.0.0.1:2525", help="HOST:PORT")
     sink.add_argument("--maildir", help="store each message in this Maildir")
+    sink.add_argument("--reply-latency", default="0",
+                      help="delay every reply this long, as a network would (e.g. 20ms)")
+    sink.add_argument("--no-pipelining", action="store_true",
+                      help="do not advertise PIPELINING")
 
     simulate = commands.add_parser(
         "simulate", help="run workflows on a virtual clock over a JSON-lines events file")
@@ -266,13 +270,21 @@ def _cmd_sink(args: argparse.Namespace) -> int:
         listen = HostPort.parse(args.listen)
     except ValueError as exc:
         raise UsageError(f"--listen: {exc}") from None
+    try:
+        latency = parse_duration(args.reply_latency)
+        if not 0 <= latency <= 10:
+            raise ValueError("must be between 0 and 10s")
+    except ValueError as exc:
+        raise UsageError(f"--reply-latency: {exc}") from None
     configure_logging("info")
 
     async def serve() -> int:
         stop = asyncio.Event()
         install_stop_signals(stop)
         async with CaptureSink(listen.host, listen.port,
-                               maildir=Path(args.maildir) if args.maildir else None) as sink:
+                               maildir=Path(args.maildir) if args.maildir else None,
+                               pipelining=not args.no_pipelining,
+                               reply_latency=latency) as sink:
             print(f"sink listening on {listen.host}:{sink.port}", flush=True)
             sd_notify("READY=1")
             await stop.wait()

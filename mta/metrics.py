@@ -15,3 +15,6 @@ THROTTLES = Counter("herald_mta_site_throttles", "Throttling replies that backed
                     ["rule"], registry=REGISTRY)
 CLAIM_BATCH = Histogram("herald_mta_claim_batch", "Messages per claim", registry=REGISTRY,
                         buckets=(1, 5, 10, 50, 100, 250, 500, 1000))
+LOST_LEASES = Counter(
+    "herald_mta_lost_leases", "Outcomes not recorded because another worker held the lease",
+    ["outcome"], registry=REGISTRY)

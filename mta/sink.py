@@ -4,6 +4,11 @@ Each message is written to a Maildir (stdlib ``mailbox.Maildir``, which fsyncs t
 worker thread BEFORE the 250 reply; a failed write answers 451 instead. For tests and benchmarks
 ``CaptureSink`` also counts messages and can keep the last few in memory. ``herald sink`` runs
 ``run_sink`` until its stop event is set.
+
+It advertises PIPELINING (aiosmtpd reads pipelined commands in order; ``pipelining=False`` hides
+it). ``reply_latency`` delays every reply by that many seconds without holding the session up,
+as a network round trip would: commands that arrived together are answered together, one
+latency later. ``herald bench mta --reply-latency`` uses it to show what pipelining saves.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -67,8 +72,16 @@ class _SinkState:
 
 
 class _SinkHandler:
-    def __init__(self, state: _SinkState) -> None:
+    def __init__(self, state: _SinkState, pipelining: bool) -> None:
         self._state = state
+        self._pipelining = pipelining
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self._pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         state = self._state
@@ -85,12 +98,75 @@ class _SinkHandler:
         return "250 2.0.0 Ok: stored"
 
 
-class _SinkSMTP(SMTP):
-    """aiosmtpd's server with a bound on concurrent sessions (421 beyond it)."""
+class _DelayedReplies:
+    """Writes each reply ``latency`` seconds after it was made, in order (a simulated network
+    delay: the session goes on meanwhile)."""
 
-    def __init__(self, handler: _SinkHandler, state: _SinkState, **kwargs: Any) -> None:
+    def __init__(self, transport: asyncio.WriteTransport, latency: float) -> None:
+        self._transport = transport
+        self._latency = latency
+        self._due: deque[tuple[float, bytes, asyncio.Future[None]]] = deque()
+        self._queued = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def send(self, data: bytes) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        written = loop.create_future()
+        self._due.append((loop.time() + self._latency, data, written))
+        self._queued.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._write_when_due(), name="sink-replies")
+        return written
+
+    async def _write_when_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._due:
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            due, data, written = self._due[0]
+            await asyncio.sleep(max(0.0, due - loop.time()))  # the latency being simulated
+            self._due.popleft()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+            if not written.done():
+                written.set_result(None)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for _, _, written in self._due:
+            written.cancel()
+
+
+class _SinkSMTP(SMTP):
+    """aiosmtpd's server with a bound on concurrent sessions (421 beyond it) and an optional
+    latency on every reply."""
+
+    def __init__(self, handler: _SinkHandler, state: _SinkState, reply_latency: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._state = state
+        self._reply_latency = reply_latency
+        self._delayed: _DelayedReplies | None = None
+
+    async def push(self, status: Any) -> None:
+        if not self._reply_latency or self.transport is None:
+            await super().push(status)
+            return
+        if self._delayed is None:
+            self._delayed = _DelayedReplies(cast(asyncio.WriteTransport, self.transport),
+                                            self._reply_latency)
+        data = status.encode("utf-8") if isinstance(status, str) else bytes(status)
+        written = self._delayed.send(data + b"\r\n")
+        if data[:3] in (b"221", b"421"):  # the session closes after these: let them out first
+            await written
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._delayed is not None:
+            self._delayed.close()
+        super().connection_lost(error)
 
     async def _handle_client(self) -> None:
         state = self._state
@@ -126,7 +202,11 @@ class CaptureSink:
         max_sessions: int = 1000,
         max_message_bytes: int = 64 * 1024 * 1024,
         hostname: str = "herald-sink",
+        pipelining: bool = True,
+        reply_latency: float = 0.0,
     ) -> None:
+        if not 0 <= reply_latency <= 10:
+            raise ValueError("reply latency must be between 0 and 10 seconds")
         self.host = host
         self.port = port
         self._maildir_path = maildir
@@ -134,6 +214,8 @@ class CaptureSink:
         self._max_sessions = max_sessions
         self._max_message_bytes = max_message_bytes
         self._hostname = hostname
+        self._pipelining = pipelining
+        self._reply_latency = reply_latency
         self._server: asyncio.Server | None = None
         self._state: _SinkState | None = None
 
@@ -150,13 +232,14 @@ class CaptureSink:
         if self._maildir_path is not None:
             maildir = await asyncio.to_thread(mailbox.Maildir, self._maildir_path, None, True)
         state = self._state = _SinkState(maildir, self._keep, self._max_sessions)
-        handler = _SinkHandler(state)
+        handler = _SinkHandler(state, self._pipelining)
         loop = asyncio.get_running_loop()
 
         def factory() -> _SinkSMTP:
             return _SinkSMTP(
                 handler,
                 state,
+                self._reply_latency,
                 hostname=self._hostname,
                 ident="Herald capture sink",
                 enable_SMTPUTF8=True,

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from automation.index.types import Fire
 from automation.loading.catalog import Catalog
+from automation.runtime.runs import Run
+from automation.stores.postgres import PgStore
 from automation.tools.explain import explain, render_text
 from engine.database import Database
+from engine.eventlog_reader import head
+from engine.metrics import REGISTRY
 from tests.support.automation import automation_service, example_catalog, post_event, wait_for
 
 
@@ -195,3 +201,58 @@ async def test_runs_in_flight_keep_their_workflow_version(
     assert [(r["contact_id"], r["version"]) for r in runs] == [
         ("c1", catalog_v1.current["jobs"].version), ("c2", catalog_v2.current["jobs"].version)]
     assert [s["detail"].split(" ")[0] for s in sent] == ["reminder"]  # v1's template
+
+
+class PoisonedStore(PgStore):
+    """A store with a deterministic bug: starting a run for the contact ``poison`` fails."""
+
+    async def start_run(self, fire: Fire, now: datetime) -> Run | None:
+        if fire.contact_id == "poison":
+            raise RuntimeError("a deterministic bug")
+        return await super().start_run(fire, now)
+
+
+def quarantined() -> float:
+    return REGISTRY.get_sample_value("herald_automation_quarantined_events_total") or 0.0
+
+
+async def test_an_event_that_always_fails_is_quarantined_and_the_log_moves_on(
+        database: Database, database_url: str) -> None:
+    before = quarantined()
+    async with automation_service(database, store_type=PoisonedStore) as service:
+        await post_event(database, "c1", "signed_up", email="c1@example.com")
+        await post_event(database, "poison", "signed_up", email="p@example.com")
+        await post_event(database, "c2", "signed_up", email="c2@example.com")
+
+        async def moved_on(connection: Any) -> bool:
+            return {("c1", "welcome-1"), ("c2", "welcome-1")} <= set(await sends(connection))
+
+        await wait_for(database_url, moved_on)
+        # Later events flow as usual: the follower is past the poisoned one for good.
+        await post_event(database, "c3", "signed_up", email="c3@example.com")
+
+        async def later(connection: Any) -> bool:
+            return (("c3", "welcome-1") in await sends(connection)
+                    and service.cursor == await head(connection))
+
+        await wait_for(database_url, later)
+    async with database.connection() as connection:
+        rows = await connection.fetch(
+            "SELECT contact_id, type, error FROM automation_quarantine")
+        report = await explain(connection, example_catalog(), "poison")
+        assert ("poison", "welcome-1") not in await sends(connection)
+    assert [(r["contact_id"], r["type"]) for r in rows] == [("poison", "signed_up")]
+    assert "RuntimeError: a deterministic bug" in rows[0]["error"]
+    assert quarantined() == before + 1
+    [entry] = report["quarantined"]
+    assert entry["type"] == "signed_up" and "a deterministic bug" in entry["error"]
+    assert "quarantined" in render_text(report)
+    async with automation_service(database, store_type=PoisonedStore):
+        # A restart replays from the snapshot without tripping over the same event again.
+        await post_event(database, "c4", "signed_up", email="c4@example.com")
+
+        async def after_restart(connection: Any) -> bool:
+            return ("c4", "welcome-1") in await sends(connection)
+
+        await wait_for(database_url, after_restart)
+    assert quarantined() == before + 1

@@ -424,6 +424,8 @@ EXPECTED: dict[str, frozenset[BounceCategory]] = {
         frozenset({BLOCK}),
     ),
 }
+# Corpus rows suppressed although Sisimai does not call them hard (see the corpus test).
+KNOWN_FALSE_SUPPRESSIONS = 12
 # Throttling reasons are scored separately (not part of the hard/soft/block floor).
 EXPECTED_THROTTLE: dict[str, frozenset[BounceCategory]] = {
     "toomanyconn": frozenset({THROTTLE}),
@@ -480,11 +482,11 @@ def test_agreement_with_labelled_corpus(capsys: pytest.CaptureFixture[str]) -> N
     rows = _corpus_rows()
     scored = agreed = throttle_scored = throttle_agreed = 0
     disagreements: list[str] = []
-    false_suppressions = 0
+    false_suppressions: list[str] = []
     for name, label, code, text in rows:
         result = classify_reply(code, None, text)
         if result.suppress and not label["hard"]:
-            false_suppressions += 1
+            false_suppressions.append(f"{name}: {result.reason}: {code} {text[:80]}")
         for table, is_main in ((EXPECTED, True), (EXPECTED_THROTTLE, False)):
             expected = table.get(label["reason"])
             if expected is None:
@@ -504,8 +506,14 @@ def test_agreement_with_labelled_corpus(capsys: pytest.CaptureFixture[str]) -> N
         print(
             f"\ncorpus: {len(rows)} SMTP diagnostics; hard/soft/block agreement {agreed}/{scored}"
             f" = {rate:.1%}; throttle-family {throttle_agreed}/{throttle_scored};"
-            f" suppressed where Sisimai says not hard: {false_suppressions}"
+            f" suppressed where Sisimai says not hard: {len(false_suppressions)}"
         )
         print("\n".join(disagreements))
     assert scored >= 50
     assert rate >= 0.90
+    # Suppressing an address for good is the costly mistake. The known cases all quote a reply
+    # that says the mailbox does not exist ("550 Unknown user ..."), which Sisimai files under
+    # "filtered"/"rejected" (carriers' filters that answer so): no other kind may creep in.
+    assert len(false_suppressions) <= KNOWN_FALSE_SUPPRESSIONS, "\n".join(false_suppressions)
+    assert all(": mailbox_unknown: 550 " in line for line in false_suppressions), \
+        "\n".join(false_suppressions)

@@ -81,3 +81,11 @@ async def test_publishable_key_prints_a_token_secret_and_mints_contact_tokens(
     reserved = herald(database_url, "keys", "create", "--name", "x", "--publishable",
                       "--event-type", "email_opened")
     assert reserved.returncode == 2 and "only Herald itself records it" in reserved.stderr
+
+
+def test_dkim_keygen_names_an_idn_domain_in_idna_2008(tmp_path: object) -> None:
+    result = herald("postgresql://nobody@127.0.0.1:1/none", "dkim", "keygen",
+                    "--domain", "faß.example", "--selector", "s1", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "s1._domainkey.xn--fa-hia.example. IN TXT" in result.stdout
+    assert "fass" not in result.stdout

@@ -1,4 +1,4 @@
-"""Connection pools: limits, reuse, idle reaping, fairness, cancellation, close, registry."""
+"""Connection pools: limits, reuse, idle reaping, fairness, cancellation, close."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 from mta.smtp.pool import (
     ConnectionPool,
     PoolClosed,
-    PoolRegistry,
     PoolSaturated,
     PoolSettings,
     PoolStats,
@@ -263,55 +262,6 @@ async def test_close_cuts_in_flight_transactions_after_grace() -> None:
             await task
         assert pool.stats().open == 0
         release.set()
-
-
-async def test_registry_pools_per_destination_and_stats() -> None:
-    async with ScriptedSmtpServer() as one, ScriptedSmtpServer() as two:
-        overrides: list[tuple[str, int]] = []
-
-        def settings_for(host: str, port: int) -> PoolSettings:
-            overrides.append((host, port))
-            return settings(max_connections=1 if port == two.port else 5)
-
-        registry = PoolRegistry(settings(), settings_for=settings_for)
-        assert registry.pool("127.0.0.1", one.port) is registry.pool("127.0.0.1", one.port)
-        await registry.send("127.0.0.1", one.port, "a@sender.test", ["b@rcpt.test"], MESSAGE)
-        await asyncio.gather(
-            *(
-                registry.send("127.0.0.1", two.port, "a@sender.test", ["b@rcpt.test"], MESSAGE)
-                for _ in range(3)
-            )
-        )
-        assert registry.open_connections() == {
-            f"127.0.0.1:{one.port}": 1,
-            f"127.0.0.1:{two.port}": 1,
-        }
-        assert registry.stats()[("127.0.0.1", two.port)].messages_sent == 3
-        assert sorted(overrides) == sorted([("127.0.0.1", one.port), ("127.0.0.1", two.port)])
-        await registry.close_all()
-        assert two.record.connections == 1
-        await one.record.wait_until(lambda: one.record.active == 0)
-        await two.record.wait_until(lambda: two.record.active == 0)
-        with pytest.raises(PoolClosed):
-            registry.pool("127.0.0.1", one.port)
-
-
-async def test_registry_drops_unused_pools_at_its_bound() -> None:
-    async with ScriptedSmtpServer() as server:
-        registry = PoolRegistry(settings(), max_pools=2)
-        busy = registry.pool("127.0.0.1", server.port)
-        await busy.send("a@sender.test", ["b@rcpt.test"], MESSAGE)
-        unused = registry.pool("127.0.0.1", 1)
-        registry.pool("127.0.0.1", 2)  # evicts the unused pool, keeps the one with a session
-        assert unused.closed and not busy.closed
-        assert registry.pool("127.0.0.1", server.port) is busy
-        await registry.close_all()
-
-        full = PoolRegistry(settings(), max_pools=1)
-        await full.send("127.0.0.1", server.port, "a@sender.test", ["b@rcpt.test"], MESSAGE)
-        with pytest.raises(PoolSaturated):
-            full.pool("127.0.0.1", 1)
-        await full.close_all()
 
 
 def test_settings_are_validated() -> None:

@@ -7,14 +7,12 @@ the zone lines ``write_keypair`` prints. They are checked to agree with each oth
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 import shutil
 import stat
 import subprocess
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import dkim
@@ -26,8 +24,9 @@ from dkim.util import parse_tag_value
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mta.dkim.keys import dns_txt_record, generate_key, write_keypair
+from mta.dkim.keys import dns_txt_record, generate_key, normalize_domain, write_keypair
 from mta.dkim.signer import DkimKeyConfig, DkimSigner, canonicalize_body, parse_message
+from mta.dkim.signing_pool import SigningPool
 from mta.errors import DkimError, InvalidMessage
 
 PERL_VERIFIER = Path(__file__).parent / "support" / "mail_dkim_verify.pl"
@@ -90,17 +89,11 @@ def keys(tmp_path: Path) -> Keys:
 
 
 @pytest.fixture
-def make_signer() -> Iterator[Callable[..., DkimSigner]]:
-    made: list[DkimSigner] = []
+def make_signer() -> Callable[..., DkimSigner]:
+    def make(*configs: DkimKeyConfig) -> DkimSigner:
+        return DkimSigner.from_configs(configs)
 
-    def make(*configs: DkimKeyConfig, threads: int = 2) -> DkimSigner:
-        signer = DkimSigner.from_configs(configs, threads=threads)
-        made.append(signer)
-        return signer
-
-    yield make
-    for signer in made:
-        signer.close()
+    return make
 
 
 def verify_all(signed: bytes, dnsfunc: DnsFunc) -> list[bool]:
@@ -341,8 +334,6 @@ def test_bad_configuration_is_a_dkim_error(keys: Keys) -> None:
         DkimError, match=re.escape("example.com: 'a;b' is not a valid DKIM selector")
     ):
         DkimSigner.from_configs([DkimKeyConfig("example.com", "a;b", rsa_key.key_file)])
-    with pytest.raises(DkimError, match="at least 1"):
-        DkimSigner.from_configs([rsa_key], threads=0)
 
 
 def test_keygen_writes_0600_and_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -418,24 +409,19 @@ def test_dns_fakes_agree(
 # -- off the event loop --------------------------------------------------------------------------
 
 
-async def test_sign_async_signs_on_pool_threads(keys: Keys) -> None:
-    signing_threads: set[int] = set()
-
-    class RecordingSigner(DkimSigner):
-        def sign(self, message: bytes) -> bytes:
-            signing_threads.add(threading.get_ident())
-            return super().sign(message)
-
-    signer = RecordingSigner.from_configs([keys.add("example.com", "rsa1")], threads=2)
+async def test_signing_pool_signs_batches_in_worker_processes(keys: Keys) -> None:
+    pool = SigningPool([keys.add("example.com", "rsa1")], processes=2, chunk=2)
     try:
-        results = await asyncio.gather(*(signer.sign_async(message()) for _ in range(6)))
+        batch = [message(), b"From: news@example.com\r\nnot a header\r\n\r\nbody\r\n",
+                 message(sender="news@other.org"), message()]
+        signed = await pool.sign_batch(batch)
     finally:
-        signer.close()
-    assert threading.get_ident() not in signing_threads
-    assert 1 <= len(signing_threads) <= 2
-    assert all(verify_all(signed, keys.dnsfunc) == [True] for signed in results)
-    with pytest.raises(DkimError, match="closed"):
-        await signer.sign_async(message())
+        pool.close()
+    good, bad, unsigned, again = signed
+    assert isinstance(good, bytes) and isinstance(again, bytes)
+    assert verify_all(good, keys.dnsfunc) == verify_all(again, keys.dnsfunc) == [True]
+    assert isinstance(bad, DkimError) and "InvalidMessage" in str(bad)
+    assert unsigned == batch[2]
 
 
 # -- our fast paths equal dkimpy's -----------------------------------------------------------------
@@ -468,3 +454,38 @@ def test_parse_message_equals_dkimpy(data: bytes) -> None:
 )
 def test_canonicalize_body_equals_dkimpy_relaxed(body: bytes) -> None:
     assert canonicalize_body(body) == Relaxed.canonicalize_body(body)
+
+
+# -- internationalised domains: one IDNA 2008 form everywhere ------------------------------------
+
+IDN_DOMAINS = [
+    # German: IDNA 2003 mapped ß to "ss" (fass.example, another domain); IDNA 2008 keeps it.
+    ("faß.example", "xn--fa-hia.example"),
+    ("例子.中国", "xn--fsqu00a.xn--fiqs8s"),  # Chinese
+]
+
+
+@pytest.mark.parametrize(("domain", "a_labels"), IDN_DOMAINS)
+def test_idn_keys_are_named_and_published_with_idna_2008_a_labels(
+        tmp_path: Path, domain: str, a_labels: str) -> None:
+    assert normalize_domain(domain) == a_labels
+    assert normalize_domain(" " + domain.replace("example", "EXAMPLE") + ". ") == a_labels
+    assert normalize_domain(a_labels) == a_labels
+    path, line = write_keypair(domain, "s1", "rsa", tmp_path)
+    assert path == tmp_path / f"{a_labels}.s1.pem"
+    assert line.startswith(f"s1._domainkey.{a_labels}. IN TXT ")
+
+
+@pytest.mark.parametrize(("domain", "a_labels"), IDN_DOMAINS)
+def test_mail_from_an_idn_domain_is_signed_with_its_key(
+        keys: Keys, make_signer: Callable[..., DkimSigner], domain: str, a_labels: str) -> None:
+    config = keys.add(domain, "s1")
+    keys.zone = {name.replace(f".{domain}.", f".{a_labels}."): line
+                 for name, line in keys.zone.items()}  # DNS holds A-labels only
+    signer = make_signer(config)
+    assert signer.signing_domain(a_labels) == a_labels
+    for sender in (f"Shop <news@{a_labels}>", f"Shop <news@{domain}>",
+                   f"news@mail.{a_labels}"):
+        signed = signer.sign(message(sender=sender))
+        assert [(t[b"d"], t[b"s"]) for t in signatures(signed)] == [(a_labels.encode(), b"s1")]
+        assert verify_all(signed, keys.dnsfunc) == [True]

@@ -21,7 +21,7 @@ from engine.errors import ConfigError
 from herald.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-DOMAINS = normalize_domains(["Shop.Example.com.", "bücher.example"])
+DOMAINS = normalize_domains(["Shop.Example.com.", "bücher.example", "faß.example"])
 
 
 @pytest.mark.parametrize(("url", "problem"), [
@@ -30,6 +30,9 @@ DOMAINS = normalize_domains(["Shop.Example.com.", "bücher.example"])
     ("https://shop.example.com:8443/x?y=1#z", None),
     ("https://xn--bcher-kva.example/", None),
     ("https://bücher.example/", None),
+    ("https://xn--fa-hia.example/", None),  # IDNA 2008, as addresses and DKIM keys
+    ("https://faß.example/", None),
+    ("https://fass.example/", "host 'fass.example' is not in"),  # IDNA 2003's other domain
     ("https://phish.invalid/login", "host 'phish.invalid' is not in [automation] link_domains"),
     ("https://shop.example.com.phish.invalid/", "is not in"),
     ("https://evilshop.example.com/", "is not in"),

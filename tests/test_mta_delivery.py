@@ -12,6 +12,8 @@ import pytest
 
 from engine.database import Database
 from engine.values import HostPort
+from mta.delivery import service as delivery_module
+from mta.delivery.service import DeliveryService
 from mta.dkim.keys import dns_txt_record
 from mta.queue.return_paths import message_id_from
 from mta.sink import CaptureSink
@@ -238,12 +240,24 @@ async def test_lease_expiry_hands_a_dead_workers_messages_to_another(
 
 
 async def test_wakes_on_notify_without_waiting_for_a_poll(
-        database: Database, database_url: str) -> None:
+        database: Database, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No poll in this test: only the NOTIFY that enqueue sends can wake the claim loop.
+    monkeypatch.setattr(delivery_module, "IDLE_POLL", 3600.0)
+    parked = asyncio.Event()
+    sleep_or_wake = DeliveryService._sleep_or_wake
+
+    async def parking(service: DeliveryService, seconds: float) -> None:
+        assert seconds >= 3600.0  # the claim loop would sleep past this test's timeout
+        parked.set()
+        await sleep_or_wake(service, seconds)
+
+    monkeypatch.setattr(DeliveryService, "_sleep_or_wake", parking)
     async with CaptureSink() as sink:
         settings = mta_settings(routes={"example.org": f"127.0.0.1:{sink.port}"})
         identity = await identity_for(database, settings)
         async with delivery_service(database, settings):
+            await asyncio.wait_for(parked.wait(), 10.0)  # the queue was empty: it sleeps
             message_id = await queue_message(database, identity, "a@example.org")
-            await asyncio.wait_for(sink.wait_for(1, 5.0), 5.0)
+            await asyncio.wait_for(sink.wait_for(1, 10.0), 10.0)
             assert await wait_for_states(database_url, [message_id]) == {message_id:
                                                                           "delivered"}

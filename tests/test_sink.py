@@ -7,6 +7,7 @@ import asyncio
 import mailbox
 from pathlib import Path
 
+import aiosmtplib
 import pytest
 import uvloop
 
@@ -129,3 +130,48 @@ def test_sink_and_pool_on_uvloop(tmp_path: Path) -> None:
 
     assert uvloop.run(asyncio.wait_for(scenario(), timeout=20)) == 40
     assert len(list((tmp_path / "Maildir" / "new").iterdir())) == 40
+
+
+async def test_sink_advertises_pipelining_unless_told_not_to() -> None:
+    for pipelining in (True, False):
+        async with CaptureSink(pipelining=pipelining) as sink:
+            client = aiosmtplib.SMTP(hostname=sink.host, port=sink.port)
+            await client.connect()
+            await client.ehlo()
+            offered = client.supports_extension("pipelining")
+            await client.quit()
+        assert offered == pipelining
+
+
+async def test_reply_latency_keeps_replies_in_order_and_lets_221_out_before_closing() -> None:
+    async with CaptureSink(reply_latency=0.02, keep=5) as sink:
+        reader, writer = await asyncio.open_connection(sink.host, sink.port)
+        writer.write(b"EHLO client.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<b@rcpt.test>\r\n"
+                     b"DATA\r\n")
+        async with asyncio.timeout(5):
+            replies = [await reader.readline() for _ in range(2)]
+            while not replies[-1].startswith(b"250 "):  # the rest of the EHLO reply
+                replies.append(await reader.readline())
+            replies += [await reader.readline() for _ in range(3)]
+            writer.write(b"Subject: hi\r\n\r\nHello.\r\n.\r\nQUIT\r\n")
+            replies += [await reader.readline() for _ in range(2)]
+            assert await reader.read() == b""  # closed after the 221
+        writer.close()
+    codes = [line[:4] for line in replies]
+    assert codes[0] == b"220 " and b"250-PIPELINING\r\n" in replies
+    assert codes[-5:] == [b"250 ", b"250 ", b"354 ", b"250 ", b"221 "]
+    assert sink.received == 1 and sink.messages[0].rcpt_tos == ("b@rcpt.test",)
+
+
+def test_pipelined_delivery_to_a_slow_sink_on_uvloop() -> None:
+    async def scenario() -> int:
+        async with CaptureSink(reply_latency=0.01) as sink:
+            pool = pool_for(sink, max_connections=2, max_messages_per_connection=10)
+            results = await asyncio.gather(
+                *(pool.send("a@sender.test", [f"r{i}@rcpt.test", "x@rcpt.test"], MESSAGE)
+                  for i in range(10)))
+            await pool.close()
+            assert all(len(r.accepted) == 2 for r in results)
+            return sink.received
+
+    assert uvloop.run(asyncio.wait_for(scenario(), timeout=20)) == 10

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from automation.content.templates import TemplateSet, datetime_format, message_context, money
+from automation.content.formats import datetime_format, money
+from automation.content.templates import TemplateSet, message_context
 from automation.errors import DefinitionError, RenderError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +74,7 @@ def test_context_exposes_attributes_and_reserved_names_win() -> None:
     assert values["first_name"] == "Ann" and values["plan"] == "pro"
     assert values["event"] == {} and "bad-name" not in values
     assert values["contact"] == {"id": "c-1", "email": "ann@example.com", "timezone": None,
+                                 "locale": None,
                                  "attributes": {"first_name": "Ann", "event": "shadowed",
                                                 "plan": "pro", "bad-name": 1}}
     assert values["recommendations"] == [] and values["links"] == {}
@@ -197,10 +199,37 @@ def test_json_templates_for_webhook_bodies() -> None:
     ("7", "GBP", "£7.00"),
     (1500, "JPY", "¥1,500"),
     (-5, "USD", "-$5.00"),
-    (12.5, "CHF", "12.50 CHF"),
+    (12.5, "CHF", "CHF12.50"),
+    (3, "KRW", "₩3"),  # any ISO 4217 currency, with its own decimals (Babel's CLDR data)
 ])
 def test_money(value: Any, currency: str, expected: str) -> None:
     assert money(value, currency) == expected
+
+
+@pytest.mark.parametrize(("locale", "expected"), [
+    ("de_DE", "1.234,50\xa0€"),
+    ("de-DE", "1.234,50\xa0€"),  # BCP 47 spelling
+    ("fr_FR", "1\u202f234,50\xa0€"),
+    ("en_US", "€1,234.50"),
+])
+def test_money_follows_the_locale(locale: str, expected: str) -> None:
+    assert money(1234.5, "EUR", locale) == expected
+
+
+def test_filters_use_the_contact_locale_attribute() -> None:
+    templates = one(text='{{ 1234.5 | money("EUR") }} | {{ "2026-03-01" | datetime }} | '
+                         '{{ "2026-03-01T10:00:00Z" | datetime("d. MMMM y") }} | '
+                         '{{ 9 | money("EUR", locale="en_GB") }}')
+    german = templates.render("m", context(attributes={"locale": "de-DE"})).text
+    assert german == "1.234,50\xa0€ | 1. März 2026 | 1. März 2026 | €9.00"
+    english = templates.render("m", context(attributes={})).text
+    assert english == "€1,234.50 | March 1, 2026 | 1. March 2026 | €9.00"
+    chinese = templates.render("m", context(attributes={"locale": "zh_Hans_CN"})).text
+    assert chinese.startswith("€1,234.50 | 2026年3月1日 | ")
+    # An unknown or malformed locale attribute falls back to the default, never fails a send.
+    for bad in ("xx_YY", "../etc", 5, ""):
+        assert templates.render("m", context(attributes={"locale": bad})).text == english
+    assert context(attributes={"locale": "de-DE"})["contact"]["locale"] == "de_DE"
 
 
 def test_money_and_datetime_reject_bad_values() -> None:
@@ -210,6 +239,12 @@ def test_money_and_datetime_reject_bad_values() -> None:
     assert datetime_format("2026-03-01T10:00:00Z", "%d %B %Y") == "01 March 2026"
     with pytest.raises(ValueError):
         datetime_format("soon")
+    with pytest.raises(ValueError, match="is not a currency"):
+        money(5, "euro")
+    with pytest.raises(ValueError, match="unknown locale"):
+        money(5, "EUR", "xx_YY")
+    with pytest.raises(ValueError, match="format"):
+        datetime_format("2026-03-01", "HH:mm")  # a time pattern for a date
     with pytest.raises(RenderError, match="is not an amount"):
         one(text="{{ event.price | money }}").render("m", context(event={"price": "free"}))
 

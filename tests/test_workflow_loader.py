@@ -439,6 +439,20 @@ def test_strict_yaml_scalars() -> None:
     assert document == {"a": "on", "b": "no", "c": "2026-01-01", "d": True, "e": False}
 
 
+def test_workflow_yaml_follows_yaml_1_2() -> None:
+    # YAML 1.1 reads 17:00 as the base-60 integer 1020 and 010 as octal 8; 1.2 does neither.
+    document = parse_yaml("at: 17:00\nlong: 1:02:03\nzero: 010\noctal: 0o10\nyes: yes\n",
+                          "x.yaml")
+    assert document == {"at": "17:00", "long": "1:02:03", "zero": 10, "octal": 8, "yes": "yes"}
+    with pytest.raises(DefinitionError, match=r"x.yaml:2:1: workflow files are YAML 1.2"):
+        parse_yaml("%YAML 1.1\n---\nat: 17:00\n", "x.yaml")
+
+
+def test_a_clock_time_without_quotes_is_a_clock_time() -> None:
+    birthday = trigger_of("type: date\nattribute: birthday\nat: 17:00\n")
+    assert birthday.at == time(17, 0)
+
+
 def test_directory_collects_problems_across_files(tmp_path: Path) -> None:
     (tmp_path / "one.yaml").write_text("trigger: {event: a}\nsteps: [{wait: 1 dai}]\n")
     (tmp_path / "two.yml").write_text("name: one\ntrigger: {event: a}\nsteps: [{send: hello}]\n")

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from engine.addresses import AddressError, ascii_host
+
 LINK_KEY_SUFFIXES = ("url", "urls", "uri", "href", "link", "links", "src", "image", "images")
 LINK_SCHEMES = frozenset({"http", "https", "javascript", "data", "vbscript", "file", "ftp",
                           "blob"})
@@ -48,11 +50,11 @@ class DroppedLink:
 
 
 def _ascii_host(host: str) -> str:
-    """Lower case, no trailing dot, IDNA (raises ValueError when it cannot be encoded)."""
-    host = host.strip().lower().rstrip(".")
+    """Lower case, no trailing dot, IDNA 2008 A-labels as everywhere else
+    (:func:`engine.addresses.ascii_host`); ValueError when it is not a host name."""
     try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError:
+        return ascii_host(host)
+    except AddressError:
         raise ValueError(f"{host!r} is not a host name") from None
 
 

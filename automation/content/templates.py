@@ -18,9 +18,11 @@ access on a mapping reads its keys only (``event.items`` is the cart's items, no
 
 Sandbox: :class:`jinja2.sandbox.ImmutableSandboxedEnvironment` (no underscore attributes, no
 mutation of data), ``range`` capped by Jinja, ``*`` and ``**`` bounded here, every rendered part
-at most :data:`MAX_OUTPUT_CHARS`. Context: see :func:`message_context`. Extra filters: ``money``
-(``{{ 19.9 | money("EUR") }}`` -> ``€19.90``) and ``datetime`` (an RFC 3339 string or date,
-``strftime`` format).
+at most :data:`MAX_OUTPUT_CHARS`. Context: see :func:`message_context`. Extra filters, in the
+contact's ``locale`` attribute (default ``en_US``; ``locale=`` overrides), from
+:mod:`automation.content.formats`: ``money`` (``{{ 19.9 | money("EUR") }}`` -> ``€19.90``,
+``19,90 €`` for ``de_DE``) and ``datetime`` (an RFC 3339 string or date; ``long`` by default,
+a CLDR pattern, or a ``strftime`` format).
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from jinja2 import meta
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from automation.content.formats import contact_locale, datetime_format, money
 from automation.content.link_policy import DroppedLink, screen_links
 from automation.errors import DefinitionError, RenderError
 from engine.addresses import HeaderError, check_header_value
@@ -49,8 +50,6 @@ MAX_OUTPUT_CHARS = 1_000_000
 MAX_REPEAT = 10_000
 RESERVED_NAMES = frozenset({"contact", "event", "event_type", "recommendations",
                             "unsubscribe_url", "links", "workflow", "step"})
-_CURRENCIES = {"USD": ("$", 2), "EUR": ("€", 2), "GBP": ("£", 2), "JPY": ("¥", 0),
-               "CAD": ("CA$", 2), "AUD": ("A$", 2), "INR": ("₹", 2), "CNY": ("CN¥", 2)}
 
 
 class StrictChainableUndefined(jinja2.ChainableUndefined, jinja2.StrictUndefined):
@@ -69,33 +68,22 @@ def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
     return value
 
 
-def money(value: Any, currency: Any = "USD") -> str:
-    """A price in major units (``19.9``, ``"19.90"``) with the currency's symbol and decimals."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise ValueError(f"money: {value!r} is not an amount")
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise ValueError(f"money: {value!r} is not an amount") from None
-    if not amount.is_finite():
-        raise ValueError(f"money: {value!r} is not an amount")
-    code = str(currency).upper()
-    symbol, places = _CURRENCIES.get(code, (None, 2))
-    text = f"{abs(amount):,.{places}f}"
-    sign = "-" if amount < 0 else ""
-    return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {code}"
+@jinja2.pass_context
+def _money_filter(context: Context, value: Any, currency: Any = "USD",
+                  locale: str | None = None) -> str:
+    return money(value, currency, locale or _locale_of(context))
 
 
-def datetime_format(value: Any, format: str = "%d %B %Y") -> str:
-    """Format an RFC 3339 date-time string, an ISO date string, a date or a datetime."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"datetime: {value!r} is not a date") from None
-    if not isinstance(value, date):
-        raise ValueError(f"datetime: {value!r} is not a date")
-    return value.strftime(format)
+@jinja2.pass_context
+def _datetime_filter(context: Context, value: Any, format: str = "long",
+                     locale: str | None = None) -> str:
+    return datetime_format(value, format, locale or _locale_of(context))
+
+
+def _locale_of(context: Context) -> str | None:
+    contact = context.get("contact")
+    locale = contact.get("locale") if isinstance(contact, Mapping) else None
+    return locale if isinstance(locale, str) else None
 
 
 class _Environment(ImmutableSandboxedEnvironment):
@@ -131,8 +119,8 @@ def _environment(sources: Mapping[str, str]) -> _Environment:
     )
     env.filters["default"] = _default
     env.filters["d"] = _default
-    env.filters["money"] = money
-    env.filters["datetime"] = datetime_format
+    env.filters["money"] = _money_filter
+    env.filters["datetime"] = _datetime_filter
     return env
 
 
@@ -311,7 +299,8 @@ def message_context(*, contact_id: str, email: str | None, attributes: Mapping[s
                     link_domains: tuple[str, ...] | None = None,
                     dropped: list[DroppedLink] | None = None) -> dict[str, Any]:
     """The variables a template sees: every contact attribute at top level (``first_name``),
-    then ``contact`` ({id, email, timezone, attributes}), ``event`` (the trigger event's
+    then ``contact`` ({id, email, timezone, locale, attributes}; ``locale`` is the ``locale``
+    attribute when it names a known locale, in Babel's spelling), ``event`` (the trigger event's
     properties), ``event_type``, ``recommendations`` (products: name, url, image_url, price,
     currency), ``unsubscribe_url``, ``links`` (named URLs), ``workflow`` and ``step``. The
     reserved names win over attributes of the same name.
@@ -330,6 +319,7 @@ def message_context(*, contact_id: str, email: str | None, attributes: Mapping[s
                                if isinstance(name, str) and name.isidentifier()}
     context.update(
         contact={"id": contact_id, "email": email, "timezone": timezone,
+                 "locale": contact_locale(attributes.get("locale")),
                  "attributes": dict(attributes)},
         event=event_data, event_type=event_type,
         recommendations=products,

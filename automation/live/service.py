@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from automation.index.trigger_index import IndexEvent, TriggerIndex
+from automation.live import quarantine
 from automation.live.snapshots import restore_index, serialise_index
 from automation.loading.catalog import Catalog
 from automation.runtime.core import AutomationCore
@@ -41,6 +42,10 @@ MAX_SLEEP = 1.0
 SNAPSHOT_IO_TIMEOUT = 300.0
 
 
+class QuarantinedEvent(Exception):
+    """An event was set aside: reload the index and replay without it."""
+
+
 def index_event(event: LoggedEvent) -> IndexEvent:
     return IndexEvent(event.contact_id, event.type, event.properties, event.occurred_at,
                       event.position, event.source)
@@ -61,6 +66,9 @@ class AutomationService:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._snapshot_at = 0.0
+        self._quarantined: set[LogCursor] = set()
+        self._failing: LogCursor | None = None  # the end of the batch being acted on
+        self._isolate_until: LogCursor | None = None  # replay one event at a time up to here
         self.processed = 0
         self.settled = asyncio.Event()  # set once this process is leader or knows it is not
         self.leading = asyncio.Event()  # set once this process leads and has loaded its state
@@ -90,12 +98,18 @@ class AutomationService:
                         await self._become_leader()
                         continue
                     await self._step()
-            except (DatabaseError, OSError):
-                log.warning("automation loop error; reloading and retrying", exc_info=True)
+            except QuarantinedEvent:
+                # The index may hold part of the event: reload and replay without it.
                 await self._reset_connection()
-                await self._sleep(STANDBY_RETRY)
-            except Exception:  # a bug must not stop automation for good: reload and go on
-                log.exception("unexpected automation error; reloading and retrying")
+            except Exception as error:  # a bug must not stop automation for good
+                if not quarantine.is_transient(error) and self._isolate_until is None:
+                    # Replay the failing batch one event at a time to find the culprit.
+                    self._isolate_until = self._failing
+                if quarantine.is_transient(error):
+                    log.warning("automation loop error; reloading and retrying", exc_info=True)
+                else:
+                    log.exception("unexpected automation error; reloading and retrying")
+                self._failing = None
                 await self._reset_connection()
                 await self._sleep(STANDBY_RETRY)
 
@@ -126,6 +140,7 @@ class AutomationService:
     async def _load(self) -> None:
         assert self._connection is not None
         workflows = self.catalog.ordered()
+        self._quarantined = await quarantine.load(self._connection)
         row = await self._connection.fetchrow(
             "SELECT cursor_txid, cursor_pos, snapshot FROM automation_state WHERE id = 1",
             timeout=SNAPSHOT_IO_TIMEOUT)
@@ -157,27 +172,64 @@ class AutomationService:
     async def _step(self) -> None:
         assert self._connection is not None and self.core is not None
         self._wake.clear()
-        events = await read_after(self._connection, self.cursor, self.settings.read_batch)
-        # Contacts are independent: their transitions run concurrently (each contact's in log
-        # order). If any fails, the loop reloads the snapshot and replays, so the index never
-        # counts an event twice.
-        await self.store.record_events(events)
-        await self.core.on_events([index_event(e) for e in events], datetime.now(UTC),
-                                  self.settings.concurrency)
-        if events:
-            self.cursor = events[-1].cursor
+        read = await read_after(self._connection, self.cursor, self.settings.read_batch)
+        more = len(read) == self.settings.read_batch
+        isolated = self._isolate_until is not None
+        if isolated:
+            handled = await self._replay_isolated(read)
+            more = more or len(handled) < len(read)
+            read = handled
+        events = [e for e in read if e.cursor not in self._quarantined]
+        if not isolated and events:
+            # Contacts are independent: their transitions run concurrently (each contact's in
+            # log order). If any fails, the loop reloads the snapshot and replays, so the index
+            # never counts an event twice; a batch that fails for a reason other than the
+            # database is then replayed event by event (see _replay_isolated).
+            self._failing = read[-1].cursor
+            await self.store.record_events(events)
+            await self.core.on_events([index_event(e) for e in events], datetime.now(UTC),
+                                      self.settings.concurrency)
+            self._failing = None
+        if read:
+            self.cursor = read[-1].cursor
         self.processed += len(events)
         await self.core.on_time(datetime.now(UTC), self.settings.concurrency)
         if events:
             await self._connection.execute(f"NOTIFY {PROCESSED_CHANNEL}")
         if time.monotonic() - self._snapshot_at >= self.settings.snapshot_interval:
             await self._save_snapshot()
-        if len(events) < self.settings.read_batch:
+        if not more:
             due = self.core.next_due()
             wait = MAX_SLEEP
             if due is not None:
                 wait = max(0.0, min(MAX_SLEEP, (due - datetime.now(UTC)).total_seconds()))
             await self._sleep(wait)
+
+    async def _replay_isolated(self, read: list[LoggedEvent]) -> list[LoggedEvent]:
+        """Act on events one at a time up to the end of the batch that failed; one that fails
+        alone for a reason other than the database is quarantined. Returns the events handled
+        (a prefix of ``read``)."""
+        assert self.core is not None and self._isolate_until is not None
+        handled: list[LoggedEvent] = []
+        for event in read:
+            if event.cursor > self._isolate_until:
+                break
+            handled.append(event)
+            if event.cursor in self._quarantined:
+                continue
+            try:
+                await self.store.record_events([event])
+                await self.core.on_events([index_event(event)], datetime.now(UTC))
+            except Exception as error:
+                if quarantine.is_transient(error):
+                    raise
+                async with self.database.connection() as connection:
+                    await quarantine.add(connection, event, error)
+                self._quarantined.add(event.cursor)
+                raise QuarantinedEvent from error
+        if not read or read[-1].cursor >= self._isolate_until or len(handled) < len(read):
+            self._isolate_until = None  # past the batch that failed: back to batches
+        return handled
 
     async def _save_snapshot(self) -> None:
         """Save the index with the cursor it corresponds to, taken in pieces so the loop keeps

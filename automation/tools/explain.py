@@ -6,6 +6,7 @@ from typing import Any
 
 import asyncpg
 
+from automation.live import quarantine
 from automation.loading.catalog import Catalog
 from engine.timestamps import format_rfc3339
 
@@ -62,7 +63,11 @@ async def explain(connection: asyncpg.Connection, catalog: Catalog,
             item["summary"] = (f"{len(states)} run(s): " + ", ".join(states) if states
                                else "triggered but not entered: "
                                + item["decisions"][-1]["detail"])
-    return {"contact_id": contact_id, "workflows": list(by_workflow.values())}
+    set_aside = [{"position": q["cursor_pos"], "event_id": q["event_id"], "type": q["type"],
+                  "error": q["error"], "at": format_rfc3339(q["quarantined_at"])}
+                 for q in await quarantine.for_contact(connection, contact_id)]
+    return {"contact_id": contact_id, "workflows": list(by_workflow.values()),
+            "quarantined": set_aside}
 
 
 def render_text(report: dict[str, Any]) -> str:
@@ -79,4 +84,7 @@ def render_text(report: dict[str, Any]) -> str:
                 where = f" [{step['step']}]" if step["step"] else ""
                 detail = f": {step['detail']}" if step["detail"] else ""
                 lines.append(f"      {step['at']}{where} {step['action']}{detail}")
+    for event in report.get("quarantined", ()):
+        lines.append(f"- event {event['position']} ({event['type']}) quarantined {event['at']}: "
+                     f"no workflow acted on it: {event['error']}")
     return "\n".join(lines)

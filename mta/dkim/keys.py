@@ -19,6 +19,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from engine.addresses import AddressError, ascii_host
 from mta.errors import DkimError
 
 Algorithm: TypeAlias = Literal["rsa", "ed25519"]
@@ -43,11 +44,11 @@ def check_algorithm(algorithm: str) -> Algorithm:
 
 
 def normalize_domain(name: str) -> str:
-    """Lower-case A-label form without the trailing dot; DkimError if it is not a DNS name."""
-    text = name.strip().rstrip(".").lower()
+    """Lower-case A-label form (IDNA 2008, as for addresses) without the trailing dot;
+    DkimError if it is not a DNS name."""
     try:
-        ascii_name = text.encode("idna").decode("ascii")
-    except UnicodeError as exc:
+        ascii_name = ascii_host(name)
+    except AddressError as exc:
         raise DkimError(f"{name!r} is not a valid domain name") from exc
     labels = ascii_name.split(".")
     if not ascii_name or len(ascii_name) > 253 or not all(_LABEL.fullmatch(x) for x in labels):

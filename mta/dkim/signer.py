@@ -4,8 +4,9 @@ dkimpy does the DKIM logic: header parsing, relaxed canonicalization of headers,
 and tag folding (``rfc822_parse``, ``Relaxed``, ``hash_headers``, ``fold``, ``RE_BTAG``). Two
 things are not taken from ``dkim.DKIM.sign``: it re-parses the PEM key with a pure-Python ASN.1
 reader and signs with pure-Python RSA on every call (~160 signatures/s). Here each key is loaded
-once into a ``cryptography`` key object, and the private-key operation runs in OpenSSL, which
-releases the GIL, so :meth:`DkimSigner.sign_async` scales over a small thread pool. Per-message
+once into a ``cryptography`` key object, and the private-key operation runs in OpenSSL. The
+delivery service signs off the event loop in worker processes (:mod:`mta.dkim.signing_pool`,
+each with a ``DkimSigner``): threads would queue behind the loop for the GIL. Per-message
 Python work is trimmed where dkimpy repeats it: the body is split off without dkimpy's per-line
 split/join, relaxed body canonicalization skips dkimpy's regexes when the body has no tab or
 double space (both property-tested to equal dkimpy's results), and the canonical form of
@@ -18,7 +19,6 @@ those of its closest configured parent domain; with none the message is returned
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import email.utils
 import functools
@@ -26,7 +26,6 @@ import hashlib
 import re
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -61,7 +60,6 @@ SIGNED_HEADERS: Final = frozenset(
 )
 #: Listed once more in h= than they occur, so that none can be added.
 OVERSIGNED_HEADERS: Final = (b"from",)
-DEFAULT_THREADS: Final = 2
 _CACHE_SIZE: Final = 4096  # header values kept canonicalized / From values kept parsed
 
 _SIGNATURE_HEADER: Final = b"DKIM-Signature"
@@ -104,24 +102,18 @@ class DkimKey:
 
 
 class DkimSigner:
-    """Signs messages with the keys of their From domain; thread-safe, keys loaded once."""
+    """Signs messages with the keys of their From domain; keys loaded once."""
 
-    def __init__(self, keys: Sequence[DkimKey], threads: int = DEFAULT_THREADS) -> None:
-        if threads < 1:
-            raise DkimError(f"DKIM signing threads must be at least 1, got {threads}")
+    def __init__(self, keys: Sequence[DkimKey]) -> None:
         by_domain: dict[str, list[DkimKey]] = {}
         for key in keys:
             by_domain.setdefault(key.domain, []).append(key)
         self._keys: Mapping[str, tuple[DkimKey, ...]] = {
             domain: tuple(domain_keys) for domain, domain_keys in by_domain.items()
         }
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dkim")
-        self._closed = False
 
     @classmethod
-    def from_configs(
-        cls, configs: Sequence[DkimKeyConfig], threads: int = DEFAULT_THREADS
-    ) -> DkimSigner:
+    def from_configs(cls, configs: Sequence[DkimKeyConfig]) -> DkimSigner:
         """Load every key file once; DkimError naming the domain or file on a bad entry."""
         keys: list[DkimKey] = []
         seen: set[tuple[str, str]] = set()
@@ -136,7 +128,7 @@ class DkimSigner:
             seen.add((domain, selector))
             algorithm = check_algorithm(config.algorithm)
             keys.append(DkimKey(domain, selector, load_private_key(config.key_file, algorithm)))
-        return cls(keys, threads)
+        return cls(keys)
 
     @property
     def keys(self) -> tuple[DkimKey, ...]:
@@ -175,18 +167,6 @@ class DkimSigner:
             for key in self._keys[signer_domain]
         ]
         return b"".join(signatures) + message
-
-    async def sign_async(self, message: bytes) -> bytes:
-        """:meth:`sign` on the signer's thread pool, so the event loop never blocks on it."""
-        if self._closed:
-            raise DkimError("the DKIM signer is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.sign, message)
-
-    def close(self) -> None:
-        """Stop the thread pool; signatures already running finish, queued ones are cancelled."""
-        self._closed = True
-        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def parse_message(message: bytes) -> tuple[list[Header], bytes]:

@@ -26,7 +26,7 @@ _SIGNER: DkimSigner | None = None
 
 def _init_worker(configs: Sequence[DkimKeyConfig]) -> None:
     global _SIGNER
-    _SIGNER = DkimSigner.from_configs(configs, threads=1)
+    _SIGNER = DkimSigner.from_configs(configs)
 
 
 def _sign_chunk(messages: list[bytes]) -> list[bytes | str]:
@@ -46,7 +46,7 @@ def _sign_chunk(messages: list[bytes]) -> list[bytes | str]:
 class SigningPool:
     def __init__(self, configs: Sequence[DkimKeyConfig], processes: int = 2,
                  chunk: int = 64) -> None:
-        DkimSigner.from_configs(configs, threads=1).close()  # fail fast on bad keys, here
+        DkimSigner.from_configs(configs)  # fail fast on bad keys, here
         self._configs = list(configs)
         self._processes = max(1, processes)
         self._chunk = chunk

@@ -8,6 +8,7 @@ adds suppressions and appends the outcome events.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from engine.eventlog import append_rows
+from mta.metrics import LOST_LEASES
 from mta.suppression import store as suppressions
 from mta.suppression.addresses import normalise_lenient
 from mta.suppression.rules import (
@@ -25,6 +27,8 @@ from mta.suppression.rules import (
     is_transactional,
     message_category,
 )
+
+log = logging.getLogger("herald.mta.queue")
 
 # Claim due messages, oldest first. SKIP LOCKED lets several workers and processes claim at
 # once without waiting for each other; moving next_attempt_at to the end of the lease hides
@@ -168,7 +172,11 @@ async def next_due(connection: asyncpg.Connection) -> datetime | None:
 
 async def record(connection: asyncpg.Connection, outcomes: list[Outcome], owner: str,
                  soft_bounces: SoftBouncePolicy = SoftBouncePolicy()) -> set[uuid.UUID]:
-    """Write a batch of outcomes in one transaction; returns the ids this owner still held."""
+    """Write a batch of outcomes in one transaction; returns the ids this owner still held.
+
+    An outcome for a row this owner no longer leases (it stalled past the lease and another
+    worker claimed the message) changes nothing; it is logged and counted, never silently lost.
+    """
     if not outcomes:
         return set()
     released = [o for o in outcomes if o.state == "released"]
@@ -194,7 +202,17 @@ async def record(connection: asyncpg.Connection, outcomes: list[Outcome], owner:
                 connection, [(normalise_lenient(o.message.recipient), o.message.id)
                              for o in mine if o.soft and not o.suppress],
                 soft_bounces.limit, soft_bounces.window, now)
+    for outcome in outcomes:
+        if outcome.message.id not in held:
+            _lease_lost(outcome, owner)
     return held
+
+
+def _lease_lost(outcome: Outcome, owner: str) -> None:
+    LOST_LEASES.labels(outcome.state).inc()
+    log.warning("lease_lost", extra={
+        "message_id": str(outcome.message.id), "outcome": outcome.state, "owner": owner,
+        "attempt": outcome.message.attempt, "code": outcome.code})
 
 
 def _state(outcome: Outcome) -> str:

@@ -1,4 +1,4 @@
-"""Bounded pools of reusable SMTP sessions, one per destination (host, port), and their registry.
+"""Bounded pools of reusable SMTP sessions, one per destination (host, port).
 
 A pool opens at most ``max_connections`` sessions; a session carries at most
 ``max_messages_per_connection`` transactions and then QUITs; idle sessions are closed after
@@ -215,13 +215,6 @@ class ConnectionPool:
         if self._tasks:
             await asyncio.shield(asyncio.gather(*self._tasks, return_exceptions=True))
 
-    def drop_if_unused(self) -> bool:
-        """Close this pool at once if it holds no session and no waiter (registry eviction)."""
-        if self._open or self._tasks or any(not w.done() for w in self._waiters):
-            return False
-        self._closed = True
-        return True
-
     # --- checkout / checkin -------------------------------------------------------------------
 
     async def _checkout(self) -> SmtpSession:
@@ -358,58 +351,3 @@ class ConnectionPool:
         return SmtpTemporaryFailure(
             self.host, self.port, "mail", reply, remote=False, connection_lost=True
         )
-
-
-class PoolRegistry:
-    """Pools keyed by (host, port), created on first use with the shared settings or the
-    per-destination override. At most ``max_pools`` pools: unused ones are dropped first."""
-
-    def __init__(
-        self,
-        settings: PoolSettings,
-        *,
-        settings_for: Callable[[str, int], PoolSettings] | None = None,
-        max_pools: int = 10_000,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        self._settings = settings
-        self._settings_for = settings_for
-        self._max_pools = max_pools
-        self._clock = clock
-        self._pools: dict[tuple[str, int], ConnectionPool] = {}
-        self._closed = False
-
-    def pool(self, host: str, port: int = 25) -> ConnectionPool:
-        if self._closed:
-            raise PoolClosed("pool registry closed")
-        key = (host.lower(), port)
-        found = self._pools.get(key)
-        if found is not None:
-            return found
-        if len(self._pools) >= self._max_pools:
-            for unused in [k for k, p in self._pools.items() if p.drop_if_unused()]:
-                del self._pools[unused]
-            if len(self._pools) >= self._max_pools:
-                raise PoolSaturated(f"{len(self._pools)} destinations have open sessions")
-        settings = self._settings_for(host, port) if self._settings_for else self._settings
-        created = ConnectionPool(host, port, settings, clock=self._clock)
-        self._pools[key] = created
-        return created
-
-    async def send(
-        self, host: str, port: int, mail_from: str, recipients: Sequence[str], message: bytes
-    ) -> SendResult:
-        return await self.pool(host, port).send(mail_from, recipients, message)
-
-    def stats(self) -> dict[tuple[str, int], PoolStats]:
-        return {key: pool.stats() for key, pool in self._pools.items()}
-
-    def open_connections(self) -> dict[str, int]:
-        """Open sessions per destination "host:port" (for a metrics gauge)."""
-        return {f"{host}:{port}": pool.stats().open for (host, port), pool in self._pools.items()}
-
-    async def close_all(self) -> None:
-        self._closed = True
-        pools = list(self._pools.values())
-        self._pools.clear()
-        await asyncio.gather(*(pool.close() for pool in pools))

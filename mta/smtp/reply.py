@@ -1,6 +1,7 @@
 """Pure SMTP protocol helpers for the delivery client: no sockets, no aiosmtplib types.
 
-- replies: split into the basic code, the RFC 3463 enhanced status code and the text;
+- replies: split into the basic code, the RFC 3463 enhanced status code and the text; and split
+  off a byte stream that may hold several (the replies to a pipelined group, RFC 2920);
 - EHLO: the keywords that change how a message is sent, as a frozen record;
 - wire checks: envelope addresses (no command injection, SMTPUTF8 detection) and the message body
   (CRLF line endings, 998-octet lines, 8-bit detection, dot-stuffing) prepared once per message.
@@ -65,6 +66,51 @@ def parse_reply(code: int, message: str) -> SmtpReply:
         for line in lines
     ]
     return SmtpReply(code, enhanced, "\n".join(stripped))
+
+
+# Bounds on replies read off the wire (aiosmtplib's limits): one line, one whole reply.
+MAX_REPLY_LINE_OCTETS = 8192
+MAX_REPLY_OCTETS = 4 * MAX_REPLY_LINE_OCTETS
+
+
+class MalformedReply(ValueError):
+    """Bytes from the server that are not an SMTP reply (or one too long)."""
+
+
+def split_replies(buffer: bytes | bytearray) -> tuple[list[SmtpReply], int]:
+    """The complete replies at the start of ``buffer`` and how many octets they take; a partial
+    reply at the end is left for later. Raises ``MalformedReply``.
+
+    Each line is ``CODE`` then ``-`` (more lines follow), a space or nothing, then text; every
+    line of one reply carries the same code (RFC 5321 §4.2.1)."""
+    replies: list[SmtpReply] = []
+    start = offset = 0
+    code: int | None = None
+    lines: list[str] = []
+    while True:
+        end = buffer.find(b"\n", offset)
+        if end == -1:
+            if len(buffer) - offset > MAX_REPLY_LINE_OCTETS or len(buffer) - start > \
+                    MAX_REPLY_OCTETS:
+                raise MalformedReply("reply too long")
+            return replies, start
+        line = bytes(buffer[offset:end]).rstrip(b"\r")
+        if len(line) > MAX_REPLY_LINE_OCTETS:
+            raise MalformedReply("reply line too long")
+        if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in (b"", b" ", b"-"):
+            raise MalformedReply(f"not a reply line: {line[:80]!r}")
+        this = int(line[:3])
+        if code is not None and this != code:
+            raise MalformedReply(f"a multi-line reply changes its code ({code} to {this})")
+        code = this
+        lines.append(line[4:].decode("utf-8", "replace"))
+        offset = end + 1
+        if line[3:4] == b"-":
+            if offset - start > MAX_REPLY_OCTETS:
+                raise MalformedReply("reply too long")
+            continue
+        replies.append(parse_reply(code, "\n".join(lines)))
+        start, code, lines = offset, None, []
 
 
 def synthetic_reply(code: int, enhanced: str, text: str) -> SmtpReply:

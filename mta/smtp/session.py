@@ -13,6 +13,10 @@ per-block "data block" timeout is folded into ``data_final`` (the wait for the r
 "."). A session is reusable after a reply-level refusal (the dialogue is in sync, and an RSET is
 sent where a transaction was left open); any transport error, timeout, malformed reply or 421
 breaks it for good.
+
+Where the server advertises PIPELINING (RFC 2920), MAIL, every RCPT and DATA go out in one write
+and their replies are read afterwards, one by one, each judged as if it had come alone
+(:mod:`mta.smtp.pipelining` reads them); without it each command waits for its reply.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from aiosmtplib.errors import SMTPException
 
 from mta.smtp.connect import client_tls_context as client_tls_context
 from mta.smtp.connect import connect_client
+from mta.smtp.pipelining import ReplyReader, pipelined
 from mta.smtp.reply import PreparedMessage, ServerExtensions, SmtpReply, parse_reply
 from mta.smtp.types import ConnectReason as ConnectReason
 from mta.smtp.types import Phase as Phase
@@ -105,6 +110,8 @@ class SmtpSession:
         self._busy = True
         self.reset_done = False
         self.transactions += 1
+        if self.extensions.pipelining:
+            return await self._deliver_pipelined(mail_from, recipients, message, params)
         reply = await self._exchange(
             "mail", self._timeouts.mail, b"MAIL", b"FROM:<" + mail_from.encode() + b">", *params
         )
@@ -127,6 +134,66 @@ class SmtpSession:
         if final.code != 250:
             raise session_failure(self.host, self.port, "data_final", final)
         return SendResult(self.host, self.port, tuple(results), final, self.tls)
+
+    async def _deliver_pipelined(
+        self,
+        mail_from: str,
+        recipients: Sequence[str],
+        message: PreparedMessage,
+        params: list[bytes],
+    ) -> SendResult:
+        """MAIL, RCPT... and DATA in one write (RFC 2920), then their replies in order; the
+        body follows only a 354 with a recipient accepted. Outcomes as in ``deliver``."""
+        group = [b" ".join((b"MAIL", b"FROM:<" + mail_from.encode() + b">", *params))]
+        group += [b"RCPT TO:<" + recipient.encode() + b">" for recipient in recipients]
+        group.append(b"DATA")
+        results: list[RecipientResult] = []
+        final: SmtpReply | None = None
+        phase: Phase = "mail"  # where a failure to write belongs
+        try:
+            async with pipelined(self._client.protocol) as reader:
+                reader.write(b"".join(command + b"\r\n" for command in group))
+                mail = await self._next_reply(reader, "mail", self._timeouts.mail)
+                for recipient in recipients:
+                    reply = await self._next_reply(reader, "rcpt", self._timeouts.rcpt)
+                    results.append(RecipientResult(recipient, reply, reply.code in _ACCEPTED_RCPT))
+                data = await self._next_reply(reader, "data", self._timeouts.data_init)
+                accepted = mail.code == 250 and any(result.accepted for result in results)
+                if data.code == 354:
+                    # Without an accepted recipient a 354 is still answered, with an empty
+                    # message, before the transaction is reset (RFC 2920 §3.1).
+                    phase = "data_final"
+                    reader.write(message.wire if accepted else b".\r\n")
+                    final = await self._next_reply(reader, "data_final",
+                                                   self._timeouts.data_final)
+        except (SMTPException, OSError) as exc:  # writing failed: the connection is gone
+            self._break()
+            raise transport_failure(self.host, self.port, phase, exc, 0.0) from exc
+        if mail.code != 250:
+            raise await self._refused("mail", mail)
+        if not accepted:
+            await self._reset_after_refusal()
+            return SendResult(self.host, self.port, tuple(results), None, self.tls)
+        if data.code != 354:
+            raise await self._refused("data", data)
+        assert final is not None
+        self._busy = False
+        if final.code != 250:
+            raise session_failure(self.host, self.port, "data_final", final)
+        return SendResult(self.host, self.port, tuple(results), final, self.tls)
+
+    async def _next_reply(self, reader: ReplyReader, phase: Phase, timeout: float) -> SmtpReply:
+        """The next reply of a pipelined group, judged as ``_exchange`` judges one."""
+        try:
+            async with asyncio.timeout(timeout):
+                reply = await reader.next_reply()
+        except (SMTPException, OSError) as exc:
+            self._break()
+            raise transport_failure(self.host, self.port, phase, exc, timeout) from exc
+        if reply.code == 421:  # the server is closing the channel
+            self._break()
+            raise session_failure(self.host, self.port, phase, reply)
+        return reply
 
     def _mail_parameters(self, message: PreparedMessage, smtputf8: bool) -> list[bytes]:
         """MAIL parameters, or a permanent failure when the server lacks a needed extension."""

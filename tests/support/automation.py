@@ -34,6 +34,7 @@ def example_catalog() -> Catalog:
 @asynccontextmanager
 async def automation_service(database: Database, catalog: Catalog | None = None,
                              lead: bool = True, public_url: str | None = PUBLIC_URL,
+                             store_type: type[PgStore] = PgStore,
                              **overrides: Any) -> AsyncIterator[AutomationService]:
     """``lead``: wait until this service leads (else until it knows it stands by)."""
     catalog = catalog or example_catalog()
@@ -42,7 +43,7 @@ async def automation_service(database: Database, catalog: Catalog | None = None,
                     parse_quiet_hours(settings.quiet_hours),
                     normalize_domains(settings.link_domains))
     identity = await identity_for(database, mta_settings())
-    store = PgStore(database, catalog, policy, settings, identity, TEST_LINK_KEYS,
+    store = store_type(database, catalog, policy, settings, identity, TEST_LINK_KEYS,
                     public_url)
     service = AutomationService(database, catalog, store, settings)
     await service.start()

@@ -64,6 +64,7 @@ class Script:
     break_tls: bool = False  # answer 220 to STARTTLS, then send garbage instead of a handshake
     eightbitmime: bool = True
     smtputf8: bool = True
+    pipelining: bool = False  # advertise PIPELINING (aiosmtpd reads pipelined commands in order)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ class ServerRecord:
     commands: list[str] = field(default_factory=list)
     phases: dict[str, int] = field(default_factory=dict)  # replies due per phase, drops included
     messages: list[ReceivedMessage] = field(default_factory=list)
+    received: bytearray = field(default_factory=bytearray)  # every byte from the client
+    received_before: dict[str, bytes] = field(default_factory=dict)  # phase -> at 1st reply
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def touch(self) -> None:
@@ -170,7 +173,10 @@ class _ScriptedHandler:
             dropped.add("8BITMIME")
         if not self.script.smtputf8:
             dropped.add("SMTPUTF8")
-        return [r for r in responses if r[4:].split(" ")[0].upper() not in dropped]
+        kept = [r for r in responses if r[4:].split(" ")[0].upper() not in dropped]
+        if self.script.pipelining:
+            kept.insert(-1, "250-PIPELINING")
+        return kept
 
     async def handle_HELO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str
@@ -262,6 +268,7 @@ class _ScriptedSMTP(SMTP):
     async def before_reply(self, phase: str) -> None:
         """Apply the script's drop or hold for ``phase``."""
         seen = self._record.phases[phase] = self._record.phases.get(phase, 0) + 1
+        self._record.received_before.setdefault(phase, bytes(self._record.received))
         if phase in self._script.drop or seen == self._script.drop_nth.get(phase):
             await self.drop()
         hold = self._script.holds.get(phase)
@@ -309,6 +316,11 @@ class _ScriptedSMTP(SMTP):
             self._record.active -= 1
             self._sessions.discard(self)
             self._record.touch()
+
+    def data_received(self, data: bytes) -> None:
+        self._record.received.extend(data)
+        self._record.touch()
+        super().data_received(data)
 
     def eof_received(self) -> bool | None:
         self._gone()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from datetime import timedelta
 from typing import Any, Protocol
@@ -40,11 +41,13 @@ from mta.dns.resolver import MxResolver
 from mta.dns.routing import Router
 from mta.inbound.service import InboundService
 from mta.queue.enqueue import QueueIdentity, load_bounce_secret
+from mta.settings import MtaSettings
 from mta.shaping.rules import ShapingRule, load_rules
 from mta.suppression import api as suppression_api
 from mta.suppression import one_click
 from mta.suppression.api import contact_suppression
 from mta.suppression.unsubscribe import load_link_keys
+from mta.tls.service import TransportSecurity
 
 log = logging.getLogger("herald.roles")
 
@@ -173,13 +176,15 @@ class MtaRole:
     def __init__(self, settings: Settings, database: Database,
                  held: str | None = None) -> None:
         """``held``: why delivery must not start (mail stays queued, nothing is lost)."""
-        mta = settings.mta
+        mta = mta_settings(settings)
         self.held = held
         resolver = MxResolver(
             nameserver=(mta.resolver.host, mta.resolver.port) if mta.resolver else None,
             timeout=mta.dns_timeout)
+        self.security = transport_security(settings, database, resolver)
         self.service = DeliveryService(database, mta, Router(mta, resolver),
-                                       build_signer(settings), shaping_rules(settings))
+                                       build_signer(settings), shaping_rules(settings),
+                                       self.security.policies, self.security.observer)
         self.resolver = resolver
         self.grace = settings.engine.shutdown_timeout / 2
 
@@ -187,13 +192,30 @@ class MtaRole:
         if self.held is not None:
             log.error("mta: delivery held, messages stay queued: " + self.held)
             return
+        await self.security.start()
         await self.service.start()
         log.info("mta delivering", extra={"owner": self.service.owner})
 
     async def stop(self) -> None:
         if self.held is None:
             await self.service.stop(self.grace)
+            await self.security.stop()
         await self.resolver.aclose()
+
+
+def mta_settings(settings: Settings) -> MtaSettings:
+    """``[mta]`` with its file paths resolved against the config file."""
+    mta = settings.mta
+    if mta.tls_ca_file is not None:
+        mta = dataclasses.replace(mta, tls_ca_file=resolve_path(settings, mta.tls_ca_file))
+    return mta
+
+
+def transport_security(settings: Settings, database: Database,
+                       resolver: MxResolver) -> TransportSecurity:
+    """MTA-STS, DANE and TLS-RPT for the mta role and ``herald tls``."""
+    return TransportSecurity(database, mta_settings(settings), resolver,
+                             lambda: queue_identity(settings, database))
 
 
 class AutomationRole:

@@ -93,8 +93,9 @@ def routes(context: HttpContext, identity: QueueIdentity, max_size: int) -> list
                 "attempts, created_at, next_attempt_at, expires_at, last_code, last_reply, "
                 "finished_at FROM outbound_messages WHERE id = $1", message_id)
             attempts = await connection.fetch(
-                "SELECT attempt, at, outcome, remote_host, code, enhanced, reply, category "
-                "FROM delivery_attempts WHERE message_id = $1 ORDER BY attempt", message_id)
+                "SELECT attempt, at, outcome, remote_host, code, enhanced, reply, category, "
+                "tls_policy FROM delivery_attempts WHERE message_id = $1 ORDER BY attempt",
+                message_id)
         if row is None:
             raise ApiError(404, "not_found", "no such message")
         return OrjsonResponse(message_json(row, attempts))
@@ -121,7 +122,7 @@ def message_json(row: Any, attempts: list[Any]) -> dict[str, Any]:
         "attempts": [{
             "attempt": a["attempt"], "at": format_rfc3339(a["at"]), "outcome": a["outcome"],
             "remote_host": a["remote_host"], "code": a["code"], "enhanced": a["enhanced"],
-            "reply": a["reply"], "category": a["category"],
+            "reply": a["reply"], "category": a["category"], "tls_policy": a["tls_policy"],
         } for a in attempts],
     }
 

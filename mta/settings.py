@@ -43,6 +43,29 @@ class MtaSettings:
     # STARTTLS: opportunistic by default; domains listed here require it.
     tls: str = "opportunistic"
     tls_required_domains: tuple[str, ...] = ()
+    # Per destination: TLS with a certificate valid for the MX host name, or no STARTTLS at all.
+    # These local settings win over MTA-STS and DANE (mta/tls/policy.py).
+    tls_verified_domains: tuple[str, ...] = ()
+    tls_skip_domains: tuple[str, ...] = ()
+    # Certificates verify against the system trust store plus this PEM bundle (private CAs,
+    # tests); the same trust applies to MTA-STS policy fetches and TLS-RPT HTTPS posts.
+    tls_ca_file: Path | None = None
+    # MTA-STS (RFC 8461): the _mta-sts TXT record, then the policy over HTTPS, cached in
+    # Postgres by id and max_age. The port is 443 on the Internet; the host is resolved
+    # through [mta] resolver like every other name.
+    mta_sts: bool = True
+    mta_sts_port: int = 443
+    mta_sts_timeout: float = duration("10s")
+    mta_sts_max_bytes: int = size("64KiB")
+    mta_sts_recheck: float = duration("1h")  # look at the TXT record's id again after this
+    # DANE (RFC 7672): TLSA records count only when the resolver sets the AD bit, so point
+    # [mta] resolver at a DNSSEC-validating resolver you trust (e.g. unbound on 127.0.0.1).
+    dane: bool = True
+    # TLS-RPT (RFC 8460): count sessions per policy domain, send daily reports to the rua.
+    tls_rpt: bool = True
+    tls_rpt_organization: str | None = None  # default: ehlo_name
+    tls_rpt_contact: str | None = None  # default: postmaster@<bounce_domain>
+    tls_rpt_from: str | None = None  # default: tls-reports@<bounce_domain>
     dkim: tuple[DkimKeySettings, ...] = ()
     dkim_workers: int = 2  # signing processes
     # Traffic shaping rules (TOML); relative paths are resolved against the config file.
@@ -84,6 +107,11 @@ class MtaSettings:
             raise ValueError("need soft_bounce_limit >= 0 and soft_bounce_window > 0")
         if self.lease < 5:
             raise ValueError("lease must be at least 5s")
+        if not 0 < self.mta_sts_port < 65536:
+            raise ValueError("mta_sts_port must be a TCP port")
+        if not 0 < self.mta_sts_timeout <= 300 or not 1024 <= self.mta_sts_max_bytes <= 1 << 20:
+            raise ValueError("need 0 < mta_sts_timeout <= 300s and 1KiB <= mta_sts_max_bytes "
+                             "<= 1MiB")
 
     def route_for(self, domain: str) -> HostPort | None:
         if domain in self.routes:

@@ -217,6 +217,7 @@ FAILURE_RULES: dict[str, tuple[BounceCategory, bool, str]] = {
     "connection_refused": (_SOFT, False, "connection_refused"),
     "timeout": (_SOFT, False, "timeout"),
     "tls_required_unavailable": (_SOFT, False, "tls_unavailable"),
+    "tls_policy": (_SOFT, False, "tls_policy"),  # MTA-STS / DANE refused every host
     "dns_nxdomain": (_HARD, True, "domain_unknown"),
     "dns_null_mx": (_HARD, True, "null_mx"),
     "dns_servfail": (_SOFT, False, "dns_error"),

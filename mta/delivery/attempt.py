@@ -5,10 +5,17 @@ move on to the next host, a reply decides the outcome. Replies are classified by
 :mod:`mta.bounces.smtp_replies`:
 5xx bounces (a hard bounce also suppresses the address), 4xx defers,
 throttling also backs the site off.
+
+Transport security decides per host (:mod:`mta.tls.policy`): a host the MTA-STS policy does
+not list is skipped, a session whose peer fails its policy (certificate, TLSA, no STARTTLS)
+moves on to the next host, and when no host is left the message is deferred with the policy
+and the reason in the attempt row (``mta-sts enforce (id 1): certificate for mx.example does
+not match (...)``). Nothing is ever sent in plaintext where a policy requires TLS.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +34,9 @@ from mta.settings import MtaSettings, retry_delay
 from mta.smtp.pool import ConnectionPool, PoolClosed, PoolSaturated
 from mta.smtp.reply import SmtpReply, UnsendableMessage
 from mta.smtp.session import SmtpConnectFailure, SmtpSessionFailure
+from mta.smtp.types import TlsAuthFailure
+from mta.tls.peer import PeerPolicy
+from mta.tls.policy import HostRefused, TlsPolicies
 
 log = logging.getLogger("herald.mta.attempt")
 
@@ -40,9 +50,10 @@ _HOST_PHASES = frozenset({"connect", "ehlo", "starttls"})
 class AttemptContext:
     settings: MtaSettings
     router: Router
-    pool_for: Callable[[str, int, Destination], ConnectionPool]
+    pool_for: Callable[[str, int, Destination, PeerPolicy | None], ConnectionPool]
     on_throttle: Callable[[str], None]  # site key
     on_success: Callable[[str], None]
+    tls: TlsPolicies | None = None  # None: the destination's tls setting alone
 
 
 def now_utc() -> datetime:
@@ -95,18 +106,47 @@ def dns_outcome(context: AttemptContext, message: ClaimedMessage,
 async def attempt(context: AttemptContext, message: ClaimedMessage, destination: Destination,
                   wire: bytes) -> Outcome:
     """Deliver ``wire`` (the signed message) to the first host that answers."""
+    tried: list[str] = []  # the TLS policies of the hosts tried, for the attempt row
+    outcome = await _attempt(context, message, destination, wire, tried)
+    if tried:
+        outcome = dataclasses.replace(outcome, tls_policy="; ".join(dict.fromkeys(tried)))
+    if outcome.state == "deferred" and outcome.category == "tls_policy":
+        log.warning("delivery deferred by TLS policy",
+                    extra={"message_id": str(message.id), "domain": message.recipient_domain,
+                           "reason": outcome.reply, "tls_policy": outcome.tls_policy})
+    return outcome
+
+
+async def _attempt(context: AttemptContext, message: ClaimedMessage, destination: Destination,
+                   wire: bytes, tried: list[str]) -> Outcome:
     last_failure = "no host could be reached"
     failure_kind = "connection_refused"
+    scope = None
+    if context.tls is not None:
+        scope = await context.tls.domain(message.recipient_domain,
+                                         routed=destination.site.startswith("route:"))
     for host in destination.hosts[:MAX_HOSTS]:
+        peer: PeerPolicy | None = None
+        if context.tls is not None and scope is not None:
+            decided = await context.tls.host(scope, host)
+            if isinstance(decided, HostRefused):
+                last_failure, failure_kind = decided.reason, "tls_policy"
+                continue
+            peer = decided
+            tried.append(peer.label)
         try:
             addresses = await context.router.addresses(host)
         except (DnsPermanentFailure, DnsTemporaryFailure) as exc:
             last_failure, failure_kind = str(exc), "dns_servfail"
             continue
         for address in addresses[:MAX_ADDRESSES_PER_HOST]:
-            pool = context.pool_for(address, destination.port, destination)
+            pool = context.pool_for(address, destination.port, destination, peer)
             try:
                 result = await pool.send(message.envelope_from, [message.recipient], wire)
+            except TlsAuthFailure as exc:
+                last_failure = f"{exc.detail} (at {exc.host}:{exc.port})"
+                failure_kind = "tls_policy"
+                continue
             except SmtpConnectFailure as exc:
                 last_failure = str(exc)
                 failure_kind = ("tls_required_unavailable" if exc.reason.startswith("tls")
@@ -134,7 +174,10 @@ async def attempt(context: AttemptContext, message: ClaimedMessage, destination:
             context.on_success(destination.site)
             return Outcome(message, "delivered", now_utc(), None, host, data.code,
                            data.enhanced, str(data), None)
-    return deferred(context, message, classify_failure(failure_kind), detail=last_failure)
+    outcome = deferred(context, message, classify_failure(failure_kind), detail=last_failure)
+    if failure_kind == "tls_policy" and outcome.state == "deferred":
+        outcome = dataclasses.replace(outcome, category="tls_policy")  # why it waits
+    return outcome
 
 
 def classify_failure_unsendable() -> Classification:

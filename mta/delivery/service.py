@@ -40,7 +40,9 @@ from mta.queue.store import ClaimedMessage, Outcome, SoftBouncePolicy
 from mta.settings import MtaSettings
 from mta.shaping.rules import ShapingRule, SiteGovernor, limits_for
 from mta.shaping.sites import Site, SiteScheduler
-from mta.smtp.pool import ConnectionPool, PoolSettings
+from mta.smtp.pool import ConnectionPool, PoolSettings, TlsObserver
+from mta.tls.peer import PeerPolicy
+from mta.tls.policy import TlsPolicies
 
 log = logging.getLogger("herald.mta.delivery")
 
@@ -52,7 +54,8 @@ RELEASE_DELAY = 5.0
 
 class DeliveryService:
     def __init__(self, database: Database, settings: MtaSettings, router: Router,
-                 signer: SigningPool | None, rules: tuple[ShapingRule, ...] = ()) -> None:
+                 signer: SigningPool | None, rules: tuple[ShapingRule, ...] = (),
+                 tls: TlsPolicies | None = None, on_tls: TlsObserver | None = None) -> None:
         self._database = database
         self._settings = settings
         self._router = router
@@ -70,11 +73,13 @@ class DeliveryService:
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
-        self._pools: dict[tuple[str, int], ConnectionPool] = {}
+        # One pool per address, port and TLS policy: sessions never cross policies.
+        self._pools: dict[tuple[str, int, PeerPolicy | None], ConnectionPool] = {}
+        self._on_tls = on_tls
         self._listener: asyncpg.Connection | None = None
         self._scheduler = SiteScheduler(self._deliver, self._spawn)
         self._context = AttemptContext(settings, router, self._pool_for, self._throttled,
-                                       self._succeeded)
+                                       self._succeeded, tls)
         self.delivered = 0
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -233,8 +238,9 @@ class DeliveryService:
             self._scheduler.sites[destination.site] = site
         return site
 
-    def _pool_for(self, address: str, port: int, destination: Destination) -> ConnectionPool:
-        pool = self._pools.get((address, port))
+    def _pool_for(self, address: str, port: int, destination: Destination,
+                  peer: PeerPolicy | None = None) -> ConnectionPool:
+        pool = self._pools.get((address, port, peer))
         if pool is None:
             site = self._scheduler.sites[destination.site]
             pool = ConnectionPool(address, port, PoolSettings(
@@ -246,8 +252,9 @@ class DeliveryService:
                     "none" if self._settings.tls == "none" else "opportunistic"),
                 max_message_bytes=self._settings.max_message_size * 2,
                 rset_before_reuse=5.0,  # probe only sessions that sat idle a while
-            ))
-            self._pools[(address, port)] = pool
+                peer=peer,
+            ), on_tls=self._on_tls)
+            self._pools[(address, port, peer)] = pool
         return pool
 
     def _throttled(self, site_key: str) -> None:

@@ -74,8 +74,8 @@ RECORD = """
 
 LOG_ATTEMPTS = """
     INSERT INTO delivery_attempts
-        (message_id, attempt, outcome, remote_host, code, enhanced, reply, category)
-    SELECT (r->>0)::uuid, (r->>1)::int, r->>2, r->>3, (r->>4)::int, r->>5, r->>6, r->>7
+        (message_id, attempt, outcome, remote_host, code, enhanced, reply, category, tls_policy)
+    SELECT (r->>0)::uuid, (r->>1)::int, r->>2, r->>3, (r->>4)::int, r->>5, r->>6, r->>7, r->>8
     FROM jsonb_array_elements($1::jsonb) AS r
     ON CONFLICT (message_id, attempt) DO NOTHING
 """
@@ -124,6 +124,7 @@ class Outcome:
     category: str | None = None
     suppress: bool = False
     soft: bool = False  # a soft bounce that counts towards suppressing the address
+    tls_policy: str | None = None  # the TLS policy the attempt ran under (mta.tls.policy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +192,7 @@ async def record(connection: asyncpg.Connection, outcomes: list[Outcome], owner:
         if mine:
             await connection.execute(LOG_ATTEMPTS, [
                 [str(o.message.id), o.message.attempt, o.state, o.remote_host, o.code,
-                 o.enhanced, o.reply, o.category] for o in mine])
+                 o.enhanced, o.reply, o.category, o.tls_policy] for o in mine])
             await append_rows(connection, [_event_row(o) for o in mine])
             now = max(o.at for o in mine)
             await suppressions.add(connection, [

@@ -7,6 +7,12 @@ it; ``opportunistic`` continues in plaintext after a refused command). Each phas
 own ``asyncio.timeout``, and aiosmtplib's exceptions become ``SmtpConnectFailure`` or
 ``SmtpSessionFailure`` (:mod:`mta.smtp.types`). :func:`client_tls_context` holds the shared TLS
 client contexts. :func:`mta.smtp.session.open_session` wraps the result in a session.
+
+A session's :class:`~mta.tls.peer.PeerPolicy` (``settings.peer``) decides what the peer must
+prove: a certificate valid for the MX host name (MTA-STS, ``tls_verified_domains``: verified by
+OpenSSL during the handshake, SNI = the MX name) or a chain matching its TLSA records (DANE:
+checked right after the handshake, before EHLO). A peer that fails raises ``TlsAuthFailure``
+with the RFC 8460 result type, and nothing is sent on that connection.
 """
 
 from __future__ import annotations
@@ -33,11 +39,14 @@ from mta.smtp.types import (
     ConnectReason,
     SessionSettings,
     SmtpConnectFailure,
+    TlsAuthFailure,
     session_failure,
     transport_failure,
 )
+from mta.tls import dane, trust
 
 _MAX_ADDRESSES_TRIED = 4  # per connect: A/AAAA records of one host, bounded
+_ENCODING_DER = 2  # _ssl.ENCODING_DER, for the private chain API
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +67,44 @@ def client_tls_context(verify: bool) -> ssl.SSLContext:
         context.verify_mode = ssl.CERT_NONE
     return context
 
+
+def _tls_context(settings: SessionSettings) -> ssl.SSLContext:
+    peer = settings.peer
+    if peer is not None and peer.verify_name:
+        return trust.verifying_context(peer.ca_file)
+    if peer is not None and peer.mode == "dane":
+        return trust.dane_context()
+    return client_tls_context(settings.tls_verify)
+
+
+def _peer_chain(client: aiosmtplib.SMTP) -> list[bytes]:
+    """The certificates the server sent, leaf first (DER)."""
+    ssl_object = client.get_transport_info("ssl_object")
+    if ssl_object is None:
+        return []
+    inner = getattr(ssl_object, "_sslobj", None)  # the full chain: private before Python 3.13
+    chain = getattr(inner, "get_unverified_chain", None)
+    if chain is not None:
+        return [cert.public_bytes(_ENCODING_DER) for cert in chain() or []]
+    leaf = ssl_object.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
+
+
+def _check_peer(client: aiosmtplib.SMTP, host: str, port: int, settings: SessionSettings) -> None:
+    """DANE: the chain must match a usable TLSA record (none usable: encryption suffices)."""
+    peer = settings.peer
+    if peer is None or peer.mode != "dane" or not peer.tlsa:
+        return
+    problem = dane.authenticate(_peer_chain(client), peer.tlsa, peer.server_name or host)
+    if problem is not None:
+        raise TlsAuthFailure(host, port, "tlsa-invalid", f"{peer.label}: {problem}")
+
+
+def _no_starttls(host: str, port: int, settings: SessionSettings, detail: str) -> Exception:
+    peer = settings.peer
+    if peer is not None and peer.mode not in ("required", "opportunistic", "none"):
+        return TlsAuthFailure(host, port, "starttls-not-supported", f"{peer.label}: {detail}")
+    return SmtpConnectFailure(host, port, "tls_required_unavailable", detail)
 
 
 async def _connect_socket(host: str, port: int, timeout: float) -> socket.socket:
@@ -133,11 +180,10 @@ async def connect_client(
         if settings.tls != "none" and starttls and extensions.starttls:
             if await _start_tls(client, host, port, settings):
                 tls = True
+                _check_peer(client, host, port, settings)
                 extensions = await _greet(client, host, port, settings)
         if settings.tls == "required" and not tls:
-            raise SmtpConnectFailure(
-                host, port, "tls_required_unavailable", "server does not offer STARTTLS"
-            )
+            raise _no_starttls(host, port, settings, "server does not offer STARTTLS")
     except BaseException:
         client.close()
         raise
@@ -190,9 +236,16 @@ async def _start_tls(
     client: aiosmtplib.SMTP, host: str, port: int, settings: SessionSettings
 ) -> bool:
     """STARTTLS. False if the server refused the command (plaintext continues, if allowed)."""
+    peer = settings.peer
+    server_name = peer.server_name if peer is not None else None
     try:
         async with asyncio.timeout(settings.timeouts.starttls):
-            await client.starttls(tls_context=client_tls_context(settings.tls_verify), timeout=None)
+            await client.starttls(server_hostname=server_name, tls_context=_tls_context(settings),
+                                  timeout=None)
+    except ssl.SSLCertVerificationError as exc:
+        label = peer.label if peer is not None else "verified TLS"
+        result_type, problem = trust.describe_verify_error(exc, server_name or host)
+        raise TlsAuthFailure(host, port, result_type, f"{label}: {problem}") from exc
     except SMTPResponseException as exc:
         if exc.code < 0:  # malformed reply: the dialogue is out of sync
             timeout = settings.timeouts.starttls
@@ -202,7 +255,7 @@ async def _start_tls(
             raise session_failure(host, port, "starttls", reply) from exc
         if settings.tls == "required" or not client.is_connected:
             detail = f"STARTTLS refused: {exc.code} {exc.message}"
-            raise SmtpConnectFailure(host, port, "tls_required_unavailable", detail) from exc
+            raise _no_starttls(host, port, settings, detail) from exc
         return False
     except (SMTPException, OSError) as exc:
         reason: ConnectReason = (

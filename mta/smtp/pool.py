@@ -12,11 +12,17 @@ Between two messages on one session there is an RSET (after a refusal it closes 
 transaction; otherwise it probes a session that idled ``rset_before_reuse`` seconds or more, by
 default always). A reused session found dead by that probe or at MAIL is replaced transparently:
 nothing was sent for the message yet.
+
+``PoolSettings.peer`` is the TLS policy every session of the pool must meet (mta.tls.policy);
+under MTA-STS ``testing`` a failed verification is reported and the session is opened again
+unverified, as before the policy. ``on_tls`` hears about every session opened or refused under
+a policy that TLS-RPT counts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections import deque
@@ -38,8 +44,12 @@ from mta.smtp.session import (
     TlsMode,
     open_session,
 )
+from mta.smtp.types import TlsAuthFailure
+from mta.tls.peer import PeerPolicy
 
 Clock = Callable[[], float]
+# (policy, None for a good session or the RFC 8460 result type, the receiving address)
+TlsObserver = Callable[[PeerPolicy, str | None, str], None]
 
 # After a failed STARTTLS handshake in opportunistic mode, talk plaintext to the host this long.
 TLS_FALLBACK_SECONDS = 3600.0
@@ -62,6 +72,7 @@ class PoolSettings:
     max_message_bytes: int = 50 * 1024 * 1024
     # close(): how long in-flight transactions may finish before their connections are cut.
     close_grace: float = 10.0
+    peer: PeerPolicy | None = None  # the TLS policy for this destination host (overrides tls)
 
     def __post_init__(self) -> None:
         checks = {
@@ -81,9 +92,10 @@ class PoolSettings:
     def session_settings(self) -> SessionSettings:
         return SessionSettings(
             ehlo_name=self.ehlo_name,
-            tls=self.tls,
+            tls=self.peer.tls if self.peer is not None else self.tls,
             tls_verify=self.tls_verify,
             timeouts=self.timeouts,
+            peer=self.peer,
         )
 
 
@@ -109,9 +121,11 @@ class ConnectionPool:
     """Sessions to ONE destination (host, port). Use from one event loop."""
 
     def __init__(
-        self, host: str, port: int, settings: PoolSettings, *, clock: Clock = time.monotonic
+        self, host: str, port: int, settings: PoolSettings, *, clock: Clock = time.monotonic,
+        on_tls: TlsObserver | None = None,
     ) -> None:
         self.host = host
+        self._on_tls = on_tls
         self.port = port
         self.settings = settings
         self._session_settings = settings.session_settings()
@@ -249,16 +263,16 @@ class ConnectionPool:
 
     async def _connect(self) -> SmtpSession:
         """Open a session in a slot already counted in ``_open``; the slot is freed on failure."""
+        peer = self.settings.peer
         try:
             starttls = self._clock() >= self._plaintext_until
             try:
-                session = await open_session(
-                    self.host, self.port, self._session_settings, starttls=starttls
-                )
+                session, checked = await self._open_checked(starttls)
             except SmtpConnectFailure as exc:
-                if exc.reason != "tls_handshake" or self.settings.tls != "opportunistic":
+                if exc.reason != "tls_handshake" or self._session_settings.tls != "opportunistic":
                     raise
                 # Like Postfix: a failed opportunistic handshake means plaintext for a while.
+                checked = False
                 self._plaintext_until = self._clock() + TLS_FALLBACK_SECONDS
                 session = await open_session(
                     self.host, self.port, self._session_settings, starttls=False
@@ -266,12 +280,34 @@ class ConnectionPool:
         except BaseException:
             self._release_slot()
             raise
+        if peer is not None and peer.report is not None and checked:
+            self._tell(peer, None if session.tls else "starttls-not-supported")
         self._connections_opened += 1
         self._in_use.add(session)
         if self._closed:
             self._checkin(session)
             raise PoolClosed(f"pool for {self.host}:{self.port} closed")
         return session
+
+    async def _open_checked(self, starttls: bool) -> tuple[SmtpSession, bool]:
+        """A session under the pool's TLS policy; "sts-testing" retries unverified once."""
+        peer = self.settings.peer
+        try:
+            session = await open_session(
+                self.host, self.port, self._session_settings, starttls=starttls
+            )
+        except TlsAuthFailure as exc:
+            if peer is not None:
+                self._tell(peer, exc.result_type)
+            if peer is None or peer.mode != "sts-testing":
+                raise
+            fallback = dataclasses.replace(self._session_settings, peer=peer.unverified())
+            return await open_session(self.host, self.port, fallback, starttls=starttls), False
+        return session, True
+
+    def _tell(self, peer: PeerPolicy, result: str | None) -> None:
+        if self._on_tls is not None and peer.report is not None:
+            self._on_tls(peer, result, self.host)
 
     def _checkin(self, session: SmtpSession) -> None:
         self._in_use.discard(session)

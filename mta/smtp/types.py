@@ -19,11 +19,13 @@ from aiosmtplib.errors import SMTPResponseException
 from engine.errors import ConfigError
 from mta.errors import MtaError, PermanentFailure, TemporaryFailure
 from mta.smtp.reply import SmtpReply
+from mta.tls.peer import PeerPolicy
 
 Phase = Literal["connect", "ehlo", "starttls", "mail", "rcpt", "data", "data_final"]
 TlsMode = Literal["opportunistic", "required", "none"]
 ConnectReason = Literal[
-    "refused", "timeout", "dns", "network", "tls_handshake", "tls_required_unavailable"
+    "refused", "timeout", "dns", "network", "tls_handshake", "tls_required_unavailable",
+    "tls_auth",
 ]
 
 PHASE_COMMAND: dict[str, str] = {
@@ -70,6 +72,16 @@ class SmtpConnectFailure(TemporaryFailure):
         self.port = port
         self.reason: ConnectReason = reason
         self.detail = detail
+
+
+class TlsAuthFailure(SmtpConnectFailure):
+    """The peer failed the TLS policy (certificate, TLSA, no STARTTLS where it was due).
+
+    ``result_type`` is the RFC 8460 result type; ``detail`` starts with the policy's label."""
+
+    def __init__(self, host: str, port: int, result_type: str, detail: str) -> None:
+        super().__init__(host, port, "tls_auth", detail)
+        self.result_type = result_type
 
 
 class SmtpSessionFailure(MtaError):
@@ -165,6 +177,7 @@ class SessionSettings:
     tls: TlsMode = "opportunistic"
     tls_verify: bool = False
     timeouts: SmtpTimeouts = field(default_factory=SmtpTimeouts)
+    peer: PeerPolicy | None = None  # what the peer must prove (mta.tls.policy); None: tls alone
 
     def __post_init__(self) -> None:
         name = self.ehlo_name

@@ -26,6 +26,7 @@ from mta.dns.routing import Router
 from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue, load_bounce_secret
 from mta.settings import MtaSettings
 from mta.shaping.rules import ShapingRule
+from mta.tls.service import TransportSecurity
 
 FINAL = ("delivered", "bounced", "expired", "suppressed")
 
@@ -46,16 +47,26 @@ def rsa_signer(tmp_path: Path, domain: str = "shop.test") -> tuple[SigningPool, 
 @asynccontextmanager
 async def delivery_service(database: Database, settings: MtaSettings,
                            signer: SigningPool | None = None,
-                           rules: tuple[ShapingRule, ...] = ()) -> AsyncIterator[DeliveryService]:
+                           rules: tuple[ShapingRule, ...] = (),
+                           security: list[TransportSecurity] | None = None,
+                           ) -> AsyncIterator[DeliveryService]:
+    """The delivery service as the mta role builds it (transport security included); the
+    TransportSecurity is appended to ``security`` when given."""
     resolver = MxResolver(
         nameserver=(settings.resolver.host, settings.resolver.port) if settings.resolver else None,
         timeout=settings.dns_timeout)
-    service = DeliveryService(database, settings, Router(settings, resolver), signer, rules)
+    tls = TransportSecurity(database, settings, resolver,
+                            lambda: identity_for(database, settings))
+    if security is not None:
+        security.append(tls)
+    service = DeliveryService(database, settings, Router(settings, resolver), signer, rules,
+                              tls.policies, tls.observer)
     await service.start()
     try:
         yield service
     finally:
         await service.stop(grace=5.0)
+        await tls.stop()
         await resolver.aclose()
 
 

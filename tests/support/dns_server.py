@@ -13,7 +13,9 @@ an authoritative-only server such as BIND or NSD does:
 * over UDP an answer larger than the client's EDNS payload (512 bytes without EDNS) is truncated
   with TC set, so clients retry over TCP.
 
-Not modelled: delegations below a zone apex (no referrals), wildcards, DNSSEC, zone transfers.
+Not modelled: delegations below a zone apex (no referrals), wildcards, zone transfers, DNSSEC
+signatures. For DANE it stands in for a validating resolver: answers (positive or negative) from
+a zone listed in ``authenticated`` carry the AD bit when the query set AD or DO (RFC 6840 §5.7).
 
 ``servfail`` and ``drop`` are plain public sets: change them while the server runs. Every query is
 counted (``query_count``) and ``wait_for_query`` lets a test wait for one without sleeping.
@@ -162,8 +164,10 @@ class DnsTestServer:
         zones: Mapping[str, str],
         servfail: Iterable[str] = (),
         drop: Iterable[str] = (),
+        authenticated: Iterable[str] = (),
     ) -> None:
         self.zones = parse_zones(zones)
+        self.authenticated: set[str] = {_normalise(z) for z in authenticated}
         self.servfail: set[str] = set(servfail)
         self.drop: set[str] = set(drop)
         self.port = 0
@@ -200,10 +204,20 @@ class DnsTestServer:
                 response.set_rcode(dns.rcode.SERVFAIL)
                 return response.to_wire()
         response = answer_query(self.zones, query)
+        if query.question and self._vouches(query):
+            response.flags |= dns.flags.AD
         if transport == "tcp":
             return response.to_wire(max_size=65535)
         limit = query.payload if query.edns >= 0 else UDP_PLAIN_LIMIT
         return response.to_wire(max_size=limit, prefer_truncation=True)
+
+    def _vouches(self, query: dns.message.Message) -> bool:
+        """AD for answers from an ``authenticated`` zone, to a client that asked (AD or DO)."""
+        if not (query.flags & dns.flags.AD or query.ednsflags & dns.flags.DO):
+            return False
+        zone = _find_zone(self.zones, query.question[0].name)
+        return zone is not None and _normalise(cast(dns.name.Name, zone.origin)) in (
+            self.authenticated)
 
     def _count(self, name: str, rdtype: str, transport: Transport) -> None:
         self._counts[(name, rdtype, transport)] += 1

@@ -61,6 +61,7 @@ class Script:
     holds: dict[str, asyncio.Event] = field(default_factory=dict)  # phase -> wait before reply
     throttle_after: int | None = None  # MAIL gets 421 once this many messages were accepted
     starttls: bool = False  # offer STARTTLS with a self-signed certificate
+    tls_context: ssl.SSLContext | None = None  # offer STARTTLS with this certificate instead
     break_tls: bool = False  # answer 220 to STARTTLS, then send garbage instead of a handshake
     eightbitmime: bool = True
     smtputf8: bool = True
@@ -346,7 +347,8 @@ class ScriptedSmtpServer:
     async def __aenter__(self) -> ScriptedSmtpServer:
         loop = asyncio.get_running_loop()
         handler = _ScriptedHandler(self.script, self.record)
-        tls_context = server_tls_context() if self.script.starttls else None
+        tls_context = self.script.tls_context or (
+            server_tls_context() if self.script.starttls else None)
 
         def factory() -> _ScriptedSMTP:
             return _ScriptedSMTP(

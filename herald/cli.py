@@ -29,7 +29,7 @@ from engine.keys import (
 )
 from engine.log import configure_logging
 from engine.values import HostPort, parse_duration
-from herald import exit_codes, suppressions_cli
+from herald import exit_codes, suppressions_cli, tls_cli
 from herald.database import database_url, migrate
 from herald.roles import ROLE_NAMES
 from herald.settings import Settings, config_path_from, load_settings
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", choices=BENCHES)
     bench.add_argument("args", nargs=argparse.REMAINDER)
     suppressions_cli.add_parser(commands)
+    tls_cli.add_parser(commands)
     return parser
 
 
@@ -383,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_async(lambda: serve_embedded(settings))
         if args.command == "keys":
             return _run_async(lambda: _cmd_keys(settings, args))
+        if args.command == "tls":
+            return _run_async(lambda: tls_cli.run(settings, args))
         if args.command == "suppressions":
             entries = suppressions_cli.entries_from(args)
             return _run_async(lambda: suppressions_cli.run(settings, args, entries))

@@ -23,6 +23,7 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
+from engine.errors import ConfigError
 from mta.dns.resolver import (
     DnsPermanentFailure,
     DnsTemporaryFailure,
@@ -62,8 +63,11 @@ class SecureResolver:
     def __init__(self, nameserver: tuple[str, int] | None = None, timeout: float = 5.0,
                  cache_size: int = 20_000, min_ttl: float = 30, max_ttl: float = 3600,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        resolver = (dns.asyncresolver.Resolver() if nameserver is None
-                    else dns.asyncresolver.Resolver(configure=False))
+        try:
+            resolver = (dns.asyncresolver.Resolver() if nameserver is None
+                        else dns.asyncresolver.Resolver(configure=False))
+        except (dns.exception.DNSException, OSError) as exc:
+            raise ConfigError(f"mta.resolver: cannot use the system resolver: {exc}") from None
         if nameserver is not None:
             resolver.nameservers = [nameserver[0]]
             resolver.port = nameserver[1]

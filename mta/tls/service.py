@@ -13,10 +13,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-import asyncpg
-
 from engine.database import Database
-from engine.errors import DatabaseUnavailable
+from engine.errors import DatabaseError
 from mta.dns.resolver import MxResolver
 from mta.dns.secure import SecureResolver
 from mta.queue.enqueue import QueueIdentity
@@ -79,7 +77,7 @@ class TransportSecurity:
         try:
             async with self._database.connection() as connection:
                 return await self.counter.flush(connection)
-        except (DatabaseUnavailable, asyncpg.PostgresError, OSError) as exc:
+        except (DatabaseError, OSError) as exc:
             log.warning("TLS-RPT counts not saved; will retry", extra={"error": str(exc)})
             return 0
 
@@ -105,5 +103,5 @@ class TransportSecurity:
                     await self.sts.refresh_expiring()
                 if self._settings.tls_rpt:
                     await self.send_reports()
-            except (DatabaseUnavailable, asyncpg.PostgresError, OSError) as exc:
+            except (DatabaseError, OSError) as exc:
                 log.warning("TLS upkeep failed; will retry", extra={"error": str(exc)})

@@ -25,10 +25,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
-
 from engine.database import Database
-from engine.errors import DatabaseUnavailable
+from engine.errors import DatabaseError
 from mta.dns.resolver import DnsTemporaryFailure
 from mta.dns.secure import SecureResolver
 from mta.tls.sts_fetch import StsFetchError, fetch_policy_text
@@ -166,7 +164,7 @@ class StsPolicies:
         try:
             async with self._database.connection() as connection:
                 row = await connection.fetchrow(LOAD, domain)
-        except (DatabaseUnavailable, asyncpg.PostgresError) as exc:
+        except DatabaseError as exc:
             log.warning("MTA-STS cache unavailable", extra={"error": str(exc)})
             return None
         if row is None:
@@ -183,6 +181,6 @@ class StsPolicies:
                 await connection.execute(
                     SAVE, domain, policy.policy_id, policy.mode, list(policy.mx),
                     policy.max_age, policy.text, now, now + timedelta(seconds=policy.max_age))
-        except (DatabaseUnavailable, asyncpg.PostgresError) as exc:
+        except DatabaseError as exc:
             log.warning("cannot cache the MTA-STS policy", extra={"domain": domain,
                                                                   "error": str(exc)})

@@ -19,7 +19,8 @@ Costs, by design:
 
 Events from browsers (:data:`engine.sources.BROWSER_SOURCES`) reach only the watchers of
 triggers that accept them (a second route table, so trusted events pay nothing); anonymous
-browser events reach none.
+events (:data:`engine.sources.ANONYMOUS_SOURCES`: the pixel's and the Segment dialect's before
+an identify) reach none.
 
 A fire whose deadline passed before an event replaced its state is returned by :meth:`observe`
 (with ``at`` = the deadline), so the fires never depend on how often :meth:`fire_due` runs.
@@ -49,6 +50,8 @@ from automation.model.definitions import CONTACT_UPDATED_EVENT, Workflow
 from engine.sources import ANONYMOUS_SOURCES, BROWSER_SOURCES
 
 __all__ = ["ContactView", "Fire", "IndexEvent", "TriggerIndex"]
+
+_UNTRUSTED_SOURCES = BROWSER_SOURCES | ANONYMOUS_SOURCES
 
 # Format 3: SNAPSHOT_MAGIC, then frames (4-byte length + zlib(pickle)): a header, then pieces
 # of contacts and of timers. Format 2 (one zlib(pickle) of everything) is still restored.
@@ -122,7 +125,7 @@ class TriggerIndex:
         self.events_seen += 1
         if event.position is not None:
             self.position = event.position
-        if event.source in BROWSER_SOURCES:
+        if event.source in _UNTRUSTED_SOURCES:
             if event.source in ANONYMOUS_SOURCES:
                 return []
             handlers = self._browser_routes.get(event.type)

@@ -36,6 +36,13 @@ class EventIn:
     properties: dict[str, Any]
     occurred_at: datetime
     event_id: str | None
+    # The Segment dialect (engine.intake.segment): an event naming only ``anonymous_id``
+    # belongs to the contact that id is joined to, else to 'anon:<id>'; ``joins_anonymous``
+    # joins the id to this event's contact (identify, alias); ``traits`` are merged into the
+    # contact's attributes when the event is stored (identify).
+    anonymous_id: str | None = None
+    joins_anonymous: bool = False
+    traits: dict[str, Any] | None = None
 
 
 def parse_event_body(body: Any, now: datetime, max_events: int) -> list[EventIn]:

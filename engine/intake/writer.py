@@ -33,6 +33,14 @@ from engine.errors import (
     HeraldError,
 )
 from engine.eventlog import append_rows
+from engine.intake.identities import (
+    Join,
+    anonymous_contact,
+    anonymous_ids,
+    apply_identity,
+    lock_and_resolve,
+    stored_joins,
+)
 from engine.intake.validation import EventIn
 from engine.metrics import (
     EVENT_DUPLICATES,
@@ -40,6 +48,7 @@ from engine.metrics import (
     INTAKE_BATCH_EVENTS,
     INTAKE_QUEUE_EVENTS,
 )
+from engine.sources import ANONYMOUS_SOURCE
 
 log = logging.getLogger("herald.intake")
 
@@ -274,15 +283,27 @@ class EventWriter:
             if orphan_emails:
                 for row in await connection.fetch(RESOLVE_EMAILS, orphan_emails):
                     email_owner[row["email"]] = row["contact_id"]
+            events = [event for request in batch for event in request.events]
+            joined = await lock_and_resolve(connection, anonymous_ids(events))
+            already = await stored_joins(connection, events)
             rows: list[tuple[object, ...]] = []
             contacts: dict[str, str | None] = {}
+            joins: list[Join] = []
+            updates: list[tuple[str, EventIn]] = []
             for request in batch:
                 for event, duplicate in zip(request.events, request.duplicate_flags,
                                             strict=True):
                     if duplicate:
                         continue
                     contact_id = event.contact_id
-                    if contact_id is None:
+                    source = request.source
+                    if contact_id is None and event.email is None:
+                        assert event.anonymous_id is not None
+                        contact_id = joined.get(event.anonymous_id)
+                        if contact_id is None:
+                            contact_id = anonymous_contact(event.anonymous_id)
+                            source = ANONYMOUS_SOURCE.get(source, source)
+                    elif contact_id is None:
                         assert event.email is not None
                         # An email-only event belongs to the contact with that address, or
                         # to a contact whose id is the (lower-cased) address itself.
@@ -291,13 +312,21 @@ class EventWriter:
                     if contacts.get(contact_id) is None:
                         contacts[contact_id] = event.email
                     rows.append((event.event_id, event.type, contact_id, event.email,
-                                 event.properties, event.occurred_at, request.source))
+                                 event.properties, event.occurred_at, source))
+                    if event.event_id in already:
+                        continue  # a retried identify: its join and traits were applied
+                    if event.joins_anonymous and event.anonymous_id is not None:
+                        joined[event.anonymous_id] = contact_id  # for the events after it
+                        joins.append(Join(event.anonymous_id, contact_id, source, event.event_id))
+                    if event.traits is not None:
+                        updates.append((contact_id, event))
             contact_ids = sorted(contacts)  # one lock order for every batch: no deadlocks
             contact_emails = [contacts[c] for c in contact_ids]
             await connection.execute(INSERT_CONTACTS, contact_ids, contact_emails)
             if any(email is not None for email in contact_emails):
                 await connection.execute(FILL_MISSING_EMAILS, contact_ids, contact_emails)
             stored_ids = await append_rows(connection, rows)
+            await apply_identity(connection, joins, updates, stored_ids)
             if not commit:
                 raise _RollBack
         results = []
@@ -317,3 +346,4 @@ class EventWriter:
             results.append(StoreResult(accepted, duplicates))
         INTAKE_BATCH_EVENTS.observe(total)
         return results
+

@@ -39,3 +39,7 @@ PIXEL_PROPERTIES_DROPPED = Counter(
     "herald_pixel_properties_dropped", "Pixel hit properties dropped because the key does not "
     "allow them", registry=REGISTRY,
 )
+SEGMENT_MESSAGES_REJECTED = Counter(
+    "herald_segment_messages_rejected", "Segment-dialect messages set aside (the rest of their "
+    "batch was stored)", registry=REGISTRY,
+)

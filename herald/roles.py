@@ -21,6 +21,7 @@ from automation.stores.postgres import PgStore
 from automation.tools.simulation_pool import SimulationPool
 from engine.database import Database
 from engine.errors import ConfigError
+from engine.http import segment_routes
 from engine.http.app import FastPaths, build_app
 from engine.http.auth import Authenticator
 from engine.http.contacts_routes import routes as contact_routes
@@ -113,16 +114,18 @@ class HttpRole:
         catalog = self.catalog or load_catalog(settings)
         keys = await link_keys(settings, self.database)
         routes: list[BaseRoute] = [
-            *event_routes(context), *contact_routes(context, [contact_suppression]),
+            *event_routes(context), *segment_routes.routes(context),
+            *contact_routes(context, [contact_suppression]),
             *mta_api.routes(context, identity, settings.mta.max_message_size),
             *suppression_api.routes(context), *one_click.routes(context, keys),
             *automation_api.routes(context, catalog, settings.automation, self.simulations)]
-        document = build_document({**engine_paths(), **mta_api.openapi_paths(),
+        document = build_document({**engine_paths(), **segment_routes.openapi_paths(),
+                                   **mta_api.openapi_paths(),
                                    **suppression_api.openapi_paths(),
                                    **automation_api.openapi_paths()}, VERSION)
         app = build_app(self.database, routes, document)
         hot = {(method, route.path): route.endpoint for route in routes
-               if isinstance(route, Route) and route.path == "/v1/events"
+               if isinstance(route, Route) and route.path in ("/v1/events", "/v1/batch")
                for method in (route.methods or ())}
         return FastPaths(app, hot)
 

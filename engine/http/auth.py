@@ -56,15 +56,21 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <key>'",
                            {"WWW-Authenticate": "Bearer"})
+        return await self.require_token(token.strip(), scope)
+
+    async def require_token(self, token: str, scope: str,
+                            challenge: str = "Bearer") -> ApiKey:
+        """The active key for ``token`` with ``scope`` (401, 403, 429 or 503 otherwise);
+        ``challenge``: the scheme a 401 asks for."""
         try:
-            key = await self.lookup(token.strip())
+            key = await self.lookup(token)
         except DatabaseUnavailable:
             raise ApiError(503, "database_unavailable",
                            "the database is unreachable; retry later",
                            {"Retry-After": "1"}) from None
         if key is None:
             raise ApiError(401, "unauthorized", "the API key is unknown or revoked",
-                           {"WWW-Authenticate": "Bearer"})
+                           {"WWW-Authenticate": challenge})
         if not key.allows(scope):
             raise ApiError(403, "forbidden", f"this key lacks the '{scope}' scope")
         self.check_rate(key.key_id)

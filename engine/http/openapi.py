@@ -140,7 +140,9 @@ def build_document(paths: dict[str, Any], version: str) -> dict[str, Any]:
                  "description": "Behavioural events in, personalised mail out."},
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                # the Segment dialect: the write key as the Basic user name
+                                "segmentWriteKey": {"type": "http", "scheme": "basic"}},
             "schemas": {"Error": ERROR_SCHEMA, "Event": EVENT_SCHEMA, "Contact": CONTACT_SCHEMA},
         },
     }

@@ -191,14 +191,15 @@ def parse_message(message: Any, path_type: str | None, batch_sent_at: Any,
                 properties.setdefault(field, message[field])
     elif kind == "identify":
         event_type = EVENT_TYPES[kind]
-        traits = dict(_object(message, "traits") or _object(context, "traits"))
+        given = _object(message, "traits") or _object(context, "traits")  # RudderStack's
+        traits = dict(given)
         raw_email = traits.pop("email", None)
         if isinstance(raw_email, str) and raw_email.strip():
             try:
                 email = normalize_email(raw_email)
             except AddressError as exc:
                 raise InvalidMessage(f"traits.email: {exc}") from None
-        properties = {"traits": _object(message, "traits")}
+        properties = {"traits": given}
         joins = True
     elif kind == "group":
         event_type = EVENT_TYPES[kind]

@@ -25,7 +25,7 @@ SCOPES = ("events:write", "contacts:read", "contacts:write", "messages:write",
 DEFAULT_SCOPES = ("events:write", "contacts:read", "contacts:write", "messages:write",
                   "messages:read")
 # Event types only Herald itself writes (outcomes, contact changes): never from a browser.
-RESERVED_EVENT_TYPES = frozenset({"contact_updated", "unsubscribed"})
+RESERVED_EVENT_TYPES = frozenset({"contact_updated", "contact_merged", "unsubscribed"})
 RESERVED_EVENT_PREFIXES = ("email_", "automation_")
 MAX_KEY_PROPERTIES = 50
 _PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")

@@ -8,6 +8,7 @@ import asyncpg
 
 from automation.live import quarantine
 from automation.loading.catalog import Catalog
+from engine.intake.identities import anonymous_id_of, identities_of, joined_contact
 from engine.timestamps import format_rfc3339
 
 
@@ -66,8 +67,25 @@ async def explain(connection: asyncpg.Connection, catalog: Catalog,
     set_aside = [{"position": q["cursor_pos"], "event_id": q["event_id"], "type": q["type"],
                   "error": q["error"], "at": format_rfc3339(q["quarantined_at"])}
                  for q in await quarantine.for_contact(connection, contact_id)]
-    return {"contact_id": contact_id, "workflows": list(by_workflow.values()),
-            "quarantined": set_aside}
+    report: dict[str, Any] = {"contact_id": contact_id,
+                              "workflows": list(by_workflow.values()), "quarantined": set_aside}
+    report.update(await _identities(connection, contact_id))
+    return report
+
+
+async def _identities(connection: asyncpg.Connection, contact_id: str) -> dict[str, Any]:
+    """Anonymous ids joined to this contact (their earlier events were copied here once), or
+    for an ``anon:<id>`` contact, the contact it was joined to."""
+    anonymous = anonymous_id_of(contact_id)
+    if anonymous is not None:
+        joined = await joined_contact(connection, anonymous)
+        return {} if joined is None else {"joined_to": joined}
+    rows = await identities_of(connection, contact_id)
+    if not rows:
+        return {}
+    return {"anonymous_ids": [{"anonymous_id": row["anonymous_id"],
+                               "joined_at": format_rfc3339(row["linked_at"])}
+                              for row in rows]}
 
 
 def render_text(report: dict[str, Any]) -> str:
@@ -84,6 +102,12 @@ def render_text(report: dict[str, Any]) -> str:
                 where = f" [{step['step']}]" if step["step"] else ""
                 detail = f": {step['detail']}" if step["detail"] else ""
                 lines.append(f"      {step['at']}{where} {step['action']}{detail}")
+    if report.get("joined_to"):
+        lines.append(f"- an anonymous visitor joined to contact {report['joined_to']}: its "
+                     "events count there (copied once), none fire here")
+    for joined in report.get("anonymous_ids", ()):
+        lines.append(f"- anonymous id {joined['anonymous_id']} joined {joined['joined_at']}: "
+                     "its earlier events were copied here once")
     for event in report.get("quarantined", ()):
         lines.append(f"- event {event['position']} ({event['type']}) quarantined {event['at']}: "
                      f"no workflow acted on it: {event['error']}")

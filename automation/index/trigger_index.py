@@ -140,6 +140,11 @@ class TriggerIndex:
             handler(event, t, out)
         return _ordered(out) if out else []
 
+    @property
+    def timers_pending(self) -> int:
+        """Contacts with a pending timer (O(1))."""
+        return self._table.live
+
     def next_due(self) -> datetime | None:
         """The earliest pending timer, or ``None`` (exact: a contact whose deadline moved later
         is queued again at its new time first)."""

@@ -21,6 +21,15 @@ from automation.index.trigger_index import IndexEvent, TriggerIndex
 from automation.live import quarantine
 from automation.live.snapshots import restore_index, serialise_index
 from automation.loading.catalog import Catalog
+from automation.metrics import (
+    EVENTS_PROCESSED,
+    LAG,
+    LEADER,
+    TIMER_LATENESS,
+    TIMERS_DUE,
+    TIMERS_FIRED,
+    TIMERS_PENDING,
+)
 from automation.runtime.core import AutomationCore
 from automation.settings import AutomationSettings
 from automation.stores.postgres import PgStore
@@ -70,10 +79,18 @@ class AutomationService:
         self._failing: LogCursor | None = None  # the end of the batch being acted on
         self._isolate_until: LogCursor | None = None  # replay one event at a time up to here
         self.processed = 0
+        self._caught_up_at: float | None = None  # monotonic; None: not leading
         self.settled = asyncio.Event()  # set once this process is leader or knows it is not
         self.leading = asyncio.Event()  # set once this process leads and has loaded its state
 
+    def lag(self) -> float:
+        """Seconds since the follower last reached the end of the log (0 when not leading)."""
+        if self._caught_up_at is None or not self.leader:
+            return 0.0
+        return time.monotonic() - self._caught_up_at
+
     async def start(self) -> None:
+        LAG.set_function(self.lag)
         await self.store.save_versions()
         self._task = asyncio.create_task(self._run(), name="automation")
 
@@ -118,6 +135,7 @@ class AutomationService:
             self._connection.terminate()
         self._connection = None
         self.leader = False  # the lock went with the connection
+        LEADER.set(0)
         self.leading.clear()
 
     async def _become_leader(self) -> None:
@@ -132,6 +150,8 @@ class AutomationService:
         await self._connection.add_listener(EVENTS_CHANNEL, lambda *_: self._wake.set())
         self.leader = True
         await self._load()
+        self._caught_up_at = time.monotonic()
+        LEADER.set(1)
         self.leading.set()
         self.settled.set()
         log.info("automation leader", extra={"cursor": str(self.cursor),
@@ -193,7 +213,10 @@ class AutomationService:
         if read:
             self.cursor = read[-1].cursor
         self.processed += len(events)
-        await self.core.on_time(datetime.now(UTC), self.settings.concurrency)
+        EVENTS_PROCESSED.inc(len(events))
+        if not more:
+            self._caught_up_at = time.monotonic()
+        await self._tick()
         if events:
             await self._connection.execute(f"NOTIFY {PROCESSED_CHANNEL}")
         if time.monotonic() - self._snapshot_at >= self.settings.snapshot_interval:
@@ -204,6 +227,17 @@ class AutomationService:
             if due is not None:
                 wait = max(0.0, min(MAX_SLEEP, (due - datetime.now(UTC)).total_seconds()))
             await self._sleep(wait)
+
+    async def _tick(self) -> None:
+        """Timers and run wake-ups that are due, with their metrics."""
+        assert self.core is not None
+        now = datetime.now(UTC)
+        due = self.core.next_due()
+        handled = await self.core.on_time(now, self.settings.concurrency)
+        TIMERS_DUE.set(handled)
+        TIMERS_FIRED.inc(handled)
+        TIMER_LATENESS.set(max(0.0, (now - due).total_seconds()) if due and due <= now else 0.0)
+        TIMERS_PENDING.set(self.core.timers_pending())
 
     async def _replay_isolated(self, read: list[LoggedEvent]) -> list[LoggedEvent]:
         """Act on events one at a time up to the end of the batch that failed; one that fails

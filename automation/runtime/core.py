@@ -99,8 +99,8 @@ class AutomationCore:
 
         await _bounded(concurrency, [one_contact(e) for e in by_contact.values()])
 
-    async def on_time(self, now: datetime, concurrency: int = 1) -> None:
-        """Fire trigger timers and wake runs whose time has come."""
+    async def on_time(self, now: datetime, concurrency: int = 1) -> int:
+        """Fire trigger timers and wake runs whose time has come; returns how many were due."""
         work: dict[str, list[Fire | int]] = {}
         for fire in self.index.fire_due(now):
             work.setdefault(fire.contact_id, []).append(fire)
@@ -124,6 +124,11 @@ class AutomationCore:
                 await one_contact(items)
         else:
             await _bounded(concurrency, [one_contact(items) for items in work.values()])
+        return sum(len(items) for items in work.values())
+
+    def timers_pending(self) -> int:
+        """Trigger timers plus run wake-ups waiting (wake-ups may include superseded ones)."""
+        return self.index.timers_pending + len(self._wakes)
 
     def next_due(self) -> datetime | None:
         candidates = [t for t in (self.index.next_due(),

@@ -1,4 +1,5 @@
-"""The engine's settings sections: ``[engine]``, ``[http]`` and ``[intake]``."""
+"""The engine's settings sections: ``[engine]``, ``[http]``, ``[intake]``, ``[log]`` and
+``[metrics]``."""
 
 from __future__ import annotations
 
@@ -85,6 +86,9 @@ class HttpSettings:
     keep_alive_timeout: float = duration("30s")
     max_header_size: int = size("64KiB")
     max_connections_per_client: int = 256
+    # One JSON line per request on the herald.http.access logger: method, route template (never
+    # the raw path or query, which can carry tokens), status, duration, client address.
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
@@ -124,3 +128,41 @@ class IntakeSettings:
     def __post_init__(self) -> None:
         if self.commit_max_events < 1 or self.queue_max_events < self.commit_max_events:
             raise ValueError("need 1 <= commit_max_events <= queue_max_events")
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """``[log]``: where the delivery log goes (one JSON line per delivery attempt)."""
+
+    delivery: bool = True
+    # A file (reopened when logrotate moves it); unset: standard output, apart from the other
+    # logs on standard error.
+    delivery_file: Path | None = None
+
+
+ROLE_LISTEN_KEYS = ("http_listen", "mta_listen", "automation_listen", "inbound_listen")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """``[metrics]``: where a process serves Prometheus' ``/metrics`` (off when unset).
+
+    One address per process. ``listen`` applies to any process; ``<role>_listen`` to a process
+    running that one role (``herald run --role mta``, the herald@mta unit), so one config serves
+    every unit. A process running several roles uses ``listen``, else its first role's key.
+    The http role also answers ``/metrics`` on ``[http] listen``."""
+
+    listen: HostPort | None = None
+    http_listen: HostPort | None = None
+    mta_listen: HostPort | None = None
+    automation_listen: HostPort | None = None
+    inbound_listen: HostPort | None = None
+
+    def for_roles(self, roles: list[str]) -> HostPort | None:
+        by_role: dict[str, HostPort | None] = {
+            key.removesuffix("_listen"): getattr(self, key) for key in ROLE_LISTEN_KEYS}
+        if len(roles) == 1 and by_role.get(roles[0]) is not None:
+            return by_role[roles[0]]
+        if self.listen is not None:
+            return self.listen
+        return next((by_role[role] for role in roles if by_role.get(role) is not None), None)

@@ -21,7 +21,7 @@ import asyncpg
 
 SCOPES = ("events:write", "contacts:read", "contacts:write", "messages:write",
           "messages:read", "workflows:read", "suppressions:read", "suppressions:write",
-          "admin")
+          "queue:read", "queue:write", "admin")
 DEFAULT_SCOPES = ("events:write", "contacts:read", "contacts:write", "messages:write",
                   "messages:read")
 # Event types only Herald itself writes (outcomes, contact changes): never from a browser.

@@ -7,8 +7,10 @@ full message bodies: API keys, passwords and message content stay out of ``extra
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
@@ -43,3 +45,27 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
     # Quieten libraries that log per request or per connection at info level.
     for noisy in ("uvicorn.access", "uvicorn.error", "mail.log", "pgserver", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def configure_separate_log(name: str, enabled: bool = True, path: Path | None = None,
+                           stream: TextIO | None = None) -> None:
+    """Send logger ``name`` (e.g. the delivery log) to its own stream, in the same JSON format
+    and not to stderr: to ``path`` (appended, reopened when logrotate moves it) or else to
+    ``stream`` (default standard output). ``enabled`` False silences it."""
+    logger = logging.getLogger(name)
+    for old in logger.handlers:
+        old.close()
+    logger.propagate = False
+    if not enabled:
+        logger.handlers[:] = [logging.NullHandler()]
+        logger.setLevel(logging.CRITICAL + 1)
+        return
+    handler: logging.Handler
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)

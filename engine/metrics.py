@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# Every process: CPU, memory, open files, start time (process_*), Python (python_info, GC).
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)
+BUILD_INFO = Info("herald_build", "Herald's version, the Python running it and the roles this "
+                  "process runs (set at start-up)", registry=REGISTRY)
 
 HTTP_REQUESTS = Counter(
     "herald_http_requests", "HTTP requests answered", ["route", "status"], registry=REGISTRY

@@ -29,7 +29,7 @@ from engine.keys import (
 )
 from engine.log import configure_logging
 from engine.values import HostPort, parse_duration
-from herald import exit_codes, suppressions_cli, tls_cli
+from herald import exit_codes, queue_cli, suppressions_cli, tls_cli
 from herald.database import database_url, migrate
 from herald.roles import ROLE_NAMES
 from herald.settings import Settings, config_path_from, load_settings
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("args", nargs=argparse.REMAINDER)
     suppressions_cli.add_parser(commands)
     tls_cli.add_parser(commands)
+    queue_cli.add_parser(commands)
     return parser
 
 
@@ -386,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
             return _run_async(lambda: _cmd_keys(settings, args))
         if args.command == "tls":
             return _run_async(lambda: tls_cli.run(settings, args))
+        if args.command == "queue":
+            selector = queue_cli.selector_from(args)
+            return _run_async(lambda: queue_cli.run(settings, args, selector))
         if args.command == "suppressions":
             entries = suppressions_cli.entries_from(args)
             return _run_async(lambda: suppressions_cli.run(settings, args, entries))

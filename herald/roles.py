@@ -22,6 +22,7 @@ from automation.tools.simulation_pool import SimulationPool
 from engine.database import Database
 from engine.errors import ConfigError
 from engine.http import segment_routes
+from engine.http.access_log import AccessLog
 from engine.http.app import FastPaths, build_app
 from engine.http.auth import Authenticator
 from engine.http.contacts_routes import routes as contact_routes
@@ -41,7 +42,9 @@ from mta.dkim.signing_pool import SigningPool
 from mta.dns.resolver import MxResolver
 from mta.dns.routing import Router
 from mta.inbound.service import InboundService
+from mta.queue import api as queue_api
 from mta.queue.enqueue import QueueIdentity, load_bounce_secret
+from mta.queue.overview import LimitDefaults
 from mta.settings import MtaSettings
 from mta.shaping.rules import ShapingRule, load_rules
 from mta.suppression import api as suppression_api
@@ -118,16 +121,19 @@ class HttpRole:
             *contact_routes(context, [contact_suppression]),
             *mta_api.routes(context, identity, settings.mta.max_message_size),
             *suppression_api.routes(context), *one_click.routes(context, keys),
+            *queue_api.routes(context, shaping_rules(settings), limit_defaults(settings)),
             *automation_api.routes(context, catalog, settings.automation, self.simulations)]
         document = build_document({**engine_paths(), **segment_routes.openapi_paths(),
                                    **mta_api.openapi_paths(),
                                    **suppression_api.openapi_paths(),
+                                   **queue_api.openapi_paths(),
                                    **automation_api.openapi_paths()}, VERSION)
         app = build_app(self.database, routes, document)
         hot = {(method, route.path): route.endpoint for route in routes
                if isinstance(route, Route) and route.path in ("/v1/events", "/v1/batch")
                for method in (route.methods or ())}
-        return FastPaths(app, hot)
+        fast = FastPaths(app, hot)
+        return AccessLog(fast, app.routes) if settings.http.access_log else fast
 
     async def start(self) -> None:
         self.app = await self.build()
@@ -169,6 +175,14 @@ def shaping_rules(settings: Settings) -> tuple[ShapingRule, ...]:
                     extra={"path": str(path)})
         return ()
     return load_rules(path)
+
+
+def limit_defaults(settings: Settings) -> LimitDefaults:
+    """Where a site's limits come from when no shaping rule sets them (queue explain)."""
+    shaping = settings.mta.shaping_file
+    return LimitDefaults(settings.mta.max_connections_per_site,
+                         settings.mta.max_messages_per_connection,
+                         str(resolve_path(settings, shaping)) if shaping else "no shaping file")
 
 
 class MtaRole:

@@ -9,14 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import platform
 from collections.abc import AsyncIterator
 
+from engine.errors import ConfigError
+from engine.http.metrics_server import MetricsServer
 from engine.lifecycle import install_stop_signals, sd_notify, watchdog_interval, watchdog_pings
+from engine.log import configure_separate_log
+from engine.metrics import BUILD_INFO
 from herald.database import open_database
 from herald.exit_codes import ServiceUnavailable
 from herald.identity import identity_problems, refusal
-from herald.roles import Role, build_roles
-from herald.settings import Settings
+from herald.roles import VERSION, Role, build_roles
+from herald.settings import Settings, resolve_path
+from mta.delivery.delivery_log import DELIVERY_LOGGER
 
 log = logging.getLogger("herald.run")
 
@@ -29,7 +35,9 @@ async def serve(settings: Settings, role_names: list[str],
         log.error(held)  # everything else runs; the mta role holds delivery (nothing is lost)
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
-    async with watchdog(), open_database(settings) as database:
+    configure_observability(settings, role_names)
+    async with watchdog(), open_database(settings) as database, metrics_endpoint(settings,
+                                                                                 role_names):
         roles = build_roles(role_names, settings, database, held)
         started: list[Role] = []
         try:
@@ -69,6 +77,38 @@ async def watchdog() -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def configure_observability(settings: Settings, role_names: list[str]) -> None:
+    """The build-info metric and the delivery log's own stream (``[log]``)."""
+    BUILD_INFO.info({"version": VERSION, "python": platform.python_version(),
+                     "roles": ",".join(role_names)})
+    path = settings.log.delivery_file
+    try:
+        configure_separate_log(DELIVERY_LOGGER, settings.log.delivery,
+                               resolve_path(settings, path) if path is not None else None)
+    except OSError as exc:
+        raise ConfigError(f"log.delivery_file: cannot open {path}: {exc.strerror}") from None
+
+
+@contextlib.asynccontextmanager
+async def metrics_endpoint(settings: Settings, role_names: list[str]) -> AsyncIterator[None]:
+    """``/metrics`` on ``[metrics] listen`` (or the role's own key) for this process, once."""
+    listen = settings.metrics.for_roles(role_names)
+    if listen is None:
+        yield
+        return
+    try:
+        server = MetricsServer(listen)
+        await server.start()
+    except OSError as exc:
+        raise ServiceUnavailable(f"metrics cannot listen on {listen.host}:{listen.port}: "
+                                 f"{exc.strerror or exc}") from None
+    log.info("metrics listening", extra={"address": f"{listen.host}:{server.port}"})
+    try:
+        yield
+    finally:
+        await server.stop()
 
 
 async def _stop_all(roles: list[Role]) -> None:

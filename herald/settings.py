@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from automation.settings import AutomationSettings
-from engine.config import EngineSettings, HttpSettings, IntakeSettings
+from engine.config import (
+    EngineSettings,
+    HttpSettings,
+    IntakeSettings,
+    LogSettings,
+    MetricsSettings,
+)
 from engine.settings_loader import load_sections
 from mta.inbound.settings import InboundSettings
 from mta.settings import MtaSettings
@@ -19,6 +25,8 @@ SECTIONS: dict[str, type] = {
     "mta": MtaSettings,
     "automation": AutomationSettings,
     "inbound": InboundSettings,
+    "log": LogSettings,
+    "metrics": MetricsSettings,
 }
 ALIASES = {
     "HERALD_DATA_DIR": ("engine", "data_dir"),
@@ -34,6 +42,8 @@ class Settings:
     mta: MtaSettings = field(default_factory=MtaSettings)
     automation: AutomationSettings = field(default_factory=AutomationSettings)
     inbound: InboundSettings = field(default_factory=InboundSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     config_path: Path | None = None
 
 

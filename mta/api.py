@@ -105,7 +105,7 @@ def routes(context: HttpContext, identity: QueueIdentity, max_size: int) -> list
 
 
 def message_json(row: Any, attempts: list[Any]) -> dict[str, Any]:
-    final = row["state"] in ("delivered", "bounced", "expired", "suppressed")
+    final = row["state"] in ("delivered", "bounced", "expired", "suppressed", "purged")
     return {
         "id": str(row["id"]),
         "state": row["state"],

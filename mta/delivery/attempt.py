@@ -157,7 +157,8 @@ async def _attempt(context: AttemptContext, message: ClaimedMessage, destination
                 if not exc.permanent and exc.phase in _HOST_PHASES and exc.reply.code != 421:
                     last_failure = str(exc)
                     continue
-                return from_reply(context, message, destination, host, exc.reply)
+                return reached(from_reply(context, message, destination, host, exc.reply),
+                               address)
             except (PoolSaturated, PoolClosed) as exc:
                 return Outcome(message, "released", now_utc(),
                                now_utc() + timedelta(seconds=5), reply=str(exc)[:500])
@@ -166,18 +167,26 @@ async def _attempt(context: AttemptContext, message: ClaimedMessage, destination
                                host=host, detail=str(exc))
             rcpt = result.recipients[0]
             if not rcpt.accepted:
-                return from_reply(context, message, destination, host, rcpt.reply)
+                return reached(from_reply(context, message, destination, host, rcpt.reply),
+                               address, result.tls_version)
             data = result.data_reply
             assert data is not None
             if data.code != 250:
-                return from_reply(context, message, destination, host, data)
+                return reached(from_reply(context, message, destination, host, data),
+                               address, result.tls_version)
             context.on_success(destination.site)
             return Outcome(message, "delivered", now_utc(), None, host, data.code,
-                           data.enhanced, str(data), None)
+                           data.enhanced, str(data), None, remote_ip=address,
+                           tls_version=result.tls_version)
     outcome = deferred(context, message, classify_failure(failure_kind), detail=last_failure)
     if failure_kind == "tls_policy" and outcome.state == "deferred":
         outcome = dataclasses.replace(outcome, category="tls_policy")  # why it waits
     return outcome
+
+
+def reached(outcome: Outcome, address: str, tls_version: str | None = None) -> Outcome:
+    """The outcome with the address that answered (and its TLS version), for the log."""
+    return dataclasses.replace(outcome, remote_ip=address, tls_version=tls_version)
 
 
 def classify_failure_unsendable() -> Classification:

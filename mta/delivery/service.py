@@ -14,6 +14,7 @@ by what was in flight.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -29,11 +30,26 @@ from engine.db_errors import database_errors
 from engine.errors import DatabaseError
 from mta.bounces.smtp_replies import classify_failure
 from mta.delivery.attempt import AttemptContext, attempt, deferred, dns_outcome
+from mta.delivery.delivery_log import log_outcomes
+from mta.delivery.site_state import INTERVAL as STATE_INTERVAL
+from mta.delivery.site_state import SiteStatePublisher
 from mta.dkim.signing_pool import SigningPool
 from mta.dns.resolver import DnsPermanentFailure, DnsTemporaryFailure
 from mta.dns.routing import Destination, Router
 from mta.errors import DkimError
-from mta.metrics import ACTIVE, CLAIM_BATCH, OUTCOMES, QUEUE_TO_DELIVERY, THROTTLES
+from mta.metrics import (
+    ACTIVE,
+    CLAIM_BATCH,
+    DKIM_SIGN_SECONDS,
+    DKIM_SIGNATURES,
+    OUTCOMES,
+    QUEUE,
+    QUEUE_TO_DELIVERY,
+    SITE_STATE_WRITES,
+    THROTTLES,
+    SiteQueue,
+)
+from mta.queue import overview
 from mta.queue import store as queue
 from mta.queue.enqueue import OUTBOUND_CHANNEL
 from mta.queue.store import ClaimedMessage, Outcome, SoftBouncePolicy
@@ -80,6 +96,7 @@ class DeliveryService:
         self._scheduler = SiteScheduler(self._deliver, self._spawn)
         self._context = AttemptContext(settings, router, self._pool_for, self._throttled,
                                        self._succeeded, tls)
+        self._publisher = SiteStatePublisher(self.owner)
         self.delivered = 0
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -94,7 +111,8 @@ class DeliveryService:
             self._listener = None
         self._loops = [asyncio.create_task(self._claim_loop(), name="mta-claim"),
                        asyncio.create_task(self._flush_loop(), name="mta-flush"),
-                       asyncio.create_task(self._renew_loop(), name="mta-renew")]
+                       asyncio.create_task(self._renew_loop(), name="mta-renew"),
+                       asyncio.create_task(self._state_loop(), name="mta-state")]
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop claiming, let deliveries in flight finish (bounded), hand back the rest."""
@@ -116,6 +134,11 @@ class DeliveryService:
                 task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self._flush()  # whatever the flush loop did not write before it stopped
+        try:
+            async with self._database.connection() as connection:
+                await self._publisher.withdraw(connection)
+        except DatabaseError:
+            log.warning("could not withdraw this process's site state", exc_info=True)
         await asyncio.gather(*(pool.close() for pool in self._pools.values()),
                              return_exceptions=True)
         if self._listener is not None:
@@ -177,9 +200,12 @@ class DeliveryService:
     async def _sign(self, messages: list[ClaimedMessage]) -> list[ClaimedMessage]:
         """Sign a claimed batch in the worker processes; failures defer those messages."""
         assert self._signer is not None
+        started = time.perf_counter()
         signed = await self._signer.sign_batch([m.body for m in messages])
+        DKIM_SIGN_SECONDS.observe(time.perf_counter() - started)
         ready = []
         for message, result in zip(messages, signed, strict=True):
+            DKIM_SIGNATURES.labels("failed" if isinstance(result, DkimError) else "ok").inc()
             if isinstance(result, DkimError):
                 log.error("DKIM signing failed", extra={"message_id": str(message.id),
                                                         "error": str(result)})
@@ -217,6 +243,7 @@ class DeliveryService:
             self._finish(dns_outcome(self._context, message, exc))
             return
         site = self._site(destination, message.recipient_domain)
+        self._publisher.routed(message.recipient_domain, destination.site, destination.hosts)
         now = time.monotonic()
         paused = site.paused_for(now)
         if site.full or paused > RELEASE_DELAY:
@@ -272,7 +299,8 @@ class DeliveryService:
 
     async def _deliver(self, message: ClaimedMessage, destination: Destination) -> None:
         wire = self._wire.get(message.id, message.body)
-        self._finish(await attempt(self._context, message, destination, wire))
+        outcome = await attempt(self._context, message, destination, wire)
+        self._finish(dataclasses.replace(outcome, site=destination.site))
 
     # --- outcomes -----------------------------------------------------------------------------
 
@@ -299,16 +327,17 @@ class DeliveryService:
         batch, self._pending = self._pending, []
         try:
             async with self._database.connection() as connection:
-                await queue.record(connection, batch, self.owner, self._soft_bounces)
+                held = await queue.record(connection, batch, self.owner, self._soft_bounces)
         except DatabaseError:
             log.warning("recording outcomes failed; will retry", exc_info=True)
             self._pending[:0] = batch
             await asyncio.sleep(0.5)
             return
+        log_outcomes([outcome for outcome in batch if outcome.message.id in held])
         now = datetime.now(UTC)
         for outcome in batch:
             self._inflight.pop(outcome.message.id, None)
-            OUTCOMES.labels(outcome.state).inc()
+            OUTCOMES.labels(outcome.state, outcome.category or "none").inc()
             if outcome.state == "delivered":
                 self.delivered += 1
                 QUEUE_TO_DELIVERY.observe((now - outcome.message.created_at).total_seconds())
@@ -325,3 +354,24 @@ class DeliveryService:
                                       self._settings.lease)
             except DatabaseError:
                 log.warning("lease renewal failed", exc_info=True)
+
+    async def _state_loop(self) -> None:
+        while not self._stopping:
+            await self.publish_state()
+            await asyncio.sleep(STATE_INTERVAL)  # a period, cancelled by stop()
+
+    async def publish_state(self) -> None:
+        """Publish the sites' state for `herald queue` and read the queue depth for metrics."""
+        try:
+            async with self._database.connection() as connection:
+                await self._publisher.publish(connection, list(self._scheduler.sites.values()))
+                depths = await overview.depths(connection)
+        except DatabaseError:
+            SITE_STATE_WRITES.labels("failed").inc()
+            log.warning("publishing site state failed", exc_info=True)
+            return
+        SITE_STATE_WRITES.labels("ok").inc()
+        now = datetime.now(UTC)
+        QUEUE.update([SiteQueue(d.key, d.queued, d.deferred, d.held,
+                                (now - d.oldest).total_seconds()) for d in depths],
+                     now.timestamp())

@@ -33,6 +33,7 @@ log = logging.getLogger("herald.mta.queue")
 # Claim due messages, oldest first. SKIP LOCKED lets several workers and processes claim at
 # once without waiting for each other; moving next_attempt_at to the end of the lease hides
 # the rows from other claimers and makes them due again by themselves if this worker dies.
+# Held rows (herald queue hold) and final ones are never claimed: only queued and deferred.
 CLAIM = """
     WITH due AS (
         SELECT id FROM outbound_messages
@@ -60,12 +61,14 @@ NEXT_DUE = """
 # r: [id, state, counts_attempt, next_attempt_at, code, reply, finished]
 RECORD = """
     UPDATE outbound_messages AS m
-    SET state = r->>1,
+    SET state = CASE WHEN m.state IN ('held', 'purged') AND r->>1 IN ('queued', 'deferred')
+                     THEN m.state ELSE r->>1 END,  -- held or purged while in flight: it stays
         attempts = m.attempts + (r->>2)::int,
         next_attempt_at = coalesce((r->>3)::timestamptz, m.next_attempt_at),
         last_code = coalesce((r->>4)::int, m.last_code),
         last_reply = coalesce(r->>5, m.last_reply),
-        finished_at = CASE WHEN (r->>6)::boolean THEN now() END,
+        finished_at = CASE WHEN (r->>6)::boolean THEN now()
+                           WHEN m.state = 'purged' THEN m.finished_at END,
         lease_owner = NULL
     FROM jsonb_array_elements($1::jsonb) AS r
     WHERE m.id = (r->>0)::uuid AND m.lease_owner = $2
@@ -125,6 +128,9 @@ class Outcome:
     suppress: bool = False
     soft: bool = False  # a soft bounce that counts towards suppressing the address
     tls_policy: str | None = None  # the TLS policy the attempt ran under (mta.tls.policy)
+    site: str | None = None  # the destination site (None: not routed, e.g. a DNS failure)
+    remote_ip: str | None = None  # the address of the host that answered
+    tls_version: str | None = None  # e.g. "TLSv1.3" when the session used TLS
 
 
 @dataclass(frozen=True, slots=True)

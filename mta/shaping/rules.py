@@ -146,3 +146,32 @@ class SiteGovernor:
         if self.concurrency < self.limits.max_connections:
             self.concurrency = min(float(self.limits.max_connections),
                                    self.concurrency + 1.0 / self.concurrency)
+
+
+def limit_sources(rules: tuple[ShapingRule, ...], domain: str, mx_hosts: tuple[str, ...],
+                  default_connections: int, default_messages: int,
+                  rules_file: str = "the shaping file") -> dict[str, tuple[object, str]]:
+    """Each effective limit of a site with where it comes from (``herald queue explain``);
+    the same choice as :func:`limits_for`."""
+    for rule in rules:
+        if rule.matches(domain, mx_hosts):
+            origin = f"rule {rule.name!r} in {rules_file}"
+            return {
+                "rule": (rule.name, origin),
+                "max_connections": (rule.max_connections or default_connections,
+                                    origin if rule.max_connections
+                                    else "[mta] max_connections_per_site (the rule sets none)"),
+                "max_messages_per_connection": (
+                    rule.max_messages_per_connection or default_messages,
+                    origin if rule.max_messages_per_connection
+                    else "[mta] max_messages_per_connection (the rule sets none)"),
+                "max_per_second": (rule.max_per_second,
+                                   origin if rule.max_per_second else "no limit"),
+                "max_per_hour": (rule.max_per_hour, origin if rule.max_per_hour else "no limit"),
+            }
+    none = f"no rule in {rules_file} matches"
+    return {"rule": ("default", none),
+            "max_connections": (default_connections, "[mta] max_connections_per_site"),
+            "max_messages_per_connection": (default_messages,
+                                            "[mta] max_messages_per_connection"),
+            "max_per_second": (None, "no limit"), "max_per_hour": (None, "no limit")}

@@ -81,6 +81,7 @@ class SmtpSession:
         self.port = port
         self.extensions = extensions
         self.tls = tls
+        self.tls_version = _tls_version(client) if tls else None  # e.g. "TLSv1.3"
         self._timeouts = timeouts
         self.transactions = 0  # MAIL commands sent on this connection
         self.last_used = 0.0  # set by the pool, on its clock
@@ -125,7 +126,8 @@ class SmtpSession:
             results.append(RecipientResult(recipient, reply, reply.code in _ACCEPTED_RCPT))
         if not any(result.accepted for result in results):
             await self._reset_after_refusal()
-            return SendResult(self.host, self.port, tuple(results), None, self.tls)
+            return SendResult(self.host, self.port, tuple(results), None, self.tls,
+                          self.tls_version)
         reply = await self._exchange("data", self._timeouts.data_init, b"DATA")
         if reply.code != 354:
             raise await self._refused("data", reply)
@@ -133,7 +135,8 @@ class SmtpSession:
         self._busy = False
         if final.code != 250:
             raise session_failure(self.host, self.port, "data_final", final)
-        return SendResult(self.host, self.port, tuple(results), final, self.tls)
+        return SendResult(self.host, self.port, tuple(results), final, self.tls,
+                          self.tls_version)
 
     async def _deliver_pipelined(
         self,
@@ -173,14 +176,16 @@ class SmtpSession:
             raise await self._refused("mail", mail)
         if not accepted:
             await self._reset_after_refusal()
-            return SendResult(self.host, self.port, tuple(results), None, self.tls)
+            return SendResult(self.host, self.port, tuple(results), None, self.tls,
+                          self.tls_version)
         if data.code != 354:
             raise await self._refused("data", data)
         assert final is not None
         self._busy = False
         if final.code != 250:
             raise session_failure(self.host, self.port, "data_final", final)
-        return SendResult(self.host, self.port, tuple(results), final, self.tls)
+        return SendResult(self.host, self.port, tuple(results), final, self.tls,
+                          self.tls_version)
 
     async def _next_reply(self, reader: ReplyReader, phase: Phase, timeout: float) -> SmtpReply:
         """The next reply of a pipelined group, judged as ``_exchange`` judges one."""
@@ -294,3 +299,10 @@ class SmtpSession:
         """Close the connection now, without QUIT."""
         self._broken = True
         self._client.close()
+
+
+def _tls_version(client: aiosmtplib.SMTP) -> str | None:
+    transport = client.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    version = ssl_object.version() if ssl_object is not None else None
+    return str(version) if version else None

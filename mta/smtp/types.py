@@ -54,6 +54,7 @@ class SendResult:
     recipients: tuple[RecipientResult, ...]
     data_reply: SmtpReply | None
     tls: bool
+    tls_version: str | None = None  # the protocol the session negotiated, e.g. "TLSv1.3"
 
     @property
     def accepted(self) -> tuple[str, ...]:

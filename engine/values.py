@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+# Only 0-9: str.isdigit() also accepts '²' (which int() refuses) and '٣' (which int() reads as 3).
+ASCII_DIGITS = re.compile(r"[0-9]+\Z")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
@@ -65,7 +67,7 @@ class HostPort:
             if default_port is None:
                 raise ValueError(f"{text!r} has no port; expected HOST:PORT")
             return cls(host, default_port)
-        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        if not ASCII_DIGITS.match(port_text) or not 0 <= int(port_text) <= 65535:
             raise ValueError(f"{text!r} has an invalid port; expected HOST:PORT with port 0-65535")
         return cls(host, int(port_text))
 
@@ -73,7 +75,7 @@ class HostPort:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-_SIZE = re.compile(r"^(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?$")
+_SIZE = re.compile(r"^([0-9]+)\s*(b|kb|kib|mb|mib|gb|gib)?$")
 _SIZE_FACTOR = {None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 10**6, "mib": 1024**2,
                 "gb": 10**9, "gib": 1024**3}
 

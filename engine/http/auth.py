@@ -1,9 +1,16 @@
 """Bearer-key authentication with a short in-memory cache, scopes and per-key rate limits, plus
-per-(key, client address) limits for publishable keys (the pixel)."""
+per-(key, client address) limits for publishable keys (the pixel).
+
+Keys are cached for :data:`CACHE_SECONDS` (LRU, bounded); unknown key ids for
+:data:`NEGATIVE_CACHE_SECONDS` in a cache of their own, so a flood of made-up ids neither
+queries the database for each repeat nor evicts real keys. Database look-ups for ids not in
+either cache are rate-limited per client address before they happen.
+"""
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from starlette.requests import Request
@@ -16,34 +23,84 @@ from engine.keys import ApiKey, KeyFormatError, fetch_key, secret_matches, split
 
 CACHE_SECONDS = 30.0  # a revoked key stops working within this time
 CACHE_MAX = 10_000
+NEGATIVE_CACHE_SECONDS = 5.0  # a key created after a miss on its id works within this time
+NEGATIVE_CACHE_MAX = 10_000
+# Database look-ups of uncached key ids, per client address.
+LOOKUP_RATE_PER_SECOND = 20.0
+LOOKUP_BURST = 100
+
+
+class KeyLookupsLimited(Exception):
+    """Too many look-ups of uncached key ids from one client address; retry after ``wait``."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__("too many unknown keys from this address")
+        self.wait = wait
+
+
+class KeyCache:
+    """Least-recently-used entries, each valid for ``ttl`` seconds, at most ``max_entries``."""
+
+    def __init__(self, max_entries: int, ttl: float) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self._entries: OrderedDict[str, tuple[ApiKey | None, float]] = OrderedDict()
+
+    def get(self, key_id: str, now: float) -> tuple[bool, ApiKey | None]:
+        """(found, key)."""
+        entry = self._entries.get(key_id)
+        if entry is None:
+            return False, None
+        if now - entry[1] >= self.ttl:
+            del self._entries[key_id]
+            return False, None
+        self._entries.move_to_end(key_id)
+        return True, entry[0]
+
+    def put(self, key_id: str, key: ApiKey | None, now: float) -> None:
+        self._entries[key_id] = (key, now)
+        self._entries.move_to_end(key_id)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class Authenticator:
     def __init__(self, database: Database, limiter: RateLimiter,
                  clock: Callable[[], float] = time.monotonic,
-                 client_limiter: RateLimiter | None = None) -> None:
+                 client_limiter: RateLimiter | None = None,
+                 lookup_limiter: RateLimiter | None = None) -> None:
         self._database = database
         self._limiter = limiter
         self._client_limiter = client_limiter
+        self._lookup_limiter = lookup_limiter or RateLimiter(LOOKUP_RATE_PER_SECOND,
+                                                             LOOKUP_BURST)
         self._clock = clock
-        self._cache: dict[str, tuple[ApiKey | None, float]] = {}
+        self.known = KeyCache(CACHE_MAX, CACHE_SECONDS)
+        self.unknown = KeyCache(NEGATIVE_CACHE_MAX, NEGATIVE_CACHE_SECONDS)
 
-    async def lookup(self, token: str) -> ApiKey | None:
-        """The active key for ``token``, or None when it is unknown, wrong or revoked."""
+    async def lookup(self, token: str, client: str | None = None) -> ApiKey | None:
+        """The active key for ``token``, or None when it is unknown, wrong or revoked.
+
+        Raises :class:`KeyLookupsLimited` when ``client`` (an address) has looked up too many
+        uncached ids."""
         try:
             _prefix, key_id, secret = split_token(token)
         except KeyFormatError:
             return None
         now = self._clock()
-        cached = self._cache.get(key_id)
-        if cached is not None and now - cached[1] < CACHE_SECONDS:
-            key = cached[0]
-        else:
+        found, key = self.known.get(key_id, now)
+        if not found:
+            found, key = self.unknown.get(key_id, now)
+        if not found:
+            wait = self._lookup_limiter.acquire(client_key(client), now)
+            if wait > 0:
+                raise KeyLookupsLimited(wait)
             async with self._database.connection() as connection:
                 key = await fetch_key(connection, key_id)
-            if len(self._cache) >= CACHE_MAX:
-                self._cache.clear()
-            self._cache[key_id] = (key, now)
+            (self.known if key is not None else self.unknown).put(key_id, key, now)
         if key is None or key.revoked or not secret_matches(key, secret):
             return None
         if key.publishable != (_prefix == "hp"):
@@ -56,14 +113,20 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <key>'",
                            {"WWW-Authenticate": "Bearer"})
-        return await self.require_token(token.strip(), scope)
+        return await self.require_token(token.strip(), scope,
+                                        client=request.client.host if request.client else None)
 
-    async def require_token(self, token: str, scope: str,
-                            challenge: str = "Bearer") -> ApiKey:
+    async def require_token(self, token: str, scope: str, challenge: str = "Bearer",
+                            client: str | None = None) -> ApiKey:
         """The active key for ``token`` with ``scope`` (401, 403, 429 or 503 otherwise);
-        ``challenge``: the scheme a 401 asks for."""
+        ``challenge``: the scheme a 401 asks for; ``client``: the caller's address, whose
+        look-ups of uncached key ids are rate-limited."""
         try:
-            key = await self.lookup(token)
+            key = await self.lookup(token, client)
+        except KeyLookupsLimited as exc:
+            raise ApiError(429, "rate_limited", "too many unknown API keys from this address; "
+                           "slow down", {"Retry-After": RateLimiter.retry_after_header(
+                               exc.wait)}) from None
         except DatabaseUnavailable:
             raise ApiError(503, "database_unavailable",
                            "the database is unreachable; retry later",

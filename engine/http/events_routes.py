@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engine.errors import DatabaseError
+from engine.http.auth import KeyLookupsLimited
 from engine.http.body import has_nul, read_json
 from engine.http.endpoint import HttpContext, endpoint
 from engine.http.errors import ApiError, OrjsonResponse
@@ -68,14 +69,16 @@ async def _record_pixel(context: HttpContext, request: Request) -> str | None:
     """Record a pixel hit; returns why it was not recorded, or None. Never raises."""
     params = request.query_params
     token = params.get("key", "")
+    client = request.client.host if request.client is not None else None
     try:
-        key = await context.auth.lookup(token) if token else None
+        key = await context.auth.lookup(token, client) if token else None
     except DatabaseError:
         return "database_unavailable"
+    except KeyLookupsLimited:
+        return "client_rate_limited"
     if key is None or not key.publishable:
         return "bad_key"
     # The visitor's own budget first, so one visitor cannot spend everyone's key budget.
-    client = request.client.host if request.client is not None else None
     if not context.auth.client_allowed(key.key_id, client):
         return "client_rate_limited"
     try:

@@ -80,15 +80,16 @@ def routes(context: HttpContext) -> list[Route]:
     def handler(path: str, path_type: str | None) -> Callable[[Request], Awaitable[Response]]:
         @endpoint(path)
         async def post_segment(request: Request) -> Response:
+            client = request.client.host if request.client else None
             header = request.headers.get("authorization", "")
             if header:  # a wrong key is refused before the body is read
                 token, _ = _token(request, None)
-                await context.auth.require_token(token, SCOPE, CHALLENGE)
+                await context.auth.require_token(token, SCOPE, CHALLENGE, client)
             raw = await read_body(request, settings.max_body)
             body = decode_json(inflate(raw, content_encoding(request), settings.max_body))
             if not header:
                 token, _ = _token(request, body)
-                await context.auth.require_token(token, SCOPE, CHALLENGE)
+                await context.auth.require_token(token, SCOPE, CHALLENGE, client)
             try:
                 parsed = parse_body(body, path_type, datetime.now(UTC),
                                     settings.max_batch_events)

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 # Only 0-9: str.isdigit() also accepts '²' (which int() refuses) and '٣' (which int() reads as 3).
 ASCII_DIGITS = re.compile(r"[0-9]+\Z")
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)")
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?\Z")  # seconds; no 'inf', 'nan' or exponents
+# Longer than anything Herald schedules, and well inside what datetime and timedelta hold.
+MAX_DURATION_SECONDS = 100 * 366 * 86400.0
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
@@ -16,20 +19,16 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, bool):
         raise ValueError("expected a duration like '30s', '5m', '4h' or '2d'")
     if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError("a duration cannot be negative")
+        if not 0 <= text <= MAX_DURATION_SECONDS:  # NaN fails this too
+            raise ValueError(f"a duration is 0 to {MAX_DURATION_SECONDS:.0f} seconds")
         return float(text)
+    if not isinstance(text, str):
+        raise ValueError("expected a duration like '30s', '5m', '4h' or '2d'")
     compact = text.strip().lower().replace(" ", "")
     if not compact:
         raise ValueError("expected a duration like '30s', '5m', '4h' or '2d'")
-    try:
-        value = float(compact)
-    except ValueError:
-        pass
-    else:
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return value
+    if _NUMBER.match(compact):
+        return parse_duration(float(compact))
     position = 0
     total = 0.0
     for match in _DURATION_PART.finditer(compact):
@@ -39,7 +38,7 @@ def parse_duration(text: str | int | float) -> float:
         position = match.end()
     if position != len(compact):
         raise ValueError(f"{text!r} is not a duration like '30s', '5m', '4h' or '2d'")
-    return total
+    return parse_duration(total)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,8 +45,8 @@ def parse_message_request(body: Any, max_size: int) -> OutboundMessage:
     if contact_id is not None and (not isinstance(contact_id, str)
                                    or not CONTACT_ID.match(contact_id)):
         raise InvalidMessage("contact_id: must be a string of 1-255 printable characters")
-    metadata = body.get("metadata") or {}
-    if not isinstance(metadata, dict):
+    metadata = body.get("metadata", {})
+    if not isinstance(metadata, dict):  # [] or null would come back as {}
         raise InvalidMessage("metadata: must be an object")
     send_at = None
     if body.get("send_at") is not None:

@@ -4,7 +4,9 @@ altered, unreadable contact ids, clients that hang up mid-body, and the key cach
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -126,3 +128,104 @@ async def test_unknown_key_lookups_are_rate_limited_per_client(
     assert statuses == [401] * 9 + [429] * 3  # the admin key's look-up took one token
     assert limited.status_code == 429 and limited.headers["Retry-After"]
     assert good.status_code == 404
+
+
+# --- item 11: inputs that got a 500 ------------------------------------------------------------
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/events", {"type": "t", "contact_id": "c", "properties": nested(300)}, "properties"),
+    ("/v1/events", {"events": [{"type": "t", "contact_id": "c", "properties": nested(40)}]},
+     "events[0].properties"),
+    ("/v1/contacts", {"contact_id": "c", "attributes": nested(254)}, "attributes"),
+    ("/v1/messages", {"from": "a@shop.test", "to": "b@example.org", "subject": "s",
+                      "text": "t", "metadata": nested(260)}, "metadata"),
+    ("/v1/events", {"type": "t", "contact_id": "c",
+                    "timestamp": "0001-01-01T00:00:00+23:59"}, "event.timestamp"),
+    ("/v1/events", {"type": "t", "contact_id": "c",
+                    "properties": {"n": 10**20}}, "properties.n"),
+    ("/v1/events", {"type": "t", "contact_id": "c",
+                    "properties": {"n": -(10**30)}}, "properties.n"),
+])
+async def test_hostile_bodies_get_a_4xx_naming_the_field(
+        app: RunningApp, path: str, body: Any, field: str) -> None:
+    text = json_text(body)
+    async with app.client() as client:
+        response = await client.post(path, content=text,
+                                     headers={"Content-Type": "application/json"})
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["message"].startswith(field), response.json()
+
+
+def json_text(body: Any) -> bytes:
+    """The stdlib encoder: it writes what orjson refuses to (deep nesting, huge integers)."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(10_000)
+    try:
+        return json.dumps(body).encode()
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+@pytest.mark.parametrize("query", ["limit=²", "limit=٣", "limit=0", "cursor=",
+                                   "cursor=99999999999999999999", "cursor=٣",
+                                   "cursor=-1"])
+async def test_bad_paging_parameters_are_400(app: RunningApp, query: str) -> None:
+    async with app.client() as client:
+        response = await client.get(f"/v1/contacts/c/events?{query}")
+    assert response.status_code == 400, response.text
+    assert response.json()["message"].startswith(query.split("=")[0])
+
+
+@pytest.mark.parametrize("horizon", ["inf", "nan", "1e20", 10**20, 1e300, [], {"d": 1}, -1])
+async def test_simulate_horizon_out_of_range_is_4xx(app: RunningApp, horizon: Any) -> None:
+    async with app.client() as client:
+        response = await client.post("/v1/workflows/abandoned-cart/simulate",
+                                     content=json_text({"horizon": horizon}),
+                                     headers={"Content-Type": "application/json"})
+    assert response.status_code in (400, 422), response.text
+    assert response.json()["message"].startswith("horizon")
+
+
+# --- item 12: values that came back altered ----------------------------------------------------
+
+async def test_duplicate_keys_are_refused(app: RunningApp) -> None:
+    async with app.client() as client:
+        response = await client.post(
+            "/v1/events", content=b'{"type": "t", "contact_id": "c", "contact_id": "victim"}',
+            headers={"Content-Type": "application/json"})
+        escaped = await client.post(  # a colon spelt \\u003a cannot hide the duplicate
+            "/v1/events", content=b'{"type": "t", "contact_id": "c", "properties": '
+                                  b'{"a": "\\u003a", "a": "x"}}',
+            headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["message"] == "contact_id: the key appears twice in one object"
+    assert escaped.status_code == 400
+    assert escaped.json()["message"].startswith("a: the key appears twice")
+
+
+async def test_values_round_trip_or_are_refused(app: RunningApp) -> None:
+    big = 2**63 - 1
+    async with app.client() as client:
+        stored = await client.post("/v1/events", json={
+            "type": "t", "contact_id": "c", "timestamp": "0001-01-01T00:00:00Z",
+            "properties": {"max": big, "min": -(2**63), "long_id": "12345678901234567890123"}})
+        listed = await client.get("/v1/contacts/c/events")
+        metadata = await client.post("/v1/messages", json={
+            "from": "a@shop.test", "to": "b@example.org", "subject": "s", "text": "t",
+            "metadata": []})
+        null_properties = await client.post("/v1/events", json={
+            "type": "t", "contact_id": "c", "properties": None})
+    assert stored.status_code == 202, stored.text
+    [event] = listed.json()["events"]
+    assert event["timestamp"] == "0001-01-01T00:00:00.000Z"
+    assert event["properties"] == {"max": big, "min": -(2**63),
+                                   "long_id": "12345678901234567890123"}
+    assert metadata.status_code == 400 and metadata.json()["message"].startswith("metadata")
+    assert null_properties.status_code == 422

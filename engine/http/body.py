@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
+from engine import strict_json
 from engine.http.errors import ApiError
 from engine.values import ASCII_DIGITS
 
@@ -41,7 +42,9 @@ def decode_json(body: bytes) -> Any:
     if not body.strip():
         raise ApiError(400, "invalid_json", "the body is empty; send a JSON object")
     try:
-        return orjson.loads(body)  # validates UTF-8 itself
+        return strict_json.loads(body)  # validates UTF-8 itself
+    except strict_json.JsonRefused as exc:
+        raise ApiError(400, "invalid_json", str(exc)) from None
     except orjson.JSONDecodeError as exc:
         try:
             body.decode("utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,10 @@ from engine.http.errors import ApiError, OrjsonResponse
 from engine.timestamps import format_rfc3339
 
 MAX_PAGE = 1000
+LIMIT = re.compile(r"[0-9]{1,4}\Z")  # ASCII only: str.isdigit() takes '²' and '٣'
+# A log position: what next_cursor holds (18 digits stay within Postgres bigint).
+CURSOR_PATTERN = "^(0|[1-9][0-9]{0,17})$"
+CURSOR = re.compile(CURSOR_PATTERN.replace("$", "\\Z"))
 
 # Extra facts about a contact from layers above the engine (e.g. the MTA's suppression list),
 # added by the composition root: (connection, contact row) -> fields merged into the contact.
@@ -68,9 +73,9 @@ def routes(context: HttpContext, facts: Sequence[ContactFacts] = ()) -> list[Rou
         contact_id = request.path_params["contact_id"]
         limit_text = request.query_params.get("limit", str(settings.page_size))
         cursor = request.query_params.get("cursor")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+        if not LIMIT.match(limit_text) or not 1 <= int(limit_text) <= MAX_PAGE:
             raise ApiError(400, "invalid_parameter", f"limit: must be 1 to {MAX_PAGE}")
-        if cursor is not None and not cursor.isdigit():
+        if cursor is not None and not CURSOR.match(cursor):
             raise ApiError(400, "invalid_parameter", "cursor: use the 'next_cursor' of a page")
         limit = int(limit_text)
         async with context.database.connection() as connection:

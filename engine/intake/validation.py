@@ -104,9 +104,7 @@ def parse_event(item: Any, where: str, now: datetime | None,
         except AddressError as exc:
             raise InvalidEvent(f"{where}.email", str(exc)) from None
     properties = item.get("properties", {})
-    if properties is None:
-        properties = {}
-    if not isinstance(properties, dict):
+    if not isinstance(properties, dict):  # null too: it would come back as {}
         raise InvalidEvent(f"{where}.properties", "must be a JSON object")
     timestamp = item.get("timestamp")
     if timestamp is None:

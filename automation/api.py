@@ -19,6 +19,7 @@ from engine.http.body import read_json
 from engine.http.endpoint import HttpContext, endpoint
 from engine.http.errors import ApiError, OrjsonResponse
 from engine.http.openapi import error_responses
+from engine.http.paths import path_param
 from engine.timestamps import parse_rfc3339
 from engine.values import parse_duration
 
@@ -31,7 +32,7 @@ def routes(context: HttpContext, catalog: Catalog, settings: AutomationSettings,
     async def explain_contact(request: Request) -> Response:
         await context.auth.require(request, "contacts:read")
         async with context.database.connection() as connection:
-            report = await explain(connection, catalog, request.path_params["contact_id"])
+            report = await explain(connection, catalog, path_param(request, "contact_id"))
         return OrjsonResponse(report)
 
     @endpoint("/v1/workflows")
@@ -46,7 +47,7 @@ def routes(context: HttpContext, catalog: Catalog, settings: AutomationSettings,
     @endpoint("/v1/workflows/{name}/simulate")
     async def simulate(request: Request) -> Response:
         await context.auth.require(request, "workflows:read")
-        name = request.path_params["name"]
+        name = path_param(request, "name")
         workflow = catalog.current.get(name)
         if workflow is None:
             raise ApiError(404, "not_found", f"no workflow named {name!r}")

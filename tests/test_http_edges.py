@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -229,3 +230,32 @@ async def test_values_round_trip_or_are_refused(app: RunningApp) -> None:
                                    "long_id": "12345678901234567890123"}
     assert metadata.status_code == 400 and metadata.json()["message"].startswith("metadata")
     assert null_properties.status_code == 422
+
+
+# --- item 13: every creatable contact id can be read ------------------------------------------
+
+@pytest.mark.parametrize("contact_id", ["a/b", "a/b/events", "x/explain", "events", "100%",
+                                        "x%2Fy", "%25", "/lead", "trail/", "été/ü"])
+async def test_contact_ids_with_slashes_and_percents_can_be_read(
+        app: RunningApp, contact_id: str) -> None:
+    segment = quote(contact_id, safe="")
+    async with app.client() as client:
+        created = await client.post("/v1/contacts", json={"contact_id": contact_id,
+                                                          "attributes": {"n": 1}})
+        await client.post("/v1/events", json={"type": "t", "contact_id": contact_id})
+        read = await client.get(f"/v1/contacts/{segment}")
+        events = await client.get(f"/v1/contacts/{segment}/events")
+        explained = await client.get(f"/v1/contacts/{segment}/explain")
+    assert created.status_code == 201, created.text
+    assert read.status_code == 200, read.text
+    assert read.json()["contact"]["contact_id"] == contact_id
+    assert events.status_code == 200
+    assert {e["type"] for e in events.json()["events"]} == {"t", "contact_updated"}
+    assert explained.status_code == 200, explained.text
+
+
+async def test_a_slash_in_the_path_is_not_part_of_an_id(app: RunningApp) -> None:
+    async with app.client() as client:
+        await client.post("/v1/contacts", json={"contact_id": "a/b"})
+        unencoded = await client.get("/v1/contacts/a/b")
+    assert unencoded.status_code == 404

@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from engine.database import Database
 from engine.http.errors import OrjsonResponse, error_response
+from engine.http.paths import keep_separators_encoded
 from engine.metrics import REGISTRY
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -38,6 +39,7 @@ class FastPaths:
                 response = await handler(Request(scope, receive))
                 await response(scope, receive, send)
                 return
+            keep_separators_encoded(scope)  # so /v1/contacts/a%2Fb routes as one segment
         await self.app(scope, receive, send)
 
 

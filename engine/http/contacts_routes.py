@@ -23,6 +23,7 @@ from engine.contacts import (
 from engine.http.body import has_nul, read_json
 from engine.http.endpoint import HttpContext, endpoint
 from engine.http.errors import ApiError, OrjsonResponse
+from engine.http.paths import path_param
 from engine.timestamps import format_rfc3339
 
 MAX_PAGE = 1000
@@ -57,7 +58,7 @@ def routes(context: HttpContext, facts: Sequence[ContactFacts] = ()) -> list[Rou
     @endpoint("/v1/contacts/{contact_id}")
     async def read_contact(request: Request) -> Response:
         await context.auth.require(request, "contacts:read")
-        contact_id = request.path_params["contact_id"]
+        contact_id = path_param(request, "contact_id")
         async with context.database.connection() as connection:
             row = await get_contact(connection, contact_id)
             if row is None:
@@ -70,7 +71,7 @@ def routes(context: HttpContext, facts: Sequence[ContactFacts] = ()) -> list[Rou
     @endpoint("/v1/contacts/{contact_id}/events")
     async def list_events(request: Request) -> Response:
         await context.auth.require(request, "contacts:read")
-        contact_id = request.path_params["contact_id"]
+        contact_id = path_param(request, "contact_id")
         limit_text = request.query_params.get("limit", str(settings.page_size))
         cursor = request.query_params.get("cursor")
         if not LIMIT.match(limit_text) or not 1 <= int(limit_text) <= MAX_PAGE:

@@ -17,6 +17,7 @@ from engine.http.body import decode_json, read_body
 from engine.http.endpoint import HttpContext, endpoint
 from engine.http.errors import ApiError, OrjsonResponse
 from engine.http.openapi import error_responses
+from engine.http.paths import path_param
 from mta.suppression import store
 from mta.suppression.addresses import normalise, normalise_lenient
 from mta.suppression.csv_format import CsvError, export_header, export_rows, parse_import
@@ -119,7 +120,7 @@ def routes(context: HttpContext) -> list[Route]:
 
     def _address(request: Request) -> str:
         try:
-            return normalise(request.path_params["email"])
+            return normalise(path_param(request, "email"))
         except AddressError as exc:
             raise ApiError(400, "invalid_parameter", f"email: {exc}") from None
 

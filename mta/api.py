@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -19,11 +20,16 @@ from mta.compose import check_raw, compose, parse_tags
 from mta.errors import InvalidMessage
 from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue
 
+MAX_SCHEDULE = timedelta(days=366)
 MESSAGE_KEYS = frozenset({"from", "to", "subject", "text", "html", "headers", "raw",
                           "contact_id", "tags", "metadata", "send_at", "idempotency_key"})
 
 
-def parse_message_request(body: Any, max_size: int) -> OutboundMessage:
+def parse_message_request(body: Any, max_size: int,
+                          now: datetime | None = None) -> OutboundMessage:
+    """A validated message; ``send_at`` may lie up to :data:`MAX_SCHEDULE` ahead (the
+    message expires ``[mta] expire`` after it, see :func:`mta.queue.enqueue.enqueue`)."""
+    now = now or datetime.now(UTC)
     if not isinstance(body, dict):
         raise InvalidMessage("body: must be a JSON object")
     unknown = set(body) - MESSAGE_KEYS
@@ -56,6 +62,8 @@ def parse_message_request(body: Any, max_size: int) -> OutboundMessage:
             send_at = parse_rfc3339(body["send_at"])
         except ValueError as exc:
             raise InvalidMessage(f"send_at: {exc}") from None
+        if send_at > now + MAX_SCHEDULE:
+            raise InvalidMessage(f"send_at: at most {MAX_SCHEDULE.days} days ahead")
     key = body.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 255):
         raise InvalidMessage("idempotency_key: must be a string of 1-255 characters")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from engine.timestamps import parse_rfc3339
 from mta.settings import MtaSettings
 from mta.sink import CaptureSink
 from tests.support.app import RunningApp, running_app
@@ -112,3 +114,21 @@ async def test_unknown_message_is_404_and_scopes_apply(app: RunningApp) -> None:
         forbidden = await client.post("/v1/messages", json=GOOD)
     assert missing.status_code == 404 and garbage.status_code == 404
     assert forbidden.status_code == 403
+
+
+async def test_expiry_counts_from_send_at(app: RunningApp) -> None:
+    """Issue 12 item 9: a message scheduled past the expiry period still gets the whole period."""
+    send_at = datetime.now(UTC) + timedelta(days=10)  # the expiry period is 4 days
+    async with app.client() as client:
+        response = await client.post("/v1/messages", json={
+            **GOOD, "send_at": send_at.isoformat()})
+        too_far = await client.post("/v1/messages", json={
+            **GOOD, "send_at": "9999-12-31T23:59:59Z"})
+        message = (await client.get(f"/v1/messages/{response.json()['id']}")).json()
+    assert response.status_code == 202, response.text
+    assert parse_rfc3339(message["next_attempt_at"]) == send_at.replace(
+        microsecond=send_at.microsecond // 1000 * 1000)
+    expires = parse_rfc3339(message["expires_at"]) - parse_rfc3339(message["next_attempt_at"])
+    assert abs(expires - timedelta(days=4)) < timedelta(seconds=1)
+    assert too_far.status_code == 400
+    assert too_far.json()["message"] == "send_at: at most 366 days ahead"

@@ -73,8 +73,11 @@ async def enqueue(connection: asyncpg.Connection, identity: QueueIdentity,
                   message: OutboundMessage, now: datetime | None = None) -> Enqueued:
     """Insert the message (idempotent on ``idempotency_key``) and wake the delivery workers.
 
-    Call it inside the caller's transaction; the NOTIFY is delivered at commit."""
+    Call it inside the caller's transaction; the NOTIFY is delivered at commit. A message
+    expires ``identity.expire`` after it is due: after ``send_at`` when that is later than now
+    (so a message scheduled past the expiry is still tried for the whole period)."""
     now = now or datetime.now(UTC)
+    due = max(message.send_at or now, now)
     message_id = message.id or uuid.uuid4()
     recipient = str(message.recipient)
     contact_id = message.contact_id or recipient.lower()
@@ -83,7 +86,7 @@ async def enqueue(connection: asyncpg.Connection, identity: QueueIdentity,
         bounce_address(identity.bounce_secret, message_id, identity.bounce_domain),
         recipient, message.recipient.domain, contact_id, list(message.tags), message.metadata,
         message.source, message.idempotency_key, message.body, message.send_at or now,
-        now + identity.expire)
+        due + identity.expire)
     if row is None:
         existing = await connection.fetchval(
             "SELECT id FROM outbound_messages WHERE idempotency_key = $1",

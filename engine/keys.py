@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from engine.addresses import AddressError, ascii_host
+
 SCOPES = ("events:write", "contacts:read", "contacts:write", "messages:write",
           "messages:read", "workflows:read", "suppressions:read", "suppressions:write",
           "queue:read", "queue:write", "admin")
@@ -48,6 +50,8 @@ class ApiKey:
     revoked: bool
     token_secret: str | None = None  # signs contact tokens (publishable keys)
     properties: frozenset[str] = frozenset()  # event properties a browser may send
+    # Domains (A-labels) this key may send from; empty: those of the configured DKIM keys.
+    from_domains: frozenset[str] = frozenset()
 
     def allows(self, scope: str) -> bool:
         return not self.publishable and (scope in self.scopes or "admin" in self.scopes)
@@ -99,25 +103,39 @@ def validate_publishable(event_types: tuple[str, ...], properties: tuple[str, ..
                              "letters, digits or '_' (at most 64)")
 
 
+def sender_domain(text: str) -> str:
+    """A domain a key may send from, as lower-case A-labels (``Bücher.example`` ->
+    ``xn--bcher-kva.example``)."""
+    try:
+        return ascii_host(text)
+    except AddressError as exc:
+        raise ValueError(f"--from-domain {text!r}: {exc}") from None
+
+
 async def create_key(connection: asyncpg.Connection, name: str, scopes: tuple[str, ...],
                      publishable: bool = False, event_types: tuple[str, ...] = (),
-                     properties: tuple[str, ...] = ()) -> NewKey:
-    """``properties``: the event properties a publishable key's pixel hits may carry."""
+                     properties: tuple[str, ...] = (),
+                     from_domains: tuple[str, ...] = ()) -> NewKey:
+    """``properties``: the event properties a publishable key's pixel hits may carry;
+    ``from_domains``: the domains a secret key may send mail from."""
     if not name.strip():
         raise ValueError("a key needs a --name")
     if publishable:
         validate_publishable(event_types, properties)
+        if from_domains:
+            raise ValueError("--from-domain is for secret keys")
     elif properties:
         raise ValueError("--property is for publishable keys")
+    domains = list(dict.fromkeys(sender_domain(domain) for domain in from_domains))
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32).replace("_", "x")
     token_secret = secrets.token_urlsafe(32) if publishable else None
     prefix = PUBLISHABLE_PREFIX if publishable else SECRET_PREFIX
     await connection.execute(
         "INSERT INTO api_keys (key_id, name, secret_hash, scopes, publishable, event_types, "
-        "token_secret, properties) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "token_secret, properties, from_domains) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         key_id, name.strip(), hash_secret(secret), list(() if publishable else scopes),
-        publishable, list(event_types), token_secret, list(dict.fromkeys(properties)),
+        publishable, list(event_types), token_secret, list(dict.fromkeys(properties)), domains,
     )
     return NewKey(key_id, f"{prefix}_{key_id}_{secret}", token_secret)
 
@@ -125,18 +143,20 @@ async def create_key(connection: asyncpg.Connection, name: str, scopes: tuple[st
 async def fetch_key(connection: asyncpg.Connection, key_id: str) -> ApiKey | None:
     row = await connection.fetchrow(
         "SELECT key_id, name, scopes, publishable, event_types, secret_hash, token_secret, "
-        "properties, revoked_at IS NOT NULL AS revoked FROM api_keys WHERE key_id = $1", key_id)
+        "properties, from_domains, revoked_at IS NOT NULL AS revoked FROM api_keys "
+        "WHERE key_id = $1", key_id)
     if row is None:
         return None
     return ApiKey(row["key_id"], row["name"], frozenset(row["scopes"]), row["publishable"],
                   frozenset(row["event_types"]), bytes(row["secret_hash"]), row["revoked"],
-                  row["token_secret"], frozenset(row["properties"]))
+                  row["token_secret"], frozenset(row["properties"]),
+                  frozenset(row["from_domains"]))
 
 
 async def list_keys(connection: asyncpg.Connection) -> list[asyncpg.Record]:
     return await connection.fetch(
-        "SELECT key_id, name, scopes, publishable, event_types, properties, created_at, "
-        "revoked_at FROM api_keys ORDER BY created_at")
+        "SELECT key_id, name, scopes, publishable, event_types, properties, from_domains, "
+        "created_at, revoked_at FROM api_keys ORDER BY created_at")
 
 
 async def revoke_key(connection: asyncpg.Connection, key_id: str) -> bool:

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--property", action="append", default=[], metavar="NAME",
                         help="an event property a publishable key's pixel hits may carry "
                              "(repeatable; default: none)")
+    create.add_argument("--from-domain", action="append", default=[], metavar="DOMAIN",
+                        help="a domain this key may send mail from (repeatable; default: the "
+                             "domains of the [[mta.dkim]] keys)")
     key_commands.add_parser("list", help="list keys (never their secrets)")
     token = key_commands.add_parser(
         "contact-token", help="mint a contact token for a publishable key (tests, docs)")
@@ -166,7 +169,8 @@ async def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
                 try:
                     scopes = validate_scopes(args.scope or list(DEFAULT_SCOPES))
                     new = await create_key(connection, args.name, scopes, args.publishable,
-                                           tuple(args.event_type), tuple(args.property))
+                                           tuple(args.event_type), tuple(args.property),
+                                           tuple(args.from_domain))
                 except ValueError as exc:
                     raise UsageError(str(exc)) from None
                 kind = "publishable site key" if args.publishable else "secret key"
@@ -184,6 +188,8 @@ async def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
                             else ",".join(row["scopes"]))
                     if row["publishable"] and row["properties"]:
                         what += " properties: " + ",".join(row["properties"])
+                    if row["from_domains"]:
+                        what += " from: " + ",".join(row["from_domains"])
                     print(f"{row['key_id']}\t{state}\t{row['name']}\t{what}")
             elif args.keys_command == "contact-token":
                 print(await _contact_token(connection, args))

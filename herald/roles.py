@@ -45,6 +45,7 @@ from mta.inbound.service import InboundService
 from mta.queue import api as queue_api
 from mta.queue.enqueue import QueueIdentity, load_bounce_secret
 from mta.queue.overview import LimitDefaults
+from mta.senders import SenderPolicy
 from mta.settings import MtaSettings
 from mta.shaping.rules import ShapingRule, load_rules
 from mta.suppression import api as suppression_api
@@ -119,7 +120,8 @@ class HttpRole:
         routes: list[BaseRoute] = [
             *event_routes(context), *segment_routes.routes(context),
             *contact_routes(context, [contact_suppression]),
-            *mta_api.routes(context, identity, settings.mta.max_message_size),
+            *mta_api.routes(context, identity, settings.mta.max_message_size,
+                            SenderPolicy.from_dkim([key.domain for key in settings.mta.dkim])),
             *suppression_api.routes(context), *one_click.routes(context, keys),
             *queue_api.routes(context, shaping_rules(settings), limit_defaults(settings)),
             *automation_api.routes(context, catalog, settings.automation, self.simulations)]

@@ -19,6 +19,7 @@ from engine.timestamps import format_rfc3339, parse_rfc3339
 from mta.compose import check_raw, compose, parse_tags
 from mta.errors import InvalidMessage
 from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue
+from mta.senders import SenderPolicy
 
 MAX_SCHEDULE = timedelta(days=366)
 MESSAGE_KEYS = frozenset({"from", "to", "subject", "text", "html", "headers", "raw",
@@ -69,18 +70,25 @@ def parse_message_request(body: Any, max_size: int,
         raise InvalidMessage("idempotency_key: must be a string of 1-255 characters")
     return OutboundMessage(composed.header_from, composed.recipient, composed.body,
                            contact_id, tuple(parse_tags(body.get("tags"))), metadata, "api",
-                           key, send_at)
+                           key, send_at, sender=composed.sender)
 
 
-def routes(context: HttpContext, identity: QueueIdentity, max_size: int) -> list[Route]:
+def routes(context: HttpContext, identity: QueueIdentity, max_size: int,
+           senders: SenderPolicy | None = None) -> list[Route]:
+    senders = senders or SenderPolicy(frozenset())
+
     @endpoint("/v1/messages")
     async def post_message(request: Request) -> Response:
-        await context.auth.require(request, "messages:write")
+        key = await context.auth.require(request, "messages:write")
         body = await read_json(request, 2 * max_size + 64 * 1024)  # JSON escaping inflates
         try:
             message = parse_message_request(body, max_size)
         except InvalidMessage as exc:
             raise ApiError(400, "invalid_message", str(exc)) from None
+        for field, address in (("from", message.header_from), ("raw.Sender", message.sender)):
+            refusal = address and senders.refusal(key.from_domains, address)
+            if refusal:
+                raise ApiError(403, "sender_not_allowed", f"{field}: {refusal}")
         if has_nul(body):
             raise ApiError(400, "invalid_message", "strings must not contain U+0000")
         async with context.database.transaction() as connection:

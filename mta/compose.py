@@ -17,7 +17,7 @@ from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.parser import BytesHeaderParser
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, getaddresses, make_msgid
 from typing import Any
 
 from engine.addresses import (
@@ -26,6 +26,7 @@ from engine.addresses import (
     HeaderError,
     check_header_value,
     format_mailbox,
+    parse_address,
     parse_mailbox,
 )
 from mta.errors import InvalidMessage
@@ -36,6 +37,14 @@ RESERVED_HEADERS = frozenset({
     "from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version", "content-type",
     "content-transfer-encoding", "dkim-signature", "return-path", "received", "sender",
 })
+# Headers only receiving systems write (their verdicts on SPF, DKIM, DMARC and ARC), and
+# DKIM-Signature: Herald signs with its [[mta.dkim]] keys, and a signature made elsewhere would
+# let a sender replay someone else's verdicts. Refused in raw MIME and in ``headers``.
+RECEIVER_HEADERS = frozenset({"authentication-results", "received-spf", "dkim-signature",
+                              "return-path"})
+RECEIVER_HEADER_PREFIXES = ("arc-",)
+# Removed from raw MIME: a Bcc header would show the hidden recipients to the one it reaches.
+STRIPPED_HEADERS = frozenset({"bcc"})
 MAX_EXTRA_HEADERS = 50
 MAX_TAGS = 20
 _TAG = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
@@ -49,6 +58,7 @@ class ComposedMessage:
     header_from: Address
     recipient: Address
     body: bytes  # CRLF line endings, unsigned
+    sender: Address | None = None  # a raw message's Sender header
 
 
 def _field(message: str, where: str) -> InvalidMessage:
@@ -77,6 +87,8 @@ def _extra_headers(value: Any) -> list[tuple[str, str]]:
             raise _field("must be a string", f"headers.{name}")
         if name.lower() in RESERVED_HEADERS:
             raise _field("is set by Herald and cannot be given here", f"headers.{name}")
+        if _receiver_header(name):
+            raise _field("only a receiving system may add it", f"headers.{name}")
         try:
             check_header_value(name, text)
         except HeaderError as exc:
@@ -142,30 +154,81 @@ def _text_part(body: str, subtype: str) -> MIMEText:
     return MIMEText(body, subtype, _QP_UTF8)  # type: ignore[arg-type]
 
 
+def _receiver_header(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in RECEIVER_HEADERS or lowered.startswith(RECEIVER_HEADER_PREFIXES)
+
+
 def check_raw(raw: bytes, recipient_text: Any,
               now: datetime | None = None) -> ComposedMessage:
-    """Accept submitted MIME: CRLF-normalised, lines <= 998 octets, a valid From header;
-    Date and Message-ID added when missing. The envelope recipient comes from ``to``."""
+    """Accept submitted MIME: CRLF-normalised, lines <= 998 octets, a valid From header (and
+    Sender, if any), To or Cc naming the envelope recipient (a To is added when neither is
+    given), no header that only receivers write; Bcc removed; Date and Message-ID added when
+    missing. The envelope recipient comes from ``to``."""
     _to_name, recipient = _mailbox(recipient_text, "to")
     body = normalise_line_endings(raw)
     check_line_lengths(body)
-    head, separator, _ = body.partition(b"\r\n\r\n")
+    head, separator, rest = body.partition(b"\r\n\r\n")
     if not separator:
         raise _field("has no blank line between header and body", "raw")
+    fields = _header_fields(head)
     try:
         headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(head + b"\r\n\r\n")
     except Exception as exc:  # the stdlib parser is lenient; anything it raises is bad input
         raise _field(f"cannot be parsed: {exc}", "raw") from None
+    for name in headers.keys():
+        if _receiver_header(name):
+            raise _field("only a receiving system may add it", f"raw.{name}")
     from_values = headers.get_all("From") or []
     if len(from_values) != 1:
         raise _field("must have exactly one From header", "raw")
     _name, from_address = _mailbox(str(from_values[0]).strip(), "raw.From")
+    senders = headers.get_all("Sender") or []
+    if len(senders) > 1:
+        raise _field("must have at most one Sender header", "raw")
+    sender = _mailbox(str(senders[0]).strip(), "raw.Sender")[1] if senders else None
+    named = _addresses(headers, ("To", "Cc"))
     added = b""
+    if not named:
+        added += f"To: {format_mailbox(None, recipient)}\r\n".encode()
+    elif recipient.for_smtp.lower() not in named:
+        raise _field(f"To or Cc must name the recipient given in 'to' ({recipient})", "raw.To")
     if headers.get("Date") is None:
         added += f"Date: {format_datetime(now or datetime.now(UTC))}\r\n".encode()
     if headers.get("Message-ID") is None:
         added += f"Message-ID: {make_msgid(domain=from_address.ascii_domain)}\r\n".encode()
-    return ComposedMessage(from_address, recipient, added + body)
+    kept = [field for field in fields if _field_name(field) not in STRIPPED_HEADERS]
+    return ComposedMessage(from_address, recipient,
+                           added + b"\r\n".join(kept) + b"\r\n\r\n" + rest, sender)
+
+
+def _header_fields(head: bytes) -> list[bytes]:
+    """The header section's fields, each with its continuation lines."""
+    fields: list[bytes] = []
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += b"\r\n" + line
+        else:
+            fields.append(line)
+    return fields
+
+
+def _field_name(field: bytes) -> str:
+    return field.partition(b":")[0].strip().decode("latin-1").lower()
+
+
+def _addresses(headers: Message, names: tuple[str, ...]) -> set[str]:
+    """The addresses (in SMTP form, lower case) in the headers ``names``; unparsable ones are
+    skipped (they cannot name the recipient)."""
+    found: set[str] = set()
+    for name in names:
+        for _display, text in getaddresses([str(value) for value in
+                                            headers.get_all(name) or []]):
+            try:
+                found.add(parse_address(text).for_smtp.lower())
+            except AddressError:
+                continue
+    return found
 
 
 def normalise_line_endings(data: bytes) -> bytes:

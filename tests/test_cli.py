@@ -89,3 +89,21 @@ def test_dkim_keygen_names_an_idn_domain_in_idna_2008(tmp_path: object) -> None:
     assert result.returncode == 0, result.stderr
     assert "s1._domainkey.xn--fa-hia.example. IN TXT" in result.stdout
     assert "fass" not in result.stdout
+
+
+async def test_keys_carry_the_domains_they_may_send_from(database_url: str) -> None:
+    result = herald(database_url, "keys", "create", "--name", "shop", "--from-domain",
+                    "Shop.Example", "--from-domain", "bücher.example")
+    assert result.returncode == 0, result.stderr
+    key_id = split_token(result.stdout.strip().splitlines()[-1])[1]
+    connection = await asyncpg.connect(database_url)
+    try:
+        domains = await connection.fetchval(
+            "SELECT from_domains FROM api_keys WHERE key_id = $1", key_id)
+    finally:
+        await connection.close()
+    assert domains == ["shop.example", "xn--bcher-kva.example"]
+    assert "from: shop.example,xn--bcher-kva.example" in herald(database_url, "keys",
+                                                              "list").stdout
+    bad = herald(database_url, "keys", "create", "--name", "x", "--from-domain", "no spaces")
+    assert bad.returncode == 2 and bad.stderr.startswith("herald: error: --from-domain")

@@ -51,6 +51,7 @@ class OutboundMessage:
     idempotency_key: str | None = None
     send_at: datetime | None = None
     id: uuid.UUID | None = None  # chosen by the caller when the body must name it
+    sender: Address | None = None  # a Sender header other than From (raw MIME)
 
 
 @dataclass(frozen=True, slots=True)

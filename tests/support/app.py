@@ -18,6 +18,9 @@ from herald.roles import HttpRole
 from herald.settings import Settings
 from mta.settings import MtaSettings
 
+# The domains the tests' admin key may send from (keys carry their sender domains).
+TEST_FROM_DOMAINS = ("shop.test", "shop.example")
+
 
 @dataclass
 class RunningApp:
@@ -33,16 +36,19 @@ class RunningApp:
 
     async def new_key(self, *scopes: str, publishable: bool = False,
                       event_types: tuple[str, ...] = (),
-                      properties: tuple[str, ...] = ()) -> str:
-        return (await self.new_site_key(event_types, properties, scopes, publishable)).token
+                      properties: tuple[str, ...] = (),
+                      from_domains: tuple[str, ...] = ()) -> str:
+        return (await self.new_site_key(event_types, properties, scopes, publishable,
+                                        from_domains)).token
 
     async def new_site_key(self, event_types: tuple[str, ...], properties: tuple[str, ...] = (),
-                           scopes: tuple[str, ...] = (), publishable: bool = True) -> NewKey:
+                           scopes: tuple[str, ...] = (), publishable: bool = True,
+                           from_domains: tuple[str, ...] = ()) -> NewKey:
         """A publishable key by default, with its contact-token secret."""
         connection = await connect_one(self.database.url)
         try:
             return await create_key(connection, "test", tuple(scopes), publishable,
-                                    event_types, properties)
+                                    event_types, properties, from_domains)
         finally:
             await connection.close()
 
@@ -64,7 +70,7 @@ async def running_app(database_url: str, mta: MtaSettings | None = None,
     await role.start()
     assert role.server is not None
     app = RunningApp(f"http://127.0.0.1:{role.server.port}", database, "", role)
-    app.admin_key = await app.new_key(*SCOPES)
+    app.admin_key = await app.new_key(*SCOPES, from_domains=TEST_FROM_DOMAINS)
     try:
         yield app
     finally:

@@ -391,6 +391,28 @@ async def test_utf8_address_fails_permanently_without_smtputf8() -> None:
     assert "MAIL" not in server.record.commands
 
 
+UTF8_HEADER = "From: Jöran <a@sender.test>\r\nSubject: ok\r\n\r\nplain body\r\n".encode()
+UTF8_BODY_ONLY = "Subject: ok\r\n\r\nCafé crème.\r\n".encode()
+
+
+async def test_utf8_header_uses_smtputf8_with_an_ascii_envelope() -> None:
+    """RFC 6531/6532: unencoded UTF-8 in a header needs SMTPUTF8, not just 8BITMIME."""
+    async with ScriptedSmtpServer() as server, pool_to(server) as pool:
+        await pool.send("a@sender.test", ["b@rcpt.test"], UTF8_HEADER)
+        await pool.send("a@sender.test", ["b@rcpt.test"], UTF8_BODY_ONLY)
+    header, body_only = server.record.messages
+    assert "SMTPUTF8" in header.mail_options and "BODY=8BITMIME" in header.mail_options
+    assert "SMTPUTF8" not in body_only.mail_options
+
+
+async def test_utf8_header_fails_permanently_without_smtputf8() -> None:
+    async with ScriptedSmtpServer(Script(smtputf8=False)) as server, pool_to(server) as pool:
+        with pytest.raises(SmtpPermanentFailure) as caught:
+            await pool.send("a@sender.test", ["b@rcpt.test"], UTF8_HEADER)
+    assert caught.value.reply.enhanced == "5.6.7" and "header" in caught.value.reply.text
+    assert "MAIL" not in server.record.commands
+
+
 # --- the fake and the real thing agree ------------------------------------------------------------
 
 

@@ -152,6 +152,7 @@ class ConnectionPool:
         """
         smtputf8 = check_envelope(mail_from, recipients)
         prepared = prepare_message(message, max_bytes=self.settings.max_message_bytes)
+        smtputf8 = smtputf8 or prepared.utf8_headers  # RFC 6532 headers need it too
         for attempt in range(_STALE_RETRIES + 1):
             session = await self._checkout()
             reused = session.transactions > 0

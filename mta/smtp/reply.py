@@ -190,6 +190,7 @@ class PreparedMessage:
     wire: bytes
     size: int
     eight_bit: bool
+    utf8_headers: bool = False  # unencoded UTF-8 in the header section: needs SMTPUTF8
 
 
 def prepare_message(message: bytes, *, max_bytes: int) -> PreparedMessage:
@@ -216,8 +217,11 @@ def prepare_message(message: bytes, *, max_bytes: int) -> PreparedMessage:
     stuffed = normalized.replace(b"\r\n.", b"\r\n..")
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
+    eight_bit = not normalized.isascii()
+    utf8_headers = eight_bit and not normalized.partition(b"\r\n\r\n")[0].isascii()
     return PreparedMessage(
-        wire=stuffed + b".\r\n", size=len(normalized), eight_bit=not normalized.isascii()
+        wire=stuffed + b".\r\n", size=len(normalized), eight_bit=eight_bit,
+        utf8_headers=utf8_headers,
     )
 
 

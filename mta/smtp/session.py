@@ -211,7 +211,7 @@ class SmtpSession:
         if smtputf8:
             if not ext.smtputf8:
                 raise self._local_refusal(
-                    553, "5.6.7", "non-ASCII address, server lacks SMTPUTF8"
+                    553, "5.6.7", "non-ASCII address or header, server lacks SMTPUTF8"
                 )
             params.append(b"SMTPUTF8")
         if ext.size_limit is not None:

@@ -146,7 +146,9 @@ def openapi_paths() -> dict[str, Any]:
                             "schema": {"type": "string"}}],
             "requestBody": {"content": {"application/json": {"schema": {
                 "type": "object", "properties": {
-                    "horizon": {"type": "string"}, "since": {"type": "string",
+                    "horizon": {"type": ["string", "number"], "minimum": 0,
+                                "description": "'30d', '12h' or seconds; at most 400d"},
+                    "since": {"type": "string",
                                                              "format": "date-time"},
                     "contact_ids": {"type": "array", "items": {"type": "string"}}}}}}},
             "responses": {"200": {"description": "Sends and skips", "content": json_body},

@@ -18,7 +18,9 @@ import asyncpg
 from engine.addresses import AddressError, normalize_email
 from engine.eventlog import LogEvent, append_events
 
-CONTACT_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+# Printable: no C0 or C1 controls, no line or paragraph separator (the OpenAPI document's
+# PRINTABLE_ID); contact ids and event ids alike.
+CONTACT_ID = re.compile("[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,255}\\Z")
 CONTACT_KEYS = frozenset({"contact_id", "email", "attributes", "timezone"})
 UNCHANGED = object()
 

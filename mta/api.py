@@ -14,9 +14,9 @@ from engine.contacts import CONTACT_ID
 from engine.http.body import has_nul, read_json
 from engine.http.endpoint import HttpContext, endpoint
 from engine.http.errors import ApiError, OrjsonResponse
-from engine.http.openapi import error_responses
+from engine.http.openapi import JSON_DESCRIPTION, PRINTABLE_ID, error_responses
 from engine.timestamps import format_rfc3339, parse_rfc3339
-from mta.compose import check_raw, compose, parse_tags
+from mta.compose import MAX_EXTRA_HEADERS, MAX_TAGS, TAG_PATTERN, check_raw, compose, parse_tags
 from mta.errors import InvalidMessage
 from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue
 from mta.senders import SenderPolicy
@@ -36,6 +36,9 @@ def parse_message_request(body: Any, max_size: int,
     unknown = set(body) - MESSAGE_KEYS
     if unknown:
         raise InvalidMessage(f"{sorted(unknown)[0]}: unknown field")
+    for name, value in body.items():
+        if value is None:  # the document has no nullable field: leave it out instead
+            raise InvalidMessage(f"{name}: must not be null (leave the field out)")
     if body.get("raw") is not None:
         raw = body["raw"]
         if not isinstance(raw, str):
@@ -150,18 +153,37 @@ def openapi_paths() -> dict[str, Any]:
             "summary": "Queue one message for delivery (answers after commit)",
             "operationId": "postMessage",
             "security": [{"bearer": ["messages:write"]}],
+            "description": "Either a message to compose (from, to, subject, text and/or html, "
+                           "headers) or raw MIME (raw, to). From must be in one of the key's "
+                           "sender domains (else 403). Addresses, header values and raw MIME "
+                           "are checked beyond what the schema says (400 names the field).",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["to"],
+                "type": "object",
+                "oneOf": [
+                    {"required": ["from", "to", "subject"],
+                     "anyOf": [{"required": ["text"]}, {"required": ["html"]}],
+                     "not": {"required": ["raw"]}},
+                    {"required": ["raw", "to"],
+                     "not": {"anyOf": [{"required": [name]} for name in
+                                       ("from", "subject", "text", "html", "headers")]}},
+                ],
+                "additionalProperties": False,
                 "properties": {
-                    "from": {"type": "string"}, "to": {"type": "string"},
+                    "from": {"type": "string", "description": "'Name <user@example.com>'"},
+                    "to": {"type": "string"},
                     "subject": {"type": "string"}, "text": {"type": "string"},
-                    "html": {"type": "string"}, "raw": {"type": "string"},
-                    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "contact_id": {"type": "string"},
-                    "tags": {"type": "array", "items": {"type": "string"}},
-                    "metadata": {"type": "object"},
-                    "send_at": {"type": "string", "format": "date-time"},
-                    "idempotency_key": {"type": "string"},
+                    "html": {"type": "string"},
+                    "raw": {"type": "string", "description": "RFC 5322 message; Bcc is removed"},
+                    "headers": {"type": "object", "maxProperties": MAX_EXTRA_HEADERS,
+                                "additionalProperties": {"type": "string"}},
+                    "contact_id": {"type": "string", "pattern": PRINTABLE_ID},
+                    "tags": {"type": "array", "maxItems": MAX_TAGS,
+                             "items": {"type": "string", "pattern": TAG_PATTERN}},
+                    "metadata": {"type": "object", "description": JSON_DESCRIPTION},
+                    "send_at": {"type": "string", "format": "date-time",
+                                "description": "at most 366 days ahead; the message expires "
+                                               "[mta] expire after it"},
+                    "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255},
                 }}}}},
             "responses": {"202": {"description": "Queued", "content": json_body},
                           **error_responses(400, 401, 403, 413, 429, 503)},

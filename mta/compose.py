@@ -47,7 +47,8 @@ RECEIVER_HEADER_PREFIXES = ("arc-",)
 STRIPPED_HEADERS = frozenset({"bcc"})
 MAX_EXTRA_HEADERS = 50
 MAX_TAGS = 20
-_TAG = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+TAG_PATTERN = "^[A-Za-z0-9_.:\\-]{1,64}$"
+_TAG = re.compile(TAG_PATTERN.replace("$", "\\Z"))
 _WIRE = email.policy.compat32.clone(linesep="\r\n", max_line_length=78)
 _QP_UTF8 = Charset("utf-8")
 _QP_UTF8.body_encoding = QP

@@ -259,3 +259,12 @@ async def test_a_slash_in_the_path_is_not_part_of_an_id(app: RunningApp) -> None
         await client.post("/v1/contacts", json={"contact_id": "a/b"})
         unencoded = await client.get("/v1/contacts/a/b")
     assert unencoded.status_code == 404
+
+
+async def test_a_nul_in_a_path_names_nothing(app: RunningApp) -> None:
+    """Found by the hostile-payload job: Postgres refused the NUL, a 500."""
+    async with app.client() as client:
+        for path in ("/v1/contacts/%00", "/v1/contacts/a%00/events", "/v1/contacts/%00/explain",
+                     "/v1/suppressions/a%00@example.org"):
+            response = await client.get(path)
+            assert response.status_code == 404, (path, response.text)

@@ -175,3 +175,14 @@ async def test_cli_add_list_remove_import_export(database_url: str, tmp_path: ob
     assert missing.stderr.strip() == "herald: error: ann@example.com is not suppressed"
     bad = herald(database_url, "suppressions", "add", "not-an-address")
     assert bad.returncode == 2 and bad.stderr.startswith("herald: error: 'not-an-address'")
+
+
+@pytest.mark.parametrize(("body", "status"), [("\rÉ", 400), ("email\rann@example.com\r", 200),
+                                              ('email\n"unterminated', 400)])
+async def test_csv_with_bare_carriage_returns_is_read_or_refused(
+        app: RunningApp, body: str, status: int) -> None:
+    """Found by the schemathesis job: a bare CR made the csv module raise (a 500)."""
+    async with app.client() as client:
+        response = await client.post("/v1/suppressions", content=body.encode(),
+                                     headers={"Content-Type": "text/csv"})
+    assert response.status_code == status, response.text

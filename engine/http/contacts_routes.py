@@ -23,13 +23,15 @@ from engine.contacts import (
 from engine.http.body import has_nul, read_json
 from engine.http.endpoint import HttpContext, endpoint
 from engine.http.errors import ApiError, OrjsonResponse
+from engine.http.openapi import CURSOR_PATTERN
 from engine.http.paths import path_param
+from engine.http.query import query_params
 from engine.timestamps import format_rfc3339
 
 MAX_PAGE = 1000
 LIMIT = re.compile(r"[0-9]{1,4}\Z")  # ASCII only: str.isdigit() takes '²' and '٣'
 # A log position: what next_cursor holds (18 digits stay within Postgres bigint).
-CURSOR_PATTERN = "^(0|[1-9][0-9]{0,17})$"
+PAGE_PARAMETERS = frozenset({"limit", "cursor"})
 CURSOR = re.compile(CURSOR_PATTERN.replace("$", "\\Z"))
 
 # Extra facts about a contact from layers above the engine (e.g. the MTA's suppression list),
@@ -72,8 +74,9 @@ def routes(context: HttpContext, facts: Sequence[ContactFacts] = ()) -> list[Rou
     async def list_events(request: Request) -> Response:
         await context.auth.require(request, "contacts:read")
         contact_id = path_param(request, "contact_id")
-        limit_text = request.query_params.get("limit", str(settings.page_size))
-        cursor = request.query_params.get("cursor")
+        params = query_params(request, PAGE_PARAMETERS)
+        limit_text = params.get("limit", str(settings.page_size))
+        cursor = params.get("cursor")
         if not LIMIT.match(limit_text) or not 1 <= int(limit_text) <= MAX_PAGE:
             raise ApiError(400, "invalid_parameter", f"limit: must be 1 to {MAX_PAGE}")
         if cursor is not None and not CURSOR.match(cursor):

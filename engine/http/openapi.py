@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+CURSOR_PATTERN = "^(0|[1-9][0-9]{0,17})$"  # a log position (what next_cursor holds)
+
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["error", "message"],
@@ -22,20 +24,29 @@ def error_responses(*codes: int) -> dict[str, Any]:
             for code in codes}
 
 
+# Printable: no C0 or C1 control characters, no line or paragraph separators.
+PRINTABLE_ID = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]{1,255}$"
+JSON_DESCRIPTION = ("Any JSON object, nesting at most 32 levels, integers within "
+                    "-2^63..2^63-1, no key twice in one object (else 400)")
+
 EVENT_SCHEMA = {
     "type": "object",
     "required": ["type"],
+    "anyOf": [{"required": ["contact_id"]}, {"required": ["email"]}],
     "additionalProperties": False,
     "properties": {
         "type": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,127}$"},
-        "contact_id": {"type": "string", "minLength": 1, "maxLength": 255},
-        "email": {"type": "string", "format": "email"},
-        "properties": {"type": "object"},
-        "timestamp": {"type": "string", "format": "date-time"},
-        "id": {"type": "string", "minLength": 1, "maxLength": 255,
+        "contact_id": {"type": "string", "pattern": PRINTABLE_ID},
+        "email": {"type": "string", "format": "email",
+                  "description": "An RFC 5321 address (else 422)"},
+        "properties": {"type": "object", "description": JSON_DESCRIPTION},
+        "timestamp": {"type": "string", "format": "date-time",
+                      "description": "RFC 3339 with an offset, at most 24 h ahead (else 422)"},
+        "id": {"type": "string", "pattern": PRINTABLE_ID,
                "description": "Idempotency key: an id seen before is not stored again"},
     },
-    "description": "contact_id and/or email is required",
+    "description": "contact_id and/or email is required; a field is a string or left out "
+                   "(null is refused)",
 }
 
 CONTACT_SCHEMA = {
@@ -43,10 +54,11 @@ CONTACT_SCHEMA = {
     "required": ["contact_id"],
     "additionalProperties": False,
     "properties": {
-        "contact_id": {"type": "string", "minLength": 1, "maxLength": 255},
+        "contact_id": {"type": "string", "pattern": PRINTABLE_ID},
         "email": {"type": ["string", "null"], "format": "email"},
         "attributes": {"type": "object",
-                       "description": "Merged into the stored attributes; null removes one"},
+                       "description": "Merged into the stored attributes; null removes one. "
+                                      + JSON_DESCRIPTION},
         "timezone": {"type": ["string", "null"], "description": "IANA name, e.g. Europe/Paris"},
     },
 }
@@ -117,7 +129,8 @@ def engine_paths() -> dict[str, Any]:
                  "schema": {"type": "string"}},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
                                                             "maximum": 1000}},
-                {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string",
+                                                             "pattern": CURSOR_PATTERN}},
             ],
             "responses": {"200": {"description": "A page of events", "content": json_body},
                           **error_responses(400, 401, 403, 503)},

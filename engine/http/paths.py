@@ -14,6 +14,8 @@ from urllib.parse import unquote
 from starlette.requests import Request
 from starlette.types import Scope
 
+from engine.http.errors import ApiError
+
 _KEPT = re.compile(r"(%2[fF]|%25)")
 
 
@@ -29,5 +31,9 @@ def keep_separators_encoded(scope: Scope) -> None:
 
 
 def path_param(request: Request, name: str) -> str:
-    """A path parameter, percent-decoded once (see :func:`keep_separators_encoded`)."""
-    return unquote(request.path_params[name])
+    """A path parameter, percent-decoded once (see :func:`keep_separators_encoded`). Nothing
+    stored holds U+0000 (Postgres text cannot), so such a parameter names nothing: 404."""
+    value = unquote(request.path_params[name])
+    if "\x00" in value:
+        raise ApiError(404, "not_found", f"{name}: no such {name} (it holds U+0000)")
+    return value

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.addresses import AddressError, normalize_email
+from engine.contacts import CONTACT_ID
 from engine.timestamps import parse_rfc3339
 
 EVENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
@@ -70,7 +71,7 @@ def _identifier(value: Any, where: str) -> str:
         raise InvalidEvent(where, "must be a string")
     if not value or len(value) > MAX_ID_LENGTH:
         raise InvalidEvent(where, f"must be 1 to {MAX_ID_LENGTH} characters")
-    if not value.isprintable():
+    if not CONTACT_ID.match(value):
         raise InvalidEvent(where, "must not contain control characters")
     return value
 
@@ -84,6 +85,9 @@ def parse_event(item: Any, where: str, now: datetime | None,
         unknown = set(item) - EVENT_KEYS
         raise InvalidEvent(f"{where}.{sorted(unknown)[0]}",
                            "unknown field (allowed: " + ", ".join(sorted(EVENT_KEYS)) + ")")
+    for name, value in item.items():
+        if value is None:  # the document says string or object: leave a field out instead
+            raise InvalidEvent(f"{where}.{name}", "must not be null (leave the field out)")
     event_type = item.get("type")
     if event_type is None:
         raise InvalidEvent(f"{where}.type", "is required")

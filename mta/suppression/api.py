@@ -18,6 +18,7 @@ from engine.http.endpoint import HttpContext, endpoint
 from engine.http.errors import ApiError, OrjsonResponse
 from engine.http.openapi import error_responses
 from engine.http.paths import path_param
+from engine.http.query import query_params
 from mta.suppression import store
 from mta.suppression.addresses import normalise, normalise_lenient
 from mta.suppression.csv_format import CsvError, export_header, export_rows, parse_import
@@ -27,7 +28,8 @@ MAX_PAGE = 1000
 MAX_BATCH = 1000
 MAX_IMPORT_BYTES = 16 * 1024 * 1024
 ENTRY_KEYS = frozenset({"email", "reason", "category", "detail"})
-_DIGITS = re.compile(r"^[0-9]{1,18}$")
+_DIGITS = re.compile(r"[0-9]{1,18}\Z")
+LIST_PARAMETERS = frozenset({"reason", "limit", "cursor", "format"})
 
 
 def parse_entry(item: Any, where: str, source: str) -> Suppression:
@@ -58,19 +60,23 @@ def routes(context: HttpContext) -> list[Route]:
     @endpoint("/v1/suppressions")
     async def list_or_export(request: Request) -> Response:
         await context.auth.require(request, "suppressions:read")
-        reason = request.query_params.get("reason")
+        params = query_params(request, LIST_PARAMETERS)
+        reason = params.get("reason")
         if reason is not None and reason not in REASONS:
             raise ApiError(400, "invalid_parameter", f"reason: must be one of {', '.join(REASONS)}")
-        if request.query_params.get("format") == "csv":
+        limit_text = params.get("limit", "100")
+        if not _DIGITS.match(limit_text) or not 1 <= int(limit_text) <= MAX_PAGE:
+            raise ApiError(400, "invalid_parameter", f"limit: must be 1 to {MAX_PAGE}")
+        cursor = params.get("cursor", "0")
+        if not _DIGITS.match(cursor):
+            raise ApiError(400, "invalid_parameter", "cursor: use the 'next_cursor' of a page")
+        export = params.get("format", "json")
+        if export not in ("json", "csv"):
+            raise ApiError(400, "invalid_parameter", "format: 'json' or 'csv'")
+        if export == "csv":
             return StreamingResponse(_export(reason), media_type="text/csv; charset=utf-8",
                                      headers={"Content-Disposition":
                                               'attachment; filename="suppressions.csv"'})
-        limit_text = request.query_params.get("limit", "100")
-        if not _DIGITS.match(limit_text) or not 1 <= int(limit_text) <= MAX_PAGE:
-            raise ApiError(400, "invalid_parameter", f"limit: must be 1 to {MAX_PAGE}")
-        cursor = request.query_params.get("cursor", "0")
-        if not _DIGITS.match(cursor):
-            raise ApiError(400, "invalid_parameter", "cursor: use the 'next_cursor' of a page")
         limit = int(limit_text)
         async with database.connection() as connection:
             entries = await store.page(connection, int(cursor), limit + 1, reason)
@@ -164,13 +170,14 @@ def openapi_paths() -> dict[str, Any]:
                     "operationId": "listSuppressions",
                     "security": [{"bearer": ["suppressions:read"]}],
                     "parameters": [
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                        {"name": "cursor", "in": "query",
+                         "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
                         {"name": "limit", "in": "query",
                          "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
                         {"name": "reason", "in": "query",
                          "schema": {"type": "string", "enum": list(REASONS)}},
                         {"name": "format", "in": "query",
-                         "schema": {"type": "string", "enum": ["csv"]}}],
+                         "schema": {"type": "string", "enum": ["json", "csv"]}}],
                     "responses": {"200": {"description": "A page", "content": {
                         **json_body, "text/csv": {"schema": {"type": "string"}}}},
                         **error_responses(400, 401, 403, 503)}},

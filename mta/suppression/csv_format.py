@@ -22,7 +22,14 @@ class CsvError(ValueError):
 
 
 def parse_import(text: str, source: str) -> list[Suppression]:
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # CR, LF or CRLF line ends
+    try:
+        return _rows(reader, source)
+    except csv.Error as exc:  # e.g. a bare CR inside an unquoted field
+        raise CsvError(f"line {reader.line_num}: {exc}") from None
+
+
+def _rows(reader: csv.DictReader[str], source: str) -> list[Suppression]:
     if reader.fieldnames is None or "email" not in [f.strip() for f in reader.fieldnames]:
         raise CsvError("line 1: the header must name an 'email' column")
     entries: list[Suppression] = []

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 CURSOR_PATTERN = "^(0|[1-9][0-9]{0,17})$"  # a log position (what next_cursor holds)
+# A query value is text either way; as an integer, schema-violating cursors are unambiguous.
+CURSOR_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 10**18 - 1,
+                 "description": "the next_cursor of the previous page"}
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -129,8 +132,7 @@ def engine_paths() -> dict[str, Any]:
                  "schema": {"type": "string"}},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
                                                             "maximum": 1000}},
-                {"name": "cursor", "in": "query", "schema": {"type": "string",
-                                                             "pattern": CURSOR_PATTERN}},
+                {"name": "cursor", "in": "query", "schema": CURSOR_SCHEMA},
             ],
             "responses": {"200": {"description": "A page of events", "content": json_body},
                           **error_responses(400, 401, 403, 503)},

@@ -16,7 +16,7 @@ from engine.addresses import AddressError
 from engine.http.body import decode_json, read_body
 from engine.http.endpoint import HttpContext, endpoint
 from engine.http.errors import ApiError, OrjsonResponse
-from engine.http.openapi import error_responses
+from engine.http.openapi import CURSOR_SCHEMA, error_responses
 from engine.http.paths import path_param
 from engine.http.query import query_params
 from mta.suppression import store
@@ -170,8 +170,7 @@ def openapi_paths() -> dict[str, Any]:
                     "operationId": "listSuppressions",
                     "security": [{"bearer": ["suppressions:read"]}],
                     "parameters": [
-                        {"name": "cursor", "in": "query",
-                         "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
+                        {"name": "cursor", "in": "query", "schema": CURSOR_SCHEMA},
                         {"name": "limit", "in": "query",
                          "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
                         {"name": "reason", "in": "query",

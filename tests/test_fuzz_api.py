@@ -24,13 +24,17 @@ EXAMPLES_PER_OPERATION = 15
 # Every check stays on, with two settings the document itself calls for:
 # - a schema-valid request may still get the 400/422 the document lists for what JSON Schema
 #   cannot say (whether an address parses, a time zone exists, raw MIME is well-formed);
-# - the pixel answers every request with its GIF, as documented, so schema-violating queries
-#   are not "rejected" there.
+# - the pixel answers every request with its GIF, and the Segment dialect answers 200 and
+#   lists the messages it set aside, both as documented, so schema-violating requests are not
+#   "rejected" there.
 CONFIG = {
     "checks": {"positive_data_acceptance": {
         "expected-statuses": ["2xx", "400", "401", "403", "404", "409", "413", "422", "429"]}},
-    "operations": [{"include-path": "/v1/pixel.gif",
-                    "checks": {"negative_data_rejection": {"enabled": False}}}],
+    "operations": [
+        {"include-path": "/v1/pixel.gif",
+         "checks": {"negative_data_rejection": {"enabled": False}}},
+        {"include-path-regex": "^/v1/(batch|track|identify|page|screen|group|alias)$",
+         "checks": {"negative_data_rejection": {"enabled": False}}}],
 }
 
 
@@ -107,7 +111,7 @@ DEEP = st.integers(0, 400).map(lambda n: '{"type":"t","contact_id":"c","properti
 BODIES = (JSON_TEXT | DEEP | st.binary(max_size=64).map(lambda b: b.decode("latin-1"))
           | st.lists(st.tuples(st.sampled_from(FIELDS), SCALAR_TEXT), max_size=8).map(_object))
 POSTS = ["/v1/events", "/v1/contacts", "/v1/messages", "/v1/suppressions",
-         "/v1/workflows/abandoned-cart/simulate"]
+         "/v1/workflows/abandoned-cart/simulate", "/v1/batch", "/v1/track", "/v1/identify"]
 GETS = ["/v1/contacts/{}", "/v1/contacts/{}/events", "/v1/contacts/{}/explain",
         "/v1/messages/{}", "/v1/suppressions/{}", "/v1/workflows/{}/simulate",
         "/v1/unsubscribe/{}"]

@@ -116,3 +116,15 @@ def test_basic_auth_user_is_the_write_key() -> None:
     assert basic_user("Basic aGtfYV9iOg==") == "hk_a_b"  # base64("hk_a_b:")
     assert basic_user("Basic !!!") is None
     assert basic_user("Bearer hk_a_b") is None
+
+
+@pytest.mark.parametrize(("timestamp", "sent_at"), [
+    ("0001-01-01T00:00:00Z", "6074-01-17T14:54:17.1-02:47"),  # found by the schemathesis job
+    ("0001-01-01T00:00:00.5+05:00", None),  # not RFC 3339 (fraction), year 0 in UTC
+])
+def test_times_outside_what_datetime_holds_set_the_message_aside(
+        timestamp: str, sent_at: str | None) -> None:
+    parsed = parse_body({"batch": [{"type": "track", "event": "x", "userId": "u",
+                                    "timestamp": timestamp}], "sentAt": sent_at},
+                        None, NOW, 100)
+    assert parsed.events == [] and parsed.rejected[0].error.startswith("timestamp: ")

@@ -130,9 +130,11 @@ def parse_time(value: Any, field: str) -> datetime | None:
         pass
     try:
         moment = datetime.fromisoformat(value)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
         raise InvalidMessage(f"{field}: {value[:40]!r} is not an ISO 8601 date-time") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+        raise InvalidMessage(f"{field}: in UTC it falls outside the years 1-9999") from None
 
 
 def occurred_at(original: datetime | None, sent_at: datetime | None,
@@ -140,7 +142,10 @@ def occurred_at(original: datetime | None, sent_at: datetime | None,
     """When the event happened, by the server's clock (see the module docstring)."""
     if original is None:
         return received_at
-    moment = received_at - (sent_at - original) if sent_at is not None else original
+    try:
+        moment = received_at - (sent_at - original) if sent_at is not None else original
+    except OverflowError:  # sentAt far later than the timestamp: before year 1
+        raise InvalidMessage("timestamp: corrected by sentAt, it falls before the year 1") from None
     return min(moment, received_at)
 
 

@@ -8,6 +8,8 @@ import signal
 import socket
 from collections.abc import Mapping
 
+from engine.values import ASCII_DIGITS
+
 
 def sd_notify(state: str) -> bool:
     """Send ``state`` (``READY=1``, ``STOPPING=1``...) to systemd when NOTIFY_SOCKET is set."""
@@ -31,9 +33,9 @@ def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
     environ = os.environ if environ is None else environ
     usec = environ.get("WATCHDOG_USEC", "")
     pid = environ.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or int(usec) == 0:
+    if not ASCII_DIGITS.match(usec) or int(usec) == 0:
         return None
-    if pid and (not pid.isdigit() or int(pid) != os.getpid()):
+    if pid and (not ASCII_DIGITS.match(pid) or int(pid) != os.getpid()):
         return None
     return int(usec) / 2_000_000
 

@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from engine.values import ASCII_DIGITS
 from mta.dkim.keys import txt_strings
 
 SPF_LOOKUP_LIMIT = 10  # RFC 7208 4.6.4: at most 10 mechanisms that query DNS
@@ -159,8 +160,8 @@ async def _matches(name: str, arg: str, domain: str,
     rdtype = "A" if ip.version == 4 else "AAAA"
     for host in hosts:
         for address in await lookup(host, rdtype):
-            network = ipaddress.ip_network(f"{address}/{cidr}" if cidr.isdigit() else address,
-                                           strict=False)
+            network = ipaddress.ip_network(
+                f"{address}/{cidr}" if ASCII_DIGITS.match(cidr) else address, strict=False)
             if ip in network:
                 return True
     return False

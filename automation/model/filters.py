@@ -40,6 +40,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from automation.errors import DefinitionError, key_path
+from engine.values import ASCII_DIGITS
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 ValueTest = Callable[[Any], bool]
@@ -104,7 +105,7 @@ def _get(data: Any, segments: tuple[str, ...]) -> Any:
     for segment in segments:
         if isinstance(current, Mapping):
             current = current.get(segment, _MISSING)
-        elif isinstance(current, list | tuple) and segment.isdigit():
+        elif isinstance(current, list | tuple) and ASCII_DIGITS.match(segment):
             index = int(segment)
             current = current[index] if index < len(current) else _MISSING
         else:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from engine.values import ASCII_DIGITS
 from mta.errors import InvalidMessage, PermanentFailure
 
 # RFC 3463 §2: class "." subject "." detail; class is 2, 4 or 5; subject 1-3 digits, detail 1-3.
@@ -137,7 +138,7 @@ class ServerExtensions:
         size_limit: int | None = None
         if "size" in lowered:
             raw = lowered["size"].strip()
-            size_limit = int(raw) if raw.isdigit() and len(raw) <= 18 else 0
+            size_limit = int(raw) if ASCII_DIGITS.match(raw) and len(raw) <= 18 else 0
         return cls(
             starttls="starttls" in lowered,
             eightbitmime="8bitmime" in lowered,

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from engine.values import ASCII_DIGITS
 from mta.errors import MtaError
 
 StsMode = Literal["enforce", "testing", "none"]
@@ -81,7 +82,7 @@ def parse_policy(text: str, policy_id: str) -> StsPolicy:
     if mode not in ("enforce", "testing", "none"):
         raise StsPolicyInvalid("mode: must be enforce, testing or none")
     max_age_text = values.get("max_age", "")
-    if not max_age_text.isdigit() or len(max_age_text) > 10:
+    if not ASCII_DIGITS.match(max_age_text) or len(max_age_text) > 10:
         raise StsPolicyInvalid("max_age: must be a number of seconds")
     max_age = min(int(max_age_text), MAX_AGE_LIMIT)
     if mode != "none" and not mx:

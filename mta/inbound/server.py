@@ -6,9 +6,9 @@ Herald's own addresses only, and answers 250 only once the message is committed 
 - Size: advertised with SIZE; a larger SIZE parameter gets 552 at MAIL, larger data 552 at the
   end of DATA (aiosmtpd counts it while reading and keeps nothing past the limit).
 - Line endings: a message with a bare CR or LF is refused (554), see
-  :mod:`mta.inbound.line_endings`.
+  :mod:`mta.smtpd.line_endings`.
 - Durability: the row is committed before the reply (sessions finishing together share one
-  commit, :mod:`mta.inbound.committer`); a client that hangs up cannot leave it half done.
+  commit, :mod:`mta.smtpd.committer`); a client that hangs up cannot leave it half done.
   Database down or any failure: 451, the sender retries. Processing starts after the commit,
   from the stored copy.
 - Bounds: concurrent sessions (421 beyond), an idle timeout and a whole-session timeout.
@@ -22,35 +22,34 @@ import ssl
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from engine.database import Database
 from engine.errors import DatabaseUnavailable
 from mta.inbound import store
-from mta.inbound.committer import CommitterStopped, GroupCommitter
-from mta.inbound.line_endings import REPLY as BARE_LINE_ENDING
-from mta.inbound.line_endings import first_bare_line_ending
 from mta.inbound.recipients import Recipient, RecipientPolicy, Refused
 from mta.inbound.settings import InboundSettings
+from mta.smtpd.committer import CommitterStopped, GroupCommitter
+from mta.smtpd.line_endings import REPLY as BARE_LINE_ENDING
+from mta.smtpd.line_endings import first_bare_line_ending
+from mta.smtpd.sessions import BoundedSMTP, SessionBounds
+from mta.smtpd.sessions import peer_text as _peer
 
 log = logging.getLogger("herald.inbound")
 
 STORED = "250 2.0.0 Ok: queued as {id}"
 NOT_STORED = "451 4.3.0 Cannot store the message now; please try again later"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
-TOO_MANY_SESSIONS = "421 4.3.2 Too many connections, try again later"
-SESSION_TOO_LONG = "421 4.4.2 Session time limit reached, closing"
 _STOP_TIMEOUT = 5.0
 
 
-class _State:
+class _State(SessionBounds):
     """What every session of one server shares."""
 
     def __init__(self, settings: InboundSettings) -> None:
+        super().__init__(settings.max_sessions, settings.session_timeout)
         self.settings = settings
-        self.sessions: dict[InboundSMTP, asyncio.Task[Any]] = {}
         self.accepted = 0
 
 
@@ -116,36 +115,6 @@ class InboundHandler:
         return [self._policy.classify(address) for address in addresses]
 
 
-class InboundSMTP(SMTP):
-    """aiosmtpd's session with a bound on concurrent sessions and a whole-session timeout."""
-
-    def __init__(self, handler: InboundHandler, state: _State, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self._state = state
-
-    async def _handle_client(self) -> None:
-        state = self._state
-        if len(state.sessions) >= state.settings.max_sessions:
-            await self.push(TOO_MANY_SESSIONS)
-            if self.transport is not None:
-                self.transport.close()
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        state.sessions[self] = task
-        expiry = self.loop.call_later(state.settings.session_timeout, self._expire)
-        try:
-            await super()._handle_client()
-        finally:
-            expiry.cancel()
-            state.sessions.pop(self, None)
-
-    def _expire(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self._writer.write(SESSION_TOO_LONG.encode() + b"\r\n")
-            self.transport.close()
-
-
 class InboundServer:
     """Listens on ``settings.listen`` (port 0: an ephemeral port, then ``port`` says which)."""
 
@@ -160,7 +129,8 @@ class InboundServer:
         self._on_stored = on_stored
         self._server: asyncio.Server | None = None
         self._state = _State(settings)
-        self._committer = GroupCommitter(database)
+        self._committer: GroupCommitter[store.Received] = GroupCommitter(
+            database, store.insert_many, lambda message: len(message.raw), "inbound-committer")
         self.port = settings.listen.port
 
     @property
@@ -174,8 +144,8 @@ class InboundServer:
         loop = asyncio.get_running_loop()
         await self._committer.start()
 
-        def factory() -> InboundSMTP:
-            return InboundSMTP(
+        def factory() -> BoundedSMTP:
+            return BoundedSMTP(
                 handler, state, hostname=self._hostname, ident="Herald inbound",
                 data_size_limit=self._settings.max_message_size, enable_SMTPUTF8=True,
                 tls_context=self._tls_context, timeout=self._settings.idle_timeout,
@@ -196,26 +166,6 @@ class InboundServer:
         if server is None:
             return
         server.close()
-        handlers = []
-        for session, handler in list(self._state.sessions.items()):
-            if session.transport is not None:
-                session.transport.close()  # connection_lost cancels the handler
-            handlers.append(handler)
-        if handlers:
-            await asyncio.wait(handlers, timeout=_STOP_TIMEOUT)
+        await self._state.close_all(_STOP_TIMEOUT)
         await self._committer.stop()
         await server.wait_closed()
-
-
-def tls_context(cert: str, key: str) -> ssl.SSLContext:
-    """A server context for STARTTLS; raises OSError / ssl.SSLError for unreadable files."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context
-
-
-def _peer(session: Session) -> str | None:
-    peer = session.peer
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return str(peer) if peer else None

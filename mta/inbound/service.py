@@ -13,10 +13,11 @@ from engine.database import Database
 from engine.errors import ConfigError
 from mta.inbound.processor import InboundProcessor
 from mta.inbound.recipients import RecipientPolicy
-from mta.inbound.server import InboundServer, tls_context
+from mta.inbound.server import InboundServer
 from mta.inbound.settings import InboundSettings
 from mta.queue.enqueue import load_bounce_secret
 from mta.settings import MtaSettings
+from mta.smtpd.sessions import tls_context
 from mta.suppression.unsubscribe import load_link_keys
 
 log = logging.getLogger("herald.inbound")

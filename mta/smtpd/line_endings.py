@@ -1,10 +1,10 @@
-"""Bare CR and bare LF in a received message (pure).
+"""Bare CR and bare LF in a received or submitted message (pure).
 
 RFC 5321 §2.3.8: in SMTP, CR and LF appear only together as CRLF. A server that accepts a bare
 LF (or CR) as a line ending can be made to see the end of one message where another server saw
 none, and to accept a second, smuggled message (SMTP smuggling). aiosmtpd 1.4.6 ends DATA only
 at ``CRLF . CRLF``, so ``LF . LF`` never ends a message there; but it keeps bare LFs and CRs
-inside the data. The inbound server refuses any message that has one, so a smuggled second
+inside the data. Herald's SMTP servers refuse any message that has one, so a smuggled second
 message is never accepted: it is part of the refused first one.
 """
 

@@ -1,0 +1,77 @@
+"""aiosmtpd sessions with bounds every Herald SMTP server keeps: concurrent sessions (421
+beyond) and a whole-session time limit; the server TLS context; a session's peer as text."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Session
+
+TOO_MANY_SESSIONS = "421 4.3.2 Too many connections, try again later"
+SESSION_TOO_LONG = "421 4.4.2 Session time limit reached, closing"
+
+
+class SessionBounds:
+    """What every session of one server shares: the open sessions and their limits."""
+
+    def __init__(self, max_sessions: int, session_timeout: float) -> None:
+        self.max_sessions = max_sessions
+        self.session_timeout = session_timeout
+        self.sessions: dict[BoundedSMTP, asyncio.Task[Any]] = {}
+
+    async def close_all(self, timeout: float) -> None:
+        """Close every open session and wait (at most ``timeout``) for their handlers."""
+        handlers = []
+        for session, handler in list(self.sessions.items()):
+            if session.transport is not None:
+                session.transport.close()  # connection_lost cancels the handler
+            handlers.append(handler)
+        if handlers:
+            await asyncio.wait(handlers, timeout=timeout)
+
+
+class BoundedSMTP(SMTP):
+    """aiosmtpd's session within :class:`SessionBounds`."""
+
+    def __init__(self, handler: Any, bounds: SessionBounds, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._bounds = bounds
+
+    async def _handle_client(self) -> None:
+        bounds = self._bounds
+        if len(bounds.sessions) >= bounds.max_sessions:
+            await self.push(TOO_MANY_SESSIONS)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        bounds.sessions[self] = task
+        expiry = self.loop.call_later(bounds.session_timeout, self._expire)
+        try:
+            await super()._handle_client()
+        finally:
+            expiry.cancel()
+            bounds.sessions.pop(self, None)
+
+    def _expire(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self._writer.write(SESSION_TOO_LONG.encode() + b"\r\n")
+            self.transport.close()
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server context (STARTTLS or implicit TLS); raises OSError / ssl.SSLError for
+    unreadable files."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def peer_text(session: Session) -> str | None:
+    peer = session.peer
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer) if peer else None

@@ -48,6 +48,7 @@ from mta.queue.overview import LimitDefaults
 from mta.senders import SenderPolicy
 from mta.settings import MtaSettings
 from mta.shaping.rules import ShapingRule, load_rules
+from mta.submission.service import SubmissionService
 from mta.suppression import api as suppression_api
 from mta.suppression import one_click
 from mta.suppression.api import contact_suppression
@@ -296,7 +297,38 @@ class InboundRole:
         await self.service.stop()
 
 
-ROLE_NAMES = ("http", "mta", "automation", "inbound")
+class SubmissionRole:
+    """SMTP submission (587 STARTTLS, 465 implicit TLS) for mailers holding an API key."""
+
+    name = "submission"
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        self.settings = settings
+        self.database = database
+        self.service: SubmissionService | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        submission = settings.submission
+        tls = None
+        if submission.tls_cert is not None and submission.tls_key is not None:
+            tls = (resolve_path(settings, submission.tls_cert),
+                   resolve_path(settings, submission.tls_key))
+        if submission.max_message_size > settings.mta.max_message_size:
+            raise ConfigError("submission.max_message_size: at most [mta] max_message_size "
+                              f"({settings.mta.max_message_size})")
+        self.service = SubmissionService(
+            self.database, submission, await queue_identity(settings, self.database),
+            SenderPolicy.from_dkim([key.domain for key in settings.mta.dkim]),
+            settings.mta.ehlo_name, tls)
+        await self.service.start()
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+
+
+ROLE_NAMES = ("http", "mta", "automation", "inbound", "submission")
 
 
 def build_roles(names: list[str], settings: Settings, database: Database,
@@ -313,6 +345,8 @@ def build_roles(names: list[str], settings: Settings, database: Database,
             roles.append(AutomationRole(settings, database, catalog))
         elif name == "inbound":
             roles.append(InboundRole(settings, database))
+        elif name == "submission":
+            roles.append(SubmissionRole(settings, database))
         else:
             raise ValueError(f"unknown role {name!r} (known: {', '.join(ROLE_NAMES)})")
     return roles

@@ -17,6 +17,7 @@ from engine.config import (
 from engine.settings_loader import load_sections
 from mta.inbound.settings import InboundSettings
 from mta.settings import MtaSettings
+from mta.submission.settings import SubmissionSettings
 
 SECTIONS: dict[str, type] = {
     "engine": EngineSettings,
@@ -27,6 +28,7 @@ SECTIONS: dict[str, type] = {
     "inbound": InboundSettings,
     "log": LogSettings,
     "metrics": MetricsSettings,
+    "submission": SubmissionSettings,
 }
 ALIASES = {
     "HERALD_DATA_DIR": ("engine", "data_dir"),
@@ -44,6 +46,7 @@ class Settings:
     inbound: InboundSettings = field(default_factory=InboundSettings)
     log: LogSettings = field(default_factory=LogSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    submission: SubmissionSettings = field(default_factory=SubmissionSettings)
     config_path: Path | None = None
 
 

@@ -160,12 +160,15 @@ def _receiver_header(name: str) -> bool:
     return lowered in RECEIVER_HEADERS or lowered.startswith(RECEIVER_HEADER_PREFIXES)
 
 
-def check_raw(raw: bytes, recipient_text: Any,
-              now: datetime | None = None) -> ComposedMessage:
+def check_raw(raw: bytes, recipient_text: Any, now: datetime | None = None, *,
+              envelope_recipients: bool = False) -> ComposedMessage:
     """Accept submitted MIME: CRLF-normalised, lines <= 998 octets, a valid From header (and
     Sender, if any), To or Cc naming the envelope recipient (a To is added when neither is
     given), no header that only receivers write; Bcc removed; Date and Message-ID added when
-    missing. The envelope recipient comes from ``to``."""
+    missing. The envelope recipient comes from ``to``.
+
+    ``envelope_recipients`` (SMTP submission): the recipients are those of the SMTP envelope,
+    so one need not be named in To or Cc (a Bcc recipient is not), and no To is added."""
     _to_name, recipient = _mailbox(recipient_text, "to")
     body = normalise_line_endings(raw)
     check_line_lengths(body)
@@ -190,7 +193,9 @@ def check_raw(raw: bytes, recipient_text: Any,
     sender = _mailbox(str(senders[0]).strip(), "raw.Sender")[1] if senders else None
     named = _addresses(headers, ("To", "Cc"))
     added = b""
-    if not named:
+    if envelope_recipients:
+        pass
+    elif not named:
         added += f"To: {format_mailbox(None, recipient)}\r\n".encode()
     elif recipient.for_smtp.lower() not in named:
         raise _field(f"To or Cc must name the recipient given in 'to' ({recipient})", "raw.To")

@@ -125,6 +125,7 @@ def test_each_role_unit_starts_reports_ready_pings_the_watchdog_and_stops(
     assert argv[1:] == ["run", "--role", role]
     env = service_env(tmp_path, notify, HERALD_DATABASE_URL=database_url,
                       HERALD_HTTP_LISTEN="127.0.0.1:0", HERALD_INBOUND_LISTEN="127.0.0.1:0",
+                      HERALD_SUBMISSION_LISTEN="127.0.0.1:0",
                       HERALD_MTA_EHLO_NAME="mail.herald.test",
                       HERALD_MTA_BOUNCE_DOMAIN="bounces.herald.test",
                       HERALD_AUTOMATION_FROM_ADDRESS="Shop <news@herald.test>")
@@ -166,7 +167,7 @@ def test_unit_settings() -> None:
         for key in ("ProtectSystem", "ProtectHome", "PrivateTmp", "NoNewPrivileges"):
             assert service[key], key
         assert int(service["LimitNOFILE"][0]) >= 65536
-        binds_smtp = name == "herald@inbound.service"
+        binds_smtp = name in ("herald@inbound.service", "herald@submission.service")
         assert service["CapabilityBoundingSet"] == (["CAP_NET_BIND_SERVICE"] if binds_smtp
                                                      else []), name
 

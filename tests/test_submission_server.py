@@ -359,3 +359,22 @@ async def test_raw_mime_rules_are_those_of_the_api(database: Database, tmp_path:
         reply = await client.reply()
         await client.close()
     assert reply.startswith("550 5.6.0 Message refused: raw")
+
+
+async def test_trusted_clients_send_as_their_key_without_auth(database: Database,
+                                                             tmp_path: Path) -> None:
+    key = await new_key(database)
+    key_id = key.split("_")[1]
+    async with submission_service(database, tmp_path,
+                                  trusted_clients={"127.0.0.0/8": key_id}) as service:
+        client = await RawSmtp.connect(ports(service)[0])
+        await client.command("EHLO client.test")
+        foreign = await client.command("MAIL FROM:<x@bank.example>")
+        assert (await client.command("MAIL FROM:<news@shop.test>")).startswith("250")
+        assert (await client.command("RCPT TO:<ann@example.com>")).startswith("250")
+        await client.command("DATA")
+        await client.send(b"From: <news@shop.test>\r\nTo: <ann@example.com>\r\n\r\nHi\r\n.\r\n")
+        stored = await client.reply()
+        await client.close()
+    assert foreign.startswith("550 5.7.1") and stored.startswith("250"), stored
+    assert len(await queued(database)) == 1

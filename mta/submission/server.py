@@ -5,7 +5,8 @@ only, one queued message per recipient, 250 only once every copy is committed.
   password (any user name, e.g. ``apikey``). AUTH is offered only over TLS (STARTTLS on the
   ``listen`` port, or the ``listen_tls`` port) except to ``allow_plain_auth_from`` addresses.
   Before AUTH, MAIL, RCPT and DATA get 530 (never a relay). ``max_auth_failures`` wrong keys
-  in a session: 421 and the connection is closed.
+  in a session: 421 and the connection is closed. Clients in `trusted_clients` networks send
+  without AUTH as the key named there (like Postfix's mynetworks).
 - Senders: MAIL FROM, and the From and Sender headers, must be in the key's sender domains
   (:class:`mta.senders.SenderPolicy`, as for ``POST /v1/messages``): 550 5.7.1 otherwise.
 - Extensions: SIZE (552 at MAIL for a larger SIZE, at the end of DATA for larger data),
@@ -68,6 +69,8 @@ _STOP_TIMEOUT = 5.0
 # token, client address -> the key, or None for a wrong one; raises DatabaseUnavailable and
 # anything meaning "try later".
 KeyLookup = Callable[[str, str | None], Awaitable[ApiKey | None]]
+# key id -> the key (trusted_clients), or None when unknown or revoked.
+KeyById = Callable[[str], Awaitable[ApiKey | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,13 +211,15 @@ class SubmissionSMTP(BoundedSMTP):
     looked up asynchronously."""
 
     def __init__(self, handler: SubmissionHandler, state: _State, lookup: KeyLookup,
-                 implicit_tls: bool, **kwargs: Any) -> None:
+                 by_id: KeyById, implicit_tls: bool, **kwargs: Any) -> None:
         super().__init__(handler, state, authenticator=_defer, auth_required=True,
                          auth_require_tls=True, **kwargs)
         self._state = state
         self._lookup = lookup
+        self._by_id = by_id
         self._implicit_tls = implicit_tls
         self._failures = 0
+        self._trusted: ApiKey | None = None  # a trusted_clients network's key
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._original_transport is None:  # the connection itself, not STARTTLS over it
@@ -223,6 +228,27 @@ class SubmissionSMTP(BoundedSMTP):
             self._auth_require_tls = not (
                 self._implicit_tls or self._state.settings.plain_auth_allowed(host))
         super().connection_made(transport)
+        if self._trusted is not None and self.session is not None:  # a new session after TLS
+            self.session.authenticated = True
+            self.session.auth_data = self._trusted  # type: ignore[assignment]
+
+    async def _handle_client(self) -> None:
+        assert self.session is not None
+        peer = self.session.peer
+        key_id = self._state.settings.trusted_key_id(
+            peer[0] if isinstance(peer, tuple) and peer else None)
+        if key_id is not None:
+            try:
+                key = await self._by_id(key_id)
+            except Exception as exc:
+                log.warning("submission: trusted client's key unavailable",
+                            extra={"key": key_id, "error": str(exc)})
+                key = None
+            if key is not None and key.allows(SCOPE):
+                self._trusted = key
+                self.session.authenticated = True
+                self.session.auth_data = key  # type: ignore[assignment]
+        await super()._handle_client()
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         return await self._verify(await super().auth_PLAIN(_, args))
@@ -266,8 +292,10 @@ class SubmissionServer:
 
     def __init__(self, database: Database, settings: SubmissionSettings,
                  identity: QueueIdentity, senders: SenderPolicy, lookup: KeyLookup,
-                 hostname: str, tls_context: ssl.SSLContext | None = None) -> None:
+                 by_id: KeyById, hostname: str,
+                 tls_context: ssl.SSLContext | None = None) -> None:
         self._settings = settings
+        self._by_id = by_id
         self._identity = identity
         self._senders = senders
         self._lookup = lookup
@@ -297,7 +325,8 @@ class SubmissionServer:
 
         def factory(implicit_tls: bool) -> Callable[[], SubmissionSMTP]:
             return lambda: SubmissionSMTP(
-                handler, self._state, self._lookup, implicit_tls, hostname=self._hostname,
+                handler, self._state, self._lookup, self._by_id, implicit_tls,
+                hostname=self._hostname,
                 ident="Herald submission", data_size_limit=self._settings.max_message_size,
                 enable_SMTPUTF8=True, timeout=self._settings.idle_timeout, loop=loop,
                 tls_context=None if implicit_tls else self._tls_context)

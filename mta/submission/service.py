@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from pathlib import Path
 
 from engine.database import Database
 from engine.errors import ConfigError
 from engine.http.auth import Authenticator
 from engine.http.ratelimit import RateLimiter
-from engine.keys import ApiKey
+from engine.keys import ApiKey, fetch_key
 from mta.queue.enqueue import QueueIdentity
 from mta.senders import SenderPolicy
 from mta.smtpd.sessions import tls_context
@@ -38,10 +39,21 @@ class SubmissionService:
     async def _lookup(self, token: str, client: str | None) -> ApiKey | None:
         return await self._keys.lookup(token, client)
 
+    async def _by_id(self, key_id: str) -> ApiKey | None:
+        """A trusted client's key, cached like the authenticator's keys."""
+        now = time.monotonic()
+        found, key = self._keys.known.get(key_id, now)
+        if not found:
+            async with self._database.connection() as connection:
+                key = await fetch_key(connection, key_id)
+            self._keys.known.put(key_id, key, now)
+        return None if key is None or key.revoked or key.publishable else key
+
     async def start(self) -> None:
         context = self._tls_context()
         self.server = SubmissionServer(self._database, self._settings, self._identity,
-                                       self._senders, self._lookup, self._hostname, context)
+                                       self._senders, self._lookup, self._by_id, self._hostname,
+                                       context)
         try:
             await self.server.start()
         except OSError as exc:

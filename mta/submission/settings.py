@@ -26,6 +26,10 @@ class SubmissionSettings:
     # Client addresses that may authenticate without TLS (local applications). Everyone else
     # must STARTTLS (or use listen_tls) before AUTH is even offered.
     allow_plain_auth_from: tuple[str, ...] = ("127.0.0.1", "::1")
+    # Client networks that send without AUTH, as the API key with the given id, like Postfix's
+    # mynetworks: for local programs that cannot authenticate (smtp-source, cron mail). The
+    # key's scope, sender domains and rate apply as if it had logged in. Empty by default.
+    trusted_clients: dict[str, str] = field(default_factory=dict)
     # Advertised with SIZE and enforced (552); at most [mta] max_message_size.
     max_message_size: int = size("10MiB")
     max_recipients: int = 100  # per transaction (452 beyond)
@@ -59,18 +63,41 @@ class SubmissionSettings:
             except ValueError:
                 raise ValueError(f"allow_plain_auth_from: {text!r} is not an IP address or "
                                  "network") from None
+        for text, key_id in self.trusted_clients.items():
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_clients: {text!r} is not an IP address or "
+                                 "network") from None
+            if not key_id.strip() or "_" in key_id:
+                raise ValueError(f"trusted_clients.{text}: the value is a key id (the middle "
+                                 "part of hk_ID_SECRET), not the key")
         if self.hostname is not None and not self.hostname.strip():
             raise ValueError("hostname must not be empty")
 
     def plain_auth_allowed(self, peer: str | None) -> bool:
         """May a client at ``peer`` (an IP address) authenticate without TLS?"""
-        if not peer:
-            return False
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in ipaddress.ip_network(text, strict=False)
-                   for text in self.allow_plain_auth_from)
+        address = _address(peer)
+        return address is not None and any(
+            address in ipaddress.ip_network(text, strict=False)
+            for text in self.allow_plain_auth_from)
+
+    def trusted_key_id(self, peer: str | None) -> str | None:
+        """The key id a client at ``peer`` sends as without AUTH, if any."""
+        address = _address(peer)
+        if address is None:
+            return None
+        return next((key_id for text, key_id in self.trusted_clients.items()
+                     if address in ipaddress.ip_network(text, strict=False)), None)
+
+
+def _address(peer: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not peer:
+        return None
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address

@@ -13,6 +13,7 @@ labels follow IDNA 2008 with UTS #46 mapping, via the ``idna`` package (errors t
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import unicodedata
@@ -303,8 +304,11 @@ def _wire_local(local: str) -> str:
 # --- domain ---------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def _canonical_domain(text: str) -> tuple[str, str]:
-    """Validate a domain or address literal; return (canonical form, ASCII form)."""
+    """Validate a domain or address literal; return (canonical form, ASCII form). Cached: a
+    mail stream names few domains, and IDNA is the costly part of parsing an address (errors
+    are raised again each time, never cached)."""
     if not text:
         raise AddressError("domain is empty")
     if text.startswith("["):

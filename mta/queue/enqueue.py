@@ -71,10 +71,13 @@ class QueueIdentity:
 
 
 async def enqueue(connection: asyncpg.Connection, identity: QueueIdentity,
-                  message: OutboundMessage, now: datetime | None = None) -> Enqueued:
+                  message: OutboundMessage, now: datetime | None = None,
+                  notify: bool = True) -> Enqueued:
     """Insert the message (idempotent on ``idempotency_key``) and wake the delivery workers.
 
-    Call it inside the caller's transaction; the NOTIFY is delivered at commit. A message
+    Call it inside the caller's transaction; the NOTIFY is delivered at commit. A caller
+    queueing many messages in one transaction passes ``notify=False`` and calls
+    :func:`wake_delivery` once. A message
     expires ``identity.expire`` after it is due: after ``send_at`` when that is later than now
     (so a message scheduled past the expiry is still tried for the whole period)."""
     now = now or datetime.now(UTC)
@@ -108,8 +111,14 @@ async def enqueue(connection: asyncpg.Connection, identity: QueueIdentity,
                  if k not in ("message_id", "recipient", "reply", "category", "tags")}},
             now, "mta")])
         return Enqueued(message_id, duplicate=False, suppressed=reason)
-    await connection.execute(f"NOTIFY {OUTBOUND_CHANNEL}")
+    if notify:
+        await wake_delivery(connection)
     return Enqueued(message_id, duplicate=False)
+
+
+async def wake_delivery(connection: asyncpg.Connection) -> None:
+    """Tell the delivery workers, at commit, that messages are due."""
+    await connection.execute(f"NOTIFY {OUTBOUND_CHANNEL}")
 
 
 async def load_bounce_secret(connection: asyncpg.Connection, configured: str | None) -> bytes:

@@ -205,6 +205,9 @@ def _convert(value: Any, hint: Any, kind: str | None, key: str) -> Any:
         if is_reference(value):
             return credential_path(value, _CREDENTIALS_FALLBACK.get())
         return Path(value)
+    from_setting = getattr(hint, "from_setting", None)
+    if from_setting is not None:  # a type that parses its own config values
+        return from_setting(value, key)
     if hint is HostPort:
         if not isinstance(value, str):
             raise ValueError(f"expected 'HOST:PORT', got {value!r}")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.errors import ConfigError
 from engine.settings_loader import duration, size
 from engine.values import HostPort
+from mta.relays import Relay
 
 TLS_MODES = ("opportunistic", "required", "none")
 
@@ -33,10 +35,13 @@ class MtaSettings:
     bounce_domain: str = "localhost"
     # Secret for the HMAC in bounce addresses; generated and kept in the database when unset.
     bounce_secret: str | None = None
-    # Send everything to this server instead of the recipients' MX (staging, tests, smarthost).
-    route: HostPort | None = None
-    # Per-domain overrides: {"example.com" = "127.0.0.1:2525"}.
-    routes: dict[str, str] = field(default_factory=dict)
+    # Send everything to this server instead of the recipients' MX (staging, tests, smarthost):
+    # "HOST:PORT", "smtp://[USER@]HOST[:587]" (STARTTLS), "smtps://[USER@]HOST[:465]" (implicit
+    # TLS), or a table { url = "smtps://USER@HOST", password = "credential:NAME" } for AUTH
+    # (mta/relays.py).
+    route: Relay | None = None
+    # Per-domain overrides, in the same forms: {"example.com" = "127.0.0.1:2525"}.
+    routes: dict[str, Relay] = field(default_factory=dict)
     # DNS server to ask instead of the system resolver ("HOST:PORT").
     resolver: HostPort | None = None
     dns_timeout: float = duration("10s")
@@ -94,11 +99,15 @@ class MtaSettings:
     def __post_init__(self) -> None:
         if self.tls not in TLS_MODES:
             raise ValueError(f"tls must be one of {', '.join(TLS_MODES)}")
-        for domain, target in self.routes.items():
-            try:
-                HostPort.parse(target)
-            except ValueError as exc:
-                raise ValueError(f"routes.{domain}: {exc}") from None
+        # Routes given in code as "HOST:PORT" strings or HostPort values become Relays.
+        try:
+            if self.route is not None and not isinstance(self.route, Relay):
+                object.__setattr__(self, "route", Relay.from_setting(self.route, "route"))
+            object.__setattr__(self, "routes", {
+                domain: Relay.from_setting(target, f"routes.{domain}")
+                for domain, target in self.routes.items()})
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         if self.retry_initial <= 0 or self.retry_max < self.retry_initial:
             raise ValueError("need 0 < retry_initial <= retry_max")
         if self.active_window < self.claim_batch or self.site_window < 1:
@@ -113,10 +122,8 @@ class MtaSettings:
             raise ValueError("need 0 < mta_sts_timeout <= 300s and 1KiB <= mta_sts_max_bytes "
                              "<= 1MiB")
 
-    def route_for(self, domain: str) -> HostPort | None:
-        if domain in self.routes:
-            return HostPort.parse(self.routes[domain])
-        return self.route
+    def route_for(self, domain: str) -> Relay | None:
+        return self.routes.get(domain, self.route)
 
 
 def retry_delay(settings: MtaSettings, attempt: int) -> float:

@@ -11,6 +11,7 @@ import pytest
 from engine.errors import ConfigError
 from engine.values import HostPort, parse_duration, parse_size
 from herald.settings import load_settings
+from mta.relays import Relay
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -117,8 +118,8 @@ algorithm = "ed25519"
     assert settings.mta.retry_initial == 60.0
     assert [(k.selector, k.algorithm) for k in settings.mta.dkim] == [("s1", "rsa"),
                                                                       ("e1", "ed25519")]
-    assert settings.mta.route_for("example.test") == HostPort("127.0.0.1", 2525)
-    assert settings.mta.route_for("other.test") == HostPort("127.0.0.1", 2626)
+    assert settings.mta.route_for("example.test") == Relay("127.0.0.1", 2525)
+    assert settings.mta.route_for("other.test") == Relay("127.0.0.1", 2626)
 
 
 @pytest.mark.parametrize(("toml", "message"), [

@@ -30,6 +30,7 @@ from mta.bounces.smtp_replies import (
 from mta.dns.resolver import DnsPermanentFailure, DnsTemporaryFailure
 from mta.dns.routing import Destination, Router
 from mta.queue.store import ClaimedMessage, Outcome
+from mta.relays import Relay
 from mta.settings import MtaSettings, retry_delay
 from mta.smtp.pool import ConnectionPool, PoolClosed, PoolSaturated
 from mta.smtp.reply import SmtpReply, UnsendableMessage
@@ -127,7 +128,11 @@ async def _attempt(context: AttemptContext, message: ClaimedMessage, destination
                                          routed=destination.site.startswith("route:"))
     for host in destination.hosts[:MAX_HOSTS]:
         peer: PeerPolicy | None = None
-        if context.tls is not None and scope is not None:
+        relay = destination.relay
+        if relay is not None and relay.verified:  # a smarthost: its certificate, always
+            peer = relay_peer(context.settings, relay)
+            tried.append(peer.label)
+        elif context.tls is not None and scope is not None:
             decided = await context.tls.host(scope, host)
             if isinstance(decided, HostRefused):
                 last_failure, failure_kind = decided.reason, "tls_policy"
@@ -149,6 +154,9 @@ async def _attempt(context: AttemptContext, message: ClaimedMessage, destination
                 continue
             except SmtpConnectFailure as exc:
                 last_failure = str(exc)
+                if exc.reason == "login":
+                    log.warning("smarthost refused the route's credentials",
+                                extra={"host": host, "detail": exc.detail})
                 failure_kind = ("tls_required_unavailable" if exc.reason.startswith("tls")
                                 else "timeout" if exc.reason == "timeout"
                                 else "connection_refused")
@@ -191,3 +199,11 @@ def reached(outcome: Outcome, address: str, tls_version: str | None = None) -> O
 
 def classify_failure_unsendable() -> Classification:
     return Classification(BounceCategory.UNKNOWN, True, False, "unsendable_message")
+
+
+def relay_peer(settings: MtaSettings, relay: Relay) -> PeerPolicy:
+    """A smarthost route's TLS: a certificate valid for its host name (trust store +
+    ``tls_ca_file``), over STARTTLS or implicit TLS."""
+    ca_file = str(settings.tls_ca_file) if settings.tls_ca_file else None
+    kind = "implicit tls" if relay.tls == "implicit" else "starttls"
+    return PeerPolicy("verify", relay.host, label=f"route: {kind}, verified", ca_file=ca_file)

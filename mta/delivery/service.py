@@ -53,10 +53,12 @@ from mta.queue import overview
 from mta.queue import store as queue
 from mta.queue.enqueue import OUTBOUND_CHANNEL
 from mta.queue.store import ClaimedMessage, Outcome, SoftBouncePolicy
+from mta.relays import Relay
 from mta.settings import MtaSettings
 from mta.shaping.rules import ShapingRule, SiteGovernor, limits_for
 from mta.shaping.sites import Site, SiteScheduler
 from mta.smtp.pool import ConnectionPool, PoolSettings, TlsObserver
+from mta.smtp.types import SmtpLogin
 from mta.tls.peer import PeerPolicy
 from mta.tls.policy import TlsPolicies
 
@@ -90,7 +92,7 @@ class DeliveryService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         # One pool per address, port and TLS policy: sessions never cross policies.
-        self._pools: dict[tuple[str, int, PeerPolicy | None], ConnectionPool] = {}
+        self._pools: dict[tuple[str, int, PeerPolicy | None, Relay | None], ConnectionPool] = {}
         self._on_tls = on_tls
         self._listener: asyncpg.Connection | None = None
         self._scheduler = SiteScheduler(self._deliver, self._spawn)
@@ -267,7 +269,9 @@ class DeliveryService:
 
     def _pool_for(self, address: str, port: int, destination: Destination,
                   peer: PeerPolicy | None = None) -> ConnectionPool:
-        pool = self._pools.get((address, port, peer))
+        relay = destination.relay
+        key = (address, port, peer, relay)
+        pool = self._pools.get(key)
         if pool is None:
             site = self._scheduler.sites[destination.site]
             pool = ConnectionPool(address, port, PoolSettings(
@@ -280,8 +284,10 @@ class DeliveryService:
                 max_message_bytes=self._settings.max_message_size * 2,
                 rset_before_reuse=5.0,  # probe only sessions that sat idle a while
                 peer=peer,
+                implicit_tls=relay is not None and relay.tls == "implicit",
+                login=SmtpLogin(*relay.login) if relay is not None and relay.login else None,
             ), on_tls=self._on_tls)
-            self._pools[(address, port, peer)] = pool
+            self._pools[key] = pool
         return pool
 
     def _throttled(self, site_key: str) -> None:

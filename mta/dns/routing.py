@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from mta.dns.resolver import MxResolver
+from mta.relays import Relay
 from mta.settings import MtaSettings
 
 
@@ -15,6 +16,7 @@ class Destination:
     hosts: tuple[str, ...]  # in the order to try
     port: int
     tls_required: bool
+    relay: Relay | None = None  # a route override: its TLS and AUTH (mta/relays.py)
 
 
 def is_ip(host: str) -> bool:
@@ -37,7 +39,7 @@ class Router:
         override = self._settings.route_for(domain)
         if override is not None:
             return Destination(f"route:{override}", (override.host,), override.port,
-                               tls_required)
+                               tls_required, override)
         route = await self._resolver.route(domain)
         return Destination(route.site, route.hosts, self._settings.smtp_port, tls_required)
 

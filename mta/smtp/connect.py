@@ -8,6 +8,9 @@ own ``asyncio.timeout``, and aiosmtplib's exceptions become ``SmtpConnectFailure
 ``SmtpSessionFailure`` (:mod:`mta.smtp.types`). :func:`client_tls_context` holds the shared TLS
 client contexts. :func:`mta.smtp.session.open_session` wraps the result in a session.
 
+``settings.implicit_tls`` makes the TLS handshake first (smtps://, RFC 8314) and skips
+STARTTLS; ``settings.login`` logs in after EHLO, over TLS only (smarthost routes).
+
 A session's :class:`~mta.tls.peer.PeerPolicy` (``settings.peer``) decides what the peer must
 prove: a certificate valid for the MX host name (MTA-STS, ``tls_verified_domains``: verified by
 OpenSSL during the handshake, SNI = the MX name) or a chain matching its TLSA records (DANE:
@@ -161,9 +164,12 @@ async def connect_client(
     on any failure.
     """
     timeouts = settings.timeouts
+    peer = settings.peer
     try:
         client = aiosmtplib.SMTP(
-            hostname=host,
+            # With implicit TLS the handshake's SNI and name check use this name.
+            hostname=(peer.server_name if settings.implicit_tls and peer is not None
+                      and peer.server_name else host),
             local_hostname=settings.ehlo_name,
             timeout=None,  # every call passes timeout=None and runs under asyncio.timeout
             start_tls=False,
@@ -174,16 +180,21 @@ async def connect_client(
         raise SmtpConnectFailure(host, port, "dns", f"invalid host name: {exc}") from exc
     sock = await _connect_socket(host, port, timeouts.connect)
     try:
-        await _read_greeting(client, sock, host, port, timeouts.greeting)
+        await _read_greeting(client, sock, host, port, timeouts.greeting,
+                             _tls_context(settings) if settings.implicit_tls else None)
         extensions = await _greet(client, host, port, settings)
-        tls = False
-        if settings.tls != "none" and starttls and extensions.starttls:
+        tls = settings.implicit_tls
+        if settings.implicit_tls:
+            _check_peer(client, host, port, settings)
+        elif settings.tls != "none" and starttls and extensions.starttls:
             if await _start_tls(client, host, port, settings):
                 tls = True
                 _check_peer(client, host, port, settings)
                 extensions = await _greet(client, host, port, settings)
         if settings.tls == "required" and not tls:
             raise _no_starttls(host, port, settings, "server does not offer STARTTLS")
+        if settings.login is not None:
+            await _login(client, host, port, settings, tls)
     except BaseException:
         client.close()
         raise
@@ -191,20 +202,52 @@ async def connect_client(
 
 
 async def _read_greeting(
-    client: aiosmtplib.SMTP, sock: socket.socket, host: str, port: int, timeout: float
+    client: aiosmtplib.SMTP, sock: socket.socket, host: str, port: int, timeout: float,
+    implicit_tls: ssl.SSLContext | None = None,
 ) -> None:
+    """Connect aiosmtplib over ``sock`` (after a TLS handshake with ``implicit_tls``) and read
+    the greeting."""
     try:
         async with asyncio.timeout(timeout):
-            await client.connect(sock=sock, timeout=None)
+            if implicit_tls is not None:
+                await client.connect(sock=sock, timeout=None, use_tls=True,
+                                     tls_context=implicit_tls)
+            else:
+                await client.connect(sock=sock, timeout=None)
+    except ssl.SSLCertVerificationError as exc:
+        sock.close()
+        result_type, problem = trust.describe_verify_error(exc, client.hostname or host)
+        raise TlsAuthFailure(host, port, result_type, f"implicit TLS: {problem}") from exc
+    except ssl.SSLError as exc:
+        sock.close()
+        raise SmtpConnectFailure(host, port, "tls_handshake",
+                                 f"TLS handshake failed: {exc}") from exc
     except SMTPConnectResponseError as exc:
         raise session_failure(host, port, "connect", parse_reply(exc.code, exc.message)) from exc
     except (SMTPException, OSError) as exc:
+        verify_error = _verify_error(exc) if implicit_tls is not None else None
+        if verify_error is not None:  # aiosmtplib wraps the implicit TLS handshake's failure
+            sock.close()
+            result_type, problem = trust.describe_verify_error(verify_error,
+                                                               client.hostname or host)
+            raise TlsAuthFailure(host, port, result_type, f"implicit TLS: {problem}") from exc
         cause = exc.__cause__
         if isinstance(cause, OSError) and not isinstance(cause, SMTPException):
             sock.close()  # the transport never took the socket over
         if isinstance(exc, SMTPConnectError) and isinstance(cause, SMTPException):
             exc = cause  # greeting timeout or disconnect, wrapped by aiosmtplib
         raise transport_failure(host, port, "connect", exc, timeout) from exc
+
+
+def _verify_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 5:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
 
 
 async def _greet(
@@ -264,3 +307,20 @@ async def _start_tls(
         raise SmtpConnectFailure(host, port, reason, f"TLS handshake failed: {exc}") from exc
     return True
 
+
+async def _login(client: aiosmtplib.SMTP, host: str, port: int, settings: SessionSettings,
+                 tls: bool) -> None:
+    """AUTH with the route's credentials; a refusal is a connect failure (the message waits
+    and is retried: a wrong smarthost password must not bounce the mail)."""
+    login = settings.login
+    assert login is not None
+    if not tls:  # never reached with a verified route; a last guard for the password
+        raise SmtpConnectFailure(host, port, "login", "refusing to send credentials without TLS")
+    try:
+        async with asyncio.timeout(settings.timeouts.ehlo):
+            await client.login(login.username, login.password, timeout=None)
+    except SMTPResponseException as exc:
+        raise SmtpConnectFailure(host, port, "login",
+                                 f"AUTH refused: {exc.code} {exc.message}") from exc
+    except (SMTPException, OSError) as exc:
+        raise transport_failure(host, port, "ehlo", exc, settings.timeouts.ehlo) from exc

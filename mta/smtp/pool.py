@@ -44,7 +44,7 @@ from mta.smtp.session import (
     TlsMode,
     open_session,
 )
-from mta.smtp.types import TlsAuthFailure
+from mta.smtp.types import SmtpLogin, TlsAuthFailure
 from mta.tls.peer import PeerPolicy
 
 Clock = Callable[[], float]
@@ -73,6 +73,8 @@ class PoolSettings:
     # close(): how long in-flight transactions may finish before their connections are cut.
     close_grace: float = 10.0
     peer: PeerPolicy | None = None  # the TLS policy for this destination host (overrides tls)
+    implicit_tls: bool = False  # a smarthost route's smtps://
+    login: SmtpLogin | None = None  # a smarthost route's AUTH
 
     def __post_init__(self) -> None:
         checks = {
@@ -96,6 +98,8 @@ class PoolSettings:
             tls_verify=self.tls_verify,
             timeouts=self.timeouts,
             peer=self.peer,
+            implicit_tls=self.implicit_tls,
+            login=self.login,
         )
 
 

@@ -25,7 +25,7 @@ Phase = Literal["connect", "ehlo", "starttls", "mail", "rcpt", "data", "data_fin
 TlsMode = Literal["opportunistic", "required", "none"]
 ConnectReason = Literal[
     "refused", "timeout", "dns", "network", "tls_handshake", "tls_required_unavailable",
-    "tls_auth",
+    "tls_auth", "login",
 ]
 
 PHASE_COMMAND: dict[str, str] = {
@@ -173,12 +173,22 @@ class SmtpTimeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class SmtpLogin:
+    """A smarthost's user name and password (the password never in a repr or a log)."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class SessionSettings:
     ehlo_name: str
     tls: TlsMode = "opportunistic"
     tls_verify: bool = False
     timeouts: SmtpTimeouts = field(default_factory=SmtpTimeouts)
     peer: PeerPolicy | None = None  # what the peer must prove (mta.tls.policy); None: tls alone
+    implicit_tls: bool = False  # TLS from the first byte (smtps://), no STARTTLS
+    login: SmtpLogin | None = None  # AUTH after EHLO, only over TLS (smarthost routes)
 
     def __post_init__(self) -> None:
         name = self.ehlo_name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.policy
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.charset import QP, Charset
@@ -109,8 +110,10 @@ def parse_tags(value: Any) -> list[str]:
     return list(value)
 
 
-def compose(request: dict[str, Any], now: datetime | None = None) -> ComposedMessage:
-    """Build a message from ``from``, ``to``, ``subject``, ``text``/``html``, ``headers``."""
+def compose(request: dict[str, Any], now: datetime | None = None,
+            attachments: Sequence[Message] = ()) -> ComposedMessage:
+    """Build a message from ``from``, ``to``, ``subject``, ``text``/``html``, ``headers``;
+    ``attachments`` (MIME parts, :mod:`mta.attachments`) make it multipart/mixed."""
     from_name, from_address = _mailbox(request.get("from"), "from")
     to_name, to_address = _mailbox(request.get("to"), "to")
     subject = request.get("subject")
@@ -138,6 +141,12 @@ def compose(request: dict[str, Any], now: datetime | None = None) -> ComposedMes
     else:
         message = _text_part(text if text is not None else str(html),
                              "plain" if text is not None else "html")
+    if attachments:
+        mixed = MIMEMultipart("mixed")
+        mixed.attach(message)
+        for part in attachments:
+            mixed.attach(part)
+        message = mixed
     message["From"] = format_mailbox(from_name, from_address)
     message["To"] = format_mailbox(to_name, to_address)
     message["Subject"] = subject if subject.isascii() else Header(subject, "utf-8").encode()

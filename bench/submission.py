@@ -2,8 +2,9 @@
 ``smtp-sink``, DKIM-signed and durable, against ``smtp-source`` -> Postfix -> ``smtp-sink`` in
 the same run.
 
-Starts ``herald run --role submission`` and ``herald run --role mta`` (two processes, as
-the systemd units run them) against a temporary embedded Postgres (or
+Starts ``--processes`` (2) ``herald run --role submission`` processes sharing the port
+(``reuse_port``) and one ``herald run --role mta`` (one process per role, as the systemd
+units run them) against a temporary embedded Postgres (or
 ``--database-url``) with an RSA-2048 DKIM key for ``bench.test``, every message routed to
 ``smtp-sink``. ``smtp-source`` cannot log in, so the loopback network is a ``trusted_clients``
 entry naming a ``messages:write`` key limited to ``bench.test``: each message still passes the
@@ -48,6 +49,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=3072, help="message size (smtp-source -l)")
     parser.add_argument("--sessions", type=int, default=20,
                         help="concurrent smtp-source sessions (and delivery connections)")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="submission processes sharing the port (SO_REUSEPORT)")
     parser.add_argument("--database-url", help="use this Postgres (default: embedded, temporary)")
     parser.add_argument("--no-dkim", action="store_true", help="deliver unsigned (comparison)")
     parser.add_argument("--log", type=Path, help="write the engine's log here")
@@ -136,20 +139,23 @@ def main(argv: list[str]) -> int:
                "HERALD_SUBMISSION_TRUSTED_CLIENTS": orjson.dumps(
                    {"127.0.0.1/32": key_id}).decode(),
                "HERALD_SUBMISSION_RATE_LIMIT_PER_SECOND": "0",
+               "HERALD_SUBMISSION_REUSE_PORT": "true",
                "HERALD_SUBMISSION_MAX_SESSIONS": str(max(200, args.sessions * 2))}
         # One process per role, as the systemd units run them.
-        engine = HeraldProcess(["run", "--role", "submission"], env, args.log)
+        servers = [HeraldProcess(["run", "--role", "submission"], env, args.log)
+                   for _ in range(args.processes)]
         delivery = HeraldProcess(["run", "--role", "mta"], env, args.log)
         try:
             delivery.start()
-            engine.start()
+            for server in servers:
+                server.start()
             started = time.monotonic()
             smtp_source(port, args.messages, args.size, args.sessions, args.timeout)
             accepted_at = time.monotonic()
             finished = uvloop.run(wait_delivered(url, args.messages, args.timeout))
             queued, delivered = uvloop.run(counts(url))
         finally:
-            for process in (engine, delivery):
+            for process in (*servers, delivery):
                 if process.process is not None:
                     process.stop()
         if embedded is not None:  # the baseline runs on a machine Herald has left alone
@@ -172,6 +178,7 @@ def main(argv: list[str]) -> int:
         "messages": args.messages,
         "message_bytes": args.size,
         "sessions": args.sessions,
+        "submission_processes": args.processes,
         "dkim": None if args.no_dkim else "rsa-sha256 2048",
         "queued": queued,
         "delivered": delivered,

@@ -340,6 +340,7 @@ class SubmissionServer:
                     continue
                 server = await loop.create_server(
                     factory(implicit), address.host, address.port, reuse_address=True,
+                    reuse_port=self._settings.reuse_port or None,
                     ssl=self._tls_context if implicit else None)
                 self._servers.append(server)
                 self.ports[name] = server.sockets[0].getsockname()[1]

@@ -41,6 +41,9 @@ class SubmissionSettings:
     # answers 452 4.7.1 and the client tries those recipients again later. 0 turns it off.
     rate_limit_per_second: float = 100.0
     rate_limit_burst: int = 1000
+    # Several `herald run --role submission` processes may share the ports (SO_REUSEPORT; the
+    # kernel spreads connections). Each process keeps its own rate buckets.
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -2,7 +2,7 @@
 ``smtp-sink``, DKIM-signed and durable, against ``smtp-source`` -> Postfix -> ``smtp-sink`` in
 the same run.
 
-Starts ``--processes`` (2) ``herald run --role submission`` processes sharing the port
+Starts ``--processes`` (1) ``herald run --role submission`` processes sharing the port
 (``reuse_port``) and one ``herald run --role mta`` (one process per role, as the systemd
 units run them) against a temporary embedded Postgres (or
 ``--database-url``) with an RSA-2048 DKIM key for ``bench.test``, every message routed to
@@ -49,7 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=3072, help="message size (smtp-source -l)")
     parser.add_argument("--sessions", type=int, default=20,
                         help="concurrent smtp-source sessions (and delivery connections)")
-    parser.add_argument("--processes", type=int, default=2,
+    parser.add_argument("--processes", type=int, default=1,
                         help="submission processes sharing the port (SO_REUSEPORT)")
     parser.add_argument("--database-url", help="use this Postgres (default: embedded, temporary)")
     parser.add_argument("--no-dkim", action="store_true", help="deliver unsigned (comparison)")

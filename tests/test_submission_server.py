@@ -378,3 +378,42 @@ async def test_trusted_clients_send_as_their_key_without_auth(database: Database
         await client.close()
     assert foreign.startswith("550 5.7.1") and stored.startswith("250"), stored
     assert len(await queued(database)) == 1
+
+
+async def test_submitted_mail_is_signed_and_delivered_like_api_mail(
+        database: Database, database_url: str, tmp_path: Path) -> None:
+    import re
+    import uuid
+
+    import dkim
+
+    from mta.dkim.keys import write_keypair
+    from mta.dkim.signer import DkimKeyConfig
+    from mta.dkim.signing_pool import SigningPool
+    from mta.sink import CaptureSink
+    from tests.support.mta import delivery_service, mta_settings, wait_for_states
+
+    key_file, zone_line = write_keypair("shop.test", "s1", "rsa", tmp_path / "dkim")
+    record = "".join(re.findall(r'"([^"]*)"', zone_line)).encode()
+    key = await new_key(database)
+    async with submission_service(database, tmp_path) as service:
+        await asyncio.to_thread(starttls_send, ports(service)[0], key,
+                                message(to="ann@example.org"), "PLAIN",
+                                ["ann@example.org", "bob@example.org"])
+    ids = [uuid.UUID(str(row["id"])) for row in await queued(database)]
+    signer = SigningPool([DkimKeyConfig("shop.test", "s1", key_file, "rsa")], processes=1)
+    async with CaptureSink(keep=5) as sink:
+        settings = mta_settings(routes={"example.org": f"127.0.0.1:{sink.port}"})
+        async with delivery_service(database, settings, signer):
+            states = await wait_for_states(database_url, ids)
+    assert set(states.values()) == {"delivered"}
+    assert sorted(m.rcpt_tos[0] for m in sink.messages) == ["ann@example.org",
+                                                            "bob@example.org"]
+    for delivered in sink.messages:
+        assert dkim.DKIM(delivered.data).verify(
+            dnsfunc=lambda name, timeout=5: record
+            if name == b"s1._domainkey.shop.test." else None)
+    async with database.connection() as connection:
+        events = await connection.fetchval(
+            "SELECT count(*) FROM events WHERE type = 'email_delivered'")
+    assert events == 2

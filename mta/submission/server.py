@@ -206,6 +206,19 @@ def _with_id(message: OutboundMessage, message_id: uuid.UUID) -> OutboundMessage
                            source=message.source, sender=message.sender, id=message_id)
 
 
+class _Session(Session):
+    """aiosmtpd's session without its deprecation warning for ``login_data``, which
+    ``smtp_AUTH`` sets on every successful login."""
+
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
 class SubmissionSMTP(BoundedSMTP):
     """A session: AUTH needs TLS unless the peer may authenticate in plain text, and the key is
     looked up asynchronously."""
@@ -220,6 +233,9 @@ class SubmissionSMTP(BoundedSMTP):
         self._implicit_tls = implicit_tls
         self._failures = 0
         self._trusted: ApiKey | None = None  # a trusted_clients network's key
+
+    def _create_session(self) -> Session:
+        return _Session(self.loop)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._original_transport is None:  # the connection itself, not STARTTLS over it

@@ -25,7 +25,7 @@ from mta.message_schema import (
     RECIPIENTS_RESULT_SCHEMA,
     REQUEST_SCHEMA,
 )
-from mta.queue.enqueue import Enqueued, OutboundMessage, QueueIdentity, enqueue
+from mta.queue.enqueue import Enqueued, OutboundMessage, QueueIdentity, enqueue_many
 from mta.senders import SenderPolicy
 
 
@@ -51,11 +51,11 @@ def routes(context: HttpContext, identity: QueueIdentity, max_size: int,
                     raise ApiError(403, "sender_not_allowed", f"{field}: {refusal}")
         if has_nul(body):
             raise ApiError(400, "invalid_message", "strings must not contain U+0000")
-        results: list[Enqueued | Refusal] = []
+        messages = [copy for _, copy in parsed.copies if isinstance(copy, OutboundMessage)]
         async with context.database.transaction() as connection:
-            for _, copy in parsed.copies:
-                results.append(copy if isinstance(copy, Refusal)
-                               else await enqueue(connection, identity, copy))
+            enqueued = iter(await enqueue_many(connection, identity, messages))
+        results = [copy if isinstance(copy, Refusal) else next(enqueued)
+                   for _, copy in parsed.copies]
         if parsed.single:
             queued = results[0]
             assert isinstance(queued, Enqueued)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +31,6 @@ _INSERT = """
          metadata, source, idempotency_key, body, next_attempt_at, expires_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
     ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id
 """
 
 _SUPPRESSED = """
@@ -75,45 +75,87 @@ async def enqueue(connection: asyncpg.Connection, identity: QueueIdentity,
                   notify: bool = True) -> Enqueued:
     """Insert the message (idempotent on ``idempotency_key``) and wake the delivery workers.
 
-    Call it inside the caller's transaction; the NOTIFY is delivered at commit. A caller
-    queueing many messages in one transaction passes ``notify=False`` and calls
-    :func:`wake_delivery` once. A message
+    Call it inside the caller's transaction; the NOTIFY is delivered at commit. A message
     expires ``identity.expire`` after it is due: after ``send_at`` when that is later than now
-    (so a message scheduled past the expiry is still tried for the whole period)."""
+    (so a message scheduled past the expiry is still tried for the whole period). A caller
+    queueing many messages in one transaction calls :func:`enqueue_many`, or passes
+    ``notify=False`` and calls :func:`wake_delivery` once."""
+    return (await enqueue_many(connection, identity, [message], now, notify))[0]
+
+
+async def enqueue_many(connection: asyncpg.Connection, identity: QueueIdentity,
+                       messages: Sequence[OutboundMessage], now: datetime | None = None,
+                       notify: bool = True) -> list[Enqueued]:
+    """:func:`enqueue` for several messages in a few round trips (one pipelined insert, one
+    suppression look-up, one NOTIFY), with exactly its results, in order."""
+    if not messages:
+        return []
     now = now or datetime.now(UTC)
-    due = max(message.send_at or now, now)
-    message_id = message.id or uuid.uuid4()
-    recipient = str(message.recipient)
-    contact_id = message.contact_id or recipient.lower()
-    row = await connection.fetchrow(
-        _INSERT, message_id, str(message.header_from),
-        bounce_address(identity.bounce_secret, message_id, identity.bounce_domain),
-        recipient, message.recipient.domain, contact_id, list(message.tags), message.metadata,
-        message.source, message.idempotency_key, message.body, message.send_at or now,
-        due + identity.expire)
-    if row is None:
-        existing = await connection.fetchval(
-            "SELECT id FROM outbound_messages WHERE idempotency_key = $1",
-            message.idempotency_key)
-        return Enqueued(existing, duplicate=True)
-    entries = (await suppressions.lookup(connection, [normalise_lenient(recipient)])).get(
-        normalise_lenient(recipient))
-    reason = entries and blocking_reason(entries, message_category(message.metadata),
-                                         is_transactional(message.metadata))
-    if reason:
-        reply = f"recipient is on the suppression list ({reason})"
-        await connection.execute(_SUPPRESSED, message_id, now, reply)
-        await append_rows(connection, [(
-            f"mta:{message_id}:0:suppressed", "email_suppressed", contact_id, recipient,
-            {"message_id": str(message_id), "recipient": recipient, "reply": reply,
-             "category": "suppressed", "tags": list(message.tags), **{
-                 k: v for k, v in message.metadata.items()
-                 if k not in ("message_id", "recipient", "reply", "category", "tags")}},
-            now, "mta")])
-        return Enqueued(message_id, duplicate=False, suppressed=reason)
-    if notify:
+    ids = [message.id or uuid.uuid4() for message in messages]
+    rows = []
+    for message, message_id in zip(messages, ids, strict=True):
+        due = max(message.send_at or now, now)
+        recipient = str(message.recipient)
+        rows.append((
+            message_id, str(message.header_from),
+            bounce_address(identity.bounce_secret, message_id, identity.bounce_domain),
+            recipient, message.recipient.domain, message.contact_id or recipient.lower(),
+            list(message.tags), message.metadata, message.source, message.idempotency_key,
+            message.body, message.send_at or now, due + identity.expire))
+    inserted = await _insert(connection, rows)
+    keys = [m.idempotency_key for m, i in zip(messages, ids, strict=True) if i not in inserted]
+    existing = {row["idempotency_key"]: row["id"] for row in await connection.fetch(
+        "SELECT id, idempotency_key FROM outbound_messages WHERE idempotency_key = "
+        "ANY($1::text[])", keys)} if keys else {}
+    found = await suppressions.lookup(connection, [normalise_lenient(str(m.recipient))
+                                                   for m in messages])
+    results: list[Enqueued] = []
+    suppressed: list[tuple[uuid.UUID, str, OutboundMessage, str]] = []
+    for message, message_id, row in zip(messages, ids, rows, strict=True):
+        if message_id not in inserted:
+            results.append(Enqueued(existing[message.idempotency_key], duplicate=True))
+            continue
+        entries = found.get(normalise_lenient(str(message.recipient)))
+        reason = entries and blocking_reason(entries, message_category(message.metadata),
+                                             is_transactional(message.metadata))
+        if reason:
+            suppressed.append((message_id, row[5], message, reason))
+        results.append(Enqueued(message_id, duplicate=False, suppressed=reason or None))
+    if suppressed:
+        await _suppress(connection, suppressed, now)
+    if notify and len(suppressed) < len(inserted):
         await wake_delivery(connection)
-    return Enqueued(message_id, duplicate=False)
+    return results
+
+
+async def _insert(connection: asyncpg.Connection, rows: list[tuple[Any, ...]]
+                  ) -> set[uuid.UUID]:
+    """The ids of the rows inserted (the others' idempotency keys were taken)."""
+    if len(rows) == 1:
+        row = await connection.fetchrow(_INSERT + " RETURNING id", *rows[0])
+        return {row["id"]} if row is not None else set()
+    await connection.executemany(_INSERT, rows)
+    return {row["id"] for row in await connection.fetch(
+        "SELECT id FROM outbound_messages WHERE id = ANY($1::uuid[])", [r[0] for r in rows])}
+
+
+async def _suppress(connection: asyncpg.Connection,
+                    suppressed: list[tuple[uuid.UUID, str, OutboundMessage, str]],
+                    now: datetime) -> None:
+    """Mark these messages ``suppressed`` with their ``email_suppressed`` events."""
+    replies = [f"recipient is on the suppression list ({reason})"
+               for _, _, _, reason in suppressed]
+    await connection.executemany(_SUPPRESSED, [
+        (message_id, now, reply) for (message_id, *_), reply in zip(suppressed, replies,
+                                                                    strict=True)])
+    await append_rows(connection, [(
+        f"mta:{message_id}:0:suppressed", "email_suppressed", contact_id, str(message.recipient),
+        {"message_id": str(message_id), "recipient": str(message.recipient), "reply": reply,
+         "category": "suppressed", "tags": list(message.tags), **{
+             k: v for k, v in message.metadata.items()
+             if k not in ("message_id", "recipient", "reply", "category", "tags")}},
+        now, "mta") for (message_id, contact_id, message, _), reply in zip(suppressed, replies,
+                                                                           strict=True)])
 
 
 async def wake_delivery(connection: asyncpg.Connection) -> None:

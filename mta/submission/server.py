@@ -35,7 +35,7 @@ from engine.database import Database
 from engine.errors import DatabaseUnavailable
 from engine.http.ratelimit import RateLimiter
 from engine.keys import ApiKey
-from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue, wake_delivery
+from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue_many
 from mta.senders import SenderPolicy
 from mta.smtpd.committer import CommitterStopped, GroupCommitter
 from mta.smtpd.line_endings import REPLY as BARE_LINE_ENDING
@@ -329,10 +329,8 @@ class SubmissionServer:
         return self._state.accepted
 
     async def _write(self, connection: Any, batch: list[Submitted]) -> None:
-        for submitted in batch:
-            for message in submitted.messages:
-                await enqueue(connection, self._identity, message, notify=False)
-        await wake_delivery(connection)  # one NOTIFY for the batch
+        await enqueue_many(connection, self._identity,
+                           [message for submitted in batch for message in submitted.messages])
 
     async def start(self) -> None:
         handler = SubmissionHandler(self._committer, self._senders, self._state,

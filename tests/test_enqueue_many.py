@@ -1,0 +1,44 @@
+"""enqueue_many gives exactly enqueue's results (new, duplicate key, suppressed) in a few round
+trips, and writes the same rows and events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from engine.addresses import parse_address
+from engine.database import Database
+from mta.compose import compose
+from mta.queue.enqueue import OutboundMessage, enqueue, enqueue_many
+from mta.suppression import store as suppressions
+from mta.suppression.rules import Suppression
+from tests.support.mta import fetch, identity_for, mta_settings
+
+
+def message(to: str, key: str | None = None) -> OutboundMessage:
+    composed = compose({"from": "news@shop.test", "to": to, "subject": "s", "text": "t"})
+    return OutboundMessage(composed.header_from, parse_address(to), composed.body,
+                           idempotency_key=key, tags=("t",), metadata={"m": 1})
+
+
+async def test_many_as_one_by_one(database: Database) -> None:
+    identity = await identity_for(database, mta_settings())
+    now = datetime.now(UTC)
+    async with database.transaction() as connection:
+        await suppressions.add(connection, [Suppression("gone@example.org", "manual",
+                                                        source="test")], now)
+        earlier = await enqueue(connection, identity, message("a@example.org", "k1"))
+        many = await enqueue_many(connection, identity, [
+            message("a@example.org", "k1"), message("b@example.org", "k2"),
+            message("gone@example.org"), message("c@example.org")])
+        single = await enqueue(connection, identity, message("gone@example.org"))
+    assert many[0].duplicate and many[0].id == earlier.id
+    assert [(m.duplicate, m.suppressed) for m in many[1:]] == [
+        (False, None), (False, "manual"), (False, None)]
+    assert single.suppressed == "manual"
+    rows = {(r["recipient"], r["state"]) for r in await fetch(
+        database, "SELECT recipient, state FROM outbound_messages")}
+    assert rows == {("a@example.org", "queued"), ("b@example.org", "queued"),
+                    ("c@example.org", "queued"), ("gone@example.org", "suppressed")}
+    events = await fetch(database, "SELECT properties FROM events "
+                                   "WHERE type = 'email_suppressed' ORDER BY position")
+    assert len(events) == 2 and events[0]["properties"]["m"] == 1

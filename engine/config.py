@@ -140,7 +140,8 @@ class LogSettings:
     delivery_file: Path | None = None
 
 
-ROLE_LISTEN_KEYS = ("http_listen", "mta_listen", "automation_listen", "inbound_listen")
+ROLE_LISTEN_KEYS = ("http_listen", "mta_listen", "automation_listen", "inbound_listen",
+                    "submission_listen")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,7 @@ class MetricsSettings:
     mta_listen: HostPort | None = None
     automation_listen: HostPort | None = None
     inbound_listen: HostPort | None = None
+    submission_listen: HostPort | None = None
 
     def for_roles(self, roles: list[str]) -> HostPort | None:
         by_role: dict[str, HostPort | None] = {

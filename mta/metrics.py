@@ -11,6 +11,11 @@ from prometheus_client.registry import Collector
 
 from engine.metrics import REGISTRY
 
+SUBMISSIONS = Counter("herald_submission_messages", "SMTP submission: messages queued "
+                      "(one per recipient), and transactions refused by reply code",
+                      ["outcome"], registry=REGISTRY)
+SUBMISSION_AUTH_FAILURES = Counter("herald_submission_auth_failures",
+                                   "SMTP submission: failed AUTH attempts", registry=REGISTRY)
 OUTCOMES = Counter("herald_mta_outcomes", "Delivery outcomes by bounce category ('none' for "
                    "delivered and released)", ["outcome", "category"], registry=REGISTRY)
 ACTIVE = Gauge("herald_mta_active_messages", "Messages in the in-memory active window",

@@ -26,6 +26,7 @@ ROLE_SERIES = {
     "automation": ["herald_automation_lag_seconds", "herald_automation_timers_due",
                    "herald_automation_timers_pending", "herald_automation_leader"],
     "inbound": ["process_resident_memory_bytes"],
+    "submission": ["herald_submission_messages_total"],
 }
 
 
@@ -58,6 +59,7 @@ async def test_each_role_serves_its_own_metrics(
                "HERALD_MTA_BOUNCE_DOMAIN": "bounces.herald.test",
                "HERALD_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
                "HERALD_INBOUND_LISTEN": f"127.0.0.1:{free_port()}",
+               "HERALD_SUBMISSION_LISTEN": f"127.0.0.1:{free_port()}",
                "HERALD_LOG_DELIVERY_FILE": str(mail_log),
                **{f"HERALD_METRICS_{role.upper()}_LISTEN": f"127.0.0.1:{port}"
                   for role, port in ports.items()}}

@@ -35,6 +35,7 @@ from engine.database import Database
 from engine.errors import DatabaseUnavailable
 from engine.http.ratelimit import RateLimiter
 from engine.keys import ApiKey
+from mta.metrics import SUBMISSION_AUTH_FAILURES, SUBMISSIONS
 from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue_many
 from mta.senders import SenderPolicy
 from mta.smtpd.committer import CommitterStopped, GroupCommitter
@@ -182,11 +183,14 @@ class SubmissionHandler:
         except (DatabaseUnavailable, CommitterStopped) as exc:
             log.warning("submitted message not queued",
                         extra={"peer": peer_text(session), "error": str(exc)})
+            SUBMISSIONS.labels("refused_451").inc()
             return NOT_STORED
         except Exception:
             log.exception("submitted message not queued", extra={"peer": peer_text(session)})
+            SUBMISSIONS.labels("refused_451").inc()
             return NOT_STORED
         self._state.accepted += len(messages)
+        SUBMISSIONS.labels("queued").inc(len(messages))
         log.debug("submitted message queued", extra={
             "id": str(first), "key": key.key_id, "recipients": len(messages),
             "bytes": len(data)})
@@ -195,6 +199,7 @@ class SubmissionHandler:
         return STORED_MANY.format(count=len(messages), id=first)
 
     def _refused(self, session: Session, reply: str, **extra: Any) -> None:
+        SUBMISSIONS.labels(f"refused_{reply[:3]}").inc()
         key = session.auth_data
         log.info("submission refused", extra={
             "peer": peer_text(session), "key": key.key_id if isinstance(key, ApiKey) else None,
@@ -290,6 +295,7 @@ class SubmissionSMTP(BoundedSMTP):
         if key is not None and key.allows(SCOPE):
             return AuthResult(success=True, handled=False, auth_data=key)
         self._failures += 1
+        SUBMISSION_AUTH_FAILURES.inc()
         log.info("submission authentication failed", extra={
             "peer": peer_text(self.session), "key": key.key_id if key else None})
         if self._failures >= self._state.settings.max_auth_failures:

@@ -138,3 +138,20 @@ def test_the_http_role_alone_starts_with_the_defaults(database_url: str, tmp_pat
 def test_watchdog_interval_is_half_of_watchdog_usec(environ: dict[str, str],
                                                     interval: float | None) -> None:
     assert watchdog_interval(environ) == interval
+
+
+async def test_herald_run_with_nothing_configured_starts_every_role(
+        tmp_path: Path, database_url: str) -> None:
+    """README's install command: `herald run` with no config reaches READY with every role."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("HERALD_")}
+    log_path = tmp_path / "herald.log"
+    process = HeraldProcess(["run"], {**clean, "HERALD_DATABASE_URL": database_url}, log_path)
+    await asyncio.to_thread(process.start)
+    try:
+        log = await asyncio.to_thread(log_path.read_text)
+    finally:
+        assert process.stop() == 0
+    ready = [line for line in log.splitlines() if '"herald ready"' in line]
+    assert len(ready) == 1
+    for role in ("http", "mta", "automation", "inbound", "submission"):
+        assert f'"{role}"' in ready[0]

@@ -5,7 +5,6 @@ rows)."""
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from mta.inbound.server import InboundServer
 from mta.inbound.settings import InboundSettings
 from mta.queue.enqueue import load_bounce_secret
 from mta.settings import MtaSettings
-from mta.smtpd.sessions import tls_context
+from mta.smtpd.sessions import configured_tls_context
 from mta.suppression.unsubscribe import load_link_keys
 
 log = logging.getLogger("herald.inbound")
@@ -36,7 +35,7 @@ class InboundService:
         self.processor: InboundProcessor | None = None
 
     async def start(self) -> None:
-        context = self._tls_context()
+        context = configured_tls_context(self._tls_files, "inbound")
         async with self._database.connection() as connection:
             secret = await load_bounce_secret(connection, self._mta.bounce_secret)
             keys = await load_link_keys(connection, self._link_keys)
@@ -63,13 +62,3 @@ class InboundService:
             await self.server.stop()  # no new mail; stores in flight finish
         if self.processor is not None:
             await self.processor.stop()
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        if self._tls_files is None:
-            return None
-        cert, key = self._tls_files
-        try:
-            return tls_context(str(cert), str(key))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"inbound.tls_cert/tls_key: cannot load {cert} and {key}: "
-                              f"{getattr(exc, 'strerror', None) or exc}") from None

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Session
+
+from engine.errors import ConfigError
 
 TOO_MANY_SESSIONS = "421 4.3.2 Too many connections, try again later"
 SESSION_TOO_LONG = "421 4.4.2 Session time limit reached, closing"
@@ -68,6 +71,20 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     return context
+
+
+def configured_tls_context(files: tuple[Path, Path] | None,
+                           section: str) -> ssl.SSLContext | None:
+    """The server context for ``[section] tls_cert``/``tls_key``, or None when unset; an
+    unreadable pair is a ConfigError naming the keys."""
+    if files is None:
+        return None
+    cert, key = files
+    try:
+        return tls_context(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{section}.tls_cert/tls_key: cannot load {cert} and {key}: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
 def peer_text(session: Session) -> str | None:

@@ -4,7 +4,6 @@ queue identity."""
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from engine.http.ratelimit import RateLimiter
 from engine.keys import ApiKey, fetch_key
 from mta.queue.enqueue import QueueIdentity
 from mta.senders import SenderPolicy
-from mta.smtpd.sessions import tls_context
+from mta.smtpd.sessions import configured_tls_context
 from mta.submission.server import SubmissionServer
 from mta.submission.settings import SubmissionSettings
 
@@ -50,7 +49,7 @@ class SubmissionService:
         return None if key is None or key.revoked or key.publishable else key
 
     async def start(self) -> None:
-        context = self._tls_context()
+        context = configured_tls_context(self._tls_files, "submission")
         self.server = SubmissionServer(self._database, self._settings, self._identity,
                                        self._senders, self._lookup, self._by_id, self._hostname,
                                        context)
@@ -67,13 +66,3 @@ class SubmissionService:
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop()
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        if self._tls_files is None:
-            return None
-        cert, key = self._tls_files
-        try:
-            return tls_context(str(cert), str(key))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"submission.tls_cert/tls_key: cannot load {cert} and {key}: "
-                              f"{getattr(exc, 'strerror', None) or exc}") from None

@@ -9,7 +9,7 @@ import dataclasses
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import uvloop
@@ -461,13 +461,15 @@ async def test_smtp_sink_reuse_and_421() -> None:
 # --- uvloop ---------------------------------------------------------------------------------------
 
 
-async def _scenario_plain_tls_partial_and_drop() -> None:
+async def _scenario_plain_tls_partial_and_drop() -> type[asyncio.AbstractEventLoop]:
+    """Each scenario asserts its own outcome; returns the loop type they ran on."""
     await test_plain_delivery_to_scripted_server()
     await test_starttls_is_used_when_offered()
     await test_partial_rcpt_rejection_rejects_only_that_recipient()
     await test_disconnect_during_data_is_temporary_and_connection_discarded()
     await test_opportunistic_tls_falls_back_to_plaintext_after_failed_handshake()
     await test_slow_final_reply_honours_data_final_timeout()
+    return type(asyncio.get_running_loop())
 
 
 @pytest.mark.parametrize(
@@ -476,6 +478,8 @@ async def _scenario_plain_tls_partial_and_drop() -> None:
 def test_client_scenarios_on_both_loops(
     loop_factory: Callable[[], asyncio.AbstractEventLoop],
 ) -> None:
-    scenario: Callable[[], Awaitable[None]] = _scenario_plain_tls_partial_and_drop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(asyncio.wait_for(scenario(), timeout=20))
+        ran_on = runner.run(asyncio.wait_for(_scenario_plain_tls_partial_and_drop(), timeout=20))
+    probe = loop_factory()
+    probe.close()
+    assert ran_on is type(probe)

@@ -42,7 +42,7 @@ def routes(context: HttpContext, identity: QueueIdentity, max_size: int,
                                            idempotency_header=request.headers.get(
                                                "idempotency-key"))
         except InvalidMessage as exc:
-            raise ApiError(400, "invalid_message", str(exc)) from None
+            raise ApiError(422, "invalid_message", str(exc)) from None
         first = next((m for _, m in parsed.copies if isinstance(m, OutboundMessage)), None)
         if first is not None:  # every copy has the same From and Sender
             for field, address in (("from", first.header_from), ("raw.Sender", first.sender)):
@@ -50,7 +50,7 @@ def routes(context: HttpContext, identity: QueueIdentity, max_size: int,
                 if refusal:
                     raise ApiError(403, "sender_not_allowed", f"{field}: {refusal}")
         if has_nul(body):
-            raise ApiError(400, "invalid_message", "strings must not contain U+0000")
+            raise ApiError(422, "invalid_message", "strings must not contain U+0000")
         messages = [copy for _, copy in parsed.copies if isinstance(copy, OutboundMessage)]
         async with context.database.transaction() as connection:
             enqueued = iter(await enqueue_many(connection, identity, messages))
@@ -137,7 +137,7 @@ def openapi_paths() -> dict[str, Any]:
                            "{{ name }} in subject, text and html). From must be in one of the "
                            "key's sender domains (else 403). Addresses, header values, "
                            "templates and raw MIME are checked beyond what the schema says "
-                           "(400 names the field); with recipients, what concerns one "
+                           "(422 names the field); with recipients, what concerns one "
                            "recipient refuses only that one (see its answer).",
             "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                             "schema": {"type": "string", "minLength": 1,
@@ -150,7 +150,7 @@ def openapi_paths() -> dict[str, Any]:
                                "(recipients)",
                 "content": {"application/json": {"schema": {
                     "oneOf": [QUEUED_SCHEMA, RECIPIENTS_RESULT_SCHEMA]}}}},
-                **error_responses(400, 401, 403, 413, 429, 503)},
+                **error_responses(400, 401, 403, 413, 422, 429, 503)},
         }},
         "/v1/messages/{id}": {"get": {
             "summary": "A message's state and every delivery attempt",

@@ -4,7 +4,8 @@ Two forms: one recipient (``to``: the answer is the message's id), or up to
 :data:`MAX_RECIPIENTS` (``recipients``: each with its own ``substitutions``, ``contact_id`` and
 ``metadata``; the answer is per recipient). The content is composed (``from``, ``subject``,
 ``text``/``html``, ``headers``, ``attachments``; the three parts rendered per recipient by
-:mod:`mta.substitutions`) or raw MIME (``raw``, checked by :func:`mta.compose.check_raw`).
+:mod:`mta.substitutions`) or raw MIME (``content``, or its older name ``raw``; checked by
+:func:`mta.compose.check_raw`).
 
 What concerns the whole request (shape, From, a template, an attachment, raw MIME) refuses
 it (:class:`~mta.errors.InvalidMessage`, 400); what concerns one recipient (its address, a
@@ -121,7 +122,8 @@ def parse_message_request(body: Any, max_size: int, now: datetime | None = None,
     tags = tuple(parse_tags(body.get("tags")))
     send_at = _send_at(body, now)
     key = idempotency_key(body, idempotency_header)
-    build = _raw_builder(body) if "raw" in body else _compose_builder(body, now)
+    mime_field = _mime_field(body)
+    build = _raw_builder(body, mime_field) if mime_field else _compose_builder(body, now)
     copies: list[tuple[str, OutboundMessage | Refusal]] = []
     total = 0
     for index, recipient in enumerate(recipients):
@@ -212,24 +214,40 @@ def _compose_builder(body: dict[str, Any], now: datetime) -> Any:
     return build
 
 
-def _raw_builder(body: dict[str, Any]) -> Any:
-    raw = body["raw"]
+def _mime_field(body: dict[str, Any]) -> str | None:
+    """Which field holds raw MIME: ``content`` (the documented name), ``raw`` (its older
+    name, still accepted), or neither for a message to compose."""
+    if "content" in body and "raw" in body:
+        raise InvalidMessage("content: give the MIME message as content or as raw, not both")
+    return "content" if "content" in body else "raw" if "raw" in body else None
+
+
+def _raw_builder(body: dict[str, Any], field: str) -> Any:
+    raw = body[field]
     if not isinstance(raw, str):
-        raise InvalidMessage("raw: must be the MIME message as a string")
+        raise InvalidMessage(f"{field}: must be the MIME message as a string")
     for name in ("subject", "text", "html", "headers", "from", "attachments"):
         if name in body:
-            raise InvalidMessage(f"{name}: not allowed together with raw")
+            raise InvalidMessage(f"{name}: not allowed together with {field}")
     if any("substitutions" in r for r in body.get("recipients", [])):
         raise InvalidMessage("recipients: substitutions apply to subject, text and html, "
-                             "not to raw")
+                             f"not to {field}")
     data = raw.encode("utf-8")
 
     def build(recipient: dict[str, Any]) -> ComposedMessage:
         try:
             return check_raw(data, recipient["to"])
         except InvalidMessage as exc:
-            if str(exc).startswith(("to:", "raw.To:")):
-                raise _RecipientError("invalid_recipient", str(exc)) from None
-            raise
+            message = _in_field(str(exc), field)
+            if message.startswith(("to:", f"{field}.To:")):
+                raise _RecipientError("invalid_recipient", message) from None
+            raise InvalidMessage(message) from None
 
     return build
+
+
+def _in_field(message: str, field: str) -> str:
+    """check_raw names what it checks ``raw...``; say the field the request used."""
+    if field != "raw" and message.startswith("raw"):
+        return field + message[len("raw"):]
+    return message

@@ -21,8 +21,8 @@ from mta.errors import InvalidMessage
 MAX_RECIPIENTS = 1000
 IDEMPOTENCY_KEY_MAX = 255
 MESSAGE_KEYS = frozenset({"from", "to", "recipients", "subject", "text", "html", "headers",
-                          "attachments", "raw", "contact_id", "tags", "metadata", "send_at",
-                          "idempotency_key"})
+                          "attachments", "content", "raw", "contact_id", "tags", "metadata",
+                          "send_at", "idempotency_key"})
 RECIPIENT_KEYS = frozenset({"to", "substitutions", "contact_id", "metadata"})
 _COMPOSE_ONLY = ("from", "subject", "text", "html", "headers", "attachments")
 UUID = {"type": "string", "format": "uuid"}
@@ -54,12 +54,13 @@ REQUEST_SCHEMA: dict[str, Any] = {
             {"required": ["recipients"],
              "not": {"anyOf": [{"required": ["to"]}, {"required": ["contact_id"]}]}},
         ]},
-        # composed, or raw MIME (no substitutions: they apply to subject, text and html)
+        # composed, or raw MIME as content (or its older name raw; not both). No
+        # substitutions with raw MIME: they apply to subject, text and html.
         {"oneOf": [
             {"required": ["from", "subject"],
              "anyOf": [{"required": ["text"]}, {"required": ["html"]}],
-             "not": {"required": ["raw"]}},
-            {"required": ["raw"],
+             "not": {"anyOf": [{"required": ["raw"]}, {"required": ["content"]}]}},
+            {"oneOf": [{"required": ["content"]}, {"required": ["raw"]}],
              "not": {"anyOf": [{"required": [name]} for name in _COMPOSE_ONLY]},
              "properties": {"recipients": {"items": {
                  "not": {"required": ["substitutions"]}}}}},
@@ -79,8 +80,10 @@ REQUEST_SCHEMA: dict[str, Any] = {
                     "additionalProperties": {"type": "string"}},
         "attachments": {"type": "array", "maxItems": MAX_ATTACHMENTS,
                         "items": ATTACHMENT_SCHEMA},
-        "raw": {"type": "string", "description": "an RFC 5322 message; Bcc is removed, To or "
-                                                 "Cc must name each recipient"},
+        "content": {"type": "string", "description": "raw MIME: an RFC 5322 message; Bcc is "
+                                                     "removed, To or Cc must name each "
+                                                     "recipient"},
+        "raw": {"type": "string", "description": "the older name of content (give one)"},
         "contact_id": {"type": "string", "pattern": PRINTABLE_ID},
         "tags": {"type": "array", "maxItems": MAX_TAGS,
                  "items": {"type": "string", "pattern": TAG_PATTERN}},

@@ -79,7 +79,7 @@ async def test_contact_events_newest_first_paginated(app: RunningApp) -> None:
     assert [e["type"] for e in second["events"]] == ["e2", "e1"]
     assert [e["type"] for e in third["events"]] == ["e0"]
     assert third["next_cursor"] is None
-    assert bad.status_code == 400
+    assert bad.status_code == 422
 
 
 async def test_contacts_read_scope_cannot_write(app: RunningApp) -> None:

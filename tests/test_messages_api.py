@@ -64,10 +64,11 @@ async def test_idempotency_key_queues_once(app: RunningApp) -> None:
     assert await queued(app) == 1
 
 
-async def test_raw_mime_is_accepted_and_completed(app: RunningApp) -> None:
+@pytest.mark.parametrize("field", ["content", "raw"])
+async def test_raw_mime_is_accepted_and_completed(app: RunningApp, field: str) -> None:
     raw = "From: news@shop.test\nTo: ann@example.org\nSubject: raw\n\nbody line\n"
     async with app.client() as client:
-        response = await client.post("/v1/messages", json={"raw": raw, "to": "ann@example.org"})
+        response = await client.post("/v1/messages", json={field: raw, "to": "ann@example.org"})
     assert response.status_code == 202, response.text
     async with app.database.connection() as connection:
         body = bytes(await connection.fetchval("SELECT body FROM outbound_messages"))
@@ -87,6 +88,13 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("raw long line", {"raw": "From: a@shop.test\n\n" + "x" * 1200, "to": "a@b.example"},
      "message: line"),
     ("raw no from", {"raw": "Subject: x\n\nbody", "to": "a@b.example"}, "raw:"),
+    ("content no from", {"content": "Subject: x\n\nbody", "to": "a@b.example"}, "content:"),
+    ("content foreign To", {"content": "From: a@shop.test\nTo: b@c.example\n\nbody",
+                            "to": "a@b.example"}, "content.To:"),
+    ("content and raw", {"content": "From: a@shop.test\n\nx", "raw": "From: a@shop.test\n\nx",
+                         "to": "a@b.example"}, "content:"),
+    ("content with subject", {"content": "From: a@shop.test\n\nx", "subject": "s",
+                              "to": "a@b.example"}, "subject:"),
     ("unknown field", {**GOOD, "bcc": "x@y.example"}, "bcc:"),
     ("bad tags", {**GOOD, "tags": ["ok", "not ok"]}, "tags:"),
     ("oversize", {**GOOD, "text": "x" * 200_000}, "message:"),
@@ -94,12 +102,12 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("label", "body", "prefix"), BAD, ids=[b[0] for b in BAD])
-async def test_bad_messages_get_400_and_nothing_is_queued(
+async def test_bad_messages_get_422_and_nothing_is_queued(
         database_url: str, label: str, body: dict[str, Any], prefix: str) -> None:
     async with running_app(database_url, MtaSettings(max_message_size=100_000)) as app:
         async with app.client() as client:
             response = await client.post("/v1/messages", json=body)
-        assert response.status_code == 400, response.text
+        assert response.status_code == 422, response.text
         assert response.json()["error"] == "invalid_message"
         assert response.json()["message"].startswith(prefix), response.json()
         assert await queued(app) == 0
@@ -130,5 +138,5 @@ async def test_expiry_counts_from_send_at(app: RunningApp) -> None:
         microsecond=send_at.microsecond // 1000 * 1000)
     expires = parse_rfc3339(message["expires_at"]) - parse_rfc3339(message["next_attempt_at"])
     assert abs(expires - timedelta(days=4)) < timedelta(seconds=1)
-    assert too_far.status_code == 400
+    assert too_far.status_code == 422
     assert too_far.json()["message"] == "send_at: at most 366 days ahead"

@@ -95,7 +95,7 @@ async def test_idempotency_key_header_per_recipient(app: RunningApp) -> None:
     assert [r["duplicate"] for r in again.json()["recipients"]] == [True] * 3
     assert [r["id"] for r in again.json()["recipients"]] == \
         [r["id"] for r in first.json()["recipients"]]
-    assert clash.status_code == 400 and clash.json()["message"].startswith("Idempotency-Key")
+    assert clash.status_code == 422 and clash.json()["message"].startswith("Idempotency-Key")
     assert single.status_code == 202 and set(single.json()) == {"id", "duplicate"}
     async with app.database.connection() as connection:
         keys = await connection.fetch("SELECT idempotency_key FROM outbound_messages "
@@ -149,11 +149,11 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("label", "body", "prefix"), BAD, ids=[b[0] for b in BAD])
-async def test_bad_requests_get_400_naming_the_field(app: RunningApp, label: str,
+async def test_bad_requests_get_422_naming_the_field(app: RunningApp, label: str,
                                                      body: dict[str, Any], prefix: str) -> None:
     async with app.client() as client:
         response = await client.post("/v1/messages", json=body)
-    assert response.status_code == 400, response.text
+    assert response.status_code == 422, response.text
     assert response.json()["message"].startswith(prefix), response.json()
 
 

@@ -117,7 +117,7 @@ async def test_a_delivery_is_logged_published_explained_and_counted(
     assert forbidden.status_code == 403
     assert hold.status_code == 200 and hold.json()["affected"] == 1
     assert released.status_code == 200 and released.json()["affected"] == 1
-    assert bad.status_code == 400 and "purge needs a selector" in bad.json()["message"]
+    assert bad.status_code == 422 and "purge needs a selector" in bad.json()["message"]
     assert missing.status_code == 404
     assert no_action.status_code == 404
 

@@ -79,7 +79,7 @@ async def test_write_key_auth_and_bounds(database_url: str) -> None:
             assert too_big.status_code == 413 and "inflates" in too_big.json()["message"]
             not_batch = await client.post("/v1/batch", json={"events": []},
                                           headers=basic(app.admin_key))
-            assert not_batch.status_code == 400 and "batch" in not_batch.json()["message"]
+            assert not_batch.status_code == 422 and "batch" in not_batch.json()["message"]
             mixed = await client.post("/v1/batch", headers=basic(app.admin_key), json={
                 "batch": [track("m2", userId="u1"), {"type": "track", "userId": "u1"}]})
             assert mixed.status_code == 200

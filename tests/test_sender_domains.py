@@ -78,7 +78,7 @@ async def test_raw_bcc_is_removed_and_to_must_name_the_recipient(app: RunningApp
             "From: news@shop.test\nTo: ceo@victim.example"))
     assert hidden.status_code == 202, hidden.text
     assert no_to.status_code == 202, no_to.text
-    assert elsewhere.status_code == 400
+    assert elsewhere.status_code == 422
     assert elsewhere.json()["message"] == ("raw.To: To or Cc must name the recipient given in "
                                            "'to' (ann@example.org)")
     first, second = await stored_bodies(app)
@@ -99,7 +99,7 @@ async def test_receiver_headers_are_refused_by_name(app: RunningApp, header: str
             f"From: news@shop.test\nTo: ann@example.org\n{header}"))
         in_headers = await client.post("/v1/messages", json=message(
             headers={name: header.partition(": ")[2]}))
-    assert in_raw.status_code == 400
+    assert in_raw.status_code == 422
     assert in_raw.json()["message"].startswith(f"raw.{name}: ")
-    assert in_headers.status_code == 400
+    assert in_headers.status_code == 422
     assert in_headers.json()["message"].startswith(f"headers.{name}: ")

@@ -96,21 +96,21 @@ async def test_bad_entries_name_the_field_and_store_nothing(app: RunningApp, bod
                                                              fragment: str) -> None:
     async with app.client() as client:
         response = await client.post("/v1/suppressions", json=body)
-    assert response.status_code == 400 and fragment in response.json()["message"]
+    assert response.status_code == 422 and fragment in response.json()["message"]
     assert await fetch(app.database, "SELECT 1 FROM suppressions") == []
 
 
-@pytest.mark.parametrize(("text", "fragment"), [
-    ("address\nx@example.com\n", "line 1"),
-    ("email,reason\nok@example.com,manual\nbroken,manual\n", "line 3: email"),
-    ("email,reason\nok@example.com,nonsense\n", "line 2: reason"),
+@pytest.mark.parametrize(("text", "status", "fragment"), [
+    ("address\nx@example.com\n", 400, "line 1"),  # malformed: no email column
+    ("email,reason\nok@example.com,manual\nbroken,manual\n", 422, "line 3: email"),
+    ("email,reason\nok@example.com,nonsense\n", 422, "line 2: reason"),
 ])
 async def test_bad_csv_names_the_line_and_stores_nothing(app: RunningApp, text: str,
-                                                         fragment: str) -> None:
+                                                         status: int, fragment: str) -> None:
     async with app.client() as client:
         response = await client.post("/v1/suppressions", content=text,
                                      headers={"Content-Type": "text/csv"})
-    assert response.status_code == 400 and fragment in response.json()["message"]
+    assert response.status_code == status and fragment in response.json()["message"]
     assert await fetch(app.database, "SELECT 1 FROM suppressions") == []
 
 
@@ -119,7 +119,7 @@ async def test_bad_csv_names_the_line_and_stores_nothing(app: RunningApp, text: 
 async def test_bad_list_parameters(app: RunningApp, params: dict[str, str]) -> None:
     async with app.client() as client:
         response = await client.get("/v1/suppressions", params=params)
-    assert response.status_code == 400 and response.json()["error"] == "invalid_parameter"
+    assert response.status_code == 422 and response.json()["error"] == "invalid_parameter"
 
 
 async def test_scopes_are_enforced(app: RunningApp) -> None:

@@ -78,9 +78,9 @@ def routes(context: HttpContext, facts: Sequence[ContactFacts] = ()) -> list[Rou
         limit_text = params.get("limit", str(settings.page_size))
         cursor = params.get("cursor")
         if not LIMIT.match(limit_text) or not 1 <= int(limit_text) <= MAX_PAGE:
-            raise ApiError(400, "invalid_parameter", f"limit: must be 1 to {MAX_PAGE}")
+            raise ApiError(422, "invalid_parameter", f"limit: must be 1 to {MAX_PAGE}")
         if cursor is not None and not CURSOR.match(cursor):
-            raise ApiError(400, "invalid_parameter", "cursor: use the 'next_cursor' of a page")
+            raise ApiError(422, "invalid_parameter", "cursor: use the 'next_cursor' of a page")
         limit = int(limit_text)
         async with context.database.connection() as connection:
             rows = await contact_events(connection, contact_id, limit + 1,

@@ -135,7 +135,7 @@ def engine_paths() -> dict[str, Any]:
                 {"name": "cursor", "in": "query", "schema": CURSOR_SCHEMA},
             ],
             "responses": {"200": {"description": "A page of events", "content": json_body},
-                          **error_responses(400, 401, 403, 503)},
+                          **error_responses(401, 403, 422, 503)},
         }},
         "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz",
                              "responses": {"200": {"description": "The process is up"}}}},

@@ -5,9 +5,10 @@ Authentication as the SDKs send it: HTTP Basic with the write key (a Herald secr
 ``events:write``) as the user name and an empty password; a Bearer key or the body's
 ``writeKey`` also work. Bodies may be gzip-compressed (inflated within ``[http] max_body``).
 The answer is Segment's: 200 ``{"success": true}`` once the events are committed (plus
-``rejected``: the messages set aside and why), 400/413 for a body that is no batch, 401/403
-for the key, 503 + Retry-After when the database is unavailable (the SDKs retry; ``messageId``
-makes a retry a duplicate, never a second event).
+``rejected``: the messages set aside and why), 400 for a body that is not JSON, 422 for one
+that is no message or batch, 413 past the size limit, 401/403 for the key, 503 + Retry-After
+when the database is unavailable (the SDKs retry; ``messageId`` makes a retry a duplicate,
+never a second event).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def routes(context: HttpContext) -> list[Route]:
                 parsed = parse_body(body, path_type, datetime.now(UTC),
                                     settings.max_batch_events)
             except InvalidBody as exc:
-                raise ApiError(400, "invalid_body", str(exc)) from None
+                raise ApiError(422, "invalid_body", str(exc)) from None
             rejected = await _store(context, parsed.events, list(parsed.rejected))
             answer: dict[str, Any] = {"success": True}
             if rejected:
@@ -127,13 +128,13 @@ async def _store(context: HttpContext, events: list[EventIn],
             raise ApiError(503, "overloaded", str(exc), {"Retry-After": "1"}) from None
         except EventsRejected as exc:
             if exc.index is None:
-                raise ApiError(400, "invalid_event", f"the database refused the batch: "
+                raise ApiError(422, "invalid_event", f"the database refused the batch: "
                                f"{exc.reason}") from None
             event = events.pop(exc.index)
             message_id = event.event_id.split(":", 1)[1] if event.event_id else None
             rejected.append(Rejected(positions.pop(exc.index), message_id,
                                      f"the database refused it: {exc.reason}"))
-    raise ApiError(400, "invalid_event", "the database refused too many messages of this batch")
+    raise ApiError(422, "invalid_event", "the database refused too many messages of this batch")
 
 
 MESSAGE_SCHEMA: dict[str, Any] = {
@@ -171,7 +172,8 @@ def openapi_paths() -> dict[str, Any]:
                                                   "error": {"type": "string"}}}}}}}}}}
     errors = {str(code): {"description": text, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/Error"}}}}
-        for code, text in ((400, "Not a Segment message or batch"),
+        for code, text in ((400, "Not JSON, or a corrupt gzip body"),
+                           (422, "Not a Segment message or batch"),
                            (401, "Missing or invalid write key"),
                            (403, "The key lacks events:write"), (413, "Body too large"),
                            (415, "Unsupported Content-Encoding"),

@@ -24,7 +24,7 @@ MAX_ROWS_PER_REQUEST = 100_000
 
 
 def selection_error(exc: QueueSelectionError) -> ApiError:
-    return ApiError(404 if exc.unknown else 400,
+    return ApiError(404 if exc.unknown else 422,
                     "not_found" if exc.unknown else "invalid_selector", str(exc))
 
 
@@ -104,7 +104,7 @@ def openapi_paths() -> dict[str, Any]:
             "parameters": [{"name": name, "in": "query", "required": False,
                             "schema": {"type": "string"}} for name in ("site", "domain")],
             "responses": {"200": {"description": "The report", "content": json_body},
-                          **error_responses(400, 401, 403, 404, 503)},
+                          **error_responses(401, 403, 404, 422, 503)},
         }},
         "/v1/queue/{action}": {"post": {
             "summary": "Hold, release, retry now or purge the selected messages (each change "
@@ -117,6 +117,6 @@ def openapi_paths() -> dict[str, Any]:
                 "type": "object", "properties": {**selector, "all": {"type": "boolean"}}}}}},
             "responses": {"200": {"description": "How many messages changed",
                                   "content": json_body},
-                          **error_responses(400, 401, 403, 404, 503)},
+                          **error_responses(400, 401, 403, 404, 422, 503)},
         }},
     }

@@ -21,7 +21,13 @@ from engine.http.paths import path_param
 from engine.http.query import query_params
 from mta.suppression import store
 from mta.suppression.addresses import normalise, normalise_lenient
-from mta.suppression.csv_format import CsvError, export_header, export_rows, parse_import
+from mta.suppression.csv_format import (
+    CsvError,
+    CsvValueError,
+    export_header,
+    export_rows,
+    parse_import,
+)
 from mta.suppression.rules import MANUAL, REASONS, UNSUBSCRIBE, Suppression
 
 MAX_PAGE = 1000
@@ -34,24 +40,24 @@ LIST_PARAMETERS = frozenset({"reason", "limit", "cursor", "format"})
 
 def parse_entry(item: Any, where: str, source: str) -> Suppression:
     if not isinstance(item, dict):
-        raise ApiError(400, "invalid_suppression", f"{where}: must be an object")
+        raise ApiError(422, "invalid_suppression", f"{where}: must be an object")
     unknown = set(item) - ENTRY_KEYS
     if unknown:
-        raise ApiError(400, "invalid_suppression", f"{where}.{sorted(unknown)[0]}: unknown field")
+        raise ApiError(422, "invalid_suppression", f"{where}.{sorted(unknown)[0]}: unknown field")
     try:
         email = normalise(item.get("email"))  # type: ignore[arg-type]
     except AddressError as exc:
-        raise ApiError(400, "invalid_suppression", f"{where}.email: {exc}") from None
+        raise ApiError(422, "invalid_suppression", f"{where}.email: {exc}") from None
     for key in ("reason", "category", "detail"):
         if key in item and not isinstance(item[key], str):
-            raise ApiError(400, "invalid_suppression", f"{where}.{key}: must be a string")
+            raise ApiError(422, "invalid_suppression", f"{where}.{key}: must be a string")
     if "\x00" in item.get("detail", ""):
-        raise ApiError(400, "invalid_suppression", f"{where}.detail: must not contain U+0000")
+        raise ApiError(422, "invalid_suppression", f"{where}.detail: must not contain U+0000")
     try:
         return Suppression(email, item.get("reason", MANUAL), item.get("category", ""), source,
                            detail=item.get("detail", "")[:1000])
     except ValueError as exc:
-        raise ApiError(400, "invalid_suppression", f"{where}: {exc}") from None
+        raise ApiError(422, "invalid_suppression", f"{where}: {exc}") from None
 
 
 def routes(context: HttpContext) -> list[Route]:
@@ -63,16 +69,16 @@ def routes(context: HttpContext) -> list[Route]:
         params = query_params(request, LIST_PARAMETERS)
         reason = params.get("reason")
         if reason is not None and reason not in REASONS:
-            raise ApiError(400, "invalid_parameter", f"reason: must be one of {', '.join(REASONS)}")
+            raise ApiError(422, "invalid_parameter", f"reason: must be one of {', '.join(REASONS)}")
         limit_text = params.get("limit", "100")
         if not _DIGITS.match(limit_text) or not 1 <= int(limit_text) <= MAX_PAGE:
-            raise ApiError(400, "invalid_parameter", f"limit: must be 1 to {MAX_PAGE}")
+            raise ApiError(422, "invalid_parameter", f"limit: must be 1 to {MAX_PAGE}")
         cursor = params.get("cursor", "0")
         if not _DIGITS.match(cursor):
-            raise ApiError(400, "invalid_parameter", "cursor: use the 'next_cursor' of a page")
+            raise ApiError(422, "invalid_parameter", "cursor: use the 'next_cursor' of a page")
         export = params.get("format", "json")
         if export not in ("json", "csv"):
-            raise ApiError(400, "invalid_parameter", "format: 'json' or 'csv'")
+            raise ApiError(422, "invalid_parameter", "format: 'json' or 'csv'")
         if export == "csv":
             return StreamingResponse(_export(reason), media_type="text/csv; charset=utf-8",
                                      headers={"Content-Disposition":
@@ -106,6 +112,8 @@ def routes(context: HttpContext) -> list[Route]:
                 entries = parse_import(body.decode("utf-8-sig"), "import")
             except UnicodeDecodeError:
                 raise ApiError(400, "invalid_csv", "the CSV is not valid UTF-8") from None
+            except CsvValueError as exc:
+                raise ApiError(422, "invalid_suppression", str(exc)) from None
             except CsvError as exc:
                 raise ApiError(400, "invalid_csv", str(exc)) from None
         else:
@@ -114,7 +122,7 @@ def routes(context: HttpContext) -> list[Route]:
                 items = data["suppressions"]
                 if set(data) != {"suppressions"} or not isinstance(items, list) \
                         or not 1 <= len(items) <= MAX_BATCH:
-                    raise ApiError(400, "invalid_suppression",
+                    raise ApiError(422, "invalid_suppression",
                                    f"suppressions: must be a list of 1 to {MAX_BATCH} objects")
                 entries = [parse_entry(item, f"suppressions[{i}]", "api")
                            for i, item in enumerate(items)]
@@ -128,7 +136,7 @@ def routes(context: HttpContext) -> list[Route]:
         try:
             return normalise(path_param(request, "email"))
         except AddressError as exc:
-            raise ApiError(400, "invalid_parameter", f"email: {exc}") from None
+            raise ApiError(422, "invalid_parameter", f"email: {exc}") from None
 
     @endpoint("/v1/suppressions/{email}")
     async def show(request: Request) -> Response:
@@ -179,7 +187,7 @@ def openapi_paths() -> dict[str, Any]:
                          "schema": {"type": "string", "enum": ["json", "csv"]}}],
                     "responses": {"200": {"description": "A page", "content": {
                         **json_body, "text/csv": {"schema": {"type": "string"}}}},
-                        **error_responses(400, 401, 403, 503)}},
+                        **error_responses(401, 403, 422, 503)}},
             "post": {"summary": "Add entries (JSON object, {suppressions: [...]}, or text/csv)",
                      "operationId": "addSuppressions",
                      "security": [{"bearer": ["suppressions:write"]}],
@@ -191,20 +199,20 @@ def openapi_paths() -> dict[str, Any]:
                                  "maxItems": MAX_BATCH}}}]}},
                          "text/csv": {"schema": {"type": "string"}}}},
                      "responses": {"200": {"description": "Added", "content": json_body},
-                                   **error_responses(400, 401, 403, 413, 503)}}},
+                                   **error_responses(400, 401, 403, 413, 422, 503)}}},
         "/v1/suppressions/{email}": {
             "get": {"summary": "An address's entries", "operationId": "getSuppression",
                     "security": [{"bearer": ["suppressions:read"]}],
                     "parameters": [email_param],
                     "responses": {"200": {"description": "Entries", "content": json_body},
-                                  **error_responses(400, 401, 403, 503)}},
+                                  **error_responses(401, 403, 422, 503)}},
             "delete": {"summary": "Remove an address (one category with ?category=)",
                        "operationId": "deleteSuppression",
                        "security": [{"bearer": ["suppressions:write"]}],
                        "parameters": [email_param, {"name": "category", "in": "query",
                                                     "schema": {"type": "string"}}],
                        "responses": {"200": {"description": "Removed", "content": json_body},
-                                     **error_responses(400, 401, 403, 404, 503)}}},
+                                     **error_responses(401, 403, 404, 422, 503)}}},
         "/v1/unsubscribe/{token}": {
             "get": {"summary": "The unsubscribe page (changes nothing)",
                     "operationId": "unsubscribePage",

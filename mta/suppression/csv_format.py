@@ -21,8 +21,13 @@ class CsvError(ValueError):
     """A CSV import is malformed; the message names the line and column."""
 
 
+class CsvValueError(CsvError):
+    """A well-formed CSV row holds a value that fails validation (an address, a reason)."""
+
+
 def parse_import(text: str, source: str) -> list[Suppression]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))  # CR, LF or CRLF line ends
+    # CR, LF or CRLF line ends; strict: a broken quote is an error, not a guess
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
         return _rows(reader, source)
     except csv.Error as exc:  # e.g. a bare CR inside an unquoted field
@@ -44,13 +49,13 @@ def _rows(reader: csv.DictReader[str], source: str) -> list[Suppression]:
         try:
             email = normalise(values.get("email", ""))
         except AddressError as exc:
-            raise CsvError(f"line {line}: email: {exc}") from None
+            raise CsvValueError(f"line {line}: email: {exc}") from None
         try:
             entries.append(Suppression(email, values.get("reason") or MANUAL,
                                        values.get("category", ""), source,
                                        detail=values.get("detail", "")[:1000]))
         except ValueError as exc:
-            raise CsvError(f"line {line}: {exc}") from None
+            raise CsvValueError(f"line {line}: {exc}") from None
     return entries
 
 

@@ -24,6 +24,7 @@ from dkim.util import parse_tag_value
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mta.dkim.canonical import relaxed_header
 from mta.dkim.keys import dns_txt_record, generate_key, normalize_domain, write_keypair
 from mta.dkim.signer import DkimKeyConfig, DkimSigner, canonicalize_body, parse_message
 from mta.dkim.signing_pool import SigningPool
@@ -454,6 +455,30 @@ def test_parse_message_equals_dkimpy(data: bytes) -> None:
 )
 def test_canonicalize_body_equals_dkimpy_relaxed(body: bytes) -> None:
     assert canonicalize_body(body) == Relaxed.canonicalize_body(body)
+
+
+@given(
+    st.lists(st.sampled_from([b"a", b"B", b" ", b"  ", b"\t", b"\r", b"\r\n", b"\r\n ",
+                              b"\n\t", b"x y", b":"]), max_size=30).map(b"".join),
+    st.sampled_from([b"Subject", b"FROM", b"x-Tag "]),
+)
+def test_relaxed_header_equals_dkimpy(value: bytes, name: bytes) -> None:
+    [(canonical_name, canonical_value)] = Relaxed.canonicalize_headers([(name, value)])
+    assert relaxed_header(name, value) == canonical_name + b":" + canonical_value[:-2]
+
+
+_CRLF_FIELDS = st.lists(
+    st.tuples(st.sampled_from([b"From", b"To", b"X-a:b", b"Subject"]),
+              st.lists(st.sampled_from([b" v", b"\t", b"  ", b"\r\n ", b"\r\n\t", b"\r", b"w"]),
+                       max_size=8).map(b"".join)),
+    max_size=8,
+).map(lambda fields: b"".join(name + b":" + value + b"\r\n" for name, value in fields))
+
+
+@given(_CRLF_FIELDS, st.sampled_from([b"", b"\r\nbody\r\n", b"\r\n"]))
+def test_crlf_header_sections_parse_as_dkimpy_parses_them(head: bytes, rest: bytes) -> None:
+    """The one-regex path for CRLF-only sections (generated mail) against dkimpy."""
+    assert _outcome(parse_message, head + rest) == _outcome(dkim.rfc822_parse, head + rest)
 
 
 # -- internationalised domains: one IDNA 2008 form everywhere ------------------------------------

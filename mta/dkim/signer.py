@@ -1,16 +1,14 @@
 """DKIM signing: one DKIM-Signature per configured key of the message's From domain.
 
-dkimpy does the DKIM logic: header parsing, relaxed canonicalization of headers, header hashing
-and tag folding (``rfc822_parse``, ``Relaxed``, ``hash_headers``, ``fold``, ``RE_BTAG``). Two
-things are not taken from ``dkim.DKIM.sign``: it re-parses the PEM key with a pure-Python ASN.1
-reader and signs with pure-Python RSA on every call (~160 signatures/s). Here each key is loaded
-once into a ``cryptography`` key object, and the private-key operation runs in OpenSSL. The
-delivery service signs off the event loop in worker processes (:mod:`mta.dkim.signing_pool`,
-each with a ``DkimSigner``): threads would queue behind the loop for the GIL. Per-message
-Python work is trimmed where dkimpy repeats it: the body is split off without dkimpy's per-line
-split/join, relaxed body canonicalization skips dkimpy's regexes when the body has no tab or
-double space (both property-tested to equal dkimpy's results), and the canonical form of
-header fields and the domain of From values are memoized, as a campaign's messages repeat them.
+The private-key operation runs in OpenSSL through ``cryptography`` (each key loaded once;
+dkimpy's ``DKIM.sign`` re-parses the PEM key and signs in pure Python, ~160 signatures/s).
+Everything around it is one pass over bytes (:mod:`mta.dkim.canonical`: header fields split
+once, relaxed forms without per-line regexes, the body hashed without being split into lines,
+all property-tested to equal dkimpy), the signed fields are hashed once per message and the
+hash copied per key, and the DKIM-Signature is laid out so that what is hashed is known before
+the signature is (``b=`` on lines of its own), so it is folded once. dkimpy's ``fold`` lays out
+the tags. The delivery service signs off the event loop in worker processes
+(:mod:`mta.dkim.signing_pool`): threads would queue behind the loop for the GIL.
 
 Policy: relaxed/relaxed, never ``l=``, From signed once more than it occurs, and only the
 headers in :data:`SIGNED_HEADERS` that are present. Keys of the exact From domain are used, else
@@ -28,19 +26,21 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import dkim
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from dkim.canonicalization import (
-    CanonicalizationPolicy,
-    correct_empty_body,
-    strip_trailing_lines,
-)
 from dkim.util import get_linesep
 
+from mta.dkim.canonical import (
+    Header,
+    HeaderSyntaxError,
+    relaxed_body,
+    relaxed_header,
+    split_message,
+)
 from mta.dkim.keys import (
     PrivateKey,
     check_algorithm,
@@ -49,8 +49,6 @@ from mta.dkim.keys import (
     normalize_selector,
 )
 from mta.errors import DkimError, InvalidMessage
-
-Header = tuple[bytes, bytes]
 
 #: Signed when present, in message order (RFC 6376 5.4.1, RFC 8058 for List-Unsubscribe-Post).
 SIGNED_HEADERS: Final = frozenset(
@@ -63,9 +61,8 @@ OVERSIGNED_HEADERS: Final = (b"from",)
 _CACHE_SIZE: Final = 4096  # header values kept canonicalized / From values kept parsed
 
 _SIGNATURE_HEADER: Final = b"DKIM-Signature"
-_RELAXED: Final = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
-_HEADER_END: Final = re.compile(rb"\n(?:\r?\n|\Z)")
-_WSP_RUN: Final = re.compile(rb"\t[\t ]*| [\t ]+")  # runs that are not already one space
+_NAME_LENGTH: Final = len(_SIGNATURE_HEADER)
+_SIGNATURE_LINE: Final = 70  # base64 characters per line of b=
 _RSA_PADDING: Final = padding.PKCS1v15()
 _PREHASHED_SHA256: Final = Prehashed(hashes.SHA256())
 
@@ -153,40 +150,24 @@ class DkimSigner:
         signer_domain = self.signing_domain(domain) if domain else None
         if signer_domain is None:
             return message
-        include = headers_to_sign(headers)
-        canonical_headers = [
-            canonical_header(name, value)
-            for name, value in headers
-            if name.lower() in SIGNED_HEADERS
-        ]
+        header_hash, include = hash_signed_headers(headers)
         body_hash = base64.b64encode(hashlib.sha256(canonicalize_body(body)).digest())
         timestamp = str(int(time.time())).encode("ascii")
         linesep = get_linesep(message)
         signatures = [
-            signature_header(key, canonical_headers, include, body_hash, timestamp, linesep)
+            signature_header(key, header_hash, include, body_hash, timestamp, linesep)
             for key in self._keys[signer_domain]
         ]
         return b"".join(signatures) + message
 
 
 def parse_message(message: bytes) -> tuple[list[Header], bytes]:
-    """``dkim.rfc822_parse`` without its per-line split and join of the body: the header
-    section goes through dkimpy, the body only has bare LFs turned into CRLF."""
-    if message.startswith((b"\n", b"\r\n")):
-        head, raw_body = b"", message[message.index(b"\n") + 1 :]
-    elif (end := _HEADER_END.search(message)) is not None:
-        head, raw_body = message[: end.start() + 1], message[end.end() :]
-    else:
-        head, raw_body = message, b""
+    """``(fields, body)`` as ``dkim.rfc822_parse`` gives them (see :mod:`mta.dkim.canonical`);
+    InvalidMessage for a malformed header section."""
     try:
-        parsed, _ = dkim.rfc822_parse(head)
-    except dkim.MessageFormatError as exc:
+        return split_message(message)
+    except HeaderSyntaxError as exc:
         raise InvalidMessage(f"cannot DKIM-sign: {exc}") from exc
-    except IndexError as exc:  # dkimpy: a continuation line before any header
-        raise InvalidMessage("cannot DKIM-sign: the message starts with a folded line") from exc
-    if raw_body.count(b"\n") != raw_body.count(b"\r\n"):
-        raw_body = raw_body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    return [(name, value) for name, value in parsed], raw_body
 
 
 def from_domain(headers: Sequence[Header]) -> str | None:
@@ -212,14 +193,6 @@ def address_domain(from_value: bytes) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
-def canonical_header(name: bytes, value: bytes) -> Header:
-    """dkimpy's relaxed canonicalization of one header field (cached: most signed headers of
-    a campaign's messages repeat)."""
-    [canonical] = _RELAXED.canonicalize_headers([(name, value)])
-    return canonical
-
-
 def headers_to_sign(headers: Sequence[Header]) -> tuple[bytes, ...]:
     """The h= list: present headers of SIGNED_HEADERS in message order, then one more of
     each OVERSIGNED_HEADERS entry."""
@@ -227,57 +200,68 @@ def headers_to_sign(headers: Sequence[Header]) -> tuple[bytes, ...]:
     return (*present, *OVERSIGNED_HEADERS)
 
 
+def hash_signed_headers(headers: Sequence[Header]) -> tuple[Any, tuple[bytes, ...]]:
+    """SHA-256 over the signed fields in relaxed form, in h= order, and the h= list.
+
+    A name listed n times selects its occurrences from the bottom up (RFC 6376 5.4.2); the
+    over-signed names select nothing more, so they hash nothing."""
+    occurrences: dict[bytes, list[bytes]] = {}
+    present: list[bytes] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in SIGNED_HEADERS:
+            present.append(lower)
+            occurrences.setdefault(lower, []).append(relaxed_header(name, value))
+    hasher = hashlib.sha256()
+    for lower in present:
+        hasher.update(occurrences[lower].pop())
+        hasher.update(b"\r\n")
+    return hasher, (*present, *OVERSIGNED_HEADERS)
+
+
 def canonicalize_body(body: bytes) -> bytes:
-    """Relaxed body canonicalization (RFC 6376 3.4.4), equal to dkimpy's ``Relaxed``: runs of
-    WSP become one space, then WSP at line ends and empty lines at the end go. Bodies with no tab
-    and no double space (most generated mail) skip the regex, which is slow on spaces."""
-    if b"\t" in body or b"  " in body:
-        body = _WSP_RUN.sub(b" ", body)
-    if b" \r\n" in body:
-        body = body.replace(b" \r\n", b"\r\n")
-    return correct_empty_body(strip_trailing_lines(body))
+    """Relaxed body canonicalization (RFC 6376 3.4.4), equal to dkimpy's ``Relaxed``."""
+    return relaxed_body(body)
 
 
 def signature_header(
     key: DkimKey,
-    canonical_headers: Sequence[Header],
+    header_hash: Any,
     include: Sequence[bytes],
     body_hash: bytes,
     timestamp: bytes,
     linesep: bytes,
 ) -> bytes:
-    """One folded ``DKIM-Signature:`` line (with its line ending), built as dkimpy's
-    ``DomainSigner.gen_header`` does, with the private-key operation done by ``key``."""
-    domain = key.domain.encode("ascii")
-    fields = [
-        (b"v", b"1"),
-        (b"a", key.signature_algorithm),
-        (b"c", b"relaxed/relaxed"),
-        (b"d", domain),
-        (b"i", b"@" + domain),
-        (b"q", b"dns/txt"),
-        (b"s", key.selector.encode("ascii")),
-        (b"t", timestamp),
-        (b"h", b" : ".join(include)),
-        (b"bh", body_hash),
-        (b"b", b"0" * 60),  # placeholder that makes fold() put b= on a line of its own
-    ]
-    namelen = len(_SIGNATURE_HEADER)
-    unsigned = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=namelen)
-    unsigned = dkim.RE_BTAG.sub(b"\\1", unsigned)
-    hasher = hashlib.sha256()
-    dkim.hash_headers(
-        hasher,
-        _RELAXED,
-        canonical_headers,
-        include,
-        (_SIGNATURE_HEADER, b" " + unsigned),
-        None,
-    )
+    """One folded ``DKIM-Signature:`` field (with its line ending).
+
+    Laid out as the tags that repeat for a key and an h= list (folded by dkimpy's ``fold``,
+    once: cached), then ``t=`` and ``bh=`` on a line, then ``b=`` on lines of its own; so the
+    text that is hashed (the field with an empty b=, relaxed) is known before the signature
+    is. Verifiers ignore FWS inside b=."""
+    static_folded, static_relaxed = _static_tags(key, tuple(include), linesep)
+    moving = b"t=" + timestamp + b"; bh=" + body_hash + b";"
+    hasher = header_hash.copy()
+    hasher.update(static_relaxed + b" " + moving + b" b=")
     try:
-        signature = key.sign_digest(hasher.digest())
+        signature = base64.b64encode(key.sign_digest(hasher.digest()))
     except ValueError as exc:
         raise DkimError(f"DKIM signing for {key.domain} ({key.selector}) failed: {exc}") from exc
-    fields[-1] = (b"b", base64.b64encode(signature))
-    value = b"; ".join(b"=".join(f) for f in fields) + linesep
-    return _SIGNATURE_HEADER + b": " + dkim.fold(value, namelen=namelen, linesep=linesep)
+    continuation = linesep + b" "
+    wrapped = continuation.join(
+        signature[i:i + _SIGNATURE_LINE] for i in range(0, len(signature), _SIGNATURE_LINE))
+    return b"".join((_SIGNATURE_HEADER, b": ", static_folded, continuation, moving,
+                     continuation, b"b=", wrapped, linesep))
+
+
+@functools.lru_cache(maxsize=256)
+def _static_tags(key: DkimKey, include: tuple[bytes, ...], linesep: bytes) -> tuple[bytes, bytes]:
+    """The tags that repeat for a key and an h= list: folded, and in relaxed form as the
+    hash sees them (``dkim-signature:v=1; ...;``)."""
+    domain = key.domain.encode("ascii")
+    tags = b"; ".join((
+        b"v=1", b"a=" + key.signature_algorithm, b"c=relaxed/relaxed", b"d=" + domain,
+        b"i=@" + domain, b"q=dns/txt", b"s=" + key.selector.encode("ascii"),
+        b"h=" + b" : ".join(include),
+    )) + b";"
+    folded = dkim.fold(tags, namelen=_NAME_LENGTH, linesep=linesep)
+    return folded, relaxed_header(_SIGNATURE_HEADER, b" " + folded)

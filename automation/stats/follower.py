@@ -12,7 +12,7 @@ import logging
 import time
 
 from automation.stats.settings import StatsSettings
-from automation.stats.store import fold_batch
+from automation.stats.store import fold_batch, pending
 from engine.database import Database
 from engine.errors import DatabaseError
 
@@ -45,6 +45,18 @@ class StatsFollower:
                 break
         self.counted += moved
         return moved
+
+    async def settle(self, timeout: float) -> int:
+        """Catch up until nothing is left after the cursors: rows of transactions that were
+        still open are read once they end (tests, the bench). Raises TimeoutError."""
+        moved = 0
+        async with asyncio.timeout(timeout):
+            while True:
+                moved += await self.catch_up()
+                async with self.database.connection() as connection:
+                    if not await pending(connection):
+                        return moved
+                await asyncio.sleep(0.05)  # an older transaction is still open: look again
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="stats-follower")

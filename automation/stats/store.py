@@ -188,6 +188,18 @@ async def workflow_counts(connection: asyncpg.Connection,
     return {r["workflow"]: {name: r[name] for name in FIELDS} for r in rows}
 
 
+async def pending(connection: asyncpg.Connection) -> bool:
+    """Whether either log holds rows after its cursor (committed or not yet readable)."""
+    more: bool = await connection.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM events
+                          WHERE (txid, position) > (s.events_txid::text::xid8, s.events_pos))
+               OR EXISTS (SELECT 1 FROM workflow_log
+                          WHERE action IN ('entered', 'sent')
+                            AND (txid, id) > (s.log_txid::text::xid8, s.log_id))
+           FROM workflow_stats_state s WHERE s.id = 1""")
+    return more
+
+
 async def lag(connection: asyncpg.Connection) -> dict[str, Any]:
     """When the counters last moved (``updated_at`` of the follower's state)."""
     row = await connection.fetchrow("SELECT updated_at FROM workflow_stats_state WHERE id = 1")

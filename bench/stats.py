@@ -95,7 +95,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--anchor-events", type=int, default=1_000_000)
     parser.add_argument("--calls", type=int, default=500, help="timed calls per endpoint")
     parser.add_argument("--log", type=Path, help="write the server's log here")
-    return parser.parse_args(argv)
+    parser.add_argument("--no-fill", action="store_true",
+                        help="with --database-url: keep the log as it is (an earlier fill) and "
+                             "count it again from the start (the counters are reset)")
+    args = parser.parse_args(argv)
+    if args.no_fill and not args.database_url:
+        parser.error("--no-fill needs --database-url")
+    return args
+
+
+async def reset_counters(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(
+            "TRUNCATE workflow_stats, workflow_stats_seen, workflow_stats_last_click; "
+            "UPDATE workflow_stats_state SET events_txid = 0, events_pos = 0, log_txid = 0, "
+            "log_id = 0")
+        events = await connection.fetchval("SELECT count(*) FROM events")
+        decisions = await connection.fetchval(
+            "SELECT count(*) FROM workflow_log WHERE action IN ('entered', 'sent')")
+        size = await connection.fetchval("SELECT pg_size_pretty(pg_total_relation_size("
+                                         "'events'))")
+    finally:
+        await connection.close()
+    return {"events": events, "decisions": decisions, "fill_events_per_s": None,
+            "events_table": size}
 
 
 async def fill(url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -187,9 +211,12 @@ def main(argv: list[str]) -> int:
             embedded = start_embedded(workdir / "data")
             url = embedded.url
         uvloop.run(migrate(url))
-        print(f"filling {args.events:,} events ...", file=sys.stderr, flush=True)
-        filled = uvloop.run(fill(url, args))
-        anchor = uvloop.run(anchor_read(url, min(args.anchor_events, args.events),
+        if args.no_fill:
+            filled = uvloop.run(reset_counters(url, args))
+        else:
+            print(f"filling {args.events:,} events ...", file=sys.stderr, flush=True)
+            filled = uvloop.run(fill(url, args))
+        anchor = uvloop.run(anchor_read(url, min(args.anchor_events, filled["events"]),
                                         args.read_batch))
         print(f"anchor: read_after alone {anchor:,.0f} rows/s; counting ...", file=sys.stderr,
               flush=True)

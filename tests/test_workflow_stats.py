@@ -326,3 +326,21 @@ async def test_cli_tables_json_and_errors(database: Database, database_url: str)
     assert missing.stderr.count("\n") == 1
     bad = await asyncio.to_thread(herald, database_url, "stats", "--since", "soon")
     assert bad.returncode == 2 and bad.stderr.startswith("herald: error: --since: 'soon'")
+
+
+async def test_follower_task_counts_while_running_and_stops(database: Database) -> None:
+    follower = StatsFollower(database, StatsSettings(poll_interval=0.05))
+    follower.start()
+    try:
+        await script(database)
+        async with asyncio.timeout(20):
+            while True:
+                follower.idle.clear()
+                await follower.idle.wait()  # a pass of the task that found nothing new
+                if by_step(await stats(database)) == EXPECTED:
+                    break
+    finally:
+        await follower.stop()
+    assert follower.counted > 0
+    await event(database, T0, "email_delivered", "c1", **message("m5", "welcome-1", 1))
+    assert by_step(await stats(database))["welcome-1"]["delivered"] == 2  # stopped: no count

@@ -27,6 +27,7 @@ class StatsFollower:
         self.settings = settings
         self.counted = 0  # log rows moved past, since start
         self.behind = False  # the last catch_up stopped at max_batches with more to read
+        self.idle = asyncio.Event()  # set by the task after a pass that found nothing to read
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -72,7 +73,9 @@ class StatsFollower:
             try:
                 started = time.monotonic()
                 moved = await self.catch_up(max_batches=100)
-                if moved:
+                if not moved:
+                    self.idle.set()
+                else:
                     log.debug("stats counted", extra={
                         "rows": moved, "seconds": round(time.monotonic() - started, 3)})
             except DatabaseError:

@@ -59,7 +59,7 @@ READ_DECISIONS = """
     WHERE action IN ('entered', 'sent')
       AND (txid, id) > ($1::text::xid8, $2)
       AND txid < pg_snapshot_xmin(pg_current_snapshot())
-    ORDER BY txid, id
+    ORDER BY workflow_log.txid, id  -- the column, not the bigint alias: the index's order
     LIMIT $3
 """
 

@@ -344,3 +344,25 @@ async def test_follower_task_counts_while_running_and_stops(database: Database) 
     assert follower.counted > 0
     await event(database, T0, "email_delivered", "c1", **message("m5", "welcome-1", 1))
     assert by_step(await stats(database))["welcome-1"]["delivered"] == 2  # stopped: no count
+
+
+async def test_migration_counts_earlier_decisions_once(database: Database,
+                                                       database_url: str) -> None:
+    """An install upgraded to automation migration 0003: decisions logged before it are
+    counted by the migration, later ones by the follower, none twice."""
+    from herald.database import migrate
+
+    async with database.transaction() as connection:  # back to before 0003
+        await connection.execute(
+            "DROP TABLE workflow_stats, workflow_stats_seen, workflow_stats_last_click, "
+            "workflow_stats_state; ALTER TABLE workflow_log DROP COLUMN txid; "
+            "DELETE FROM schema_migrations WHERE component = 'automation' AND version = 3")
+    await decide(database, T0, "welcome", "old", 7, None, "entered")
+    await decide(database, T0, "welcome", "old", 7, "welcome-1", "sent")
+    await decide(database, T0, "welcome", "old", 7, "welcome-1", "wait")  # not counted
+    assert await migrate(database_url) == ["automation/0003_workflow_stats"]
+    await decide(database, T0, "welcome", "new", 8, None, "entered")
+    await StatsFollower(database, StatsSettings()).settle(20)
+    report = await stats(database)
+    assert report["totals"]["entered"] == 2
+    assert by_step(report) == {"welcome-1": {**ZERO, "sent": 1}}

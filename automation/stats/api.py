@@ -112,4 +112,4 @@ def openapi_paths() -> dict[str, Any]:
              "schema": {"type": "string"}, "description": "the first day counted: " + HELP}],
         "responses": {"200": {"description": "The stats", "content": {"application/json": {
             "schema": STATS_SCHEMA}}},
-            **error_responses(400, 401, 403, 404, 422, 503)}}}}
+            **error_responses(401, 403, 404, 422, 503)}}}}

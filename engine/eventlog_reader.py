@@ -45,7 +45,7 @@ READ_AFTER = """
     FROM events
     WHERE (txid, position) > ($1::text::xid8, $2)
       AND txid < pg_snapshot_xmin(pg_current_snapshot())
-    ORDER BY txid, position
+    ORDER BY events.txid, position  -- the column (xid8), not the bigint alias: the index order
     LIMIT $3
 """
 
@@ -63,5 +63,5 @@ async def head(connection: asyncpg.Connection) -> LogCursor:
     row = await connection.fetchrow(
         "SELECT txid::text::bigint AS txid, position FROM events "
         "WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) "
-        "ORDER BY txid DESC, position DESC LIMIT 1")
+        "ORDER BY events.txid DESC, position DESC LIMIT 1")  # the column: index order
     return LogCursor(row["txid"], row["position"]) if row else LogCursor()

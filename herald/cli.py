@@ -29,12 +29,12 @@ from engine.keys import (
 )
 from engine.log import configure_logging
 from engine.values import HostPort, parse_duration
-from herald import exit_codes, queue_cli, suppressions_cli, tls_cli
+from herald import exit_codes, queue_cli, stats_cli, suppressions_cli, tls_cli
 from herald.database import database_url, migrate
 from herald.roles import ROLE_NAMES
 from herald.settings import Settings, config_path_from, load_settings
 
-BENCHES = ("intake", "mta", "dkim", "automation", "inbound", "submission")
+BENCHES = ("intake", "mta", "dkim", "automation", "inbound", "submission", "stats")
 
 
 class UsageError(HeraldError):
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     suppressions_cli.add_parser(commands)
     tls_cli.add_parser(commands)
     queue_cli.add_parser(commands)
+    stats_cli.add_parser(commands)
     return parser
 
 
@@ -396,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "queue":
             selector = queue_cli.selector_from(args)
             return _run_async(lambda: queue_cli.run(settings, args, selector))
+        if args.command == "stats":
+            since = stats_cli.since_from(args)
+            return _run_async(lambda: stats_cli.run(settings, args, since))
         if args.command == "suppressions":
             entries = suppressions_cli.entries_from(args)
             return _run_async(lambda: suppressions_cli.run(settings, args, entries))

@@ -17,6 +17,8 @@ from automation.live.service import AutomationService
 from automation.loading.catalog import Catalog
 from automation.runtime.guards import parse_quiet_hours
 from automation.runtime.interpreter import Policy
+from automation.stats import api as stats_api
+from automation.stats.follower import StatsFollower
 from automation.stores.postgres import PgStore
 from automation.tools.simulation_pool import SimulationPool
 from engine.database import Database
@@ -125,12 +127,14 @@ class HttpRole:
                             SenderPolicy.from_dkim([key.domain for key in settings.mta.dkim])),
             *suppression_api.routes(context), *one_click.routes(context, keys),
             *queue_api.routes(context, shaping_rules(settings), limit_defaults(settings)),
-            *automation_api.routes(context, catalog, settings.automation, self.simulations)]
+            *automation_api.routes(context, catalog, settings.automation, self.simulations),
+            *stats_api.routes(context, catalog, settings.stats)]
         document = build_document({**engine_paths(), **segment_routes.openapi_paths(),
                                    **mta_api.openapi_paths(),
                                    **suppression_api.openapi_paths(),
                                    **queue_api.openapi_paths(),
-                                   **automation_api.openapi_paths()}, VERSION)
+                                   **automation_api.openapi_paths(),
+                                   **stats_api.openapi_paths()}, VERSION)
         app = build_app(self.database, routes, document)
         hot = {(method, route.path): route.endpoint for route in routes
                if isinstance(route, Route) and route.path in ("/v1/events", "/v1/batch")
@@ -255,6 +259,7 @@ class AutomationRole:
         except ValueError as exc:
             raise ConfigError(f"automation.{exc}") from None
         self.service: AutomationService | None = None
+        self.stats = StatsFollower(database, settings.stats)
 
     async def start(self) -> None:
         identity = await queue_identity(self.settings, self.database)
@@ -269,9 +274,11 @@ class AutomationRole:
         self.service = AutomationService(self.database, self.catalog, store,
                                          self.settings.automation)
         await self.service.start()
+        self.stats.start()
         log.info("automation started", extra={"workflows": sorted(self.catalog.current)})
 
     async def stop(self) -> None:
+        await self.stats.stop()
         if self.service is not None:
             await self.service.stop()
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from automation.settings import AutomationSettings
+from automation.stats.settings import StatsSettings
 from engine.config import (
     EngineSettings,
     HttpSettings,
@@ -29,6 +30,7 @@ SECTIONS: dict[str, type] = {
     "log": LogSettings,
     "metrics": MetricsSettings,
     "submission": SubmissionSettings,
+    "stats": StatsSettings,
 }
 ALIASES = {
     "HERALD_DATA_DIR": ("engine", "data_dir"),
@@ -47,6 +49,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     submission: SubmissionSettings = field(default_factory=SubmissionSettings)
+    stats: StatsSettings = field(default_factory=StatsSettings)
     config_path: Path | None = None
 
 

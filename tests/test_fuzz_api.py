@@ -126,9 +126,9 @@ POSTS = ["/v1/events", "/v1/contacts", "/v1/messages", "/v1/suppressions",
          "/v1/workflows/abandoned-cart/simulate", "/v1/batch", "/v1/track", "/v1/identify"]
 GETS = ["/v1/contacts/{}", "/v1/contacts/{}/events", "/v1/contacts/{}/explain",
         "/v1/messages/{}", "/v1/suppressions/{}", "/v1/workflows/{}/simulate",
-        "/v1/unsubscribe/{}"]
+        "/v1/unsubscribe/{}", "/v1/workflows/{}/stats"]
 QUERY_NAMES = ["limit", "cursor", "reason", "format", "key", "type", "anonymous_id",
-               "contact_token", "id", "email"]
+               "contact_token", "id", "email", "since"]
 
 
 def throw_hostile_payloads(base_url: str, key: str) -> list[str]:

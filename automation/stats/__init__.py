@@ -1,0 +1,1 @@
+"""Funnels, attribution and A/B results: counters kept incrementally from the logs."""

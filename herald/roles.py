@@ -56,6 +56,7 @@ from mta.suppression import one_click
 from mta.suppression.api import contact_suppression
 from mta.suppression.unsubscribe import load_link_keys
 from mta.tls.service import TransportSecurity
+from mta.tracking import routes as tracking
 
 log = logging.getLogger("herald.roles")
 
@@ -126,12 +127,14 @@ class HttpRole:
             *mta_api.routes(context, identity, settings.mta.max_message_size,
                             SenderPolicy.from_dkim([key.domain for key in settings.mta.dkim])),
             *suppression_api.routes(context), *one_click.routes(context, keys),
+            *tracking.routes(context, keys, settings.tracking),
             *queue_api.routes(context, shaping_rules(settings), limit_defaults(settings)),
             *automation_api.routes(context, catalog, settings.automation, self.simulations),
             *stats_api.routes(context, catalog, settings.stats)]
         document = build_document({**engine_paths(), **segment_routes.openapi_paths(),
                                    **mta_api.openapi_paths(),
                                    **suppression_api.openapi_paths(),
+                                   **tracking.openapi_paths(),
                                    **queue_api.openapi_paths(),
                                    **automation_api.openapi_paths(),
                                    **stats_api.openapi_paths()}, VERSION)
@@ -270,7 +273,8 @@ class AutomationRole:
                         "URL recipients reach this server at (e.g. https://mail.example.com)",
                         extra={"key": "http.public_url"})
         store = PgStore(self.database, self.catalog, self.policy, self.settings.automation,
-                        identity, keys, self.settings.http.public_url)
+                        identity, keys, self.settings.http.public_url,
+                        track=self.settings.tracking.enabled)
         self.service = AutomationService(self.database, self.catalog, store,
                                          self.settings.automation)
         await self.service.start()

@@ -19,6 +19,7 @@ from engine.settings_loader import load_sections
 from mta.inbound.settings import InboundSettings
 from mta.settings import MtaSettings
 from mta.submission.settings import SubmissionSettings
+from mta.tracking.settings import TrackingSettings
 
 SECTIONS: dict[str, type] = {
     "engine": EngineSettings,
@@ -31,6 +32,7 @@ SECTIONS: dict[str, type] = {
     "metrics": MetricsSettings,
     "submission": SubmissionSettings,
     "stats": StatsSettings,
+    "tracking": TrackingSettings,
 }
 ALIASES = {
     "HERALD_DATA_DIR": ("engine", "data_dir"),
@@ -50,6 +52,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     submission: SubmissionSettings = field(default_factory=SubmissionSettings)
     stats: StatsSettings = field(default_factory=StatsSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
     config_path: Path | None = None
 
 

@@ -34,6 +34,7 @@ from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue
 from mta.suppression import store as suppressions
 from mta.suppression.addresses import normalise_lenient
 from mta.suppression.rules import from_event
+from mta.tracking.rewrite import track_html
 
 log = logging.getLogger("herald.automation.store")
 
@@ -56,7 +57,9 @@ def run_from(row: asyncpg.Record) -> Run:
 class PgStore:
     def __init__(self, database: Database, catalog: Catalog, policy: Policy,
                  settings: AutomationSettings, identity: QueueIdentity,
-                 links: LinkKeys, public_url: str | None) -> None:
+                 links: LinkKeys, public_url: str | None, track: bool = True) -> None:
+        """``track``: rewrite the HTML part's links for click tracking and add an open pixel
+        (``[tracking] enabled``)."""
         self.database = database
         self.catalog = catalog
         self.policy = policy
@@ -64,6 +67,7 @@ class PgStore:
         self.identity = identity
         self.links = links
         self.public_url = public_url
+        self.track = track
         self.sent = 0
 
     async def save_versions(self) -> None:
@@ -260,11 +264,15 @@ class PgStore:
                      f"not sent: {NO_PUBLIC_URL}")
             return
         message_id = send_message_id(run.id, send.step_id)
+        html, links = send.message.html, tuple[str, ...]()
+        if self.track and html is not None:
+            tracked = track_html(html, self.public_url, self.links, message_id)
+            html, links = tracked.html, tracked.links
         try:
             composed = compose({
                 "from": self.settings.from_address, "to": inputs.email,
                 "subject": send.message.subject, "text": send.message.text,
-                "html": send.message.html,
+                "html": html,
                 "headers": list_unsubscribe(self.public_url, self.identity.bounce_domain,
                                             self.links, message_id)}, now)
         except InvalidMessage as exc:
@@ -275,7 +283,7 @@ class PgStore:
             composed.header_from, composed.recipient, composed.body, run.contact_id,
             (run.workflow,), {"workflow": run.workflow, "step": send.step_id, "run_id": run.id,
                               "template": send.template, "transactional": send.transactional},
-            "automation", f"run:{run.id}:{send.step_id}", id=message_id)
+            "automation", f"run:{run.id}:{send.step_id}", id=message_id, tracked_links=links)
         queued = await enqueue(connection, self.identity, message, now)
         if queued.suppressed:
             logs.add(now, run.workflow, run.contact_id, run.id, send.step_id, "skipped",

@@ -22,6 +22,7 @@ from mta.queue.return_paths import bounce_address
 from mta.suppression import store as suppressions
 from mta.suppression.addresses import normalise_lenient
 from mta.suppression.rules import blocking_reason, is_transactional, message_category
+from mta.tracking.store import store_links
 
 OUTBOUND_CHANNEL = "herald_outbound"
 
@@ -52,6 +53,9 @@ class OutboundMessage:
     send_at: datetime | None = None
     id: uuid.UUID | None = None  # chosen by the caller when the body must name it
     sender: Address | None = None  # a Sender header other than From (raw MIME)
+    # The original URLs of the body's tracked links by position (mta.tracking.rewrite); stored
+    # in the same transaction so a click can redirect to them.
+    tracked_links: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,11 @@ async def enqueue_many(connection: asyncpg.Connection, identity: QueueIdentity,
         results.append(Enqueued(message_id, duplicate=False, suppressed=reason or None))
     if suppressed:
         await _suppress(connection, suppressed, now)
+    tracked = [(message_id, list(message.tracked_links))
+               for message, message_id in zip(messages, ids, strict=True)
+               if message.tracked_links and message_id in inserted]
+    if tracked:
+        await store_links(connection, tracked)
     if notify and len(suppressed) < len(inserted):
         await wake_delivery(connection)
     return results

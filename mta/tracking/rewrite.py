@@ -1,0 +1,98 @@
+"""Rewriting a message's HTML part for tracking (pure).
+
+Each ``<a href>`` to an absolute http(s) URL becomes ``{public_url}/t/c/{token}`` (the token names
+the message and the link's position, 0, 1, ... in document order) and the original URL is
+returned in that order, to be stored with the message; a 1x1 open pixel
+``{public_url}/t/o/{token}`` goes before ``</body>`` (or at the end).
+
+Only the value of the first ``href`` attribute of ``<a>`` tags changes; every other byte of the
+HTML is kept, so nothing else about the document can break. Left alone: comments (Outlook's
+conditional blocks included), ``mailto:``/``tel:``/relative links and ``#anchors``, links with
+whitespace or control characters inside, URLs longer than :data:`MAX_URL`, links past
+:data:`MAX_LINKS`, and links ``skip`` rejects (the unsubscribe links, links already tracked).
+The text part is never touched.
+"""
+
+from __future__ import annotations
+
+import html as html_text
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from engine.link_keys import LinkKeys
+from mta.tracking.tokens import CLICK_PATH, OPEN_PATH, click_url, open_url
+
+MAX_LINKS = 500
+MAX_URL = 2000
+UNSUBSCRIBE_PATH = "/v1/unsubscribe/"
+
+# A comment, or an <a ...> start tag whose quoted attribute values may hold '>'.
+_TOKEN = re.compile(r"""<!--.*?(?:-->|\Z)|<a(?=[\s>/])(?:[^>"']|"[^"]*"|'[^']*')*>""",
+                    re.IGNORECASE | re.DOTALL)
+_HREF = re.compile(r"""(?<=[\s"'/])href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+))""",
+                   re.IGNORECASE)
+_BAD_CHARACTER = re.compile(r"[\x00-\x20\x7f]")
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedHtml:
+    html: str
+    links: tuple[str, ...]  # the original URLs by position
+
+
+def trackable(url: str) -> bool:
+    """An absolute http(s) URL with a host, no whitespace or control characters, not too long."""
+    if len(url) > MAX_URL or _BAD_CHARACTER.search(url):
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def rewrite_links(document: str, click: Callable[[int], str], pixel: str | None,
+                  skip: Callable[[str], bool] = lambda _url: False) -> TrackedHtml:
+    """``click(position)`` gives the tracking URL of a link; ``pixel`` the open pixel's URL
+    (None: no pixel)."""
+    links: list[str] = []
+
+    def tag(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text.startswith("<!--") or len(links) >= MAX_LINKS:
+            return text
+        href = _HREF.search(text)
+        if href is None:
+            return text
+        raw = next(group for group in href.groups() if group is not None)
+        url = html_text.unescape(raw).strip()
+        if not trackable(url) or skip(url):
+            return text
+        replacement = f'href="{html_text.escape(click(len(links)), quote=True)}"'
+        links.append(url)
+        return text[:href.start()] + replacement + text[href.end():]
+
+    rewritten = _TOKEN.sub(tag, document)
+    if pixel is not None:
+        image = (f'<img src="{html_text.escape(pixel, quote=True)}" width="1" height="1" alt="" '
+                 'style="display:block;width:1px;height:1px;border:0;">')
+        ends = list(_BODY_END.finditer(rewritten))
+        if ends:
+            at = ends[-1].start()
+            rewritten = rewritten[:at] + image + rewritten[at:]
+        else:
+            rewritten += image
+    return TrackedHtml(rewritten, tuple(links))
+
+
+def track_html(document: str, public_url: str, keys: LinkKeys,
+               message_id: uuid.UUID) -> TrackedHtml:
+    """Herald's own links (unsubscribe, tracking) under ``public_url`` stay as they are."""
+    base = public_url.rstrip("/")
+    own = tuple(base + path for path in (UNSUBSCRIBE_PATH, CLICK_PATH, OPEN_PATH))
+    return rewrite_links(document, lambda position: click_url(base, keys, message_id, position),
+                         open_url(base, keys, message_id), lambda url: url.startswith(own))

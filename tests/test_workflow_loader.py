@@ -418,7 +418,7 @@ def test_every_problem_is_collected() -> None:
         "config/workflows/test.yaml: steps[1].send: 5: send is a template name or "
         "{template: NAME, transactional: BOOL}",
         "config/workflows/test.yaml: trigger.bogus: unknown key "
-        "(allowed: accept_browser_events, event, type, where)"]
+        "(allowed: accept_browser_events, event, include_machine, type, where)"]
 
 
 @pytest.mark.parametrize(("text", "expected"), [

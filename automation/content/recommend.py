@@ -35,13 +35,16 @@ def recommend(recent_views: Iterable[Mapping[str, Any]], trigger_properties: Map
 
 
 def engagement(events: Iterable[tuple[str, Mapping[str, Any]]], workflow: str,
-               run_id: int) -> tuple[set[str], set[str]]:
+               run_id: int, include_machine: bool = False) -> tuple[set[str], set[str]]:
     """Send step ids of this run that were opened / clicked, from engagement events whose
-    properties carry ``workflow``, ``step`` and (when present) ``run_id``."""
+    properties carry ``workflow``, ``step`` and (when present) ``run_id``; events flagged
+    ``machine: true`` (privacy proxies, link scanners) count only with ``include_machine``."""
     opened: set[str] = set()
     clicked: set[str] = set()
     for event_type, properties in events:
         if properties.get("workflow") != workflow:
+            continue
+        if not include_machine and properties.get("machine") is True:
             continue
         if "run_id" in properties and properties.get("run_id") != run_id:
             continue

@@ -82,8 +82,11 @@ def _trigger_key(workflow: d.Workflow) -> tuple[str, Any]:
     if isinstance(trigger, d.EngagementTrigger):
         within = NO_WITHIN if trigger.within_seconds is None else duration_us(
             trigger.within_seconds)
+        # include_machine only extends the parameter when set, so the parameters of existing
+        # triggers (and the pending not_opened items of snapshots taken with them) still match.
         return ("engagement:" + _text([trigger.workflow, trigger.step]),
-                (trigger.action, within, trigger.link or ""))
+                (trigger.action, within, trigger.link or "")
+                + ((True,) if trigger.include_machine else ()))
     if isinstance(trigger, d.AttributeChangeTrigger):
         return f"attribute:{workflow.name}:{workflow.version}", None
     if isinstance(trigger, d.SegmentEntryTrigger):

@@ -33,6 +33,7 @@ from automation.index.watch_base import (
     remap_mask,
 )
 from automation.index.watch_deadlines import Latest
+from automation.model.conditions import is_machine
 from automation.model.definitions import CLICKED_EVENT, OPENED_EVENT
 
 MAX_PENDING = 16
@@ -49,25 +50,28 @@ class SendState:
 
 class EngagementWatcher(Watcher):
     """One send step's engagement triggers. Members' parameter:
-    ``(action, within_us or -1, link or "")``."""
+    ``(action, within_us or -1, link or "")``, plus ``(True,)`` for ``include_machine``: opens
+    and clicks flagged ``machine`` (privacy proxies, link scanners) reach only those members,
+    and cancel only those members' ``not_opened`` timers."""
 
     def __init__(self, key: str, members: Sequence[Member], table: ContactTable,
                  workflow: str, step: str) -> None:
         super().__init__(key, members, table)
         self.workflow = workflow
         self.step = step
-        reactions: dict[str, list[tuple[int | None, str | None, Targets]]] = {
+        reactions: dict[str, list[tuple[int | None, str | None, bool, Targets]]] = {
             "opened": [], "clicked": []}
-        silent: list[tuple[int, int, Targets]] = []
+        silent: list[tuple[int, int, bool, Targets]] = []
         preset = 0
         for index, member in enumerate(self.members):
-            action, within, link = member.param
+            action, within, link, *machine = member.param
+            include_machine = bool(machine and machine[0])
             if action == "not_opened":
-                silent.append((index, within, member.targets))
+                silent.append((index, within, include_machine, member.targets))
             else:
                 preset |= 1 << index
                 reactions[action].append((None if within == NO_WITHIN else within,
-                                          link or None, member.targets))
+                                          link or None, include_machine, member.targets))
         self.opened = tuple(reactions["opened"])
         self.clicked = tuple(reactions["clicked"])
         self.silent = tuple(sorted(silent, key=lambda s: s[1]))
@@ -104,7 +108,10 @@ class EngagementWatcher(Watcher):
         state: SendState | None = (self.table.state(event.contact_id, self.slot)
                                    if self.stateful else None)
         url = event.properties.get("url")
-        for within, link, targets in (self.clicked if clicked else self.opened):
+        machine = is_machine(event.properties)
+        for within, link, include_machine, targets in (self.clicked if clicked else self.opened):
+            if machine and not include_machine:
+                continue
             if link is not None and not (isinstance(url, str) and fnmatchcase(url, link)):
                 continue
             if within is not None:
@@ -115,8 +122,8 @@ class EngagementWatcher(Watcher):
         if state is not None and state.pending:
             for item in state.pending:
                 if item.at <= t:
-                    for index, within, _ in self.silent:
-                        if t < item.at + within:
+                    for index, within, include_machine, _ in self.silent:
+                        if t < item.at + within and (include_machine or not machine):
                             item.done |= 1 << index
             self._settle(event.contact_id, state)
 
@@ -130,13 +137,13 @@ class EngagementWatcher(Watcher):
         return state
 
     def next_due(self, state: SendState) -> int | None:
-        dues = [item.at + within for item in state.pending or () for index, within, _ in
+        dues = [item.at + within for item in state.pending or () for index, within, _, _ in
                 self.silent if not item.done >> index & 1]
         return min(dues) if dues else None
 
     def run_due(self, contact_id: str, state: SendState, due: int, out: Out) -> Any:
         for item in state.pending or ():
-            for index, within, targets in self.silent:
+            for index, within, _, targets in self.silent:
                 at = item.at + within
                 if at > due or item.done >> index & 1:
                     continue

@@ -20,6 +20,7 @@ from typing import Any, cast
 from automation.content.templates import TemplateSet
 from automation.errors import DefinitionError, key_path
 from automation.model import definitions as d
+from automation.model.conditions import ENGAGEMENT_EVENTS, excluding_machine
 from automation.model.durations import duration_seconds, parse_clock, parse_window
 from automation.model.filters import Predicate, compile_filter, compile_value_test, parse_path
 from engine.addresses import HeaderError, check_header_value
@@ -100,8 +101,10 @@ class WorkflowBuilder:
                 link = d.Correlation(parse_path(spec["property"], key_path(here, "property")),
                                      parse_path(spec["trigger"], key_path(here, "trigger"),
                                                 allow_wildcard=False))
-        return d.EventCondition(types, compile_filter(raw.get("where"), key_path(where, "where")),
-                                link)
+        test = compile_filter(raw.get("where"), key_path(where, "where"))
+        if types & ENGAGEMENT_EVENTS and not raw.get("include_machine", False):
+            test = excluding_machine(test)
+        return d.EventCondition(types, test, link)
 
     def trigger(self, raw: Mapping[str, Any], where: str) -> d.Trigger:
         kind = raw.get("type", "event")
@@ -130,7 +133,8 @@ class WorkflowBuilder:
             return d.EngagementTrigger(
                 raw["action"], raw["workflow"], raw["step"],
                 duration_seconds(raw["within"], at("within"), allow_zero=False)
-                if "within" in raw else None, raw.get("link"))
+                if "within" in raw else None, raw.get("link"),
+                raw.get("include_machine", False))
         if kind == "attribute_change":
             return d.AttributeChangeTrigger(
                 raw["attribute"],
@@ -262,20 +266,30 @@ class WorkflowBuilder:
 
         def engagement(kind: str) -> Any:
             def compile_reference(spec: Any, here: str) -> Predicate:
+                # ID | [ID...] | {steps: ID | [ID...], include_machine: BOOL}
+                key = kind
+                if isinstance(spec, Mapping):
+                    machine = spec.get("include_machine", False)
+                    if "steps" not in spec or not set(spec) <= {"steps", "include_machine"} \
+                            or not isinstance(machine, bool):
+                        raise DefinitionError(f"{here}: expected {{steps: ID | [ID...], "
+                                              "include_machine: true|false}")
+                    key = f"{kind}_with_machine" if machine else kind
+                    spec, here = spec["steps"], key_path(here, "steps")
                 ids = [spec] if isinstance(spec, str) else spec
                 if not isinstance(ids, list) or not ids or not all(
                         isinstance(i, str) for i in ids):
                     raise DefinitionError(f"{here}: expected a send step id or a list of them")
                 self.references += [(here, i, position) for i in ids]
                 wanted = frozenset(ids)
-                return lambda context: not wanted.isdisjoint(context.get(kind) or ())
+                return lambda context: not wanted.isdisjoint(context.get(key) or ())
             return compile_reference
 
         def occurred(spec: Any, here: str) -> Predicate:
             if not isinstance(spec, Mapping) or "event" not in spec or not set(spec) <= {
-                    "event", "where", "correlate"}:
+                    "event", "where", "correlate", "include_machine"}:
                 raise DefinitionError(f"{here}: expected {{event: TYPE, where: FILTER, "
-                                      "correlate: PATH}")
+                                      "correlate: PATH, include_machine: BOOL}")
             event = spec["event"]
             if not (isinstance(event, str) or (isinstance(event, list) and event and all(
                     isinstance(e, str) for e in event))):

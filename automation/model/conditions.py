@@ -6,7 +6,9 @@ property of the trigger event: for count triggers the counted event, for absence
 latest event A). Correlation values are scalars; :func:`scalar_key` turns one into a type-strict
 dict key. Also the names of the built-in events: engagement outcomes arrive as ``email_opened`` /
 ``email_clicked`` (properties ``workflow``, ``step`` and, for clicks, ``url``), attribute changes
-as ``contact_updated``.
+as ``contact_updated``. Opens and clicks by mail privacy proxies and link scanners carry
+``machine: true``; a condition on engagement events ignores them unless the workflow says
+``include_machine: true`` (:func:`excluding_machine`, applied when the condition is built).
 Imported by :mod:`automation.model.triggers` and :mod:`automation.model.definitions`.
 """
 
@@ -20,7 +22,26 @@ from automation.model.filters import Filter, PropertyPath, same_value
 
 OPENED_EVENT = "email_opened"
 CLICKED_EVENT = "email_clicked"
+ENGAGEMENT_EVENTS = frozenset({OPENED_EVENT, CLICKED_EVENT})
+MACHINE_PROPERTY = "machine"
 CONTACT_UPDATED_EVENT = "contact_updated"
+
+
+def is_machine(properties: Mapping[str, Any]) -> bool:
+    """An open or click by a privacy proxy or link scanner (recorded, flagged by the MTA)."""
+    return properties.get(MACHINE_PROPERTY) is True
+
+
+def excluding_machine(where: Filter) -> Filter:
+    """``where`` and not flagged ``machine: true`` (its spec says so, so conditions that differ
+    only in ``include_machine`` never share index state)."""
+    inner = where.predicate
+
+    def predicate(properties: Mapping[str, Any]) -> bool:
+        return properties.get(MACHINE_PROPERTY) is not True and inner(properties)
+
+    return Filter({"all": [where.spec, {"not": {MACHINE_PROPERTY: True}}]},
+                  where.paths | {MACHINE_PROPERTY}, predicate)
 
 
 def scalar_key(value: Any) -> Hashable | None:

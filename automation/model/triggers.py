@@ -16,7 +16,13 @@ from datetime import datetime, time
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
-from automation.model.conditions import CLICKED_EVENT, OPENED_EVENT, EventCondition, scalar_key
+from automation.model.conditions import (
+    CLICKED_EVENT,
+    OPENED_EVENT,
+    EventCondition,
+    is_machine,
+    scalar_key,
+)
 from automation.model.durations import next_date_fire, parse_date_value, zone
 from automation.model.filters import Filter, PropertyPath, ValueTest
 
@@ -92,6 +98,7 @@ class EngagementTrigger:
     step: str
     within_seconds: float | None = None
     link: str | None = None
+    include_machine: bool = False  # also opens/clicks flagged machine (proxies, scanners)
     kind: Literal["email_engagement"] = "email_engagement"
 
     @property
@@ -102,6 +109,8 @@ class EngagementTrigger:
         """Whether an engagement event concerns the watched send (the window is the caller's)."""
         if event_type != self.event_type or properties.get("workflow") != self.workflow \
                 or properties.get("step") != self.step:
+            return False
+        if not self.include_machine and is_machine(properties):
             return False
         url = properties.get("url")
         return self.link is None or (isinstance(url, str) and fnmatchcase(url, self.link))

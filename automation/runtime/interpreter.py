@@ -38,6 +38,10 @@ class RunInputs:
     recommendations: list[dict[str, Any]] = field(default_factory=list)
     # The unsubscribe URL of the message a send step would create (its id depends on the step).
     unsubscribe_url: Callable[[str], str] = field(default=lambda _step: "")
+    # Like opened/clicked, counting machine opens and clicks too (``include_machine: true``);
+    # None: the same as opened/clicked (no machine events were seen).
+    opened_with_machine: set[str] | None = None
+    clicked_with_machine: set[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,10 @@ def _execute(instruction: p.Instruction, run: Run, workflow: Workflow, inputs: R
     if isinstance(instruction, p.Branch):
         context = {"attributes": inputs.attributes, "event": run.trigger_properties,
                    "opened": sorted(inputs.opened), "clicked": sorted(inputs.clicked),
+                   "opened_with_machine": sorted(inputs.opened if inputs.opened_with_machine
+                                                 is None else inputs.opened_with_machine),
+                   "clicked_with_machine": sorted(inputs.clicked if inputs.clicked_with_machine
+                                                  is None else inputs.clicked_with_machine),
                    "events": inputs.events_since_entry}
         target = instruction.choose(context)
         effects.log.append((instruction.step.id, "branch", f"-> {target}"))

@@ -152,6 +152,7 @@ class MemoryStore:
                      if at > window_start and not transactional)
         since = [(t, props) for at, t, props in contact.events if at >= run.entered_at]
         opened, clicked = engagement(since, run.workflow, run.id)
+        opened_all, clicked_all = engagement(since, run.workflow, run.id, include_machine=True)
         views = [props for _at, t, props in reversed(contact.events) if t == "product_viewed"]
         entries = self.suppressions.get(normalise_lenient(contact.email or ""), {})
         inputs = RunInputs(
@@ -159,7 +160,8 @@ class MemoryStore:
             tuple((reason, category) for category, reason in entries.items()), recent,
             opened, clicked, since,
             recommend(views, run.trigger_properties, self.recommendations),
-            lambda step: f"https://example.invalid/v1/unsubscribe/{run.id}/{step}")
+            lambda step: f"https://example.invalid/v1/unsubscribe/{run.id}/{step}",
+            opened_all, clicked_all)
         effects = interpret(run, program, workflow, inputs, resume, now, self.policy)
         sends = iter(effects.sends)
         for step, action, detail in effects.log:

@@ -219,6 +219,7 @@ class PgStore:
                  if r["occurred_at"] >= run.entered_at]
         views = [r["properties"] for r in rows if r["type"] == "product_viewed"][:50]
         opened, clicked = engagement(since, run.workflow, run.id)
+        opened_all, clicked_all = engagement(since, run.workflow, run.id, include_machine=True)
         email = contact["email"] if contact else None
         entries: tuple[tuple[str, str], ...] = ()
         if email:
@@ -234,7 +235,8 @@ class PgStore:
             email, dict(contact["attributes"]) if contact else {},
             contact["timezone"] if contact else None, entries,
             int(contact["recent"]) if contact else 0, opened, clicked, since,
-            recommend(views, run.trigger_properties, self.settings.recommendations), link)
+            recommend(views, run.trigger_properties, self.settings.recommendations), link,
+            opened_all, clicked_all)
 
     async def _apply(self, connection: asyncpg.Connection, run: Run, inputs: RunInputs,
                      effects: Effects, now: datetime, logs: LogBuffer) -> None:

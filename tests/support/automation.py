@@ -34,7 +34,7 @@ def example_catalog() -> Catalog:
 @asynccontextmanager
 async def automation_service(database: Database, catalog: Catalog | None = None,
                              lead: bool = True, public_url: str | None = PUBLIC_URL,
-                             store_type: type[PgStore] = PgStore,
+                             store_type: type[PgStore] = PgStore, track: bool = True,
                              **overrides: Any) -> AsyncIterator[AutomationService]:
     """``lead``: wait until this service leads (else until it knows it stands by)."""
     catalog = catalog or example_catalog()
@@ -44,7 +44,7 @@ async def automation_service(database: Database, catalog: Catalog | None = None,
                     normalize_domains(settings.link_domains))
     identity = await identity_for(database, mta_settings())
     store = store_type(database, catalog, policy, settings, identity, TEST_LINK_KEYS,
-                    public_url)
+                    public_url, track=track)
     service = AutomationService(database, catalog, store, settings)
     await service.start()
     try:

@@ -57,6 +57,7 @@ from mta.suppression.api import contact_suppression
 from mta.suppression.unsubscribe import load_link_keys
 from mta.tls.service import TransportSecurity
 from mta.tracking import routes as tracking
+from mta.tracking.rewrite import tracker
 
 log = logging.getLogger("herald.roles")
 
@@ -125,7 +126,9 @@ class HttpRole:
             *event_routes(context), *segment_routes.routes(context),
             *contact_routes(context, [contact_suppression]),
             *mta_api.routes(context, identity, settings.mta.max_message_size,
-                            SenderPolicy.from_dkim([key.domain for key in settings.mta.dkim])),
+                            SenderPolicy.from_dkim([key.domain for key in settings.mta.dkim]),
+                            tracker(settings.http.public_url, keys)
+                            if settings.http.public_url and settings.tracking.enabled else None),
             *suppression_api.routes(context), *one_click.routes(context, keys),
             *tracking.routes(context, keys, settings.tracking),
             *queue_api.routes(context, shaping_rules(settings), limit_defaults(settings)),

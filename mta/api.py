@@ -27,10 +27,12 @@ from mta.message_schema import (
 )
 from mta.queue.enqueue import Enqueued, OutboundMessage, QueueIdentity, enqueue_many
 from mta.senders import SenderPolicy
+from mta.tracking.rewrite import Tracker
 
 
 def routes(context: HttpContext, identity: QueueIdentity, max_size: int,
-           senders: SenderPolicy | None = None) -> list[Route]:
+           senders: SenderPolicy | None = None, tracker: Tracker | None = None) -> list[Route]:
+    """``tracker``: for ``track: true`` (None: such requests are refused with a reason)."""
     senders = senders or SenderPolicy(frozenset())
 
     @endpoint("/v1/messages")
@@ -40,7 +42,7 @@ def routes(context: HttpContext, identity: QueueIdentity, max_size: int,
         try:
             parsed = parse_message_request(body, max_size,
                                            idempotency_header=request.headers.get(
-                                               "idempotency-key"))
+                                               "idempotency-key"), tracker=tracker)
         except InvalidMessage as exc:
             raise ApiError(422, "invalid_message", str(exc)) from None
         first = next((m for _, m in parsed.copies if isinstance(m, OutboundMessage)), None)

@@ -16,6 +16,7 @@ schema the OpenAPI document publishes, so server and document cannot disagree.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from mta.message_schema import (
 )
 from mta.queue.enqueue import OutboundMessage
 from mta.substitutions import SubstitutionError, Template, compile_part
+from mta.tracking.rewrite import Tracker
 
 MAX_SCHEDULE = timedelta(days=366)
 MAX_TOTAL_BYTES = 64 * 1024 * 1024  # all copies of one request together
@@ -100,9 +102,11 @@ def idempotency_key(body: dict[str, Any], header: str | None) -> str | None:
 
 
 def parse_message_request(body: Any, max_size: int, now: datetime | None = None,
-                          idempotency_header: str | None = None) -> ParsedRequest:
+                          idempotency_header: str | None = None,
+                          tracker: Tracker | None = None) -> ParsedRequest:
     """The request's copies; InvalidMessage for what refuses the whole request. ``send_at``
-    may lie up to :data:`MAX_SCHEDULE` ahead (the message expires ``[mta] expire`` after it)."""
+    may lie up to :data:`MAX_SCHEDULE` ahead (the message expires ``[mta] expire`` after it).
+    ``track: true`` rewrites each copy's HTML links with ``tracker`` (None: not available)."""
     now = now or datetime.now(UTC)
     if not isinstance(body, dict):
         raise InvalidMessage("body: must be a JSON object")
@@ -122,15 +126,23 @@ def parse_message_request(body: Any, max_size: int, now: datetime | None = None,
     tags = tuple(parse_tags(body.get("tags")))
     send_at = _send_at(body, now)
     key = idempotency_key(body, idempotency_header)
+    track = body.get("track", False)
+    if not isinstance(track, bool):
+        raise InvalidMessage("track: must be true or false")
+    if track and tracker is None:
+        raise InvalidMessage("track: open and click tracking is not available on this server "
+                             "(it needs [http] public_url and [tracking] enabled)")
     mime_field = _mime_field(body)
-    build = _raw_builder(body, mime_field) if mime_field else _compose_builder(body, now)
+    build = _raw_builder(body, mime_field) if mime_field else _compose_builder(
+        body, now, tracker if track else None)
     copies: list[tuple[str, OutboundMessage | Refusal]] = []
     total = 0
     for index, recipient in enumerate(recipients):
         to = recipient["to"]
         result: OutboundMessage | Refusal
+        message_id = uuid.uuid4() if track else None  # a tracked body names its message
         try:
-            composed = build(recipient)
+            composed, links = build(recipient, message_id)
             if len(composed.body) > max_size:
                 raise InvalidMessage(f"message: {len(composed.body)} octets; the limit is "
                                      f"{max_size}")
@@ -156,7 +168,7 @@ def parse_message_request(body: Any, max_size: int, now: datetime | None = None,
                 composed.header_from, composed.recipient, composed.body, contact, tags,
                 {**metadata, **own}, "api",
                 key if single or key is None else f"{key}:{index}", send_at,
-                sender=composed.sender)
+                id=message_id, sender=composed.sender, tracked_links=links)
         copies.append((to, result))
     check_schema(body)
     return ParsedRequest(single, copies)
@@ -185,7 +197,7 @@ class _RecipientError(Exception):
         self.message = message
 
 
-def _compose_builder(body: dict[str, Any], now: datetime) -> Any:
+def _compose_builder(body: dict[str, Any], now: datetime, tracker: Tracker | None) -> Any:
     attachments = [a.part() for a in parse_attachments(body.get("attachments"))]
     parts: dict[str, Template] = {}
     for name in ("subject", "text", "html"):
@@ -198,7 +210,8 @@ def _compose_builder(body: dict[str, Any], now: datetime) -> Any:
     if "recipients" in body:  # the shared fields are checked once, before any recipient
         compose({**body, "to": "check@example.com"}, now, attachments)
 
-    def build(recipient: dict[str, Any]) -> ComposedMessage:
+    def build(recipient: dict[str, Any], message_id: uuid.UUID | None
+              ) -> tuple[ComposedMessage, tuple[str, ...]]:
         values = recipient.get("substitutions", {})
         request = {**body, "to": recipient["to"]}
         for name, template in parts.items():
@@ -206,8 +219,13 @@ def _compose_builder(body: dict[str, Any], now: datetime) -> Any:
                 request[name] = template.render(values)
             except SubstitutionError as exc:
                 raise _RecipientError("substitution_failed", f"{name}: {exc}") from None
+        links: tuple[str, ...] = ()
+        if tracker is not None and message_id is not None and isinstance(
+                request.get("html"), str):
+            tracked = tracker(request["html"], message_id)
+            request["html"], links = tracked.html, tracked.links
         try:
-            return compose(request, now, attachments)
+            return compose(request, now, attachments), links
         except InvalidMessage as exc:
             raise _RecipientError("invalid_recipient", str(exc)) from None
 
@@ -226,7 +244,7 @@ def _raw_builder(body: dict[str, Any], field: str) -> Any:
     raw = body[field]
     if not isinstance(raw, str):
         raise InvalidMessage(f"{field}: must be the MIME message as a string")
-    for name in ("subject", "text", "html", "headers", "from", "attachments"):
+    for name in ("subject", "text", "html", "headers", "from", "attachments", "track"):
         if name in body:
             raise InvalidMessage(f"{name}: not allowed together with {field}")
     if any("substitutions" in r for r in body.get("recipients", [])):
@@ -234,9 +252,10 @@ def _raw_builder(body: dict[str, Any], field: str) -> Any:
                              f"not to {field}")
     data = raw.encode("utf-8")
 
-    def build(recipient: dict[str, Any]) -> ComposedMessage:
+    def build(recipient: dict[str, Any], _message_id: uuid.UUID | None
+              ) -> tuple[ComposedMessage, tuple[str, ...]]:
         try:
-            return check_raw(data, recipient["to"])
+            return check_raw(data, recipient["to"]), ()
         except InvalidMessage as exc:
             message = _in_field(str(exc), field)
             if message.startswith(("to:", f"{field}.To:")):

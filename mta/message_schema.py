@@ -22,9 +22,9 @@ MAX_RECIPIENTS = 1000
 IDEMPOTENCY_KEY_MAX = 255
 MESSAGE_KEYS = frozenset({"from", "to", "recipients", "subject", "text", "html", "headers",
                           "attachments", "content", "raw", "contact_id", "tags", "metadata",
-                          "send_at", "idempotency_key"})
+                          "send_at", "idempotency_key", "track"})
 RECIPIENT_KEYS = frozenset({"to", "substitutions", "contact_id", "metadata"})
-_COMPOSE_ONLY = ("from", "subject", "text", "html", "headers", "attachments")
+_COMPOSE_ONLY = ("from", "subject", "text", "html", "headers", "attachments", "track")
 UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": "string", "format": "date-time"}
 
@@ -90,6 +90,11 @@ REQUEST_SCHEMA: dict[str, Any] = {
         "metadata": {"type": "object", "description": JSON_DESCRIPTION},
         "send_at": {**TIME, "description": "at most 366 days ahead; the message expires "
                                            "[mta] expire after it"},
+        "track": {"type": "boolean",
+                  "description": "rewrite the HTML part's http(s) links to tracked "
+                                 "{public_url}/t/c/... links and add an open pixel: opens and "
+                                 "clicks are recorded as email_opened / email_clicked events "
+                                 "(not with raw)"},
         "idempotency_key": {"type": "string", "minLength": 1,
                             "maxLength": IDEMPOTENCY_KEY_MAX,
                             "description": "also the Idempotency-Key header; with recipients, "

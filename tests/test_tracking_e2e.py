@@ -243,3 +243,57 @@ async def test_tracking_can_be_turned_off(database: Database, database_url: str)
     html, _ = html_and_text(bytes(row["body"]))
     assert "/t/c/" not in html and "/t/o/" not in html and "https://shop.example.com" in html
     assert await fetch(database, "SELECT * FROM tracked_links") == []
+
+
+async def test_api_messages_with_track_true_are_tracked(database: Database,
+                                                        database_url: str) -> None:
+    public = "https://mail.shop.test"
+    body = {"from": "Shop <news@shop.test>", "to": "dee@example.org", "subject": "Hi",
+            "text": "See https://shop.test/sale", "track": True,
+            "html": '<p><a href="https://shop.test/sale">Sale</a> '
+                    '<a href="mailto:help@shop.test">help</a></p>'}
+    async with running_app(database_url, link_keys=(LINK_KEY,), public_url=public) as app:
+        async with app.client() as client:
+            answer = await client.post("/v1/messages", json=body)
+            assert answer.status_code == 202, answer.text
+            untracked = await client.post("/v1/messages", json={**body, "track": False})
+            refused = [await client.post("/v1/messages", json=bad) for bad in (
+                {**body, "track": "yes"},
+                {"to": "dee@example.org", "raw": "From: news@shop.test\r\nTo: dee@example.org"
+                 "\r\nSubject: x\r\n\r\nHi\r\n", "track": True})]
+        message_id = uuid.UUID(answer.json()["id"])
+        [row] = await fetch(database, "SELECT body FROM outbound_messages WHERE id = $1",
+                            message_id)
+        html, text = html_and_text(bytes(row["body"]))
+        assert text.strip() == "See https://shop.test/sale"
+        [link] = re.findall(r'href="(https://mail\.shop\.test/t/c/[a-z0-9.]+)"', html)
+        assert 'href="mailto:help@shop.test"' in html and f'src="{public}/t/o/' in html
+        [stored] = await fetch(database, "SELECT links FROM tracked_links")
+        assert stored["links"] == ["https://shop.test/sale"]
+        [plain] = await fetch(database, "SELECT body FROM outbound_messages WHERE id = $1",
+                              uuid.UUID(untracked.json()["id"]))
+        assert "/t/c/" not in html_and_text(bytes(plain["body"]))[0]
+        assert [r.status_code for r in refused] == [400, 400]
+        assert all("track" in r.json()["message"] for r in refused)
+        async with database.connection() as connection:
+            await connection.execute(
+                "UPDATE outbound_messages SET state = 'delivered', "
+                "finished_at = now() - interval '1 hour'")
+        async with httpx.AsyncClient(headers={"User-Agent": BROWSER}) as client:
+            followed = await client.get(link.replace(public, app.base_url))
+        assert followed.status_code == 302
+        assert followed.headers["location"] == "https://shop.test/sale"
+    [click] = await events(database, "email_clicked")
+    assert click["contact_id"] == "dee@example.org"
+    assert click["properties"] == {"message_id": str(message_id), "machine": False,
+                                   "url": "https://shop.test/sale", "link": 0}
+
+
+async def test_track_true_without_public_url_is_refused_with_the_reason(
+        database_url: str) -> None:
+    async with running_app(database_url) as app, app.client() as client:
+        answer = await client.post("/v1/messages", json={
+            "from": "news@shop.test", "to": "dee@example.org", "subject": "Hi",
+            "html": "<p>hi</p>", "track": True})
+    assert answer.status_code == 400
+    assert "[http] public_url" in answer.json()["message"]

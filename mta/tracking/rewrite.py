@@ -44,6 +44,10 @@ class TrackedHtml:
     links: tuple[str, ...]  # the original URLs by position
 
 
+# A message's HTML and id -> the tracked HTML (see :func:`tracker`).
+Tracker = Callable[[str, uuid.UUID], TrackedHtml]
+
+
 def trackable(url: str) -> bool:
     """An absolute http(s) URL with a host, no whitespace or control characters, not too long."""
     if len(url) > MAX_URL or _BAD_CHARACTER.search(url):
@@ -96,3 +100,7 @@ def track_html(document: str, public_url: str, keys: LinkKeys,
     own = tuple(base + path for path in (UNSUBSCRIBE_PATH, CLICK_PATH, OPEN_PATH))
     return rewrite_links(document, lambda position: click_url(base, keys, message_id, position),
                          open_url(base, keys, message_id), lambda url: url.startswith(own))
+
+
+def tracker(public_url: str, keys: LinkKeys) -> Tracker:
+    return lambda document, message_id: track_html(document, public_url, keys, message_id)

@@ -64,7 +64,7 @@ class HttpSettings:
     # a reverse proxy that is the proxy). 0 disables.
     pixel_client_rate_per_second: float = 5.0
     pixel_client_rate_burst: int = 50
-    # The one base URL of every link Herald puts in mail (unsubscribe, later tracking), as
+    # The one base URL of every link Herald puts in mail (unsubscribe, tracking), as
     # recipients reach this server, e.g. "https://mail.shop.example". Unset: automation sends
     # are skipped (a message must carry a working unsubscribe link).
     public_url: str | None = None

@@ -209,3 +209,21 @@ def test_recent_clicks_are_bounded_and_expire() -> None:
     recent.note("m2", 0, 103.0)
     recent.note("m3", 0, 103.0)  # m1 is the least recent: dropped
     assert recent.note("m1", 0, 103.1) == []
+
+
+def test_the_message_cache_keeps_only_delivered_messages_and_is_bounded() -> None:
+    from datetime import UTC, datetime
+
+    from mta.tracking.store import MessageCache, TrackedMessage
+
+    cache = MessageCache(max_messages=2)
+    ids = [uuid.uuid4() for _ in range(3)]
+    pending = TrackedMessage(ids[0], "c", {}, None, ("https://a",))
+    cache.put(pending)
+    assert cache.get(ids[0]) is None  # not delivered yet: its delivery time may still change
+    delivered = [TrackedMessage(i, "c", {}, datetime.now(UTC), ("https://a",)) for i in ids]
+    for message in delivered:
+        cache.put(message)
+    assert cache.get(ids[0]) is None and cache.get(ids[2]) is delivered[2]
+    assert delivered[2].url(0) == "https://a" and delivered[2].url(1) is None
+    assert delivered[2].url(-1) is None

@@ -37,7 +37,7 @@ from engine.link_keys import LinkKeys
 from engine.metrics import REGISTRY
 from mta.tracking.machine import Hit, RecentClicks, classify
 from mta.tracking.settings import TrackingSettings
-from mta.tracking.store import TrackedMessage, tracked_message
+from mta.tracking.store import MessageCache, TrackedMessage, tracked_message
 from mta.tracking.tokens import BadToken, Kind, TrackingRef, read_tracking_token
 
 log = logging.getLogger("herald.tracking")
@@ -63,7 +63,7 @@ def event_properties(message: TrackedMessage, kind: Kind, position: int,
     if machine_reason is not None:
         properties["machine_reason"] = machine_reason
     if kind == "click":
-        properties["url"] = message.url
+        properties["url"] = message.url(position)
         properties["link"] = position
     return properties
 
@@ -71,6 +71,7 @@ def event_properties(message: TrackedMessage, kind: Kind, position: int,
 def routes(context: HttpContext, keys: LinkKeys, settings: TrackingSettings) -> list[Route]:
     limiter = RateLimiter(settings.client_rate_per_second, settings.client_rate_burst)
     recent = RecentClicks(settings.machine_burst_window)
+    cache = MessageCache()
     rules = settings.machine_rules
 
     def read(request: Request, kind: Kind) -> TrackingRef:
@@ -107,20 +108,24 @@ def routes(context: HttpContext, keys: LinkKeys, settings: TrackingSettings) -> 
         HITS.labels(ref.kind, "machine" if reason else "recorded").inc()
 
     async def find(ref: TrackingRef) -> TrackedMessage:
-        async with context.database.connection() as connection:
-            message = await tracked_message(connection, ref.message_id, ref.position)
+        message = cache.get(ref.message_id)
         if message is None:
-            raise ApiError(404, "unknown_message", "this link's message is no longer known")
+            async with context.database.connection() as connection:
+                message = await tracked_message(connection, ref.message_id)
+            if message is None:
+                raise ApiError(404, "unknown_message", "this link's message is no longer known")
+            cache.put(message)
         return message
 
     @endpoint("tracking_click")
     async def click(request: Request) -> Response:
         ref = read(request, "click")
         message = await find(ref)
-        if message.url is None:
+        url = message.url(ref.position)
+        if url is None:
             raise ApiError(404, "unknown_link", "this message has no tracked link there")
         await record(request, ref, message)
-        return RedirectResponse(message.url, status_code=302, headers=NO_STORE)
+        return RedirectResponse(url, status_code=302, headers=NO_STORE)
 
     @endpoint("tracking_open")
     async def opened(request: Request) -> Response:

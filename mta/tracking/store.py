@@ -4,6 +4,7 @@ message (contact, workflow metadata, delivery time, the link's URL)."""
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,13 +19,11 @@ _STORE = """
     FROM jsonb_array_elements($1::jsonb) AS batch(m)
     ON CONFLICT (message_id) DO NOTHING
 """
-# $2 is the link's position (0-based); Postgres arrays count from 1.
 _MESSAGE = """
-    SELECT m.contact_id, m.metadata, m.state, m.finished_at, t.links[$2 + 1] AS url
+    SELECT m.contact_id, m.metadata, m.state, m.finished_at, t.links
     FROM outbound_messages m LEFT JOIN tracked_links t ON t.message_id = m.id
     WHERE m.id = $1
 """
-
 
 @dataclass(frozen=True, slots=True)
 class TrackedMessage:
@@ -32,7 +31,10 @@ class TrackedMessage:
     contact_id: str
     metadata: dict[str, Any]
     delivered_at: datetime | None
-    url: str | None  # the link at the asked position, if the message has one there
+    links: tuple[str, ...]  # the original URLs by position
+
+    def url(self, position: int) -> str | None:
+        return self.links[position] if 0 <= position < len(self.links) else None
 
 
 async def store_links(connection: asyncpg.Connection,
@@ -42,11 +44,35 @@ async def store_links(connection: asyncpg.Connection,
     await connection.execute(_STORE, [[str(message_id), links] for message_id, links in messages])
 
 
-async def tracked_message(connection: asyncpg.Connection, message_id: uuid.UUID,
-                          position: int) -> TrackedMessage | None:
-    row = await connection.fetchrow(_MESSAGE, message_id, position)
+async def tracked_message(connection: asyncpg.Connection,
+                          message_id: uuid.UUID) -> TrackedMessage | None:
+    row = await connection.fetchrow(_MESSAGE, message_id)
     if row is None:
         return None
     delivered = row["finished_at"] if row["state"] == "delivered" else None
     return TrackedMessage(message_id, row["contact_id"], dict(row["metadata"]), delivered,
-                          row["url"])
+                          tuple(row["links"] or ()))
+
+
+class MessageCache:
+    """Delivered messages recently hit (their contact, metadata, delivery time and links no
+    longer change), so repeated hits on one message (its opens, its clicks, a scanner's burst)
+    cost no read. Bounded: the least recently used go first."""
+
+    def __init__(self, max_messages: int = 10_000) -> None:
+        self.max_messages = max_messages
+        self._messages: OrderedDict[uuid.UUID, TrackedMessage] = OrderedDict()
+
+    def get(self, message_id: uuid.UUID) -> TrackedMessage | None:
+        message = self._messages.get(message_id)
+        if message is not None:
+            self._messages.move_to_end(message_id)
+        return message
+
+    def put(self, message: TrackedMessage) -> None:
+        if message.delivered_at is None:
+            return  # its delivery time is still to come
+        self._messages[message.id] = message
+        self._messages.move_to_end(message.id)
+        if len(self._messages) > self.max_messages:
+            self._messages.popitem(last=False)

@@ -34,7 +34,8 @@ from herald.database import database_url, migrate
 from herald.roles import ROLE_NAMES
 from herald.settings import Settings, config_path_from, load_settings
 
-BENCHES = ("intake", "mta", "dkim", "automation", "inbound", "submission", "stats")
+BENCHES = ("intake", "mta", "dkim", "automation", "inbound", "submission", "stats",
+           "tracking")
 
 
 class UsageError(HeraldError):

@@ -3,12 +3,14 @@ classifier (table-driven)."""
 
 from __future__ import annotations
 
+import asyncio
 import html.parser
 import uuid
 
 import pytest
 
 from engine.link_keys import BadToken, LinkKeys
+from mta.tracking.lookups import GroupedLookup
 from mta.tracking.machine import (
     EXACT_USER_AGENTS,
     USER_AGENTS,
@@ -227,3 +229,59 @@ def test_the_message_cache_keeps_only_delivered_messages_and_is_bounded() -> Non
     assert cache.get(ids[0]) is None and cache.get(ids[2]) is delivered[2]
     assert delivered[2].url(0) == "https://a" and delivered[2].url(1) is None
     assert delivered[2].url(-1) is None
+
+
+# --- grouped look-ups ----------------------------------------------------------------------
+
+class _Fetcher:
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+        self.called = asyncio.Event()
+        self.release = asyncio.Event()
+        self.fail: Exception | None = None
+
+    async def __call__(self, keys: list[int]) -> dict[int, str]:
+        self.calls.append(keys)
+        self.called.set()
+        await self.release.wait()
+        if self.fail is not None:
+            raise self.fail
+        return {key: f"v{key}" for key in keys if key != 13}
+
+
+async def test_concurrent_lookups_share_queries() -> None:
+    fetcher = _Fetcher()
+    lookup = GroupedLookup(fetcher)
+    first = asyncio.create_task(lookup.get(0))
+    await fetcher.called.wait()
+    rest = [asyncio.create_task(lookup.get(key)) for key in range(1, 50)]
+    rest.append(asyncio.create_task(lookup.get(5)))  # the same key twice: one future
+    fetcher.release.set()
+    assert await first == "v0"
+    assert await asyncio.gather(*rest) == [None if k == 13 else f"v{k}" for k in range(1, 50)] \
+        + ["v5"]
+    assert fetcher.calls == [[0], list(range(1, 50))]
+
+
+async def test_a_failed_query_fails_its_callers_and_the_next_one_is_fresh() -> None:
+    fetcher = _Fetcher()
+    fetcher.fail = RuntimeError("database down")
+    fetcher.release.set()
+    lookup = GroupedLookup(fetcher)
+    results = await asyncio.gather(lookup.get(1), lookup.get(2), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    fetcher.fail = None
+    assert await lookup.get(1) == "v1"
+
+
+async def test_a_cancelled_leader_hands_its_batch_to_the_next() -> None:
+    fetcher = _Fetcher()
+    lookup = GroupedLookup(fetcher)
+    leader = asyncio.create_task(lookup.get(1))
+    await fetcher.called.wait()
+    waiter = asyncio.create_task(lookup.get(2))
+    await asyncio.sleep(0)  # one loop turn: the waiter registers its key and waits
+    leader.cancel()
+    fetcher.release.set()
+    assert await waiter == "v2"
+    assert [sorted(c) for c in fetcher.calls[1:]] == [[1, 2]]  # the leader's key went back

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,9 +36,10 @@ from engine.intake.validation import EventIn
 from engine.intake.writer import EventsRejected, IntakeOverloaded, WriterStopped
 from engine.link_keys import LinkKeys
 from engine.metrics import REGISTRY
+from mta.tracking.lookups import GroupedLookup
 from mta.tracking.machine import Hit, RecentClicks, classify
 from mta.tracking.settings import TrackingSettings
-from mta.tracking.store import MessageCache, TrackedMessage, tracked_message
+from mta.tracking.store import MessageCache, TrackedMessage, tracked_messages
 from mta.tracking.tokens import BadToken, Kind, TrackingRef, read_tracking_token
 
 log = logging.getLogger("herald.tracking")
@@ -107,11 +109,16 @@ def routes(context: HttpContext, keys: LinkKeys, settings: TrackingSettings) -> 
             return
         HITS.labels(ref.kind, "machine" if reason else "recorded").inc()
 
+    async def fetch(message_ids: list[uuid.UUID]) -> dict[uuid.UUID, TrackedMessage]:
+        async with context.database.connection() as connection:
+            return await tracked_messages(connection, message_ids)
+
+    lookups = GroupedLookup(fetch)
+
     async def find(ref: TrackingRef) -> TrackedMessage:
         message = cache.get(ref.message_id)
         if message is None:
-            async with context.database.connection() as connection:
-                message = await tracked_message(connection, ref.message_id)
+            message = await lookups.get(ref.message_id)
             if message is None:
                 raise ApiError(404, "unknown_message", "this link's message is no longer known")
             cache.put(message)

@@ -19,10 +19,10 @@ _STORE = """
     FROM jsonb_array_elements($1::jsonb) AS batch(m)
     ON CONFLICT (message_id) DO NOTHING
 """
-_MESSAGE = """
-    SELECT m.contact_id, m.metadata, m.state, m.finished_at, t.links
+_MESSAGES = """
+    SELECT m.id, m.contact_id, m.metadata, m.state, m.finished_at, t.links
     FROM outbound_messages m LEFT JOIN tracked_links t ON t.message_id = m.id
-    WHERE m.id = $1
+    WHERE m.id = ANY($1::uuid[])
 """
 
 @dataclass(frozen=True, slots=True)
@@ -44,14 +44,13 @@ async def store_links(connection: asyncpg.Connection,
     await connection.execute(_STORE, [[str(message_id), links] for message_id, links in messages])
 
 
-async def tracked_message(connection: asyncpg.Connection,
-                          message_id: uuid.UUID) -> TrackedMessage | None:
-    row = await connection.fetchrow(_MESSAGE, message_id)
-    if row is None:
-        return None
-    delivered = row["finished_at"] if row["state"] == "delivered" else None
-    return TrackedMessage(message_id, row["contact_id"], dict(row["metadata"]), delivered,
-                          tuple(row["links"] or ()))
+async def tracked_messages(connection: asyncpg.Connection, message_ids: list[uuid.UUID]
+                           ) -> dict[uuid.UUID, TrackedMessage]:
+    """The known ones of these messages (one query for many concurrent hits)."""
+    return {row["id"]: TrackedMessage(
+        row["id"], row["contact_id"], dict(row["metadata"]),
+        row["finished_at"] if row["state"] == "delivered" else None, tuple(row["links"] or ()))
+        for row in await connection.fetch(_MESSAGES, message_ids)}
 
 
 class MessageCache:

@@ -23,6 +23,8 @@ from mta.compose import compose
 from mta.queue.enqueue import OutboundMessage, enqueue
 from mta.sink import CaptureSink
 from mta.tracking.rewrite import track_html
+from mta.tracking.routes import HITS
+from mta.tracking.settings import TrackingSettings
 from mta.tracking.tokens import tracking_token
 from tests.support.app import RunningApp, running_app
 from tests.support.automation import TEST_LINK_KEYS, automation_service, post_event, wait_for
@@ -129,10 +131,11 @@ async def test_welcome_click_takes_the_clicked_branch_and_a_scanner_click_does_n
 # --- bad input and machine hits on one tracked message ----------------------------------------
 
 @asynccontextmanager
-async def tracked_message(database_url: str, database: Database, delivered_ago: str = "1 hour"
+async def tracked_message(database_url: str, database: Database, delivered_ago: str = "1 hour",
+                          tracking: TrackingSettings | None = None
                           ) -> AsyncIterator[tuple[RunningApp, uuid.UUID, list[str], str]]:
     """A delivered message with three tracked links; yields (app, id, click URLs, open URL)."""
-    async with running_app(database_url, link_keys=(LINK_KEY,)) as app:
+    async with running_app(database_url, link_keys=(LINK_KEY,), tracking=tracking) as app:
         message_id = uuid.uuid4()
         tracked = track_html(
             '<p><a href="https://shop.test/one">1</a> <a href="https://shop.test/two">2</a> '
@@ -229,6 +232,20 @@ async def test_clicks_right_after_delivery_are_all_flagged(
     flagged = [(e["properties"]["machine"], e["properties"]["machine_reason"])
                for e in await events(database, "email_clicked")]
     assert flagged == [(True, "soon_after_delivery")] * 3
+
+
+async def test_past_the_client_rate_links_still_work_and_nothing_is_recorded(
+        database: Database, database_url: str) -> None:
+    limited = TrackingSettings(client_rate_per_second=0.001, client_rate_burst=2)
+    before = HITS.labels("click", "rate_limited")._value.get()
+    async with tracked_message(database_url, database, tracking=limited) as (
+            _app, _message_id, clicks, _pixel):
+        async with httpx.AsyncClient(headers={"User-Agent": BROWSER}) as client:
+            answers = [await client.get(url) for url in clicks]
+    assert [a.status_code for a in answers] == [302, 302, 302]
+    assert [a.headers["location"] for a in answers][2] == "https://shop.test/three?a=1&b=2"
+    assert len(await events(database, "email_clicked")) == 2
+    assert HITS.labels("click", "rate_limited")._value.get() == before + 1
 
 
 async def test_tracking_can_be_turned_off(database: Database, database_url: str) -> None:

@@ -17,6 +17,7 @@ from engine.values import HostPort
 from herald.roles import HttpRole
 from herald.settings import Settings
 from mta.settings import MtaSettings
+from mta.tracking.settings import TrackingSettings
 
 # The domains the tests' admin key may send from (keys carry their sender domains).
 TEST_FROM_DOMAINS = ("shop.test", "shop.example")
@@ -54,17 +55,18 @@ class RunningApp:
 
 
 def test_settings(database_url: str, mta: MtaSettings | None = None,
-                  **http_overrides: Any) -> Settings:
+                  tracking: TrackingSettings | None = None, **http_overrides: Any) -> Settings:
     http = dataclasses.replace(HttpSettings(listen=HostPort("127.0.0.1", 0)), **http_overrides)
     return Settings(engine=EngineSettings(database_url=database_url), http=http,
-                    mta=mta or MtaSettings())
+                    mta=mta or MtaSettings(), tracking=tracking or TrackingSettings())
 
 
 @asynccontextmanager
 async def running_app(database_url: str, mta: MtaSettings | None = None,
                       timeouts: DatabaseTimeouts | None = None,
+                      tracking: TrackingSettings | None = None,
                       **http_overrides: Any) -> AsyncIterator[RunningApp]:
-    settings = test_settings(database_url, mta, **http_overrides)
+    settings = test_settings(database_url, mta, tracking, **http_overrides)
     database = await Database.connect(database_url, min_size=1, max_size=8, timeouts=timeouts)
     role = HttpRole(settings, database)
     await role.start()

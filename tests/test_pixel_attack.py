@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,8 +22,14 @@ from engine.contact_tokens import mint
 from engine.database import Database
 from engine.eventlog_reader import LogCursor
 from engine.http.events_routes import GIF
+from mta.tracking.tokens import read_tracking_token
 from tests.support.app import running_app
-from tests.support.automation import automation_service, example_catalog, wait_for
+from tests.support.automation import (
+    TEST_LINK_KEYS,
+    automation_service,
+    example_catalog,
+    wait_for,
+)
 
 PHISH = {"sku": "Z1", "name": "Your account is locked", "url": "https://phish.invalid/login",
          "image_url": "https://phish.invalid/logo.png"}
@@ -71,8 +78,9 @@ async def test_the_public_pixel_key_cannot_mail_anyone_the_attacker_chooses(
         await wait_for(database_url, marker_processed)
         async with database.connection() as connection:
             messages = await connection.fetch(
-                "SELECT recipient, metadata->>'workflow' AS workflow, body "
-                "FROM outbound_messages ORDER BY created_at")
+                "SELECT recipient, metadata->>'workflow' AS workflow, body, t.links "
+                "FROM outbound_messages m LEFT JOIN tracked_links t ON t.message_id = m.id "
+                "ORDER BY created_at")
             report = await explain(connection, example_catalog(), "att-1")
             victim = await explain(connection, example_catalog(), "cust-1")
             stored = await connection.fetch(
@@ -81,8 +89,14 @@ async def test_the_public_pixel_key_cannot_mail_anyone_the_attacker_chooses(
         ("attacker@example.com", "browse-abandonment"), ("sentinel@example.com", "welcome")]
     bodies = {m["recipient"]: text_of(bytes(m["body"])) for m in messages}
     assert not any("phish.invalid" in body for body in bodies.values())
-    button = '<a href="https://shop.example.com" style="display:inline-block'  # the fallback
-    assert button in bodies["attacker@example.com"]
+    # Links are tracked: the URLs behind them are stored with the message, never the phish.
+    links = {m["recipient"]: m["links"] or [] for m in messages}
+    assert not any("phish.invalid" in link for stored in links.values() for link in stored)
+    button = re.search(r'<a href="[^"]+/t/c/([a-z0-9.]+)" style="display:inline-block',
+                       bodies["attacker@example.com"])
+    assert button is not None
+    position = read_tracking_token(TEST_LINK_KEYS, "click", button.group(1)).position
+    assert links["attacker@example.com"][position] == "https://shop.example.com"  # the fallback
     assert sorted((r["contact_id"], r["source"]) for r in stored) == [
         *[("anon:visitor-1", "pixel_anonymous")] * 3, *[("att-1", "pixel")] * 3]
     text = render_text(report)

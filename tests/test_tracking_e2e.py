@@ -167,23 +167,23 @@ async def test_forged_tampered_and_redirect_attempts_get_4xx_and_record_nothing(
         other_key = tracking_token(LinkKeys("zz", {"zz": b"k" * 32}), "click", message_id, 0)
         open_token = pixel.rsplit("/", 1)[1]
         attempts = {
-            f"{base}{tampered}": 400,
-            f"{base}{forged}": 400,
-            f"{base}{other_key}": 400,
-            f"{base}{open_token}": 400,  # an open token is no click token
-            f"{base}not-a-token": 400,
-            f"{base}{token}?url=https://evil.test": 400,
-            f"{base}{token}?u=1": 400,
+            f"{base}{tampered}": 422,
+            f"{base}{forged}": 422,
+            f"{base}{other_key}": 422,
+            f"{base}{open_token}": 422,  # an open token is no click token
+            f"{base}not-a-token": 422,
+            f"{base}{token}?url=https://evil.test": 422,
+            f"{base}{token}?u=1": 422,
             f"{base}{token}/https://evil.test": 404,
-            f"{base}{token}%2Fhttps:%2F%2Fevil.test": 400,
-            f"{base}https:%2F%2Fevil.test": 400,
+            f"{base}{token}%2Fhttps:%2F%2Fevil.test": 422,
+            f"{base}https:%2F%2Fevil.test": 422,
             f"{app.base_url}/t/c//evil.test": 404,
             f"{app.base_url}/t/c/": 404,
             # Well signed, but no such link / no such message: still never a redirect.
             f"{base}{tracking_token(TEST_LINK_KEYS, 'click', message_id, 3)}": 404,
             f"{base}{tracking_token(TEST_LINK_KEYS, 'click', uuid.uuid4(), 0)}": 404,
-            f"{app.base_url}/t/o/{token}": 400,  # a click token is no open token
-            f"{app.base_url}/t/o/{open_token}?x=1": 400,
+            f"{app.base_url}/t/o/{token}": 422,  # a click token is no open token
+            f"{app.base_url}/t/o/{open_token}?x=1": 422,
         }
         async with httpx.AsyncClient(headers={"User-Agent": BROWSER}) as client:
             for url, status in attempts.items():
@@ -290,7 +290,7 @@ async def test_api_messages_with_track_true_are_tracked(database: Database,
         [plain] = await fetch(database, "SELECT body FROM outbound_messages WHERE id = $1",
                               uuid.UUID(untracked.json()["id"]))
         assert "/t/c/" not in html_and_text(bytes(plain["body"]))[0]
-        assert [r.status_code for r in refused] == [400, 400]
+        assert [r.status_code for r in refused] == [422, 422]
         assert all("track" in r.json()["message"] for r in refused)
         async with database.connection() as connection:
             await connection.execute(
@@ -312,5 +312,5 @@ async def test_track_true_without_public_url_is_refused_with_the_reason(
         answer = await client.post("/v1/messages", json={
             "from": "news@shop.test", "to": "dee@example.org", "subject": "Hi",
             "html": "<p>hi</p>", "track": True})
-    assert answer.status_code == 400
+    assert answer.status_code == 422
     assert "[http] public_url" in answer.json()["message"]

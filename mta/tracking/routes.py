@@ -3,9 +3,9 @@ authentication, and they do nothing but record an ``email_opened`` / ``email_cli
 (through the intake's group commit) before answering.
 
 A click answers 302 to the URL stored for that message and position, never to anything the
-request carries: a malformed, forged or tampered token is 400, a query string 400 (nothing can
+request carries: a malformed, forged or tampered token is 422, a query string 422 (nothing can
 ride along, e.g. ``?url=``), an unknown message or position 404 (JSON bodies, never a redirect).
-An open answers a 1x1 GIF with ``Cache-Control: no-store`` (a bad token: 400 JSON).
+An open answers a 1x1 GIF with ``Cache-Control: no-store`` (a bad token: 422 JSON).
 
 Recording never stands between a person and their link: past the per-client rate, or when the
 event log cannot take the event, the redirect and the pixel are still served and the miss is
@@ -78,12 +78,12 @@ def routes(context: HttpContext, keys: LinkKeys, settings: TrackingSettings) -> 
 
     def read(request: Request, kind: Kind) -> TrackingRef:
         if request.url.query:
-            raise ApiError(400, "invalid_tracking_link",
+            raise ApiError(422, "invalid_tracking_link",
                            "tracking links take no query string")
         try:
             return read_tracking_token(keys, kind, request.path_params["token"])
         except BadToken as exc:
-            raise ApiError(400, "invalid_tracking_link", str(exc)) from None
+            raise ApiError(422, "invalid_tracking_link", str(exc)) from None
 
     async def record(request: Request, ref: TrackingRef, message: TrackedMessage) -> None:
         """Append the event; never raises (the person gets their link or pixel regardless)."""
@@ -148,12 +148,12 @@ def routes(context: HttpContext, keys: LinkKeys, settings: TrackingSettings) -> 
 def openapi_paths() -> dict[str, Any]:
     token = {"name": "token", "in": "path", "required": True,
              "schema": {"type": "string", "minLength": 1, "maxLength": 80}}
-    errors = error_responses(400, 404, 503)
+    errors = error_responses(404, 422, 503)
     return {
         "/t/c/{token}": {"get": {
             "summary": "Follow a tracked link: records email_clicked, then redirects to the "
                        "message's own link at the token's position (public, no key). A bad "
-                       "token or any query string is 400, never a redirect",
+                       "token or any query string is 422, never a redirect",
             "operationId": "trackClick", "tags": ["tracking"], "security": [],
             "parameters": [token],
             "responses": {"302": {"description": "To the link stored for the message",

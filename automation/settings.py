@@ -25,8 +25,9 @@ class AutomationSettings:
     # Contacts whose run transitions may be in flight at once (each contact stays in order).
     concurrency: int = 8
     snapshot_interval: float = duration("5m")
-    # Webhook steps may only call public addresses unless listed here ("host" or "host:port").
-    webhook_allow: tuple[str, ...] = ()
+    # Replaced by [webhooks] allow (which governs every outbound HTTP call): setting it is an
+    # error that says so.
+    webhook_allow: tuple[str, ...] | None = None
     recommendations: int = 4
     # Links from event data (event.url, product images...) appear in messages only if their host
     # is one of these domains or a subdomain; others fall back to the template's default.
@@ -40,6 +41,10 @@ class AutomationSettings:
     simulation_max_contacts: int = 10_000
 
     def __post_init__(self) -> None:
+        if self.webhook_allow is not None:
+            raise ValueError("webhook_allow is replaced by [webhooks] allow (\"host\" or "
+                             "\"host:port\" entries, for every outbound HTTP call): move the "
+                             "entries there")
         if not 1 <= self.simulation_workers <= 4:
             raise ValueError("simulation_workers must be between 1 and 4")
         if not 0 <= self.simulation_queue <= 100:

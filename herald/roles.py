@@ -36,6 +36,9 @@ from engine.http.server import HttpServer
 from engine.http.slow_clients import ClientLimits
 from engine.intake.writer import EventWriter
 from engine.link_keys import LinkKeys
+from engine.outbox import admin as outbox_admin
+from engine.outbox import api as outbox_api
+from engine.outbox.service import OutboxService
 from herald.settings import Settings, resolve_path
 from mta import api as mta_api
 from mta.delivery.service import DeliveryService
@@ -133,14 +136,16 @@ class HttpRole:
             *tracking.routes(context, keys, settings.tracking),
             *queue_api.routes(context, shaping_rules(settings), limit_defaults(settings)),
             *automation_api.routes(context, catalog, settings.automation, self.simulations),
-            *stats_api.routes(context, catalog, settings.stats)]
+            *stats_api.routes(context, catalog, settings.stats),
+            *outbox_api.routes(context, outbox_admin.Vetter.from_settings(settings.webhooks))]
         document = build_document({**engine_paths(), **segment_routes.openapi_paths(),
                                    **mta_api.openapi_paths(),
                                    **suppression_api.openapi_paths(),
                                    **tracking.openapi_paths(),
                                    **queue_api.openapi_paths(),
                                    **automation_api.openapi_paths(),
-                                   **stats_api.openapi_paths()}, VERSION)
+                                   **stats_api.openapi_paths(),
+                                   **outbox_api.openapi_paths()}, VERSION)
         app = build_app(self.database, routes, document)
         hot = {(method, route.path): route.endpoint for route in routes
                if isinstance(route, Route) and route.path in ("/v1/events", "/v1/batch")
@@ -342,7 +347,24 @@ class SubmissionRole:
             await self.service.stop()
 
 
-ROLE_NAMES = ("http", "mta", "automation", "inbound", "submission")
+class OutboxRole:
+    """Outbound HTTP: delivers the outbox (webhook steps, outcome webhooks) and turns outcome
+    events in the log into outbox rows. Several processes may run it at once."""
+
+    name = "outbox"
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        self.service = OutboxService(database, settings.webhooks)
+        self.grace = settings.engine.shutdown_timeout / 2
+
+    async def start(self) -> None:
+        await self.service.start()
+
+    async def stop(self) -> None:
+        await self.service.stop(self.grace)
+
+
+ROLE_NAMES = ("http", "mta", "automation", "inbound", "submission", "outbox")
 
 
 def build_roles(names: list[str], settings: Settings, database: Database,
@@ -361,6 +383,8 @@ def build_roles(names: list[str], settings: Settings, database: Database,
             roles.append(InboundRole(settings, database))
         elif name == "submission":
             roles.append(SubmissionRole(settings, database))
+        elif name == "outbox":
+            roles.append(OutboxRole(settings, database))
         else:
             raise ValueError(f"unknown role {name!r} (known: {', '.join(ROLE_NAMES)})")
     return roles

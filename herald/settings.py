@@ -15,6 +15,7 @@ from engine.config import (
     LogSettings,
     MetricsSettings,
 )
+from engine.outbox.settings import WebhooksSettings
 from engine.settings_loader import load_sections
 from mta.inbound.settings import InboundSettings
 from mta.settings import MtaSettings
@@ -33,6 +34,7 @@ SECTIONS: dict[str, type] = {
     "submission": SubmissionSettings,
     "stats": StatsSettings,
     "tracking": TrackingSettings,
+    "webhooks": WebhooksSettings,
 }
 ALIASES = {
     "HERALD_DATA_DIR": ("engine", "data_dir"),
@@ -53,6 +55,7 @@ class Settings:
     submission: SubmissionSettings = field(default_factory=SubmissionSettings)
     stats: StatsSettings = field(default_factory=StatsSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
     config_path: Path | None = None
 
 

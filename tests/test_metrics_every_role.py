@@ -27,6 +27,7 @@ ROLE_SERIES = {
                    "herald_automation_timers_pending", "herald_automation_leader"],
     "inbound": ["process_resident_memory_bytes"],
     "submission": ["herald_submission_messages_total"],
+    "outbox": ["herald_outbox_depth"],
 }
 
 

@@ -1,83 +1,45 @@
-"""Webhook steps: POST JSON to public addresses only (unless allow-listed), bounded retries.
+"""Webhook steps become outbox rows, written in the run's transaction.
 
-The address check resolves the host and refuses loopback, private, link-local, multicast and
-reserved addresses, so a workflow cannot be used to reach internal services; operators list
-exceptions in ``[automation] webhook_allow`` ("host" or "host:port").
+Nothing is sent from inside the transaction: the outbox worker (the ``outbox`` role,
+:mod:`engine.outbox`) delivers the row after the commit, signed, to a vetted address, with
+retries (``1 + retries`` attempts) and a dead-letter state. A rolled-back transition leaves no
+row, so it calls nobody.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import logging
-import socket
-from dataclasses import dataclass
-from urllib.parse import urlsplit
-
-import httpx
+import asyncpg
 import orjson
 
 from automation.runtime.interpreter import WebhookEffect
+from engine.outbox import store
+from engine.outbox.targets import TargetRefused, parse_url
 
-log = logging.getLogger("herald.automation.webhooks")
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookResult:
-    ok: bool
-    detail: str
+STEP_KIND = "step"
 
 
-def _public(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    return ip.is_global and not ip.is_multicast
+def step_row(effect: WebhookEffect) -> store.NewRow:
+    """The outbox row of a webhook step (:class:`TargetRefused` for a URL that cannot be
+    called at all)."""
+    target = parse_url(effect.url)
+    return store.NewRow(STEP_KIND, effect.url, target.endpoint,
+                        orjson.dumps(effect.body, default=str), effect.timeout,
+                        1 + effect.retries, headers=effect.headers)
 
 
-async def check_target(url: str, allow: tuple[str, ...]) -> str | None:
-    """None when ``url`` may be called, else why not."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "only http(s) URLs with a host"
-    host = parts.hostname.lower()
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    if host in allow or f"{host}:{port}" in allow:
-        return None
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port,
-                                                             type=socket.SOCK_STREAM)
-    except OSError as exc:
-        return f"cannot resolve {host}: {exc.strerror or exc}"
-    for info in infos:
-        address = str(info[4][0])
-        if not _public(address):
-            return f"{host} resolves to non-public address {address} (not in webhook_allow)"
-    return None
-
-
-async def call(effect: WebhookEffect, allow: tuple[str, ...],
-               client: httpx.AsyncClient | None = None) -> WebhookResult:
-    refusal = await check_target(effect.url, allow)
-    if refusal is not None:
-        return WebhookResult(False, f"refused: {refusal}")
-    body = orjson.dumps(effect.body, default=str)
-    headers = {"Content-Type": "application/json", **dict(effect.headers)}
-    owned = client is None
-    client = client or httpx.AsyncClient(follow_redirects=False)
-    detail = ""
-    try:
-        for attempt in range(1 + effect.retries):
-            try:
-                response = await client.post(effect.url, content=body, headers=headers,
-                                             timeout=effect.timeout)
-            except httpx.HTTPError as exc:
-                detail = f"attempt {attempt + 1}: {type(exc).__name__}"
-                continue
-            if response.status_code < 500 and response.status_code != 429:
-                ok = response.status_code < 400
-                return WebhookResult(ok, f"HTTP {response.status_code}")
-            detail = f"attempt {attempt + 1}: HTTP {response.status_code}"
-            await asyncio.sleep(min(5.0, 0.2 * 2 ** attempt))  # back off between retries
-    finally:
-        if owned:
-            await client.aclose()
-    return WebhookResult(False, f"gave up: {detail}")
+async def queue_webhooks(connection: asyncpg.Connection, effects: list[WebhookEffect]
+                         ) -> list[tuple[str, str, str]]:
+    """Queue the steps' requests; (step id, log action, detail) for the run's log."""
+    logged: list[tuple[str, str, str]] = []
+    rows = []
+    for effect in effects:
+        try:
+            row = step_row(effect)
+        except TargetRefused as exc:
+            logged.append((effect.step_id, "webhook_failed", f"not queued: {exc}"))
+            continue
+        rows.append(row)
+        logged.append((effect.step_id, "webhook_queued",
+                       f"POST {effect.url} (webhook-id {row.message_id})"))
+    await store.enqueue(connection, rows)
+    return logged

@@ -18,12 +18,13 @@ import asyncpg
 from automation.content.links import list_unsubscribe, send_message_id, unsubscribe_url
 from automation.content.recommend import engagement, recommend
 from automation.index.trigger_index import Fire
-from automation.live.webhooks import call as call_webhook
+from automation.live.webhooks import queue_webhooks
 from automation.loading.catalog import Catalog
 from automation.runtime.interpreter import Effects, Policy, RunInputs, SendEffect, interpret
 from automation.runtime.runs import Resume, Run
 from automation.settings import AutomationSettings
 from automation.stores.memory import reentry_key_text
+from automation.stores.workflow_events import INSERT_LOG_AND_EVENTS
 from engine.contacts import UNCHANGED, ContactUpsert, upsert_contact
 from engine.database import Database
 from engine.eventlog_reader import LoggedEvent
@@ -254,10 +255,9 @@ class PgStore:
             if changes:
                 await upsert_contact(connection, ContactUpsert(
                     run.contact_id, UNCHANGED, changes, UNCHANGED), now)
-        for webhook in effects.webhooks:
-            result = await call_webhook(webhook, self.settings.webhook_allow)
-            logs.add(now, run.workflow, run.contact_id, run.id, webhook.step_id,
-                     "webhook" if result.ok else "webhook_failed", result.detail)
+        if effects.webhooks:  # outbox rows in this transaction; sent after the commit
+            for step_id, action, detail in await queue_webhooks(connection, effects.webhooks):
+                logs.add(now, run.workflow, run.contact_id, run.id, step_id, action, detail)
 
     async def _send(self, connection: asyncpg.Connection, run: Run, inputs: RunInputs,
                     send: SendEffect, now: datetime, logs: LogBuffer) -> None:
@@ -317,11 +317,6 @@ class LogBuffer:
 
     async def flush(self, connection: asyncpg.Connection) -> None:
         if self.rows:
-            await connection.execute(
-                """INSERT INTO workflow_log (at, workflow, contact_id, run_id, step, action,
-                                             detail)
-                   SELECT (r->>0)::timestamptz, r->>1, r->>2, (r->>3)::bigint, r->>4, r->>5,
-                          r->>6
-                   FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(r, n)
-                   ORDER BY n""", self.rows)
+            # also queues the outcome webhooks of workflow events (entered, exit, completed)
+            await connection.execute(INSERT_LOG_AND_EVENTS, self.rows)
             self.rows = []

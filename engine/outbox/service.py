@@ -1,0 +1,111 @@
+"""The outbox role's work: the delivery worker, the outcome follower, and the depth metric.
+
+Every process running the ``outbox`` role runs all three; several may run at once (claims skip
+rows another worker holds; the follower's cursor row is locked by one of them per batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+from engine.database import Database, connect_one
+from engine.db_errors import database_errors
+from engine.errors import DatabaseError
+from engine.outbox import follower, store
+from engine.outbox.metrics import OUTBOX_DEPTH
+from engine.outbox.settings import WebhooksSettings
+from engine.outbox.signing import new_secret, parse_secret
+from engine.outbox.targets import parse_allow
+from engine.outbox.transport import HostResolver, guarded_client
+from engine.outbox.worker import OutboxWorker
+
+log = logging.getLogger("herald.outbox")
+
+DEPTH_INTERVAL = 5.0
+
+
+async def step_secret(connection: asyncpg.Connection, settings: WebhooksSettings) -> str:
+    """``[webhooks] step_secret``, else the one generated once and kept in the database."""
+    if settings.step_secret is not None:
+        return settings.step_secret
+    await connection.execute(
+        "INSERT INTO outbox_secrets (name, secret) VALUES ('step', $1) "
+        "ON CONFLICT (name) DO NOTHING", new_secret())
+    secret: str = await connection.fetchval(
+        "SELECT secret FROM outbox_secrets WHERE name = 'step'")
+    return secret
+
+
+class OutboxService:
+    def __init__(self, database: Database, settings: WebhooksSettings) -> None:
+        self.database = database
+        self.settings = settings
+        self.client = guarded_client(parse_allow(settings.allow),
+                                     HostResolver(settings.resolver), settings.timeout)
+        self.worker: OutboxWorker | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listener: asyncpg.Connection | None = None
+
+    async def start(self) -> None:
+        async with self.database.connection() as connection:
+            key = parse_secret(await step_secret(connection, self.settings))
+            await follower.ensure_cursor(connection)
+        self.worker = OutboxWorker(self.database, self.settings, self.client, key)
+        await self._listen()
+        self._tasks = [asyncio.create_task(self.worker.run(), name="outbox-worker"),
+                       asyncio.create_task(self._follow(), name="outbox-follower"),
+                       asyncio.create_task(self._housekeeping(), name="outbox-depth")]
+        log.info("outbox started", extra={"owner": self.worker.owner})
+
+    async def _listen(self) -> None:
+        try:
+            connection = await connect_one(self.database.url, self.database.timeouts.connect)
+            with database_errors():
+                await connection.add_listener(store.CHANNEL, self._woken)
+            self._listener = connection
+        except DatabaseError as exc:
+            # polling alone still delivers everything (every poll_interval)
+            log.warning("outbox: no LISTEN connection", extra={"error": str(exc)})
+
+    def _woken(self, *_: object) -> None:
+        if self.worker is not None:
+            self.worker.wake.set()
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                passed = await follower.follow_once(self.database)
+            except DatabaseError as exc:
+                log.warning("outbox follower: database error; retrying",
+                            extra={"error": str(exc)})
+                passed = 0
+            if not passed:
+                await asyncio.sleep(self.settings.poll_interval)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            try:
+                async with self.database.connection() as connection:
+                    for state, count in (await store.depth(connection)).items():
+                        OUTBOX_DEPTH.labels(state).set(count)
+                    await store.purge_delivered(connection, self.settings.keep_delivered)
+            except DatabaseError as exc:
+                log.warning("outbox depth not read", extra={"error": str(exc)})
+            await asyncio.sleep(DEPTH_INTERVAL)
+
+    async def stop(self, grace: float = 4.0) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.worker is not None:
+            await self.worker.drain(grace)
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._listener.close(), 2.0)
+        await self.client.aclose()

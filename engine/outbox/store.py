@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 CHANNEL = "herald_outbox"
 STATES = ("pending", "delivered", "dead")
@@ -57,9 +58,10 @@ INSERT = """
     WITH queued AS (
         INSERT INTO outbox (message_id, kind, subscription_id, event_type, url, endpoint,
                             headers, body, secret, timeout, max_attempts)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                             $6::text[], $7::jsonb[], $8::bytea[], $9::text[], $10::real[],
-                             $11::int[])
+        SELECT m, k, s, e, u, p, h::jsonb, b, x, t, a
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                    $7::text[], $8::bytea[], $9::text[], $10::real[], $11::int[])
+             AS r(m, k, s, e, u, p, h, b, x, t, a)
         ON CONFLICT (message_id) DO NOTHING
         RETURNING id)
     SELECT count(*) AS queued, pg_notify('herald_outbox', '') IS NULL AS _
@@ -76,7 +78,7 @@ async def enqueue(connection: asyncpg.Connection, rows: list[NewRow]) -> int:
     for row in rows:
         for i, value in enumerate((row.message_id, row.kind, row.subscription_id,
                                    row.event_type, row.url, row.endpoint,
-                                   [list(pair) for pair in row.headers], row.body, row.secret,
+                                   orjson.dumps(row.headers).decode(), row.body, row.secret,
                                    row.timeout, row.max_attempts)):
             columns[i].append(value)
     found = await connection.fetchrow(INSERT, *columns)

@@ -44,6 +44,7 @@ class OutboxWorker:
         self.step_key = step_key
         self.owner = f"outbox-{uuid.uuid4().hex[:12]}"
         self.wake = asyncio.Event()
+        self.recorded = asyncio.Event()  # set after each outcome is written (tests wait on it)
         self._tasks: set[asyncio.Task[None]] = set()
         self._busy: Counter[str] = Counter()
         self._gates: dict[str, asyncio.Semaphore] = {}
@@ -155,6 +156,7 @@ class OutboxWorker:
                                                               "error": str(exc)})
             return
         OUTBOX_ATTEMPTS.labels(outcome if kept else "lease_lost").inc()
+        self.recorded.set()
         if not kept:
             log.warning("outbox lease lost", extra={"row": row.id})
         elif outcome != "delivered":

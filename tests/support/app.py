@@ -13,6 +13,7 @@ import httpx
 from engine.config import EngineSettings, HttpSettings
 from engine.database import Database, DatabaseTimeouts, connect_one
 from engine.keys import SCOPES, NewKey, create_key
+from engine.outbox.settings import WebhooksSettings
 from engine.values import HostPort
 from herald.roles import HttpRole
 from herald.settings import Settings
@@ -55,18 +56,21 @@ class RunningApp:
 
 
 def test_settings(database_url: str, mta: MtaSettings | None = None,
-                  tracking: TrackingSettings | None = None, **http_overrides: Any) -> Settings:
+                  tracking: TrackingSettings | None = None,
+                  webhooks: WebhooksSettings | None = None, **http_overrides: Any) -> Settings:
     http = dataclasses.replace(HttpSettings(listen=HostPort("127.0.0.1", 0)), **http_overrides)
     return Settings(engine=EngineSettings(database_url=database_url), http=http,
-                    mta=mta or MtaSettings(), tracking=tracking or TrackingSettings())
+                    mta=mta or MtaSettings(), tracking=tracking or TrackingSettings(),
+                    webhooks=webhooks or WebhooksSettings())
 
 
 @asynccontextmanager
 async def running_app(database_url: str, mta: MtaSettings | None = None,
                       timeouts: DatabaseTimeouts | None = None,
                       tracking: TrackingSettings | None = None,
+                      webhooks: WebhooksSettings | None = None,
                       **http_overrides: Any) -> AsyncIterator[RunningApp]:
-    settings = test_settings(database_url, mta, tracking, **http_overrides)
+    settings = test_settings(database_url, mta, tracking, webhooks, **http_overrides)
     database = await Database.connect(database_url, min_size=1, max_size=8, timeouts=timeouts)
     role = HttpRole(settings, database)
     await role.start()

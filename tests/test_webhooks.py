@@ -1,69 +1,130 @@
-"""Webhook steps: only public addresses unless allow-listed; JSON POST with bounded retries,
-against a real HTTP server on loopback."""
+"""Webhook steps go through the outbox: the step writes a row in the run's transaction and the
+outbox worker sends it after the commit (a rolled-back transition calls nobody); workflow events
+(entered, completed) reach subscribed endpoints the same way."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import orjson
-import pytest
+from standardwebhooks.webhooks import Webhook
 
-from automation.live.webhooks import call, check_target
-from automation.runtime.interpreter import WebhookEffect
+from automation.loading.catalog import Catalog
+from automation.runtime.runs import Run
+from automation.stores.postgres import PgStore
+from engine.database import Database
+from engine.outbox import store, subscriptions
+from engine.outbox.service import step_secret
+from engine.outbox.subscriptions import parse_subscription
+from tests.support.automation import automation_service, post_event, wait_for
+from tests.support.webhook_receiver import webhook_receiver
+from tests.test_outbox import FAST, outbox, until
 
-
-class TinyHttpServer:
-    """Answers each POST with the next status in ``statuses`` and records the bodies."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.bodies: list[bytes] = []
-        self.port = 0
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length"))
-        self.bodies.append(await reader.readexactly(length))
-        status = self.statuses[min(len(self.bodies) - 1, len(self.statuses) - 1)]
-        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                     .encode())
-        await writer.drain()
-        writer.close()
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[TinyHttpServer]:
-    tiny = TinyHttpServer([500, 503, 200])
-    listener = await asyncio.start_server(tiny.handle, "127.0.0.1", 0)
-    tiny.port = listener.sockets[0].getsockname()[1]
-    async with listener:
-        yield tiny
+WORKFLOW = """
+trigger: {{type: event, event: order_paid}}
+steps:
+  - id: notify-crm
+    webhook:
+      url: {url}
+      headers: {{X-Source: herald}}
+      body: {{contact: "{{{{ contact.id }}}}", order: "{{{{ event.order }}}}"}}
+      retries: 1
+"""
 
 
-def effect(url: str, retries: int = 3) -> WebhookEffect:
-    return WebhookEffect("hook", url, (("X-Source", "herald"),), {"contact_id": "42"}, 2.0,
-                         retries)
+def hook_catalog(tmp_path: Path, url: str) -> Catalog:
+    (tmp_path / "wf").mkdir()
+    (tmp_path / "wf" / "crm.yaml").write_text(WORKFLOW.format(url=url))
+    (tmp_path / "tpl").mkdir()
+    return Catalog.load(tmp_path / "wf", tmp_path / "tpl")
 
 
-async def test_loopback_is_refused_unless_allow_listed(server: TinyHttpServer) -> None:
-    url = f"http://127.0.0.1:{server.port}/hook"
-    refused = await call(effect(url), allow=())
-    assert not refused.ok and "non-public address 127.0.0.1" in refused.detail
-    assert server.bodies == []
-    assert await check_target("ftp://example.com/x", ()) == "only http(s) URLs with a host"
+async def logged(connection: Any, action: str) -> list[str]:
+    return [row["detail"] for row in await connection.fetch(
+        "SELECT detail FROM workflow_log WHERE action = $1 ORDER BY id", action)]
 
 
-async def test_posts_json_and_retries_server_errors(server: TinyHttpServer) -> None:
-    url = f"http://127.0.0.1:{server.port}/hook"
-    result = await call(effect(url), allow=(f"127.0.0.1:{server.port}",))
-    assert result.ok and result.detail == "HTTP 200"
-    assert [orjson.loads(body) for body in server.bodies] == [{"contact_id": "42"}] * 3
+async def test_a_webhook_step_is_queued_in_the_transaction_and_sent_after_it(
+        database: Database, database_url: str, tmp_path: Path) -> None:
+    async with webhook_receiver() as receiver:
+        catalog = hook_catalog(tmp_path, receiver.url(path="/crm"))
+        async with automation_service(database, catalog):
+            await post_event(database, "c1", "order_paid", email="c1@example.com", order="A7")
+
+            async def queued(connection: Any) -> bool:
+                return bool(await logged(connection, "webhook_queued"))
+
+            await wait_for(database_url, queued)
+        assert receiver.received == []  # nothing is called before the outbox worker runs
+        async with database.connection() as connection:
+            [row] = await store.list_rows(connection, None, 10, None)
+            secret = await step_secret(connection, FAST)
+            [detail] = await logged(connection, "webhook_queued")
+        assert (row["kind"], row["state"], row["max_attempts"]) == ("step", "pending", 2)
+        assert row["message_id"] in detail
+        async with outbox(database) as service:
+            await receiver.wait_for(1)
+            await until(lambda: _delivered(database), service)
+    [item] = receiver.received
+    assert Webhook(secret).verify(item.body, item.headers) == {"contact": "c1", "order": "A7"}
+    assert item.headers["x-source"] == "herald" and item.webhook_id == row["message_id"]
 
 
-async def test_gives_up_after_the_retries(server: TinyHttpServer) -> None:
-    url = f"http://127.0.0.1:{server.port}/hook"
-    result = await call(effect(url, retries=1), allow=("127.0.0.1",))
-    assert not result.ok and result.detail == "gave up: attempt 2: HTTP 503"
-    assert len(server.bodies) == 2
+async def _delivered(database: Database) -> bool:
+    async with database.connection() as connection:
+        return bool(await connection.fetchval(
+            "SELECT bool_and(state = 'delivered') FROM outbox"))
+
+
+class FailingSave(PgStore):
+    """Every transition fails after its effects (the webhook row included) were written."""
+
+    async def _save(self, connection: Any, run: Run) -> None:
+        raise RuntimeError("the transition fails after the webhook step")
+
+
+async def test_a_rolled_back_transition_fires_no_webhook(
+        database: Database, database_url: str, tmp_path: Path) -> None:
+    async with webhook_receiver() as receiver:
+        catalog = hook_catalog(tmp_path, receiver.url(path="/crm"))
+        async with outbox(database), automation_service(database, catalog,
+                                                        store_type=FailingSave):
+            await post_event(database, "c1", "order_paid", email="c1@example.com", order="A7")
+            await post_event(database, "c2", "noop")  # processed (and notified) after it
+
+            async def quarantined(connection: Any) -> bool:
+                return bool(await connection.fetchval(
+                    "SELECT count(*) FROM automation_quarantine"))
+
+            await wait_for(database_url, quarantined)
+        async with database.connection() as connection:
+            assert await connection.fetchval("SELECT count(*) FROM outbox") == 0
+            assert await logged(connection, "webhook_queued") == []
+    assert receiver.received == []
+
+
+async def test_workflow_events_reach_subscribers(
+        database: Database, database_url: str, tmp_path: Path) -> None:
+    async with webhook_receiver() as receiver:
+        catalog = hook_catalog(tmp_path, receiver.url(path="/crm"))
+        new = parse_subscription(receiver.url(path="/events"),
+                                 ["workflow_entered", "workflow_completed"])
+        async with database.connection() as connection:
+            sub = await subscriptions.create(connection, new)
+        async with outbox(database), automation_service(database, catalog):
+            await post_event(database, "c9", "order_paid", email="c9@example.com", order="B1")
+            await receiver.wait_for(3)  # the step's own request and two events
+    events = [item for item in receiver.received
+              if orjson.loads(item.body).get("type", "").startswith("workflow_")]
+    payloads = [Webhook(new.secret).verify(item.body, item.headers) for item in events]
+    assert sorted(p["type"] for p in payloads) == ["workflow_completed", "workflow_entered"]
+    assert all(p["data"]["workflow"] == "crm" and p["data"]["contact_id"] == "c9"
+               for p in payloads)
+    assert datetime.fromisoformat(payloads[0]["timestamp"]) <= datetime.now(UTC)
+    async with database.connection() as connection:
+        rows = await connection.fetch(
+            "SELECT subscription_id, event_type FROM outbox WHERE kind = 'outcome'")
+    assert {(r["subscription_id"], r["event_type"]) for r in rows} == {
+        (sub["id"], "workflow_entered"), (sub["id"], "workflow_completed")}

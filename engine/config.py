@@ -141,7 +141,7 @@ class LogSettings:
 
 
 ROLE_LISTEN_KEYS = ("http_listen", "mta_listen", "automation_listen", "inbound_listen",
-                    "submission_listen")
+                    "submission_listen", "outbox_listen")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +159,7 @@ class MetricsSettings:
     automation_listen: HostPort | None = None
     inbound_listen: HostPort | None = None
     submission_listen: HostPort | None = None
+    outbox_listen: HostPort | None = None
 
     def for_roles(self, roles: list[str]) -> HostPort | None:
         by_role: dict[str, HostPort | None] = {

@@ -39,6 +39,7 @@ from engine.link_keys import LinkKeys
 from engine.outbox import admin as outbox_admin
 from engine.outbox import api as outbox_api
 from engine.outbox.service import OutboxService
+from engine.outbox.transport import OutboundPolicy
 from herald.settings import Settings, resolve_path
 from mta import api as mta_api
 from mta.delivery.service import DeliveryService
@@ -250,7 +251,8 @@ def transport_security(settings: Settings, database: Database,
                        resolver: MxResolver) -> TransportSecurity:
     """MTA-STS, DANE and TLS-RPT for the mta role and ``herald tls``."""
     return TransportSecurity(database, mta_settings(settings), resolver,
-                             lambda: queue_identity(settings, database))
+                             lambda: queue_identity(settings, database),
+                             OutboundPolicy.from_settings(settings.webhooks))
 
 
 class AutomationRole:

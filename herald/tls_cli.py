@@ -45,7 +45,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             reporter, sender = reporter_for(mta)
             identity = await queue_identity(settings, database)
             for sent in await send_reports(database, security.secure, identity, reporter,
-                                           sender, ca_file=security.ca_file, today=args.today):
+                                           sender, ca_file=security.ca_file, today=args.today,
+                                           outbound=security.outbound):
                 print(orjson.dumps({"day": sent.day.isoformat(), "domain": sent.domain,
                                     "report_id": sent.report_id,
                                     "outcome": sent.outcome}).decode())

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
@@ -20,11 +22,12 @@ import dns.resolver
 import httpx
 
 from engine.errors import HeraldError
-from engine.outbox.targets import TargetRefused, parse_url, vet
+from engine.outbox.settings import WebhooksSettings
+from engine.outbox.targets import TargetRefused, parse_allow, parse_url, vet
 from engine.values import HostPort
 
-__all__ = ["GuardedTransport", "HostResolver", "TargetRefused", "TargetUnresolved",
-           "guarded_client", "vet_url"]
+__all__ = ["GuardedTransport", "HostResolver", "OutboundPolicy", "TargetRefused",
+           "TargetUnresolved", "guarded_client", "vet_url"]
 
 
 class TargetUnresolved(HeraldError):
@@ -86,7 +89,7 @@ async def vet_url(url: str, allow: frozenset[str], resolver: HostResolver) -> st
 
 class GuardedTransport(httpx.AsyncBaseTransport):
     def __init__(self, allow: frozenset[str], resolver: HostResolver,
-                 verify: bool | str = True) -> None:
+                 verify: bool | str | ssl.SSLContext = True) -> None:
         self.allow = allow
         self.resolver = resolver
         self._inner = httpx.AsyncHTTPTransport(
@@ -104,8 +107,25 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def guarded_client(allow: frozenset[str], resolver: HostResolver,
-                   timeout: float = 10.0) -> httpx.AsyncClient:
+def guarded_client(allow: frozenset[str], resolver: HostResolver, timeout: float = 10.0,
+                   verify: bool | str | ssl.SSLContext = True) -> httpx.AsyncClient:
     """An httpx client for any outbound call: vetted addresses, no redirects, no proxies."""
-    return httpx.AsyncClient(transport=GuardedTransport(allow, resolver),
+    return httpx.AsyncClient(transport=GuardedTransport(allow, resolver, verify),
                              follow_redirects=False, trust_env=False, timeout=timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundPolicy:
+    """``[webhooks] allow`` and resolver, handed to every part of Herald that makes HTTP calls
+    (the outbox, MTA-STS policy fetches, TLS-RPT reports)."""
+
+    allow: frozenset[str]
+    resolver: HostResolver
+
+    @classmethod
+    def from_settings(cls, settings: WebhooksSettings) -> OutboundPolicy:
+        return cls(parse_allow(settings.allow), HostResolver(settings.resolver))
+
+    def client(self, timeout: float = 10.0,
+               verify: bool | str | ssl.SSLContext = True) -> httpx.AsyncClient:
+        return guarded_client(self.allow, self.resolver, timeout, verify)

@@ -22,6 +22,8 @@ import httpx
 
 from engine.addresses import AddressError
 from engine.database import Database
+from engine.outbox.targets import TargetRefused
+from engine.outbox.transport import OutboundPolicy, TargetUnresolved
 from mta.compose import check_raw
 from mta.dns.resolver import DnsTemporaryFailure
 from mta.dns.secure import SecureResolver
@@ -86,7 +88,8 @@ def parse_rua(records: Sequence[str]) -> tuple[str, ...]:
 
 async def send_reports(database: Database, resolver: SecureResolver, identity: QueueIdentity,
                        reporter: Reporter, sender: str, *, ca_file: str | None = None,
-                       today: date | None = None, timeout: float = 30.0) -> list[SentReport]:
+                       today: date | None = None, timeout: float = 30.0,
+                       outbound: OutboundPolicy | None = None) -> list[SentReport]:
     """Send every report due (finished days of the last week); returns what was done."""
     today = today or datetime.now(UTC).date()
     async with database.connection() as connection:
@@ -96,7 +99,7 @@ async def send_reports(database: Database, resolver: SecureResolver, identity: Q
         try:
             result = await send_report(database, resolver, identity, reporter, sender,
                                        row["day"], row["policy_domain"], ca_file=ca_file,
-                                       timeout=timeout)
+                                       timeout=timeout, outbound=outbound)
         except DnsTemporaryFailure as exc:
             log.warning("TLS-RPT: rua lookup failed; will retry",
                         extra={"domain": row["policy_domain"], "error": str(exc)})
@@ -108,7 +111,8 @@ async def send_reports(database: Database, resolver: SecureResolver, identity: Q
 
 async def send_report(database: Database, resolver: SecureResolver, identity: QueueIdentity,
                       reporter: Reporter, sender: str, day: date, domain: str, *,
-                      ca_file: str | None = None, timeout: float = 30.0) -> SentReport | None:
+                      ca_file: str | None = None, timeout: float = 30.0,
+                      outbound: OutboundPolicy | None = None) -> SentReport | None:
     """One report; None when another process claimed it first."""
     rua = parse_rua((await resolver.txt(f"_smtp._tls.{domain}")).records)
     async with database.connection() as connection:
@@ -127,7 +131,7 @@ async def send_report(database: Database, resolver: SecureResolver, identity: Qu
             notes.append(await _queue_mail(connection, identity, report, reporter, sender, day,
                                            domain, address, rid))
     for uri in https:
-        notes.append(await _post(uri, gzipped(report), ca_file, timeout))
+        notes.append(await _post(uri, gzipped(report), ca_file, timeout, outbound))
     outcome = "; ".join(notes)
     async with database.connection() as connection:
         await connection.execute(OUTCOME, day, domain, outcome)
@@ -150,14 +154,20 @@ async def _queue_mail(connection: asyncpg.Connection, identity: QueueIdentity,
     return f"mailto:{address}: queued {queued.id}"
 
 
-async def _post(uri: str, body: bytes, ca_file: str | None, timeout: float) -> str:
+async def _post(uri: str, body: bytes, ca_file: str | None, timeout: float,
+                outbound: OutboundPolicy | None = None) -> str:
+    """POST one report; with ``outbound`` the address is vetted (``[webhooks] allow``)."""
+    verify = verifying_context(ca_file)
     try:
-        async with httpx.AsyncClient(verify=verifying_context(ca_file), follow_redirects=False,
-                                     trust_env=False, timeout=timeout) as client:
+        async with (outbound.client(timeout, verify) if outbound is not None else
+                    httpx.AsyncClient(verify=verify, follow_redirects=False, trust_env=False,
+                                      timeout=timeout)) as client:
             response = await client.post(uri, content=body,
                                          headers={"Content-Type": MEDIA_TYPE})
     except httpx.HTTPError as exc:
         return f"{uri}: failed ({type(exc).__name__}: {exc})"
+    except (TargetRefused, TargetUnresolved) as exc:
+        return f"{uri}: refused ({exc})"
     if 200 <= response.status_code < 300:
         return f"{uri}: {response.status_code}"
     return f"{uri}: failed ({response.status_code})"

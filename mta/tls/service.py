@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from engine.database import Database
 from engine.errors import DatabaseError
+from engine.outbox.transport import OutboundPolicy
 from mta.dns.resolver import MxResolver
 from mta.dns.secure import SecureResolver
 from mta.queue.enqueue import QueueIdentity
@@ -42,8 +43,10 @@ def reporter_for(settings: MtaSettings) -> tuple[Reporter, str]:
 
 class TransportSecurity:
     def __init__(self, database: Database, settings: MtaSettings, resolver: MxResolver,
-                 identity: Callable[[], Awaitable[QueueIdentity]] | None = None) -> None:
+                 identity: Callable[[], Awaitable[QueueIdentity]] | None = None,
+                 outbound: OutboundPolicy | None = None) -> None:
         self._database = database
+        self.outbound = outbound  # [webhooks] allow for the policy fetches and report POSTs
         self._settings = settings
         self._identity = identity
         self.ca_file = check_ca_file(settings.tls_ca_file)
@@ -53,7 +56,8 @@ class TransportSecurity:
         self.sts = StsPolicies(database, self.secure, resolver.addresses,
                                port=settings.mta_sts_port, timeout=settings.mta_sts_timeout,
                                max_bytes=settings.mta_sts_max_bytes,
-                               recheck=settings.mta_sts_recheck, ca_file=self.ca_file)
+                               recheck=settings.mta_sts_recheck, ca_file=self.ca_file,
+                               outbound=outbound)
         self.policies = TlsPolicies(settings, self.secure, self.sts, self.ca_file,
                                     self.counter.count if settings.tls_rpt else None)
         self._task: asyncio.Task[None] | None = None
@@ -87,7 +91,8 @@ class TransportSecurity:
         await self.flush()
         reporter, sender = reporter_for(self._settings)
         return await send_reports(self._database, self.secure, await self._identity(),
-                                  reporter, sender, ca_file=self.ca_file)
+                                  reporter, sender, ca_file=self.ca_file,
+                                  outbound=self.outbound)
 
     async def _upkeep(self) -> None:
         loop = asyncio.get_running_loop()

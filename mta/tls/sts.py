@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from engine.database import Database
 from engine.errors import DatabaseError
+from engine.outbox.transport import OutboundPolicy
 from mta.dns.resolver import DnsTemporaryFailure
 from mta.dns.secure import SecureResolver
 from mta.tls.sts_fetch import StsFetchError, fetch_policy_text
@@ -74,7 +75,8 @@ class StsPolicies:
     def __init__(self, database: Database, resolver: SecureResolver,
                  resolve: Callable[[str], Awaitable[list[str]]], *, port: int = 443,
                  timeout: float = 10.0, max_bytes: int = 65536, recheck: float = 3600.0,
-                 ca_file: str | None = None, clock: Callable[[], float] = time.monotonic,
+                 ca_file: str | None = None, outbound: OutboundPolicy | None = None,
+                 clock: Callable[[], float] = time.monotonic,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._database = database
         self._resolver = resolver
@@ -84,6 +86,7 @@ class StsPolicies:
         self._max_bytes = max_bytes
         self._recheck = recheck
         self._ca_file = ca_file
+        self._outbound = outbound
         self._clock = clock
         self._now = now
         self._memory: OrderedDict[str, tuple[float, StsLookup]] = OrderedDict()
@@ -141,7 +144,7 @@ class StsPolicies:
         try:
             text = await fetch_policy_text(domain, resolve=self._resolve, port=self._port,
                                            timeout=self._timeout, max_bytes=self._max_bytes,
-                                           ca_file=self._ca_file)
+                                           ca_file=self._ca_file, outbound=self._outbound)
             policy = parse_policy(text, policy_id)
         except (StsFetchError, StsPolicyInvalid) as exc:
             kind = exc.result_type if isinstance(exc, StsFetchError) else "sts-policy-invalid"

@@ -1,7 +1,8 @@
 """Fetching an MTA-STS policy file over HTTPS (RFC 8461 §3.3), with httpx.
 
 ``https://mta-sts.DOMAIN/.well-known/mta-sts.txt``: the host name is resolved through Herald's
-resolver (``[mta] resolver``, like every other name) and the connection goes to that address
+resolver (``[mta] resolver``, like every other name), vetted like every outbound HTTP call
+(``[webhooks] allow``: no private address unless listed) and the connection goes to that address
 with the host name as SNI, ``Host`` and the name the certificate must match (trust:
 :func:`mta.tls.trust.verifying_context`). No redirects (§3.3), a 200 with ``text/plain`` only,
 at most ``max_bytes`` read, the whole fetch within ``timeout``. Every failure is a
@@ -17,6 +18,8 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
+from engine.outbox.targets import Target, TargetRefused, vet
+from engine.outbox.transport import OutboundPolicy
 from mta.errors import MtaError
 from mta.tls.trust import verifying_context
 
@@ -31,14 +34,23 @@ class StsFetchError(MtaError):
 
 async def fetch_policy_text(domain: str, *, resolve: Callable[[str], Awaitable[list[str]]],
                             port: int = 443, timeout: float = 10.0, max_bytes: int = 65536,
-                            ca_file: str | None = None) -> str:
+                            ca_file: str | None = None,
+                            outbound: OutboundPolicy | None = None) -> str:
+    """``outbound``: the addresses must pass ``[webhooks] allow`` (the composition root always
+    gives it; without it any address is dialled)."""
     host = f"mta-sts.{domain}"
     try:
         async with asyncio.timeout(timeout):
             addresses = await resolve(host)
             if not addresses:
                 raise StsFetchError(domain, f"{host} has no address")
-            return await _get(domain, host, addresses[0], port, timeout, max_bytes, ca_file)
+            address = addresses[0]
+            if outbound is not None:
+                try:
+                    address = vet(Target("https", host, port), addresses, outbound.allow)
+                except TargetRefused as exc:
+                    raise StsFetchError(domain, f"refused: {exc}") from None
+            return await _get(domain, host, address, port, timeout, max_bytes, ca_file)
     except TimeoutError:
         raise StsFetchError(domain, f"no answer from {host} within {timeout:g}s") from None
     except StsFetchError:

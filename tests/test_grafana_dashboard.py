@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import automation.metrics  # noqa: F401  (registers the automation metrics)
+import engine.outbox.metrics  # noqa: F401  (registers the outbox metrics)
 import mta.metrics
 from engine.metrics import REGISTRY
 

@@ -105,3 +105,19 @@ def test_the_old_automation_key_names_its_replacement(tmp_path: Path) -> None:
         load_settings(config, environ={})
     config.write_text('[webhooks]\nallow = ["hooks.internal"]\n')
     assert load_settings(config, environ={}).webhooks.allow == ("hooks.internal",)
+
+
+def test_every_outbox_route_is_in_the_openapi_document_and_back() -> None:
+    from types import SimpleNamespace
+
+    from engine.outbox import api
+    from engine.outbox.admin import Vetter
+    from engine.outbox.transport import HostResolver
+
+    context = SimpleNamespace(database=None, auth=None, settings=None)
+    routes = api.routes(context, Vetter(frozenset(), HostResolver()))  # type: ignore[arg-type]
+    served = {(route.path, method.lower()) for route in routes
+              for method in (route.methods or ()) if method != "HEAD"}
+    documented = {(path, method) for path, item in api.openapi_paths().items()
+                  for method in item}
+    assert served == documented

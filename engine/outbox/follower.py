@@ -16,7 +16,7 @@ import asyncpg
 
 from engine.database import Database
 from engine.eventlog_reader import LogCursor, head, read_after
-from engine.outbox import store
+from engine.outbox import store, subscriptions
 from engine.outbox.events import OUTCOME_EVENTS, outcome_body
 from engine.outbox.metrics import OUTBOX_FOLLOWER_ROWS
 
@@ -40,9 +40,7 @@ async def follow_once(database: Database, batch: int = 2000) -> int:
         if row is None:
             return 0
         cursor = LogCursor(row["cursor_txid"], row["cursor_pos"])
-        wanted = await connection.fetch(
-            "SELECT id, url, endpoint, event_types, secret FROM webhook_subscriptions "
-            "WHERE event_types && $1::text[] ORDER BY id", list(OUTCOME_EVENTS))
+        wanted = await subscriptions.matching(connection, list(OUTCOME_EVENTS))
         if not wanted:
             new = await head(connection)
             if new > cursor:

@@ -13,6 +13,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from engine.timestamps import format_rfc3339
+
 CHANNEL = "herald_outbox"
 STATES = ("pending", "delivered", "dead")
 COLUMNS = """id, message_id, kind, subscription_id, event_type, url, endpoint, headers, body,
@@ -132,8 +134,6 @@ async def record(connection: asyncpg.Connection, row_id: int, owner: str, state:
 
 
 def row_json(row: asyncpg.Record) -> dict[str, Any]:
-    from engine.timestamps import format_rfc3339
-
     return {"id": row["id"], "webhook_id": row["message_id"], "kind": row["kind"],
             "subscription_id": row["subscription_id"], "event_type": row["event_type"],
             "url": row["url"], "state": row["state"], "attempts": row["attempts"],

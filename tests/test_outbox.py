@@ -261,3 +261,19 @@ async def test_unknown_ids_and_bad_parameters(database_url: str) -> None:
             assert (await limited.get("/v1/outbox")).status_code == 200
             denied = await limited.post("/v1/webhooks", json={})
             assert denied.status_code == 403
+
+
+async def test_a_stopping_worker_hands_its_rows_back_at_once(database: Database) -> None:
+    async with webhook_receiver() as receiver:
+        receiver.hold.clear()
+        async with database.transaction() as connection:
+            await store.enqueue(connection, [store.NewRow(
+                "test", receiver.url(), f"http://127.0.0.1:{receiver.port}", b"{}")])
+        service = OutboxService(database, FAST)
+        await service.start()
+        await receiver.wait_for_waiting(1)
+        await service.stop(grace=0.05)
+        [row] = await rows(database)
+    assert (row["state"], row["lease_owner"], row["last_error"]) == (
+        "pending", None, "interrupted: the worker stopped")
+    assert row["next_attempt_at"] <= datetime.now(UTC)  # due now, not at the lease's end

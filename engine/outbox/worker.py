@@ -86,8 +86,8 @@ class OutboxWorker:
         self.wake.set()  # room for another claim
 
     async def drain(self, grace: float) -> None:
-        """Let requests in flight finish within ``grace``; cancel the rest (their rows stay
-        leased and are sent again after the lease: at least once)."""
+        """Let requests in flight finish within ``grace``; cancel the rest (their rows are due
+        again at once, or after the lease if that cannot be written: at least once)."""
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
@@ -102,6 +102,9 @@ class OutboxWorker:
             async with gate:
                 state, status, error = await self._attempt(row)
             await self._record(row, state, status, error)
+        except asyncio.CancelledError:  # stopping: hand the row back now, not at lease end
+            await asyncio.shield(self._release(row))
+            raise
         finally:
             self._busy[row.endpoint] -= 1
             if self._busy[row.endpoint] <= 0:
@@ -134,6 +137,16 @@ class OutboxWorker:
         if 200 <= status < 300:
             return "delivered", status, None
         return "retry", status, f"HTTP {status}"
+
+    async def _release(self, row: store.Claimed) -> None:
+        """Due again at once (the request may have arrived: the same webhook-id lets the
+        receiver drop it)."""
+        try:
+            async with self.database.connection() as connection:
+                await store.record(connection, row.id, self.owner, "pending", None,
+                                   "interrupted: the worker stopped", datetime.now(UTC))
+        except DatabaseError:
+            pass  # the lease runs out instead
 
     async def _record(self, row: store.Claimed, outcome: str, status: int | None,
                       error: str | None) -> None:

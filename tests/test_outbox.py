@@ -232,11 +232,11 @@ async def test_names_resolving_to_loopback_are_refused_unless_allowed(
     ({"url": "https://x.example/", "events": []}, 422, "events: give one or more"),
     ({"url": "https://x.example/", "events": ["email_delivered"], "secret": "s3cret"}, 422,
      "secret: a webhook secret is written whsec_<base64>"),
-    ({"url": "https://x.example/", "events": ["email_delivered"], "retries": 3}, 400,
+    ({"url": "https://x.example/", "events": ["email_delivered"], "retries": 3}, 422,
      "retries: unknown field"),
     ({"url": "http://169.254.169.254/latest", "events": ["email_delivered"]}, 422,
      "non-public address 169.254.169.254"),
-    ([1], 400, "must be a JSON object")])
+    ([1], 422, "must be a JSON object")])
 async def test_bad_subscriptions_get_clear_errors(
         database_url: str, body: Any, status: int, message: str) -> None:
     async with running_app(database_url) as app, app.client() as client:
@@ -255,7 +255,7 @@ async def test_unknown_ids_and_bad_parameters(database_url: str) -> None:
         assert (await client.post("/v1/outbox/77/retry")).status_code == 404
         assert (await client.get("/v1/outbox/abc")).status_code == 404
         bad = await client.get("/v1/outbox", params={"state": "lost"})
-        assert bad.status_code == 400 and "state: one of pending, delivered, dead" in bad.text
+        assert bad.status_code == 422 and "state: one of pending, delivered, dead" in bad.text
         reader = await app.new_key("webhooks:read")
         async with app.client(reader) as limited:
             assert (await limited.get("/v1/outbox")).status_code == 200

@@ -33,6 +33,7 @@ SUBSCRIPTION_KEYS = frozenset({"url", "events", "secret"})
 
 
 def _row_id(request: Request) -> int:
+    query_params(request, frozenset())
     text = path_param(request, "id")
     if not _ROW_ID.match(text):
         raise ApiError(404, "not_found", f"no outbox row with id {text!r}")
@@ -48,14 +49,14 @@ def routes(context: HttpContext, vetter: admin.Vetter) -> list[Route]:
         params = query_params(request, frozenset({"state", "limit", "cursor"}))
         state = params.get("state")
         if state is not None and state not in store.STATES:
-            raise ApiError(400, "invalid_parameter",
+            raise ApiError(422, "invalid_parameter",
                            f"state: one of {', '.join(store.STATES)}")
         limit_text = params.get("limit", "100")
         if not _LIMIT.match(limit_text) or not 1 <= int(limit_text) <= MAX_PAGE:
-            raise ApiError(400, "invalid_parameter", f"limit: must be 1 to {MAX_PAGE}")
+            raise ApiError(422, "invalid_parameter", f"limit: must be 1 to {MAX_PAGE}")
         cursor = params.get("cursor")
         if cursor is not None and not _ROW_ID.match(cursor):
-            raise ApiError(400, "invalid_parameter", "cursor: use the 'next_cursor' of a page")
+            raise ApiError(422, "invalid_parameter", "cursor: use the 'next_cursor' of a page")
         limit = int(limit_text)
         async with database.connection() as connection:
             rows = await store.list_rows(connection, state, limit + 1,
@@ -91,12 +92,13 @@ def routes(context: HttpContext, vetter: admin.Vetter) -> list[Route]:
     @endpoint("/v1/webhooks")
     async def post_webhook(request: Request) -> Response:
         await context.auth.require(request, "webhooks:write")
+        query_params(request, frozenset())
         document = await read_json(request, MAX_BODY)
         if not isinstance(document, dict):
-            raise ApiError(400, "invalid_webhook", "body: must be a JSON object")
+            raise ApiError(422, "invalid_webhook", "body: must be a JSON object")
         unknown = sorted(set(document) - SUBSCRIPTION_KEYS)
         if unknown:
-            raise ApiError(400, "invalid_webhook", f"{unknown[0]}: unknown field (fields: "
+            raise ApiError(422, "invalid_webhook", f"{unknown[0]}: unknown field (fields: "
                            "url, events, secret)")
         try:
             new = parse_subscription(document.get("url"), document.get("events"),
@@ -118,6 +120,7 @@ def routes(context: HttpContext, vetter: admin.Vetter) -> list[Route]:
     @endpoint("/v1/webhooks/{id}")
     async def delete_webhook(request: Request) -> Response:
         await context.auth.require(request, "webhooks:write")
+        query_params(request, frozenset())
         try:
             async with database.connection() as connection:
                 await admin.remove(connection, path_param(request, "id"))
@@ -128,6 +131,7 @@ def routes(context: HttpContext, vetter: admin.Vetter) -> list[Route]:
     @endpoint("/v1/webhooks/{id}/test")
     async def test_webhook(request: Request) -> Response:
         await context.auth.require(request, "webhooks:write")
+        query_params(request, frozenset())
         try:
             async with database.transaction() as connection:
                 row = await admin.send_test(connection, path_param(request, "id"))
@@ -207,7 +211,7 @@ def openapi_paths() -> dict[str, Any]:
                 "type": "object", "properties": {
                     "rows": {"type": "array", "items": ROW_SCHEMA},
                     "next_cursor": {"type": ["string", "null"]}}})},
-                **error_responses(400, 401, 403, 503)},
+                **error_responses(401, 403, 422, 503)},
         }},
         "/v1/outbox/{id}": {"get": {
             "summary": "One outbox row",
@@ -215,7 +219,7 @@ def openapi_paths() -> dict[str, Any]:
             "security": [{"bearer": ["webhooks:read"]}],
             "parameters": [row_id],
             "responses": {"200": {"description": "The row", "content": row},
-                          **error_responses(401, 403, 404, 503)},
+                          **error_responses(401, 403, 404, 422, 503)},
         }},
         "/v1/outbox/{id}/retry": {"post": {
             "summary": "Send a dead-lettered row again (attempts start over; same webhook-id)",
@@ -225,7 +229,7 @@ def openapi_paths() -> dict[str, Any]:
             "responses": {"200": {"description": "The row, pending again", "content": row},
                           "409": {"description": "The row is not dead",
                                   "content": _json({"$ref": "#/components/schemas/Error"})},
-                          **error_responses(401, 403, 404, 503)},
+                          **error_responses(401, 403, 404, 422, 503)},
         }},
         "/v1/webhooks": {
             "post": {
@@ -256,7 +260,7 @@ def openapi_paths() -> dict[str, Any]:
                 "responses": {"200": {"description": "Every subscription", "content": _json({
                     "type": "object", "properties": {
                         "webhooks": {"type": "array", "items": WEBHOOK_SCHEMA}}})},
-                    **error_responses(400, 401, 403, 503)},
+                    **error_responses(401, 403, 422, 503)},
             },
         },
         "/v1/webhooks/{id}": {"delete": {
@@ -265,7 +269,7 @@ def openapi_paths() -> dict[str, Any]:
             "security": [{"bearer": ["webhooks:write"]}],
             "parameters": [webhook_id],
             "responses": {"204": {"description": "Removed"},
-                          **error_responses(401, 403, 404, 503)},
+                          **error_responses(401, 403, 404, 422, 503)},
         }},
         "/v1/webhooks/{id}/test": {"post": {
             "summary": "Queue a signed webhook_test request to the subscription",
@@ -273,6 +277,6 @@ def openapi_paths() -> dict[str, Any]:
             "security": [{"bearer": ["webhooks:write"]}],
             "parameters": [webhook_id],
             "responses": {"202": {"description": "Queued: the outbox row", "content": row},
-                          **error_responses(401, 403, 404, 503)},
+                          **error_responses(401, 403, 404, 422, 503)},
         }},
     }

@@ -100,9 +100,8 @@ class OutboxService:
     async def stop(self, grace: float = 4.0) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:  # bounded: a task stuck past its cancellation is left behind
+            await asyncio.wait(self._tasks, timeout=5.0)
         if self.worker is not None:
             await self.worker.drain(grace)
         if self._listener is not None:

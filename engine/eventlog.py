@@ -14,12 +14,27 @@ import asyncpg
 
 EVENTS_CHANNEL = "herald_events"
 
+# An event with an id is stored only if this statement claims its id in ``event_ids`` (a
+# unique index on the partitioned events table would have to include received_at); a repeated
+# id, in the log already or earlier in the same batch, is skipped. A concurrent transaction
+# claiming the same id waits on the event_ids key until the first commits or rolls back.
 INSERT_EVENTS = """
+    WITH batch AS (
+        SELECT r, n FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS b(r, n)
+    ), claimed AS (
+        INSERT INTO event_ids (event_id)
+        SELECT r->>0 FROM batch WHERE r->>0 IS NOT NULL ORDER BY n
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+    ), first AS (
+        SELECT min(n) AS n FROM batch JOIN claimed ON claimed.event_id = batch.r->>0
+        GROUP BY claimed.event_id
+    )
     INSERT INTO events (event_id, type, contact_id, email, properties, occurred_at, source)
     SELECT r->>0, r->>1, r->>2, r->>3, r->4, (r->>5)::timestamptz, r->>6
-    FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS batch(r, n)
+    FROM batch
+    WHERE r->>0 IS NULL OR n IN (SELECT n FROM first)
     ORDER BY n
-    ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING
     RETURNING event_id
 """
 

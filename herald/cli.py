@@ -29,7 +29,7 @@ from engine.keys import (
 )
 from engine.log import configure_logging
 from engine.values import HostPort, parse_duration
-from herald import exit_codes, queue_cli, stats_cli, suppressions_cli, tls_cli
+from herald import exit_codes, queue_cli, retention_cli, stats_cli, suppressions_cli, tls_cli
 from herald.database import database_url, migrate
 from herald.roles import ROLE_NAMES
 from herald.settings import Settings, config_path_from, load_settings
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     tls_cli.add_parser(commands)
     queue_cli.add_parser(commands)
     stats_cli.add_parser(commands)
+    retention_cli.add_parser(commands)
     return parser
 
 
@@ -401,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stats":
             since = stats_cli.since_from(args)
             return _run_async(lambda: stats_cli.run(settings, args, since))
+        if args.command == "retention":
+            return _run_async(lambda: retention_cli.run(settings, args))
         if args.command == "suppressions":
             entries = suppressions_cli.entries_from(args)
             return _run_async(lambda: suppressions_cli.run(settings, args, entries))

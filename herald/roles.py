@@ -36,6 +36,7 @@ from engine.http.server import HttpServer
 from engine.http.slow_clients import ClientLimits
 from engine.intake.writer import EventWriter
 from engine.link_keys import LinkKeys
+from herald.retention import RetentionRole
 from herald.settings import Settings, resolve_path
 from mta import api as mta_api
 from mta.delivery.service import DeliveryService
@@ -355,6 +356,8 @@ def build_roles(names: list[str], settings: Settings, database: Database,
             roles.append(HttpRole(settings, database, catalog))
         elif name == "mta":
             roles.append(MtaRole(settings, database, hold_delivery))
+            # Partitions ahead, old partitions and bodies: one process does it (the mta one).
+            roles.append(RetentionRole(settings.retention, database))
         elif name == "automation":
             roles.append(AutomationRole(settings, database, catalog))
         elif name == "inbound":

@@ -16,6 +16,7 @@ from engine.config import (
     MetricsSettings,
 )
 from engine.settings_loader import load_sections
+from herald.retention import RetentionSettings
 from mta.inbound.settings import InboundSettings
 from mta.settings import MtaSettings
 from mta.submission.settings import SubmissionSettings
@@ -33,6 +34,7 @@ SECTIONS: dict[str, type] = {
     "submission": SubmissionSettings,
     "stats": StatsSettings,
     "tracking": TrackingSettings,
+    "retention": RetentionSettings,
 }
 ALIASES = {
     "HERALD_DATA_DIR": ("engine", "data_dir"),
@@ -53,6 +55,7 @@ class Settings:
     submission: SubmissionSettings = field(default_factory=SubmissionSettings)
     stats: StatsSettings = field(default_factory=StatsSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     config_path: Path | None = None
 
 

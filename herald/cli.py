@@ -35,7 +35,7 @@ from herald.roles import ROLE_NAMES
 from herald.settings import Settings, config_path_from, load_settings
 
 BENCHES = ("intake", "mta", "dkim", "automation", "inbound", "submission", "stats",
-           "tracking")
+           "tracking", "growth")
 
 
 class UsageError(HeraldError):

@@ -1,7 +1,10 @@
 """Appending to the event log (used by the intake, the MTA's outcomes and the automation core).
 
 Rows travel as one JSON array and Postgres unpacks it (in C, in its own process), which costs
-far less Python time than encoding one parameter array per column.
+far less Python time than encoding one parameter array per column. Large typed batches (the
+intake's) go by :func:`append_typed`: their ids are claimed in one statement, then the rows
+whose ids were new are streamed with binary ``COPY`` (about twice as fast in Postgres as an
+``INSERT ... SELECT`` of the same rows).
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ EVENTS_CHANNEL = "herald_events"
 # An event with an id is stored only if this statement claims its id in ``event_ids`` (a
 # unique index on the partitioned events table would have to include received_at); a repeated
 # id, in the log already or earlier in the same batch, is skipped. A concurrent transaction
-# claiming the same id waits on the event_ids key until the first commits or rolls back.
+# claiming the same id waits on the event_ids key until the first commits or rolls back; ids
+# are claimed in their sort order, so two batches sharing ids never wait on each other in a
+# cycle.
 INSERT_EVENTS = """
     WITH batch AS (
         SELECT r, n FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS b(r, n)
     ), claimed AS (
         INSERT INTO event_ids (event_id)
-        SELECT r->>0 FROM batch WHERE r->>0 IS NOT NULL ORDER BY n
+        SELECT r->>0 FROM batch WHERE r->>0 IS NOT NULL ORDER BY r->>0
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
     ), first AS (
@@ -63,6 +68,58 @@ async def append_rows(connection: asyncpg.Connection,
     inserted = await connection.fetch(INSERT_EVENTS, rows)
     await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
     return {row["event_id"] for row in inserted if row["event_id"] is not None}
+
+
+# Below this many rows one INSERT statement beats a claim plus a COPY (two round trips).
+COPY_MIN_ROWS = 64
+CLAIM_IDS = """
+    INSERT INTO event_ids (event_id)
+    SELECT id FROM unnest($1::text[]) AS id ORDER BY id
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+"""
+COPY_COLUMNS = ("event_id", "type", "contact_id", "email", "properties", "occurred_at", "source")
+
+
+async def append_typed(connection: asyncpg.Connection,
+                       rows: list[tuple[Any, ...]]) -> set[str]:
+    """:func:`append_rows` for rows whose values have their columns' types (``properties`` a
+    dict, ``occurred_at`` an aware datetime): large batches are copied. Call it inside a
+    transaction: the ids claimed and the rows copied commit together."""
+    if len(rows) < COPY_MIN_ROWS:
+        return await append_rows(connection, rows)
+    try:
+        async with connection.transaction():  # a savepoint: a refused copy leaves nothing
+            stored = await _claim_and_copy(connection, rows)
+    except _REFUSED:
+        # A value COPY cannot take: the statement path stores the batch or says which value
+        # Postgres refuses, exactly as for small batches.
+        return await append_rows(connection, rows)
+    await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
+    return stored
+
+
+# Values refused by the client-side encoders or by Postgres (data exceptions, class 22;
+# program limits, class 54); anything else (unavailable, contention) propagates.
+_REFUSED = (asyncpg.DataError, asyncpg.ProgramLimitExceededError, TypeError, ValueError)
+
+
+async def _claim_and_copy(connection: asyncpg.Connection,
+                          rows: list[tuple[Any, ...]]) -> set[str]:
+    ids = [row[0] for row in rows if row[0] is not None]
+    claimed = {r["event_id"] for r in await connection.fetch(CLAIM_IDS, ids)} if ids else set()
+    stored = set(claimed)
+    new = []
+    for row in rows:
+        event_id = row[0]
+        if event_id is None:
+            new.append(row)
+        elif event_id in claimed:
+            claimed.discard(event_id)  # a repeat later in the batch is a duplicate
+            new.append(row)
+    if new:
+        await connection.copy_records_to_table("events", records=new, columns=COPY_COLUMNS)
+    return stored
 
 
 async def append_events(connection: asyncpg.Connection, events: list[LogEvent]) -> set[str]:

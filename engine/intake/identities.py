@@ -68,7 +68,8 @@ COPY_ANONYMOUS_EVENTS = f"""
         ORDER BY position DESC LIMIT $4
     ), claimed AS (
         INSERT INTO event_ids (event_id)
-        SELECT '{MERGED_ID_PREFIX}' || position FROM recent ORDER BY position
+        SELECT '{MERGED_ID_PREFIX}' || position FROM recent
+        ORDER BY '{MERGED_ID_PREFIX}' || position
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
     ), copied AS (

@@ -28,9 +28,11 @@ CREATE TABLE events (
     occurred_at timestamptz NOT NULL,
     received_at timestamptz NOT NULL DEFAULT now(),
     source      text NOT NULL DEFAULT 'api',
-    txid        xid8 NOT NULL DEFAULT pg_current_xact_id(),
-    PRIMARY KEY (position, received_at)
+    txid        xid8 NOT NULL DEFAULT pg_current_xact_id()
 ) PARTITION BY RANGE (received_at);
+-- No primary key: positions come from the identity (GENERATED ALWAYS, so never given by a
+-- writer), nothing looks an event up by position alone, and a unique index would have to
+-- include received_at and cost every insert one more B-tree.
 CREATE INDEX events_contact_position ON events (contact_id, position DESC);
 -- Followers read in (txid, position) order below pg_snapshot_xmin (engine.eventlog_reader).
 CREATE INDEX events_txid_position ON events (txid, position);

@@ -72,11 +72,17 @@ async def append_rows(connection: asyncpg.Connection,
 
 # Below this many rows one INSERT statement beats a claim plus a COPY (two round trips).
 COPY_MIN_ROWS = 64
-CLAIM_IDS = """
-    INSERT INTO event_ids (event_id)
-    SELECT id FROM unnest($1::text[]) AS id ORDER BY id
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id
+# Claims the batch's ids and notifies followers (delivered at commit) in one round trip.
+CLAIM_IDS = f"""
+    WITH claimed AS (
+        INSERT INTO event_ids (event_id)
+        SELECT id FROM unnest($1::text[]) AS id ORDER BY id
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+    )
+    SELECT event_id FROM claimed
+    UNION ALL
+    SELECT NULL FROM pg_notify('{EVENTS_CHANNEL}', '')
 """
 COPY_COLUMNS = ("event_id", "type", "contact_id", "email", "properties", "occurred_at", "source")
 
@@ -95,7 +101,6 @@ async def append_typed(connection: asyncpg.Connection,
         # A value COPY cannot take: the statement path stores the batch or says which value
         # Postgres refuses, exactly as for small batches.
         return await append_rows(connection, rows)
-    await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
     return stored
 
 
@@ -107,7 +112,8 @@ _REFUSED = (asyncpg.DataError, asyncpg.ProgramLimitExceededError, TypeError, Val
 async def _claim_and_copy(connection: asyncpg.Connection,
                           rows: list[tuple[Any, ...]]) -> set[str]:
     ids = [row[0] for row in rows if row[0] is not None]
-    claimed = {r["event_id"] for r in await connection.fetch(CLAIM_IDS, ids)} if ids else set()
+    claimed = {r["event_id"] for r in await connection.fetch(CLAIM_IDS, ids)}
+    claimed.discard(None)  # the notification's row
     stored = set(claimed)
     new = []
     for row in rows:

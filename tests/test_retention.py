@@ -257,3 +257,15 @@ async def test_the_cli_dry_run_and_run(database: Database, database_url: str,
     assert refused.returncode == 78
     assert refused.stderr.strip() == ("herald: error: retention: events must be at least 1d "
                                       "(or 0 to keep every event)")
+
+
+async def test_bench_growth_measures_less_growth_with_retention(postgres_admin_url: str) -> None:
+    from bench import growth
+
+    args = growth.parse_args(["--messages", "500", "--body-size", "4096"])
+    result = await growth.on_server(postgres_admin_url, args)
+    assert len(result["retention_pass"]["partitions_dropped"]) == 1
+    assert result["retention_pass"]["bodies_dropped"] == 1000
+    per = result["bytes_per_million"]
+    assert per["events_and_ids"] > 0 and per["message_bodies"] > 0
+    assert 0 < result["with_retention_per_million"] < result["without_retention_per_million"]

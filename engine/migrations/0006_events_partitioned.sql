@@ -33,9 +33,6 @@ CREATE TABLE events (
 -- No primary key: positions come from the identity (GENERATED ALWAYS, so never given by a
 -- writer), nothing looks an event up by position alone, and a unique index would have to
 -- include received_at and cost every insert one more B-tree.
-CREATE INDEX events_contact_position ON events (contact_id, position DESC);
--- Followers read in (txid, position) order below pg_snapshot_xmin (engine.eventlog_reader).
-CREATE INDEX events_txid_position ON events (txid, position);
 CREATE TABLE events_default PARTITION OF events DEFAULT;
 
 -- One row per stored event id, written in the same statement as the event.
@@ -90,4 +87,9 @@ BEGIN
 END $$;
 
 DROP TABLE events_unpartitioned;
+-- Built after the rows are in (faster than maintaining them row by row); partitions created
+-- later get them too.
+CREATE INDEX events_contact_position ON events (contact_id, position DESC);
+-- Followers read in (txid, position) order below pg_snapshot_xmin (engine.eventlog_reader).
+CREATE INDEX events_txid_position ON events (txid, position);
 ANALYZE events;

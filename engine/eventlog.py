@@ -15,6 +15,9 @@ from typing import Any
 
 import asyncpg
 
+from engine.db_errors import reason
+from engine.errors import DatabaseRejected
+
 EVENTS_CHANNEL = "herald_events"
 
 # An event with an id is stored only if this statement claims its id in ``event_ids`` (a
@@ -91,26 +94,10 @@ async def append_typed(connection: asyncpg.Connection,
                        rows: list[tuple[Any, ...]]) -> set[str]:
     """:func:`append_rows` for rows whose values have their columns' types (``properties`` a
     dict, ``occurred_at`` an aware datetime): large batches are copied. Call it inside a
-    transaction: the ids claimed and the rows copied commit together."""
+    transaction: the ids claimed and the rows copied commit together. A value Postgres refuses
+    fails the whole batch (its transaction is aborted), as with :func:`append_rows`."""
     if len(rows) < COPY_MIN_ROWS:
         return await append_rows(connection, rows)
-    try:
-        async with connection.transaction():  # a savepoint: a refused copy leaves nothing
-            stored = await _claim_and_copy(connection, rows)
-    except _REFUSED:
-        # A value COPY cannot take: the statement path stores the batch or says which value
-        # Postgres refuses, exactly as for small batches.
-        return await append_rows(connection, rows)
-    return stored
-
-
-# Values refused by the client-side encoders or by Postgres (data exceptions, class 22;
-# program limits, class 54); anything else (unavailable, contention) propagates.
-_REFUSED = (asyncpg.DataError, asyncpg.ProgramLimitExceededError, TypeError, ValueError)
-
-
-async def _claim_and_copy(connection: asyncpg.Connection,
-                          rows: list[tuple[Any, ...]]) -> set[str]:
     ids = [row[0] for row in rows if row[0] is not None]
     claimed = {r["event_id"] for r in await connection.fetch(CLAIM_IDS, ids)}
     claimed.discard(None)  # the notification's row
@@ -124,7 +111,11 @@ async def _claim_and_copy(connection: asyncpg.Connection,
             claimed.discard(event_id)  # a repeat later in the batch is a duplicate
             new.append(row)
     if new:
-        await connection.copy_records_to_table("events", records=new, columns=COPY_COLUMNS)
+        try:
+            await connection.copy_records_to_table("events", records=new,
+                                                   columns=COPY_COLUMNS)
+        except (TypeError, ValueError) as exc:  # a value the client-side encoders refuse
+            raise DatabaseRejected(reason(exc)) from exc
     return stored
 
 

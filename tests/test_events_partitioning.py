@@ -229,3 +229,18 @@ async def test_a_copied_batch_wakes_followers_at_commit(database: Database,
         await asyncio.wait_for(woken.wait(), 10)
     finally:
         await listener.close()
+
+
+async def test_a_large_batch_with_a_value_the_encoder_refuses_is_rejected(
+        database: Database) -> None:
+    rows = [event(f"t{i}").row() for i in range(COPY_MIN_ROWS)]
+    rows[3] = (None, "t", "c1", None, {"bad": {1, 2}}, datetime.now(UTC), "test")
+    caught = None
+    try:
+        async with database.transaction() as connection:
+            await append_typed(connection, rows)
+    except DatabaseRejected as exc:
+        caught = exc
+    assert caught is not None
+    async with database.connection() as connection:
+        assert await connection.fetchval("SELECT count(*) FROM events") == 0

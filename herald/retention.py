@@ -6,8 +6,8 @@ A pass (``herald retention run``, or every ``check_interval`` in the process tha
 1. creates the event log's partitions ahead of time (engine.partitions), moving rows that
    landed in the default partition into their new partition;
 2. drops whole partitions older than ``events`` (DETACH + DROP, never row deletes) and the ids
-   of their events; a partition holding an event the automation core has not read yet is kept
-   (and logged) until it has;
+   of their events; a partition holding an event a follower (the automation core, the stats
+   follower) has not read yet is kept (and logged) until it has;
 3. drops the bodies of messages that have been in a final state for ``message_bodies``
    (mta.queue.retention); their rows stay.
 """
@@ -116,7 +116,7 @@ async def _partitions(connection: asyncpg.Connection, settings: RetentionSetting
         return
     cutoff = now - timedelta(seconds=settings.events)
     report.events_before = cutoff
-    follower = await automation_cursor(connection)
+    follower = await follower_cursor(connection)
     for part in partitions.expired(existing, cutoff):
         if follower is not None and await partitions.unread_by(connection, part, follower):
             report.kept_unread.append(part.name)
@@ -135,11 +135,17 @@ async def _partitions(connection: asyncpg.Connection, settings: RetentionSetting
             connection, min(part.end for part in report.dropped))
 
 
-async def automation_cursor(connection: asyncpg.Connection) -> LogCursor | None:
-    """Where the automation core's snapshot says it has read to (None: it never ran)."""
+async def follower_cursor(connection: asyncpg.Connection) -> LogCursor | None:
+    """The oldest cursor of the event log's followers: the automation core's snapshot and the
+    stats follower (both in the automation role); None when automation never ran."""
     row = await connection.fetchrow(
         "SELECT cursor_txid, cursor_pos FROM automation_state WHERE id = 1")
-    return None if row is None else LogCursor(row["cursor_txid"], row["cursor_pos"])
+    stats = await connection.fetchrow(
+        "SELECT events_txid, events_pos FROM workflow_stats_state WHERE id = 1")
+    cursors = [] if row is None else [LogCursor(row["cursor_txid"], row["cursor_pos"])]
+    if stats is not None and (row is not None or stats["events_txid"] or stats["events_pos"]):
+        cursors.append(LogCursor(stats["events_txid"], stats["events_pos"]))
+    return min(cursors, default=None)
 
 
 async def _bodies(connection: asyncpg.Connection, settings: RetentionSettings,

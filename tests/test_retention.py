@@ -113,6 +113,26 @@ async def test_a_partition_the_automation_core_has_not_read_is_kept(database: Da
         assert report.kept_unread == [old.name] and report.dropped == []
         await connection.execute("UPDATE automation_state SET cursor_txid = $1, cursor_pos = $2",
                                  row["txid"], row["position"])
+        await connection.execute("UPDATE workflow_stats_state SET events_txid = $1, "
+                                 "events_pos = $2", row["txid"], row["position"])
+        report = await run_pass(connection, settings(), now=now)
+    assert [p.name for p in report.dropped] == [old.name]
+
+
+async def test_a_partition_the_stats_follower_has_not_counted_is_kept(database: Database) -> None:
+    now = datetime.now(UTC)
+    async with database.connection() as connection:
+        old = await _old_partition(connection, 70)
+        await connection.execute(INSERT_AT, "uncounted", old.start + timedelta(hours=1))
+        row = await connection.fetchrow(
+            "SELECT txid::text::bigint AS txid, position FROM events WHERE type = 'uncounted'")
+        await connection.execute(
+            "INSERT INTO automation_state (id, cursor_txid, cursor_pos) VALUES (1, $1, $2)",
+            row["txid"], row["position"])
+        report = await run_pass(connection, settings(), now=now)
+        assert report.kept_unread == [old.name]  # the stats follower is still at the start
+        await connection.execute("UPDATE workflow_stats_state SET events_txid = $1, "
+                                 "events_pos = $2", row["txid"], row["position"])
         report = await run_pass(connection, settings(), now=now)
     assert [p.name for p in report.dropped] == [old.name]
 

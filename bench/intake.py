@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 import uvloop
 
+from bench.copy_ceiling import copy_rate
 from bench.herald_process import HeraldProcess, create_key, free_port
 from bench.loadclient import percentile, run_load
 
@@ -36,6 +37,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--servers", type=int, default=1,
                         help="HTTP server processes sharing the port (SO_REUSEPORT)")
     parser.add_argument("--log", type=Path, help="write the server's log here")
+    parser.add_argument("--copy-connections", type=int, default=2,
+                        help="connections for the raw COPY ceiling of the batch phase")
+    parser.add_argument("--no-single", action="store_true",
+                        help="skip the single-event phase (batches and their ceiling only)")
     return parser.parse_args(argv)
 
 
@@ -74,9 +79,10 @@ async def drive(port: int, key: str, args: argparse.Namespace) -> list[dict[str,
     # Warm up connections and caches briefly, not measured.
     await run_load("127.0.0.1", port, headers, 8, 1.0, single, "/v1/events")
     phases = []
-    result, elapsed = await run_load("127.0.0.1", port, headers, args.concurrency,
-                                     args.duration, single, "/v1/events")
-    phases.append(summarise("single", result, elapsed, 1))
+    if not args.no_single:
+        result, elapsed = await run_load("127.0.0.1", port, headers, args.concurrency,
+                                         args.duration, single, "/v1/events")
+        phases.append(summarise("single", result, elapsed, 1))
     result, elapsed = await run_load("127.0.0.1", port, headers, args.batch_concurrency,
                                      args.duration, batch, "/v1/events")
     phases.append(summarise(f"batch{args.batch_size}", result, elapsed, args.batch_size))
@@ -110,26 +116,36 @@ def main(argv: list[str]) -> int:
         phases = uvloop.run(drive(port, key, args))
         database_url = args.database_url or _embedded_url(workdir / "data")
         stored = uvloop.run(count_events(database_url))
+        # The batch phase's ceiling, measured in the same run on the same Postgres.
+        copy_per_s = uvloop.run(copy_rate(database_url, args.duration, args.copy_connections,
+                                          args.contacts))
     finally:
         for server in servers:
             server.stop()
     acknowledged = sum(p["requests"] * (1 if p["phase"] == "single" else args.batch_size)
                        for p in phases)
+    single_phase = phases[0] if phases[0]["phase"] == "single" else None
+    batch_phase = phases[-1]
     for phase in phases:
         print(f"{phase['phase']:>10}: {phase['requests_per_s']:>9} req/s "
               f"{phase['events_per_s']:>10} events/s  p50 {phase['p50_ms']} ms  "
               f"p99 {phase['p99_ms']} ms  other={phase['non_202']} errors={phase['errors']}",
               file=sys.stderr)
+    print(f"{'copy':>10}: {copy_per_s:>31.1f} rows/s (raw COPY, commit per 1,000 rows, "
+          f"{args.copy_connections} connections); batch/copy "
+          f"{phases[-1]['events_per_s'] / copy_per_s:.0%}", file=sys.stderr)
     summary = {
         "bench": "intake",
         "servers": args.servers,
         "phases": phases,
-        "single_requests_per_s": phases[0]["requests_per_s"],
-        "single_p50_ms": phases[0]["p50_ms"],
-        "single_p99_ms": phases[0]["p99_ms"],
-        "batch_events_per_s": phases[1]["events_per_s"],
-        "batch_p50_ms": phases[1]["p50_ms"],
-        "batch_p99_ms": phases[1]["p99_ms"],
+        "single_requests_per_s": single_phase["requests_per_s"] if single_phase else None,
+        "single_p50_ms": single_phase["p50_ms"] if single_phase else None,
+        "single_p99_ms": single_phase["p99_ms"] if single_phase else None,
+        "batch_events_per_s": batch_phase["events_per_s"],
+        "batch_p50_ms": batch_phase["p50_ms"],
+        "batch_p99_ms": batch_phase["p99_ms"],
+        "copy_ceiling_rows_per_s": round(copy_per_s, 1),
+        "batch_share_of_copy": round(batch_phase["events_per_s"] / copy_per_s, 3),
         "acknowledged_events": acknowledged,
         "stored_events_at_least": stored,
         "all_acknowledged_stored": stored >= acknowledged,

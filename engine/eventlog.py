@@ -1,7 +1,10 @@
 """Appending to the event log (used by the intake, the MTA's outcomes and the automation core).
 
 Rows travel as one JSON array and Postgres unpacks it (in C, in its own process), which costs
-far less Python time than encoding one parameter array per column.
+far less Python time than encoding one parameter array per column. Large typed batches (the
+intake's) go by :func:`append_typed`: their ids are claimed in one statement, then the rows
+whose ids were new are streamed with binary ``COPY`` (about twice as fast in Postgres as an
+``INSERT ... SELECT`` of the same rows).
 """
 
 from __future__ import annotations
@@ -12,14 +15,34 @@ from typing import Any
 
 import asyncpg
 
+from engine.db_errors import reason
+from engine.errors import DatabaseRejected
+
 EVENTS_CHANNEL = "herald_events"
 
+# An event with an id is stored only if this statement claims its id in ``event_ids`` (a
+# unique index on the partitioned events table would have to include received_at); a repeated
+# id, in the log already or earlier in the same batch, is skipped. A concurrent transaction
+# claiming the same id waits on the event_ids key until the first commits or rolls back; ids
+# are claimed in their sort order, so two batches sharing ids never wait on each other in a
+# cycle.
 INSERT_EVENTS = """
+    WITH batch AS (
+        SELECT r, n FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS b(r, n)
+    ), claimed AS (
+        INSERT INTO event_ids (event_id)
+        SELECT r->>0 FROM batch WHERE r->>0 IS NOT NULL ORDER BY r->>0
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+    ), first AS (
+        SELECT min(n) AS n FROM batch JOIN claimed ON claimed.event_id = batch.r->>0
+        GROUP BY claimed.event_id
+    )
     INSERT INTO events (event_id, type, contact_id, email, properties, occurred_at, source)
     SELECT r->>0, r->>1, r->>2, r->>3, r->4, (r->>5)::timestamptz, r->>6
-    FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS batch(r, n)
+    FROM batch
+    WHERE r->>0 IS NULL OR n IN (SELECT n FROM first)
     ORDER BY n
-    ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING
     RETURNING event_id
 """
 
@@ -48,6 +71,52 @@ async def append_rows(connection: asyncpg.Connection,
     inserted = await connection.fetch(INSERT_EVENTS, rows)
     await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
     return {row["event_id"] for row in inserted if row["event_id"] is not None}
+
+
+# Below this many rows one INSERT statement beats a claim plus a COPY (two round trips).
+COPY_MIN_ROWS = 64
+# Claims the batch's ids and notifies followers (delivered at commit) in one round trip.
+CLAIM_IDS = f"""
+    WITH claimed AS (
+        INSERT INTO event_ids (event_id)
+        SELECT id FROM unnest($1::text[]) AS id ORDER BY id
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+    )
+    SELECT event_id FROM claimed
+    UNION ALL
+    SELECT NULL FROM pg_notify('{EVENTS_CHANNEL}', '')
+"""
+COPY_COLUMNS = ("event_id", "type", "contact_id", "email", "properties", "occurred_at", "source")
+
+
+async def append_typed(connection: asyncpg.Connection,
+                       rows: list[tuple[Any, ...]]) -> set[str]:
+    """:func:`append_rows` for rows whose values have their columns' types (``properties`` a
+    dict, ``occurred_at`` an aware datetime): large batches are copied. Call it inside a
+    transaction: the ids claimed and the rows copied commit together. A value Postgres refuses
+    fails the whole batch (its transaction is aborted), as with :func:`append_rows`."""
+    if len(rows) < COPY_MIN_ROWS:
+        return await append_rows(connection, rows)
+    ids = [row[0] for row in rows if row[0] is not None]
+    claimed = {r["event_id"] for r in await connection.fetch(CLAIM_IDS, ids)}
+    claimed.discard(None)  # the notification's row
+    stored = set(claimed)
+    new = []
+    for row in rows:
+        event_id = row[0]
+        if event_id is None:
+            new.append(row)
+        elif event_id in claimed:
+            claimed.discard(event_id)  # a repeat later in the batch is a duplicate
+            new.append(row)
+    if new:
+        try:
+            await connection.copy_records_to_table("events", records=new,
+                                                   columns=COPY_COLUMNS)
+        except (TypeError, ValueError) as exc:  # a value the client-side encoders refuse
+            raise DatabaseRejected(reason(exc)) from exc
+    return stored
 
 
 async def append_events(connection: asyncpg.Connection, events: list[LogEvent]) -> set[str]:

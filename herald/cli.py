@@ -29,13 +29,21 @@ from engine.keys import (
 )
 from engine.log import configure_logging
 from engine.values import HostPort, parse_duration
-from herald import exit_codes, queue_cli, stats_cli, suppressions_cli, tls_cli, webhooks_cli
+from herald import (
+    exit_codes,
+    queue_cli,
+    retention_cli,
+    stats_cli,
+    suppressions_cli,
+    tls_cli,
+    webhooks_cli,
+)
 from herald.database import database_url, migrate
 from herald.roles import ROLE_NAMES
 from herald.settings import Settings, config_path_from, load_settings
 
 BENCHES = ("intake", "mta", "dkim", "automation", "inbound", "submission", "stats",
-           "tracking", "outbox")
+           "tracking", "outbox", "growth")
 
 
 class UsageError(HeraldError):
@@ -136,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     queue_cli.add_parser(commands)
     stats_cli.add_parser(commands)
     webhooks_cli.add_parser(commands)
+    retention_cli.add_parser(commands)
     return parser
 
 
@@ -405,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("webhooks", "outbox"):
             new = webhooks_cli.parsed_subscription(args)
             return _run_async(lambda: webhooks_cli.run(settings, args, new))
+        if args.command == "retention":
+            return _run_async(lambda: retention_cli.run(settings, args))
         if args.command == "suppressions":
             entries = suppressions_cli.entries_from(args)
             return _run_async(lambda: suppressions_cli.run(settings, args, entries))

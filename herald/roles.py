@@ -40,6 +40,7 @@ from engine.outbox import admin as outbox_admin
 from engine.outbox import api as outbox_api
 from engine.outbox.service import OutboxService
 from engine.outbox.transport import OutboundPolicy
+from herald.retention import RetentionRole
 from herald.settings import Settings, resolve_path
 from mta import api as mta_api
 from mta.delivery.service import DeliveryService
@@ -379,6 +380,8 @@ def build_roles(names: list[str], settings: Settings, database: Database,
             roles.append(HttpRole(settings, database, catalog))
         elif name == "mta":
             roles.append(MtaRole(settings, database, hold_delivery))
+            # Partitions ahead, old partitions and bodies: one process does it (the mta one).
+            roles.append(RetentionRole(settings.retention, database))
         elif name == "automation":
             roles.append(AutomationRole(settings, database, catalog))
         elif name == "inbound":

@@ -17,6 +17,7 @@ from engine.config import (
 )
 from engine.outbox.settings import WebhooksSettings
 from engine.settings_loader import load_sections
+from herald.retention import RetentionSettings
 from mta.inbound.settings import InboundSettings
 from mta.settings import MtaSettings
 from mta.submission.settings import SubmissionSettings
@@ -35,6 +36,7 @@ SECTIONS: dict[str, type] = {
     "stats": StatsSettings,
     "tracking": TrackingSettings,
     "webhooks": WebhooksSettings,
+    "retention": RetentionSettings,
 }
 ALIASES = {
     "HERALD_DATA_DIR": ("engine", "data_dir"),
@@ -56,6 +58,7 @@ class Settings:
     stats: StatsSettings = field(default_factory=StatsSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     config_path: Path | None = None
 
 

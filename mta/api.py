@@ -79,7 +79,7 @@ def routes(context: HttpContext, identity: QueueIdentity, max_size: int,
             row = await connection.fetchrow(
                 "SELECT id, state, header_from, recipient, contact_id, tags, metadata, "
                 "attempts, created_at, next_attempt_at, expires_at, last_code, last_reply, "
-                "finished_at FROM outbound_messages WHERE id = $1", message_id)
+                "finished_at, body_dropped_at FROM outbound_messages WHERE id = $1", message_id)
             attempts = await connection.fetch(
                 "SELECT attempt, at, outcome, remote_host, code, enhanced, reply, category, "
                 "tls_policy FROM delivery_attempts WHERE message_id = $1 ORDER BY attempt",
@@ -106,6 +106,8 @@ def message_json(row: Any, attempts: list[Any]) -> dict[str, Any]:
         "next_attempt_at": None if final else format_rfc3339(row["next_attempt_at"]),
         "expires_at": format_rfc3339(row["expires_at"]),
         "finished_at": format_rfc3339(row["finished_at"]) if row["finished_at"] else None,
+        "body_dropped_at": (format_rfc3339(row["body_dropped_at"])
+                            if row["body_dropped_at"] else None),
         "last_reply": row["last_reply"],
         "attempts": [{
             "attempt": a["attempt"], "at": format_rfc3339(a["at"]), "outcome": a["outcome"],

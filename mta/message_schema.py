@@ -155,6 +155,9 @@ MESSAGE_SCHEMA: dict[str, Any] = {
         "created_at": TIME, "expires_at": TIME,
         "next_attempt_at": {"type": ["string", "null"], "format": "date-time"},
         "finished_at": {"type": ["string", "null"], "format": "date-time"},
+        "body_dropped_at": {"type": ["string", "null"], "format": "date-time",
+                            "description": "when retention dropped the body ([retention] "
+                                           "message_bodies); the row stays"},
         "last_reply": _NULLABLE_TEXT,
         "attempts": {"type": "array", "items": {
             "type": "object", "additionalProperties": False,

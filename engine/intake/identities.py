@@ -66,19 +66,25 @@ COPY_ANONYMOUS_EVENTS = f"""
         SELECT position, type, properties, occurred_at, source FROM events
         WHERE contact_id = $1 AND position > $3
         ORDER BY position DESC LIMIT $4
+    ), claimed AS (
+        INSERT INTO event_ids (event_id)
+        SELECT '{MERGED_ID_PREFIX}' || position FROM recent
+        ORDER BY '{MERGED_ID_PREFIX}' || position
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
     ), copied AS (
         INSERT INTO events (event_id, type, contact_id, email, properties, occurred_at, source)
         SELECT '{MERGED_ID_PREFIX}' || position, type, $2, NULL, properties, occurred_at,
                CASE source {_SOURCE_CASE} ELSE source END
-        FROM recent ORDER BY position
-        ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING
+        FROM recent WHERE '{MERGED_ID_PREFIX}' || position IN (SELECT event_id FROM claimed)
+        ORDER BY position
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM copied) AS copied,
            (SELECT max(position) FROM recent) AS last
 """
 MARK_COPIED = "UPDATE identities SET copied_through = $2 WHERE anonymous_id = $1"
-STORED_IDS = "SELECT event_id FROM events WHERE event_id = ANY($1::text[])"
+STORED_IDS = "SELECT event_id FROM event_ids WHERE event_id = ANY($1::text[])"
 IDENTITIES_OF_CONTACT = """
     SELECT anonymous_id, linked_at FROM identities WHERE contact_id = $1
     ORDER BY linked_at, anonymous_id LIMIT 1000

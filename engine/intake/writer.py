@@ -32,7 +32,7 @@ from engine.errors import (
     DatabaseUnavailable,
     HeraldError,
 )
-from engine.eventlog import append_rows
+from engine.eventlog import append_typed
 from engine.intake.identities import (
     Join,
     anonymous_contact,
@@ -325,7 +325,7 @@ class EventWriter:
             await connection.execute(INSERT_CONTACTS, contact_ids, contact_emails)
             if any(email is not None for email in contact_emails):
                 await connection.execute(FILL_MISSING_EMAILS, contact_ids, contact_emails)
-            stored_ids = await append_rows(connection, rows)
+            stored_ids = await append_typed(connection, rows)
             await apply_identity(connection, joins, updates, stored_ids)
             if not commit:
                 raise _RollBack

@@ -44,6 +44,7 @@ from herald.settings import Settings, config_path_from, load_settings
 
 BENCHES = ("intake", "mta", "dkim", "automation", "inbound", "submission", "stats",
            "tracking", "outbox", "growth")
+SIZING_BENCHES = ("e2e", "compare-postfix", "report")  # bench/e2e.py, compare_postfix.py, ...
 
 
 class UsageError(HeraldError):
@@ -136,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         "parse", help="print what each message reports, one JSON line per file")
     bounce_parse.add_argument("files", nargs="+", metavar="FILE")
 
-    bench = commands.add_parser("bench", help="load tests: " + ", ".join(BENCHES))
-    bench.add_argument("name", choices=BENCHES)
+    bench = commands.add_parser("bench", help="load tests: " + ", ".join(
+        BENCHES + SIZING_BENCHES))
+    bench.add_argument("name", choices=BENCHES + SIZING_BENCHES)
     bench.add_argument("args", nargs=argparse.REMAINDER)
     suppressions_cli.add_parser(commands)
     tls_cli.add_parser(commands)
@@ -379,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return parse_files(args.files)
         if args.command == "bench":
-            module = importlib.import_module(f"bench.{args.name}")  # bench sits above herald
+            # bench sits above herald; compare-postfix is bench/compare_postfix.py
+            module = importlib.import_module(f"bench.{args.name.replace('-', '_')}")
             return int(module.main(args.args))
         settings = _with_settings(args)
         configure_logging(settings.engine.log_level)

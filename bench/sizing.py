@@ -1,0 +1,211 @@
+"""Hardware from measured figures (pure): cores, memory, disk and IOPS for a daily volume.
+
+Every figure comes from a bench result (``herald bench e2e``: CPU seconds per send of each part,
+peak memory of each part, database bytes, WAL bytes and WAL fsyncs per send) and the load to
+plan for. The only constants are the headroom factors below, each with its reason; change
+them with ``Headroom(...)``.
+
+    peak sends/s      = daily sends / 86,400 x peak factor
+    cores             = sum over parts (CPU s per send) x peak sends/s / CPU target utilisation
+    memory            = sum over parts (peak memory) x memory factor
+    disk              = database bytes per send x daily sends x retention days x disk factor
+    IOPS              = peak sends/s x (WAL fsyncs per send + WAL bytes per send / page)
+                        / IOPS target utilisation
+    write bandwidth   = peak sends/s x WAL bytes per send x 2 / IOPS target utilisation
+
+The IOPS line counts each WAL fsync as one device write and the changed data once more as
+Postgres pages written by checkpoints (every change is WAL-logged, so the WAL's volume stands
+for it); write bandwidth counts those bytes twice (WAL, then the data files).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SECONDS_PER_DAY = 86_400
+GIB = 1024 ** 3
+PAGE_BYTES = 8192  # a Postgres page: the unit in which checkpoints write data files
+# Parts of a bench run that a production server runs (the load generator and the sink stand
+# for the senders and the receiving MX servers, which live elsewhere).
+PRODUCTION_PARTS = ("herald-http", "herald-automation", "herald-mta", "herald-submission",
+                    "herald-inbound", "postgres")
+
+
+@dataclass(frozen=True)
+class Headroom:
+    # Cores busy at most half the time at peak: bursts above the planned peak, retry backlogs
+    # after an outage, vacuum and checkpoints, and the bench machine's own noise.
+    cpu_target_utilisation: float = 0.5
+    # Memory measured at bench scale: caches, queues and Postgres' working set grow with the
+    # volume and the retention; the page cache keeps the hot part of the database.
+    memory_factor: float = 2.0
+    # Disk: dead rows before vacuum, index growth, WAL kept for checkpoints, a local backup.
+    disk_factor: float = 2.0
+    # Storage busy at most half the time at peak, for the same reasons as the cores.
+    iops_target_utilisation: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("cpu_target_utilisation", "iops_target_utilisation"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1]")
+        for name in ("memory_factor", "disk_factor"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+
+@dataclass(frozen=True)
+class Load:
+    daily_sends: float
+    peak_factor: float
+    retention_days: float
+
+    def __post_init__(self) -> None:
+        if self.daily_sends <= 0:
+            raise ValueError("daily sends must be > 0")
+        if self.peak_factor < 1:
+            raise ValueError("the peak factor must be >= 1 (peak over the day's average)")
+        if self.retention_days <= 0:
+            raise ValueError("retention days must be > 0")
+
+    @property
+    def average_sends_per_s(self) -> float:
+        return self.daily_sends / SECONDS_PER_DAY
+
+    @property
+    def peak_sends_per_s(self) -> float:
+        return self.average_sends_per_s * self.peak_factor
+
+
+@dataclass(frozen=True)
+class Measured:
+    cpu_s_per_send: Mapping[str, float]
+    memory_bytes: Mapping[str, float]
+    db_bytes_per_send: float
+    wal_bytes_per_send: float
+    wal_syncs_per_send: float
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    load: Load
+    headroom: Headroom
+    peak_sends_per_s: float
+    busy_cores_at_peak: float
+    cores_exact: float
+    cores: int
+    cores_per_part: dict[str, float]
+    memory_exact_bytes: float
+    memory_gib: int
+    disk_exact_bytes: float
+    disk_gib: int
+    iops_exact: float
+    iops: int
+    write_bytes_per_s: float
+    lines: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"daily_sends": self.load.daily_sends, "peak_factor": self.load.peak_factor,
+                "retention_days": self.load.retention_days,
+                "peak_sends_per_s": round(self.peak_sends_per_s, 2),
+                "busy_cores_at_peak": round(self.busy_cores_at_peak, 3),
+                "cores": self.cores, "cores_exact": round(self.cores_exact, 3),
+                "cores_per_part": {k: round(v, 3) for k, v in self.cores_per_part.items()},
+                "memory_gib": self.memory_gib,
+                "memory_exact_gib": round(self.memory_exact_bytes / GIB, 3),
+                "disk_gib": self.disk_gib, "disk_exact_gib": round(self.disk_exact_bytes / GIB, 3),
+                "iops": self.iops, "iops_exact": round(self.iops_exact, 1),
+                "write_mib_per_s": round(self.write_bytes_per_s / 2**20, 2),
+                "headroom": vars(self.headroom)}
+
+
+def recommend(load: Load, measured: Measured, headroom: Headroom | None = None) -> Recommendation:
+    headroom = headroom or Headroom()
+    peak = load.peak_sends_per_s
+    busy = {part: cpu * peak for part, cpu in measured.cpu_s_per_send.items()}
+    busy_total = sum(busy.values())
+    cores_exact = busy_total / headroom.cpu_target_utilisation
+    memory_exact = sum(measured.memory_bytes.values()) * headroom.memory_factor
+    disk_exact = (measured.db_bytes_per_send * load.daily_sends * load.retention_days
+                  * headroom.disk_factor)
+    iops_exact = (peak * (measured.wal_syncs_per_send + measured.wal_bytes_per_send / PAGE_BYTES)
+                  / headroom.iops_target_utilisation)
+    write_bytes = peak * measured.wal_bytes_per_send * 2 / headroom.iops_target_utilisation
+    lines = [
+        f"peak rate: {load.daily_sends:,.0f} sends/day / 86,400 s x peak factor "
+        f"{load.peak_factor:g} = {peak:.1f} sends/s",
+        "cores: (" + " + ".join(f"{cpu * 1000:.2f} ms" for cpu in
+                                 measured.cpu_s_per_send.values())
+        + f") CPU per send x {peak:.1f}/s = {busy_total:.2f} busy cores; at "
+        f"{headroom.cpu_target_utilisation:.0%} target utilisation {cores_exact:.2f} -> "
+        f"{ceil_at_least_one(cores_exact)}",
+        f"memory: {sum(measured.memory_bytes.values()) / 2**20:,.0f} MiB peak (sum of parts) x "
+        f"{headroom.memory_factor:g} = {memory_exact / GIB:.2f} GiB -> "
+        f"{ceil_at_least_one(memory_exact / GIB)} GiB",
+        f"disk: {measured.db_bytes_per_send:,.0f} B per send x {load.daily_sends:,.0f}/day x "
+        f"{load.retention_days:g} days x {headroom.disk_factor:g} = {disk_exact / GIB:.1f} GiB"
+        f" -> {ceil_at_least_one(disk_exact / GIB)} GiB",
+        f"IOPS: {peak:.1f}/s x ({measured.wal_syncs_per_send:.3f} WAL fsyncs + "
+        f"{measured.wal_bytes_per_send:,.0f} B / {PAGE_BYTES} B pages) per send / "
+        f"{headroom.iops_target_utilisation:.0%} = {iops_exact:.0f} -> "
+        f"{ceil_at_least_one(iops_exact)} write IOPS",
+    ]
+    return Recommendation(load, headroom, peak, busy_total, cores_exact,
+                          ceil_at_least_one(cores_exact),
+                          {part: value / headroom.cpu_target_utilisation
+                           for part, value in busy.items()},
+                          memory_exact, ceil_at_least_one(memory_exact / GIB), disk_exact,
+                          ceil_at_least_one(disk_exact / GIB), iops_exact,
+                          ceil_at_least_one(iops_exact), write_bytes, lines)
+
+
+def ceil_at_least_one(value: float) -> int:
+    return max(1, math.ceil(value - 1e-9))  # 4.0000000001 from float sums is still 4
+
+
+def measured_from_e2e(result: Mapping[str, Any],
+                      parts: tuple[str, ...] = PRODUCTION_PARTS) -> Measured:
+    """The per-send figures of one ``herald bench e2e`` JSON result."""
+    if result.get("bench") != "e2e":
+        raise ValueError("not a herald bench e2e result")
+    sends = result.get("sends") or 0
+    if sends <= 0:
+        raise ValueError("the e2e result delivered no message: nothing to size from")
+    measured_parts = {name: part for name, part in result["parts"].items() if name in parts}
+    if "postgres" not in measured_parts:
+        raise ValueError("the e2e result has no Postgres figures (run it on the embedded "
+                         "database, without --database-url)")
+    database = result["database"]
+    return Measured(
+        cpu_s_per_send={name: part["cpu_s"] / sends for name, part in measured_parts.items()},
+        memory_bytes={name: part["peak_memory_mib"] * 2**20
+                      for name, part in measured_parts.items()},
+        db_bytes_per_send=max(0.0, database["growth_bytes"] / sends),
+        wal_bytes_per_send=database["wal_bytes"] / sends,
+        wal_syncs_per_send=database["wal_syncs"] / sends,
+        source=f"e2e at {result['offered_events_per_s']} events/s for {result['duration_s']}s")
+
+
+def median_measured(measurements: list[Measured]) -> Measured:
+    """Part by part, the median of several runs' figures (the machine is noisy)."""
+    if not measurements:
+        raise ValueError("no measurement")
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1]
+                                                         + ordered[middle]) / 2
+
+    names = [name for name in measurements[0].cpu_s_per_send
+             if all(name in m.cpu_s_per_send for m in measurements)]
+    return Measured(
+        cpu_s_per_send={n: median([m.cpu_s_per_send[n] for m in measurements]) for n in names},
+        memory_bytes={n: median([m.memory_bytes[n] for m in measurements]) for n in names},
+        db_bytes_per_send=median([m.db_bytes_per_send for m in measurements]),
+        wal_bytes_per_send=median([m.wal_bytes_per_send for m in measurements]),
+        wal_syncs_per_send=median([m.wal_syncs_per_send for m in measurements]),
+        source=f"median of {len(measurements)} e2e runs")

@@ -80,13 +80,21 @@ def body_text(size: int) -> str:
 
 
 class Sink:
-    def __init__(self, kind: str, reply_latency: float = 0.0, pipelining: bool = True) -> None:
+    """Postfix's smtp-sink (or Herald's sink) on a free loopback port. ``dump_dir`` (smtp-sink
+    only) keeps every message there as one file, so a bench can count and check what arrived
+    (``dumped``)."""
+
+    def __init__(self, kind: str, reply_latency: float = 0.0, pipelining: bool = True,
+                 dump_dir: Path | None = None) -> None:
         if kind == "auto":
             plain = reply_latency == 0 and pipelining
             kind = "smtp-sink" if plain and os.path.exists(SMTP_SINK) else "herald"
         if kind == "smtp-sink" and (reply_latency or not pipelining):
             raise SystemExit("--reply-latency and --no-sink-pipelining need --sink herald")
+        if dump_dir is not None and kind != "smtp-sink":
+            raise SystemExit("keeping the sink's messages needs smtp-sink")
         self.kind = kind
+        self.dump_dir = dump_dir
         self.reply_latency = reply_latency
         self.pipelining = pipelining
         self.port = free_port()
@@ -95,7 +103,8 @@ class Sink:
     def start(self) -> None:
         if self.kind == "smtp-sink":
             user = ["-u", "root"] if os.getuid() == 0 else []
-            command = [SMTP_SINK, *user, f"127.0.0.1:{self.port}", "1000"]
+            dump = ["-d", f"{self.dump_dir}/%H%M%S."] if self.dump_dir is not None else []
+            command = [SMTP_SINK, *user, *dump, f"127.0.0.1:{self.port}", "1000"]
         else:
             command = [sys.executable, "-m", "herald.cli", "sink", "--listen",
                        f"127.0.0.1:{self.port}", "--reply-latency", f"{self.reply_latency}s"]
@@ -117,6 +126,18 @@ class Sink:
         if self.process is not None:
             self.process.terminate()
             self.process.wait(10)
+
+    def dumped(self) -> tuple[int, int]:
+        """Messages kept in ``dump_dir`` so far, and how many of them carry a DKIM-Signature
+        header (looked for in each file's header block)."""
+        assert self.dump_dir is not None
+        files = signed = 0
+        for path in self.dump_dir.glob("*"):
+            files += 1
+            with open(path, "rb") as handle:
+                head = handle.read(65536).replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+            signed += head.startswith(b"DKIM-Signature:") or b"\nDKIM-Signature:" in head
+        return files, signed
 
 
 async def preload(url: str, identity: QueueIdentity, count: int, size: int) -> None:

@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,8 +88,10 @@ class RelayResult:
         return self.messages / self.seconds
 
 
-def instance_main_cf(instance: PostfixInstance, relay_port: int) -> str:
-    """``main.cf`` for a relay-only instance that lives entirely under ``instance.root``."""
+def instance_main_cf(instance: PostfixInstance, relay_port: int,
+                     extra: Mapping[str, str] | None = None) -> str:
+    """``main.cf`` for a relay-only instance that lives entirely under ``instance.root``;
+    ``extra`` adds or overrides settings (e.g. ``smtpd_milters``)."""
     settings = {
         "compatibility_level": "3.6",
         "queue_directory": str(instance.queue_dir),
@@ -112,6 +114,7 @@ def instance_main_cf(instance: PostfixInstance, relay_port: int) -> str:
         "smtp_tls_security_level": "none",
         "smtpd_tls_security_level": "none",
         "biff": "no",
+        **(extra or {}),
     }
     return "".join(f"{key} = {value}\n" for key, value in settings.items())
 
@@ -145,7 +148,8 @@ def instance_master_cf(template: str, listen: str) -> str:
 
 
 @contextmanager
-def running_instance(relay_port: int) -> Iterator[PostfixInstance]:
+def running_instance(relay_port: int,
+                     extra: Mapping[str, str] | None = None) -> Iterator[PostfixInstance]:
     """Start a throw-away instance relaying to ``relay_port``; stop and remove it afterwards."""
     if not installed():
         raise PostfixError(f"Postfix is not installed ({POSTFIX}, {SMTP_SOURCE})")
@@ -165,7 +169,8 @@ def running_instance(relay_port: int) -> Iterator[PostfixInstance]:
         instance.queue_dir.mkdir()
         instance.data_dir.mkdir()
         os.chown(instance.data_dir, owner.pw_uid, owner.pw_gid)
-        (instance.config_dir / "main.cf").write_text(instance_main_cf(instance, relay_port))
+        (instance.config_dir / "main.cf").write_text(
+            instance_main_cf(instance, relay_port, extra))
         (instance.config_dir / "master.cf").write_text(
             instance_master_cf(MASTER_TEMPLATE.read_text(), f"127.0.0.1:{instance.port}"))
         _postfix(instance, "check")
@@ -206,9 +211,9 @@ def relay_throughput(instance: PostfixInstance, messages: int, size: int, sessio
 
 
 def measure(relay_port: int, messages: int, size: int, sessions: int,
-            timeout: float = 300.0) -> RelayResult:
+            timeout: float = 300.0, extra: Mapping[str, str] | None = None) -> RelayResult:
     """Start an instance relaying to ``relay_port``, time ``messages`` through it, stop it."""
-    with running_instance(relay_port) as instance:
+    with running_instance(relay_port, extra) as instance:
         return relay_throughput(instance, messages, size, sessions, timeout)
 
 

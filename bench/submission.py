@@ -9,10 +9,10 @@ units run them) against a temporary embedded Postgres (or
 ``smtp-sink``. ``smtp-source`` cannot log in, so the loopback network is a ``trusted_clients``
 entry naming a ``messages:write`` key limited to ``bench.test``: each message still passes the
 sender-domain check, the raw MIME rules and the group commit before its 250, then DKIM signing
-and delivery. Herald's figure runs from the start of ``smtp-source`` until every message is
-``delivered`` (accepted_per_s: until ``smtp-source`` has its last 250). Then, with Herald
-stopped, the same messages go through a throw-away unsigned Postfix (bench/postfix.py) to the
-same sink over as many sessions, timed until its queue is empty.
+and delivery. Herald's figure runs from the start of ``smtp-source`` (the processes are up by
+then) until no message waits in the queue (accepted_per_s: until ``smtp-source`` has its last
+250). Then, with Herald stopped, the same messages go through a throw-away unsigned Postfix
+(bench/postfix.py) to the same sink over as many sessions, timed until its queue is empty.
 
 Prints a summary on stderr and one JSON line on stdout.
 """
@@ -25,6 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,7 @@ async def bench_key(url: str) -> str:
 
 
 async def counts(url: str) -> tuple[int, int]:
+    """Queued and delivered messages: one query once the run is over."""
     connection = await asyncpg.connect(url)
     try:
         row = await connection.fetchrow(
@@ -82,21 +86,22 @@ async def counts(url: str) -> tuple[int, int]:
     return int(row["queued"]), int(row["delivered"])
 
 
-async def wait_delivered(url: str, total: int, timeout: float) -> float:
-    """The moment all ``total`` messages are delivered (woken by polling; the bench owns no
-    event that would say so)."""
+async def wait_drained(url: str, timeout: float) -> float:
+    """The moment no message waits any more (none queued or deferred). Polls an EXISTS that
+    the queue's own partial index (``outbound_due``) answers from its first entry, never a
+    count over the table being measured."""
     connection = await asyncpg.connect(url)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            delivered = await connection.fetchval(
-                "SELECT count(*) FROM outbound_messages WHERE state = 'delivered'")
-            if delivered >= total:
+            if not await connection.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM outbound_messages "
+                    "WHERE state IN ('queued', 'deferred'))"):
                 return time.monotonic()
             await asyncio.sleep(0.05)
     finally:
         await connection.close()
-    raise TimeoutError(f"not all {total} messages were delivered in {timeout:.0f}s")
+    raise TimeoutError(f"messages were still queued after {timeout:.0f}s")
 
 
 def smtp_source(port: int, messages: int, size: int, sessions: int, timeout: float) -> None:
@@ -106,15 +111,32 @@ def smtp_source(port: int, messages: int, size: int, sessions: int, timeout: flo
                    check=True)
 
 
-def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    if not postfix.installed():
-        raise SystemExit(f"herald bench submission needs Postfix's smtp-source "
-                         f"({postfix.SMTP_SOURCE})")
-    workdir = Path(tempfile.mkdtemp(prefix="herald-bench-submission-"))
-    url = args.database_url
+@dataclass(frozen=True)
+class HeraldStack:
+    url: str
+    port: int  # the submission listener
+    processes: tuple[HeraldProcess, ...]
+
+
+@dataclass(frozen=True)
+class HeraldRelay:
+    messages: int
+    sessions: int
+    seconds: float  # smtp-source's start until no message waits
+    accepted_seconds: float  # smtp-source's start until its last 250
+    delivered: int
+
+
+@contextmanager
+def herald_stack(workdir: Path, sink_port: int, sessions: int, processes: int = 1,
+                 dkim: bool = True, database_url: str | None = None,
+                 log: Path | None = None) -> Iterator[HeraldStack]:
+    """``processes`` submission processes and one mta process on a temporary embedded Postgres
+    (or ``database_url``) with an RSA-2048 DKIM key for bench.test, every message routed to
+    ``sink_port``; stopped (and the embedded Postgres with them) on the way out."""
     embedded = None
-    sink = Sink("auto")
+    url = database_url
+    started: list[HeraldProcess] = []
     try:
         if url is None:
             from engine.embedded_postgres import start_embedded
@@ -124,54 +146,77 @@ def main(argv: list[str]) -> int:
         uvloop.run(migrate(url))
         key_id = uvloop.run(bench_key(url))
         key_path, _record = write_keypair("bench.test", "b1", "rsa", workdir / "dkim")
-        sink.start()
         port = free_port()
         env = {"HERALD_DATABASE_URL": url, "HERALD_ENGINE_LOG_LEVEL": "warning",
                "HERALD_MTA_EHLO_NAME": "herald.bench.test",
                "HERALD_MTA_BOUNCE_DOMAIN": "bounces.bench.test",
-               "HERALD_MTA_ROUTE": f"127.0.0.1:{sink.port}", "HERALD_MTA_SHAPING_FILE": "",
-               "HERALD_MTA_MAX_CONNECTIONS_PER_SITE": str(args.sessions),
+               "HERALD_MTA_ROUTE": f"127.0.0.1:{sink_port}", "HERALD_MTA_SHAPING_FILE": "",
+               "HERALD_MTA_MAX_CONNECTIONS_PER_SITE": str(sessions),
                "HERALD_MTA_MAX_MESSAGES_PER_CONNECTION": "1000",
-               "HERALD_MTA_DKIM": "[]" if args.no_dkim else orjson.dumps([{
+               "HERALD_MTA_DKIM": orjson.dumps([{
                    "domain": "bench.test", "selector": "b1",
-                   "key_file": str(key_path)}]).decode(),
+                   "key_file": str(key_path)}]).decode() if dkim else "[]",
                "HERALD_SUBMISSION_LISTEN": f"127.0.0.1:{port}",
                "HERALD_SUBMISSION_TRUSTED_CLIENTS": orjson.dumps(
                    {"127.0.0.1/32": key_id}).decode(),
                "HERALD_SUBMISSION_RATE_LIMIT_PER_SECOND": "0",
                "HERALD_SUBMISSION_REUSE_PORT": "true",
-               "HERALD_SUBMISSION_MAX_SESSIONS": str(max(200, args.sessions * 2))}
+               "HERALD_SUBMISSION_MAX_SESSIONS": str(max(200, sessions * 2))}
         # One process per role, as the systemd units run them.
-        servers = [HeraldProcess(["run", "--role", "submission"], env, args.log)
-                   for _ in range(args.processes)]
-        delivery = HeraldProcess(["run", "--role", "mta"], env, args.log)
+        for role in ["mta"] + ["submission"] * processes:
+            process = HeraldProcess(["run", "--role", role], env, log)
+            started.append(process)
+            process.start()
+        yield HeraldStack(url, port, tuple(started))
+    finally:
         try:
-            delivery.start()
-            for server in servers:
-                server.start()
-            started = time.monotonic()
-            smtp_source(port, args.messages, args.size, args.sessions, args.timeout)
-            accepted_at = time.monotonic()
-            finished = uvloop.run(wait_delivered(url, args.messages, args.timeout))
-            queued, delivered = uvloop.run(counts(url))
-        finally:
-            for process in (*servers, delivery):
+            for process in started:
                 if process.process is not None:
                     process.stop()
-        if embedded is not None:  # the baseline runs on a machine Herald has left alone
-            embedded.stop()
-            embedded = None
+        finally:
+            if embedded is not None:
+                embedded.stop()
+
+
+def relay(stack: HeraldStack, messages: int, size: int, sessions: int,
+          timeout: float) -> HeraldRelay:
+    """Time ``smtp-source`` -> Herald submission -> sink until no message waits; the clock
+    starts as smtp-source starts (the processes are already up)."""
+    _queued, before = uvloop.run(counts(stack.url))
+    started = time.monotonic()
+    try:
+        smtp_source(stack.port, messages, size, sessions, timeout)
+    except subprocess.CalledProcessError as error:
+        raise postfix.PostfixError(
+            f"smtp-source failed: {error.stderr.decode(errors='replace')[-300:]}") from None
+    accepted_at = time.monotonic()
+    finished = uvloop.run(wait_drained(stack.url, timeout))
+    _queued, delivered = uvloop.run(counts(stack.url))
+    return HeraldRelay(messages, sessions, finished - started, accepted_at - started,
+                       delivered - before)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if not postfix.installed():
+        raise SystemExit(f"herald bench submission needs Postfix's smtp-source "
+                         f"({postfix.SMTP_SOURCE})")
+    workdir = Path(tempfile.mkdtemp(prefix="herald-bench-submission-"))
+    sink = Sink("auto")
+    try:
+        sink.start()
+        with herald_stack(workdir, sink.port, args.sessions, args.processes,
+                          not args.no_dkim, args.database_url, args.log) as stack:
+            herald = relay(stack, args.messages, args.size, args.sessions, args.timeout)
+        # The baseline runs on a machine Herald (and its embedded Postgres) has left alone.
         baseline = postfix_baseline(argparse.Namespace(
             postfix=args.postfix, messages=args.messages, size=args.size,
             connections=args.sessions, postfix_timeout=args.postfix_timeout), sink.port)
-    except subprocess.CalledProcessError as error:
-        raise SystemExit(f"smtp-source failed: {error.stderr.decode(errors='replace')[-300:]}") \
-            from None
+    except postfix.PostfixError as error:
+        raise SystemExit(str(error)) from None
     finally:
         sink.stop()
-        if embedded is not None:
-            embedded.stop()
-    elapsed = finished - started
+    signed = "DKIM-signed" if not args.no_dkim else "UNSIGNED (--no-dkim)"
     result: dict[str, Any] = {
         "bench": "submission",
         "sink": sink.kind,
@@ -180,16 +225,15 @@ def main(argv: list[str]) -> int:
         "sessions": args.sessions,
         "submission_processes": args.processes,
         "dkim": None if args.no_dkim else "rsa-sha256 2048",
-        "queued": queued,
-        "delivered": delivered,
-        "accepted_per_s": round(args.messages / (accepted_at - started), 1),
-        "messages_per_s": round(args.messages / elapsed, 1),
+        "delivered": herald.delivered,
+        "accepted_per_s": round(args.messages / herald.accepted_seconds, 1),
+        "messages_per_s": round(args.messages / herald.seconds, 1),
     }
     result.update(baseline_fields(baseline, float(result["messages_per_s"])))
     print(f"{args.messages} messages smtp-source -> Herald submission -> {sink.kind} in "
-          f"{elapsed:.1f}s: {result['messages_per_s']} msg/s end to end (DKIM-signed, durable, "
-          f"{args.size} B, {args.sessions} sessions); accepted {result['accepted_per_s']} "
-          "msg/s", file=sys.stderr)
+          f"{herald.seconds:.1f}s: {result['messages_per_s']} msg/s end to end ({signed}, "
+          f"durable, {args.size} B, {args.sessions} sessions); accepted "
+          f"{result['accepted_per_s']} msg/s", file=sys.stderr)
     if baseline is not None:
         print(f"Postfix baseline: {baseline.messages} messages in {baseline.seconds:.1f}s: "
               f"{result['postfix_messages_per_s']} msg/s (unsigned, smtp-source -> Postfix -> "

@@ -29,7 +29,7 @@ import orjson
 import uvloop
 
 from bench.herald_process import HeraldProcess, free_port
-from bench.mta import preload
+from bench.mta import preload, preload_records
 from engine.database import connect_one
 from herald.database import migrate
 from mta.inbound.store import PROCESSED_CHANNEL
@@ -78,7 +78,7 @@ async def messages(url: str, count: int) -> list[tuple[str, bytes]]:
     try:
         secret = await load_bounce_secret(connection, None)
         identity = QueueIdentity(BOUNCE_DOMAIN, secret, timedelta(days=4))
-        await preload(url, identity, count, 2000)
+        await preload(url, preload_records(identity, count, 2000))
         rows = await connection.fetch("SELECT envelope_from, recipient FROM outbound_messages")
     finally:
         await connection.close()

@@ -225,6 +225,7 @@ def main(argv: list[str]) -> int:
         "sessions": args.sessions,
         "submission_processes": args.processes,
         "dkim": None if args.no_dkim else "rsa-sha256 2048",
+        "signed": not args.no_dkim,
         "delivered": herald.delivered,
         "accepted_per_s": round(args.messages / herald.accepted_seconds, 1),
         "messages_per_s": round(args.messages / herald.seconds, 1),

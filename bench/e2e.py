@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from bench.args import OneLineParser, positive, positive_int, share
-from bench.herald_process import HeraldProcess, free_port
+from bench.herald_process import HeraldProcess, free_port, start_all
 from bench.loadclient import HttpConnection, percentile
 from bench.resources import Part, PartUsage, ResourceSampler
 from engine.keys import create_key
@@ -81,6 +81,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--database-url", help="use this Postgres (default: embedded, "
                         "temporary; its CPU and memory are then not measured)")
     parser.add_argument("--log", type=Path, help="write Herald's logs here")
+    parser.add_argument("--sink-record", type=Path,
+                        help="keep the sink's answers here (JSON lines: seq, code, t)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.tempfail + args.permfail >= 1:
@@ -239,6 +241,23 @@ async def database_figures(url: str) -> dict[str, int]:
             "wal_syncs": int(wal["wal_sync"]), "wal_writes": int(wal["wal_write"])}
 
 
+SETTLE_TIMEOUT = 15.0
+
+
+async def wait_settled(url: str, timeout: float) -> None:
+    """Until nothing is queued or deferred (an EXISTS on the queue's partial index, cheap), or
+    ``timeout``: the outcomes the sink has given are then recorded in the database."""
+    from bench.mta import wait_drained
+
+    connection = await asyncpg.connect(url)
+    try:
+        await wait_drained(connection, timeout)
+    except TimeoutError:
+        pass  # reported: queue_states shows what still waits
+    finally:
+        await connection.close()
+
+
 async def queue_states(url: str) -> dict[str, int]:
     """One query at the end (never polled while measuring)."""
     connection = await asyncpg.connect(url)
@@ -321,7 +340,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the bench; the result as the JSON line's dict."""
     workdir = Path(tempfile.mkdtemp(prefix="herald-bench-e2e-"))
     run_id = f"e2e-{uuid.uuid4().hex[:8]}"
-    sink = FaultSinkProcess(workdir / "sink.jsonl", args.tempfail, args.permfail, args.seed)
+    sink = FaultSinkProcess(args.sink_record or workdir / "sink.jsonl", args.tempfail,
+                            args.permfail, args.seed)
     with database(args.database_url, workdir) as (url, postgres_pid):
         uvloop.run(migrate(url))
         token = uvloop.run(bench_key(url))
@@ -332,8 +352,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         processes = {role: HeraldProcess(["run", "--role", role], env, args.log)
                      for role in ROLES}
         try:
-            for process in processes.values():
-                process.start()
+            start_all(list(processes.values()))
             parts = [Part(f"herald-{role}", process.process.pid)
                      for role, process in processes.items() if process.process is not None]
             if postgres_pid is not None:
@@ -348,6 +367,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sampler = ResourceSampler(parts)
             sampler.start()
             load, drained = uvloop.run(_drive(http_port, token, args, run_id, record))
+            # The sink answers before Herald records the outcome: let the queue settle.
+            uvloop.run(wait_settled(url, SETTLE_TIMEOUT))
             usage = sampler.stop()
             after = uvloop.run(database_figures(url))
             states = uvloop.run(queue_states(url))

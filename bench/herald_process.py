@@ -94,3 +94,16 @@ def create_key(env: dict[str, str], *scopes: str) -> str:
     output = subprocess.run(args, env={**os.environ, **env}, check=True, capture_output=True,
                             text=True, timeout=120).stdout
     return output.strip().splitlines()[-1]
+
+
+def start_all(processes: list[HeraldProcess], timeout: float = 60.0) -> None:
+    """Start several processes at once (each start waits for its READY=1 in its own thread);
+    the first failure is raised once all have finished starting."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not processes:
+        return
+    with ThreadPoolExecutor(max_workers=len(processes)) as pool:
+        futures = [pool.submit(process.start, timeout) for process in processes]
+    for future in futures:
+        future.result()

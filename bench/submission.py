@@ -36,7 +36,7 @@ import orjson
 import uvloop
 
 from bench import postfix
-from bench.herald_process import HeraldProcess, free_port
+from bench.herald_process import HeraldProcess, free_port, start_all
 from bench.mta import Sink, baseline_fields, postfix_baseline
 from engine.keys import create_key
 from herald.database import migrate
@@ -163,10 +163,9 @@ def herald_stack(workdir: Path, sink_port: int, sessions: int, processes: int = 
                "HERALD_SUBMISSION_REUSE_PORT": "true",
                "HERALD_SUBMISSION_MAX_SESSIONS": str(max(200, sessions * 2))}
         # One process per role, as the systemd units run them.
-        for role in ["mta"] + ["submission"] * processes:
-            process = HeraldProcess(["run", "--role", role], env, log)
-            started.append(process)
-            process.start()
+        started += [HeraldProcess(["run", "--role", role], env, log)
+                    for role in ["mta"] + ["submission"] * processes]
+        start_all(started)
         yield HeraldStack(url, port, tuple(started))
     finally:
         try:

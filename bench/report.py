@@ -245,7 +245,14 @@ def main(argv: list[str]) -> int:
     if args.from_results:
         results = read_results(args.from_results)
     else:
-        results = run_benches(args)
+        from bench import opendkim, postfix
+
+        try:
+            results = run_benches(args)
+        except (postfix.PostfixError, opendkim.MilterError, RuntimeError, TimeoutError,
+                OSError) as exc:
+            print(f"{PROG}: failed: {exc}", file=sys.stderr)
+            return 1
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.jsonl").write_bytes(
             b"".join(orjson.dumps(result) + b"\n" for result in results))

@@ -269,6 +269,19 @@ async def queue_states(url: str) -> dict[str, int]:
     return {row["state"]: int(row["n"]) for row in rows}
 
 
+async def enqueue_times(url: str, run_id: str) -> dict[int, float]:
+    """seq -> when its message was committed to the queue (one query, after the run; the
+    contact id is ``RUN-SEQ``)."""
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch(
+            "SELECT contact_id, extract(epoch FROM created_at)::float8 AS at "
+            "FROM outbound_messages WHERE contact_id LIKE $1", f"{run_id}-%")
+    finally:
+        await connection.close()
+    return {int(row["contact_id"].rpartition("-")[2]): float(row["at"]) for row in rows}
+
+
 async def bench_key(url: str) -> str:
     connection = await asyncpg.connect(url)
     try:
@@ -372,13 +385,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             usage = sampler.stop()
             after = uvloop.run(database_figures(url))
             states = uvloop.run(queue_states(url))
+            enqueued = uvloop.run(enqueue_times(url, run_id))
         finally:
             for process in processes.values():
                 if process.process is not None:
                     process.stop()
             sink.stop()
     record.poll()
-    return summarise(args, load, record, drained, usage, before, after, states,
+    return summarise(args, load, record, drained, usage, before, after, states, enqueued,
                      postgres_pid is not None)
 
 
@@ -428,7 +442,8 @@ def latency_ms(values: list[float]) -> dict[str, float | None]:
 
 def summarise(args: argparse.Namespace, load: LoadOutcome, record: SinkRecord, drained: bool,
               usage: dict[str, PartUsage], before: dict[str, int], after: dict[str, int],
-              states: dict[str, int], postgres_measured: bool) -> dict[str, Any]:
+              states: dict[str, int], enqueued: dict[int, float],
+              postgres_measured: bool) -> dict[str, Any]:
     window_end = load.started + args.duration
     accepted = {seq: t for seq, t in record.accepted.items() if seq in load.acked}
     in_window = sum(1 for t in accepted.values() if t <= window_end)
@@ -468,6 +483,12 @@ def summarise(args: argparse.Namespace, load: LoadOutcome, record: SinkRecord, d
         "drain_s": round(max(0.0, last - window_end), 2),
         "latency_ms": latency_ms(latencies),
         "latency_first_attempt_ms": latency_ms(first_try),
+        # Where the time went: the intended send time -> the workflow's message committed to
+        # the queue (HTTP intake + automation), then -> the sink's 250 (MTA, DKIM, retries).
+        "to_enqueue_ms": latency_ms([enqueued[seq] - load.intended[seq] for seq in accepted
+                                     if seq in enqueued]),
+        "enqueue_to_250_ms": latency_ms([accepted[seq] - enqueued[seq] for seq in accepted
+                                         if seq in enqueued]),
         "parts": {name: part.as_dict() for name, part in usage.items()},
         "postgres_measured": postgres_measured,
         "database": {"bytes_before": before["bytes"], "bytes_after": after["bytes"],
@@ -489,7 +510,9 @@ def print_summary(result: dict[str, Any]) -> None:
         f"{result['sends']} sent (250), {result['bounced']} bounced (550), "
         f"{result['deferrals']} deferrals (451); sustained {result['sends_per_s']} sends/s; "
         f"event->250 p50 {latency['p50']} ms, p95 {latency['p95']} ms, p99 {latency['p99']} ms"
-        + ("" if result["drained"] else f"; {result['unanswered']} NOT answered in time"))
+        + ("" if result["drained"] else f"; {result['unanswered']} NOT answered in time")
+        + f" (event->queued p50 {result['to_enqueue_ms']['p50']} ms, queued->250 p50 "
+        f"{result['enqueue_to_250_ms']['p50']} ms)")
     table = Table("part", "CPU s", "CPU ms/send", "peak memory MiB", "processes")
     for name, part in result["parts"].items():
         per_send = (f"{part['cpu_s'] * 1000 / result['sends']:.2f}" if result["sends"]

@@ -98,6 +98,10 @@ def test_e2e_delivers_each_event_once_and_reports_every_part(
     assert result["queue_states"] == {"delivered": len(accepted), "bounced": len(bounced)}
     latency = result["latency_ms"]
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+    # The two stages (joined on the queue's created_at) add up to the whole.
+    stages = result["to_enqueue_ms"]["p50"], result["enqueue_to_250_ms"]["p50"]
+    assert all(stage is not None and stage >= 0 for stage in stages)
+    assert result["to_enqueue_ms"]["max"] <= latency["max"]
     assert set(result["parts"]) == {"herald-http", "herald-automation", "herald-mta",
                                     "postgres", "sink", "load-generator"}
     for part in result["parts"].values():

@@ -196,7 +196,8 @@ def render_markdown(plan: Recommendation, measured: Measured, e2e_runs: list[dic
         lines.append(f"| {index} | {run['offered_events_per_s']:g} | {run['sends_per_s']} | "
                      f"{latency['p50']} | {latency['p95']} | {latency['p99']} | "
                      f"{run.get('to_enqueue_ms', {}).get('p50', '?')} | "
-                     f"{run.get('enqueue_to_250_ms', {}).get('p50', '?')} | {run['bounced']} | {run['deferrals']} | "
+                     f"{run.get('enqueue_to_250_ms', {}).get('p50', '?')} | {run['bounced']} | "
+                     f"{run['deferrals']} | "
                      f"{run.get('load_average_1m', '?')} |")
     lines += ["", f"Per-send figures used ({measured.source}):", "",
               "| part | CPU ms per send | peak memory MiB |", "|---|---|---|"]

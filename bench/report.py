@@ -29,6 +29,8 @@ from bench.sizing import (
     Load,
     Measured,
     Recommendation,
+    RunRate,
+    capacity_warnings,
     measured_from_e2e,
     median_measured,
     recommend,
@@ -121,9 +123,9 @@ def machine() -> dict[str, Any]:
 
 
 def write_report(results: list[dict[str, Any]], load: Load, out: Path,
-                 headroom: Headroom | None = None) -> tuple[Path, Recommendation]:
-    """Charts and ``report.md`` in ``out``; returns the Markdown's path and the plan. Raises
-    ValueError when the results cannot size anything."""
+                 headroom: Headroom | None = None) -> tuple[Path, Recommendation, list[str]]:
+    """Charts and ``report.md`` in ``out``; returns the Markdown's path, the plan and its
+    warnings. Raises ValueError when the results cannot size anything."""
     from bench import charts
 
     e2e_runs = [r for r in results if r.get("bench") == "e2e"]
@@ -132,6 +134,9 @@ def write_report(results: list[dict[str, Any]], load: Load, out: Path,
                          "(herald bench e2e ... > e2e.jsonl, then --from-results e2e.jsonl)")
     measured = median_measured([measured_from_e2e(r) for r in e2e_runs])
     plan = recommend(load, measured, headroom)
+    warnings = capacity_warnings(plan.peak_sends_per_s, [
+        RunRate(r["offered_events_per_s"], r["sends_per_s"], r.get("permfail", 0.0))
+        for r in e2e_runs])
     compare = [r for r in results if r.get("bench") == "compare-postfix"]
     rows = [row for r in compare for row in r["rows"]]
     out.mkdir(parents=True, exist_ok=True)
@@ -148,13 +153,13 @@ def write_report(results: list[dict[str, Any]], load: Load, out: Path,
     images.update(latency="latency.png", cpu="cpu.png", memory="memory.png")
     path = out / "report.md"
     path.write_text(render_markdown(plan, measured, e2e_runs, compare, images, machine(),
-                                    datetime.now(UTC)))
-    return path, plan
+                                    datetime.now(UTC), warnings))
+    return path, plan, warnings
 
 
 def render_markdown(plan: Recommendation, measured: Measured, e2e_runs: list[dict[str, Any]],
                     compare: list[dict[str, Any]], images: dict[str, str],
-                    host: dict[str, Any], now: datetime) -> str:
+                    host: dict[str, Any], now: datetime, warnings: list[str]) -> str:
     """The report's text (pure)."""
     load = plan.load
     lines = [
@@ -165,6 +170,7 @@ def render_markdown(plan: Recommendation, measured: Measured, e2e_runs: list[dic
         f"retention {load.retention_days:g} days -> **{plan.peak_sends_per_s:.1f} sends/s at "
         "peak**.", "",
         "## Recommendation", "",
+        *[f"> **Warning:** {warning}.\n" for warning in warnings],
         "| resource | recommended | from |", "|---|---|---|",
         f"| cores | **{plan.cores}** | {plan.busy_cores_at_peak:.2f} busy at peak / "
         f"{plan.headroom.cpu_target_utilisation:.0%} target |",
@@ -260,14 +266,16 @@ def main(argv: list[str]) -> int:
         (args.out / "results.jsonl").write_bytes(
             b"".join(orjson.dumps(result) + b"\n" for result in results))
     try:
-        path, plan = write_report(results, load, args.out)
+        path, plan, warnings = write_report(results, load, args.out)
     except ValueError as exc:
         fail(PROG, f"cannot size from these results: {exc}")
     except KeyError as exc:
         fail(PROG, f"cannot size from these results: a result lacks the field {exc}")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {path} and its charts", file=sys.stderr)
     print(orjson.dumps({"bench": "report", "report": str(path),
-                        "recommendation": plan.as_dict()}).decode())
+                        "recommendation": plan.as_dict(), "warnings": warnings}).decode())
     return 0
 
 

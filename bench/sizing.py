@@ -5,7 +5,8 @@ peak memory of each part, database bytes, WAL bytes and WAL fsyncs per send) and
 plan for. The only constants are the headroom factors below, each with its reason; change
 them with ``Headroom(...)``.
 
-    peak sends/s      = daily sends / 86,400 x peak factor
+    peak sends/s      = daily sends / 86,400 x peak factor (checked against the rates the
+                        runs kept up with: ``capacity_warnings``)
     cores             = sum over parts (CPU s per send) x peak sends/s / CPU target utilisation
     memory            = sum over parts (peak memory) x memory factor
     disk              = database bytes per send x daily sends x retention days x disk factor
@@ -160,6 +161,46 @@ def recommend(load: Load, measured: Measured, headroom: Headroom | None = None) 
                           memory_exact, ceil_at_least_one(memory_exact / GIB), disk_exact,
                           ceil_at_least_one(disk_exact / GIB), iops_exact,
                           ceil_at_least_one(iops_exact), write_bytes, lines)
+
+
+# A run "kept up" when it delivered at least this share of what it was offered (less the
+# permanent failures) within its load window; below, the system was saturated and its queue grew.
+KEPT_UP_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class RunRate:
+    offered_per_s: float
+    sustained_per_s: float
+    permfail: float = 0.0
+
+    @property
+    def kept_up(self) -> bool:
+        return self.sustained_per_s >= self.offered_per_s * (1 - self.permfail) * KEPT_UP_SHARE
+
+
+def capacity_warnings(peak_sends_per_s: float, runs: list[RunRate]) -> list[str]:
+    """What the arithmetic cannot promise: CPU per send x rate assumes the CPU is the limit. A
+    run that did not keep up shows another limit (latency-bound stages, a shared machine); a
+    peak above every rate a run kept up with is extrapolated, not demonstrated."""
+    warnings = []
+    saturated = [run for run in runs if not run.kept_up]
+    for run in saturated:
+        warnings.append(
+            f"a run offered {run.offered_per_s:g} events/s sustained only "
+            f"{run.sustained_per_s:g} sends/s: it was saturated, so something other than the "
+            "CPU per send limited it (see its stage latencies and the load average); the "
+            "core count below assumes CPU is the limit")
+    kept = [run.sustained_per_s for run in runs if run.kept_up]
+    best = max(kept, default=0.0)
+    if peak_sends_per_s > best:
+        shown = (f"the best rate a run kept up with was {best:g} sends/s" if kept
+                 else "no run kept up with its offered rate")
+        warnings.append(
+            f"the planned peak ({peak_sends_per_s:.1f} sends/s) is above what was demonstrated"
+            f" ({shown}): confirm on the target machine with herald bench e2e --rate "
+            f"{math.ceil(peak_sends_per_s)}")
+    return warnings
 
 
 def ceil_at_least_one(value: float) -> int:

@@ -9,6 +9,8 @@ from bench.sizing import (
     Headroom,
     Load,
     Measured,
+    RunRate,
+    capacity_warnings,
     measured_from_e2e,
     median_measured,
     recommend,
@@ -112,3 +114,18 @@ def test_the_median_of_three_runs_is_taken_part_by_part() -> None:
     assert median.memory_bytes["postgres"] == 190 * MIB
     assert median_measured([runs[0], runs[2]]).cpu_s_per_send["herald-mta"] == pytest.approx(0.025)
     assert GIB == 1024**3
+
+
+def test_a_run_kept_up_when_it_delivered_nine_tenths_of_what_could_be_delivered() -> None:
+    # 20/s offered, 2% bounced: 20 x 0.98 x 0.9 = 17.64 sends/s is the bar.
+    assert RunRate(20, 17.7, 0.02).kept_up and not RunRate(20, 17.6, 0.02).kept_up
+    assert not RunRate(50, 16.7, 0.02).kept_up
+
+
+def test_capacity_warnings_say_what_was_not_demonstrated() -> None:
+    assert capacity_warnings(10.0, [RunRate(20, 18.8, 0.02)]) == []
+    (beyond,) = capacity_warnings(57.87, [RunRate(20, 18.8, 0.02)])
+    assert "best rate a run kept up with was 18.8" in beyond and "--rate 58" in beyond
+    saturated, beyond = capacity_warnings(57.87, [RunRate(50, 16.7, 0.02)])
+    assert "offered 50 events/s sustained only 16.7" in saturated
+    assert "no run kept up" in beyond

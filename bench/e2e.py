@@ -25,28 +25,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 import uvloop
 from rich.console import Console
 from rich.progress import Progress
 
 from bench.args import OneLineParser, positive, positive_int, share
+from bench.e2e_database import (
+    SETTLE_TIMEOUT,
+    bench_key,
+    database,
+    database_figures,
+    enqueue_times,
+    queue_states,
+    wait_settled,
+)
 from bench.herald_process import HeraldProcess, free_port, start_all
-from bench.loadclient import HttpConnection, percentile
+from bench.loadclient import percentile
+from bench.open_loop import LoadOutcome, open_loop
 from bench.resources import Part, PartUsage, ResourceSampler
-from engine.keys import create_key
+from bench.sink_record import FaultSinkProcess, SinkRecord
 from engine.values import parse_duration
 from herald.database import migrate
 from mta.dkim.keys import write_keypair
@@ -98,119 +103,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-@dataclass
-class LoadOutcome:
-    """What the load generator saw: per sequence number, the intended time and the answer."""
-    intended: dict[int, float] = field(default_factory=dict)
-    acked: set[int] = field(default_factory=set)
-    statuses: dict[int, int] = field(default_factory=dict)
-    ack_latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    started: float = 0.0  # wall clock of slot 0
-    finished: float = 0.0  # wall clock when the last request was answered
-
-
-class SinkRecord:
-    """Reads the fault sink's answer lines as they are appended."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._offset = 0
-        self._partial = b""
-        self.answers: list[dict[str, Any]] = []
-        self.accepted: dict[int, float] = {}  # seq -> time of its (first) 250
-        self.duplicates: dict[int, int] = {}  # seq -> 250s after its first one
-        self.bounced: set[int] = set()
-        self.tempfailed: set[int] = set()
-        self.other = 0  # answers to messages that are not the bench's
-
-    def poll(self) -> None:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self._offset)
-                chunk = handle.read()
-        except FileNotFoundError:
-            return
-        self._offset += len(chunk)
-        lines = (self._partial + chunk).split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
-            if line:
-                self._add(orjson.loads(line))
-
-    def _add(self, answer: dict[str, Any]) -> None:
-        self.answers.append(answer)
-        seq = answer["seq"]
-        if seq is None:
-            self.other += 1
-        elif answer["code"] == 250:
-            if seq in self.accepted:
-                self.duplicates[seq] = self.duplicates.get(seq, 0) + 1
-            else:
-                self.accepted[seq] = answer["t"]
-        elif answer["code"] == 550:
-            self.bounced.add(seq)
-        else:
-            self.tempfailed.add(seq)
-
-    def final(self) -> set[int]:
-        return set(self.accepted) | self.bounced
-
-
 def event_body(run: str, seq: int, intended: float) -> bytes:
     return orjson.dumps({"type": EVENT_TYPE, "contact_id": f"{run}-{seq}",
                          "email": f"u{seq}@example.test", "id": f"{run}-{seq}",
                          "properties": {"seq": seq, "intended": f"{intended:.6f}"}})
 
 
-async def open_loop(port: int, token: str, args: argparse.Namespace, run: str,
-                    progress: Progress | None, total: int, first_seq: int = 0) -> LoadOutcome:
-    """POST one event per slot of a fixed schedule; each request starts at its slot (or as
-    soon as a connection is free), and its latency counts from the slot."""
+async def post_events(port: int, token: str, args: argparse.Namespace, run_id: str,
+                      progress: Progress | None, total: int, first_seq: int = 0) -> LoadOutcome:
+    """``total`` bench events at ``--rate``, open loop (bench/open_loop.py)."""
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    pool: asyncio.Queue[HttpConnection] = asyncio.Queue()
-    for _ in range(args.connections):
-        pool.put_nowait(HttpConnection("127.0.0.1", port, headers))
-    outcome = LoadOutcome()
-    task_id = progress.add_task("events posted" if first_seq == 0 else "warm-up events",
-                                total=total) if progress else None
-    loop = asyncio.get_running_loop()
-
-    async def send(seq: int, intended: float) -> None:
-        connection = await pool.get()
-        try:
-            status, _ = await connection.request("POST", "/v1/events",
-                                                 event_body(run, seq, intended))
-        except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
-            outcome.errors += 1
-            connection.close()
-            return
-        finally:
-            pool.put_nowait(connection)
-        outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
-        outcome.ack_latencies.append(time.time() - intended)
-        if status == 202:
-            outcome.acked.add(seq)
-        if progress is not None and task_id is not None:
-            progress.advance(task_id)
-
-    start_loop = loop.time() + 0.05
-    outcome.started = time.time() + 0.05
-    tasks = []
-    for index in range(total):
-        seq = first_seq + index
-        offset = index / args.rate
-        delay = start_loop + offset - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        intended = outcome.started + offset
-        outcome.intended[seq] = intended
-        tasks.append(asyncio.create_task(send(seq, intended)))
-    await asyncio.gather(*tasks)
-    outcome.finished = time.time()
-    while not pool.empty():
-        pool.get_nowait().close()
-    return outcome
+    return await open_loop(port, headers, "/v1/events", args.rate, total, args.connections,
+                           lambda seq, intended: event_body(run_id, seq, intended), progress,
+                           "events posted" if first_seq == 0 else "warm-up events", first_seq)
 
 
 async def drain(record: SinkRecord, expected: set[int], timeout: float,
@@ -230,90 +135,6 @@ async def drain(record: SinkRecord, expected: set[int], timeout: float,
         await asyncio.sleep(POLL_SECONDS)
 
 
-async def database_figures(url: str) -> dict[str, int]:
-    connection = await asyncpg.connect(url)
-    try:
-        size = await connection.fetchval("SELECT pg_database_size(current_database())")
-        wal = await connection.fetchrow("SELECT wal_bytes, wal_sync, wal_write FROM pg_stat_wal")
-    finally:
-        await connection.close()
-    return {"bytes": int(size), "wal_bytes": int(wal["wal_bytes"]),
-            "wal_syncs": int(wal["wal_sync"]), "wal_writes": int(wal["wal_write"])}
-
-
-SETTLE_TIMEOUT = 15.0
-
-
-async def wait_settled(url: str, timeout: float) -> None:
-    """Until nothing is queued or deferred (an EXISTS on the queue's partial index, cheap), or
-    ``timeout``: the outcomes the sink has given are then recorded in the database."""
-    from bench.mta import wait_drained
-
-    connection = await asyncpg.connect(url)
-    try:
-        await wait_drained(connection, timeout)
-    except TimeoutError:
-        pass  # reported: queue_states shows what still waits
-    finally:
-        await connection.close()
-
-
-async def queue_states(url: str) -> dict[str, int]:
-    """One query at the end (never polled while measuring)."""
-    connection = await asyncpg.connect(url)
-    try:
-        rows = await connection.fetch(
-            "SELECT state, count(*) AS n FROM outbound_messages GROUP BY state")
-    finally:
-        await connection.close()
-    return {row["state"]: int(row["n"]) for row in rows}
-
-
-async def enqueue_times(url: str, run_id: str) -> dict[int, float]:
-    """seq -> when its message was committed to the queue (one query, after the run; the
-    contact id is ``RUN-SEQ``)."""
-    connection = await asyncpg.connect(url)
-    try:
-        rows = await connection.fetch(
-            "SELECT contact_id, extract(epoch FROM created_at)::float8 AS at "
-            "FROM outbound_messages WHERE contact_id LIKE $1", f"{run_id}-%")
-    finally:
-        await connection.close()
-    return {int(row["contact_id"].rpartition("-")[2]): float(row["at"]) for row in rows}
-
-
-async def bench_key(url: str) -> str:
-    connection = await asyncpg.connect(url)
-    try:
-        key = await create_key(connection, "bench e2e", ("events:write",))
-    finally:
-        await connection.close()
-    return key.token
-
-
-class FaultSinkProcess:
-    def __init__(self, record: Path, tempfail: float, permfail: float, seed: int) -> None:
-        self.port = free_port()
-        self.record = record
-        self.command = [sys.executable, "-m", "bench.fault_sink", "--listen",
-                        f"127.0.0.1:{self.port}", "--tempfail", str(tempfail), "--permfail",
-                        str(permfail), "--seed", str(seed), "--record", str(record)]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()  # printed once the socket listens
-        if b"listening" not in line:
-            raise RuntimeError(f"the fault sink did not start (exit {self.process.poll()})")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
 def herald_env(url: str, http_port: int, sink_port: int, key_path: Path,
                retry_initial: float) -> dict[str, str]:
     return {
@@ -331,22 +152,6 @@ def herald_env(url: str, http_port: int, sink_port: int, key_path: Path,
         "HERALD_AUTOMATION_TEMPLATES_DIR": str(CONFIG / "templates"),
         "HERALD_AUTOMATION_FROM_ADDRESS": "Bench <news@bench.test>",
     }
-
-
-@contextmanager
-def database(url: str | None, workdir: Path) -> Iterator[tuple[str, int | None]]:
-    """The database URL and, when embedded, its postmaster's pid (for measuring)."""
-    if url is not None:
-        yield url, None
-        return
-    from engine.embedded_postgres import start_embedded
-
-    embedded = start_embedded(workdir / "data")
-    try:
-        pid = int((embedded.data_dir / "postmaster.pid").read_text().split()[0])
-        yield embedded.url, pid
-    finally:
-        embedded.stop()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -405,8 +210,8 @@ async def _warm_up(port: int, token: str, args: argparse.Namespace, run_id: str,
     if progress is not None:
         progress.start()
     try:
-        load = await open_loop(port, token, args, run_id, progress, args.warmup,
-                               WARMUP_FIRST_SEQ)
+        load = await post_events(port, token, args, run_id, progress, args.warmup,
+                                 WARMUP_FIRST_SEQ)
         if not await drain(record, load.acked, args.drain_timeout, progress,
                            "warm-up messages answered"):
             raise TimeoutError(f"the warm-up messages were not delivered in "
@@ -422,8 +227,8 @@ async def _drive(port: int, token: str, args: argparse.Namespace, run_id: str,
     if progress is not None:
         progress.start()
     try:
-        load = await open_loop(port, token, args, run_id, progress,
-                               int(args.rate * args.duration))
+        load = await post_events(port, token, args, run_id, progress,
+                                 int(args.rate * args.duration))
         drained = await drain(record, load.acked, args.drain_timeout, progress)
     finally:
         if progress is not None:

@@ -24,6 +24,7 @@ Prints a table and the ratios on stderr and one JSON line on stdout.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -91,6 +92,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise postfix.PostfixError(f"herald bench compare-postfix needs Postfix and its "
                                    f"smtp-source ({postfix.POSTFIX}, {postfix.SMTP_SOURCE})")
     workdir = Path(tempfile.mkdtemp(prefix="herald-bench-compare-"))
+    try:
+        return _run(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # embedded Postgres, keys, sink dumps
+
+
+def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     sink = Sink("smtp-sink", dump_dir=workdir / "sink" if args.dump else None)
     notes = []
     with_opendkim = opendkim.installed()

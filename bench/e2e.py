@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -155,8 +156,16 @@ def herald_env(url: str, http_port: int, sink_port: int, key_path: Path,
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the bench; the result as the JSON line's dict."""
+    """Run the bench; the result as the JSON line's dict. The temporary directory (embedded
+    Postgres, DKIM key, sink record) is removed afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="herald-bench-e2e-"))
+    try:
+        return _run(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     run_id = f"e2e-{uuid.uuid4().hex[:8]}"
     sink = FaultSinkProcess(args.sink_record or workdir / "sink.jsonl", args.tempfail,
                             args.permfail, args.seed)

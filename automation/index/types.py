@@ -19,7 +19,7 @@ import json
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -44,13 +44,15 @@ class IndexEvent:
     source: str = "api"  # the log's source column (engine.sources): browsers are trusted less
 
 
-@dataclass(frozen=True, slots=True)
-class Fire:
+class Fire(NamedTuple):
     """A trigger fired for one workflow and contact.
 
     ``at`` is the fire time (the event's time, or the timer's due time); ``trigger_type``,
     ``trigger_properties`` and ``trigger_at`` describe the trigger event; ``entry_key`` is the same
-    whenever the same fire is derived again (after a restore or a replay of the log)."""
+    whenever the same fire is derived again (after a restore or a replay of the log).
+
+    A named tuple, not a frozen dataclass: the index makes one per workflow per fire (millions
+    when catching up), and a tuple is made about five times faster (:meth:`_make`)."""
 
     workflow: str
     contact_id: str

@@ -90,9 +90,9 @@ class Watcher:
 def emit(out: Out, targets: Targets, contact_id: str, at_us: int, at: datetime,
          trigger_type: str, properties: Mapping[str, Any], trigger_at: datetime,
          entry_key: str) -> None:
-    for rank, workflow in targets:
-        out.append((at_us, rank, Fire(workflow, contact_id, at, trigger_type, properties,
-                                      trigger_at, entry_key)))
+    make = Fire._make
+    out += [(at_us, rank, make((workflow, contact_id, at, trigger_type, properties, trigger_at,
+                                entry_key))) for rank, workflow in targets]
 
 
 def emit_event(out: Out, targets: Targets, event: IndexEvent, at_us: int, kind: str) -> None:

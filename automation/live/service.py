@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from automation.index.trigger_index import IndexEvent, TriggerIndex
-from automation.live import quarantine
+from automation.live import gc_policy, quarantine
 from automation.live.snapshots import restore_index, serialise_index
 from automation.loading.catalog import Catalog
 from automation.metrics import (
@@ -91,6 +91,7 @@ class AutomationService:
 
     async def start(self) -> None:
         LAG.set_function(self.lag)
+        gc_policy.tune()
         await self.store.save_versions()
         self._task = asyncio.create_task(self._run(), name="automation")
 

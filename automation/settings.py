@@ -23,7 +23,11 @@ class AutomationSettings:
     # The follower: events per read, and how often the trigger index is snapshotted.
     read_batch: int = 5000
     # Contacts whose run transitions may be in flight at once (each contact stays in order).
-    concurrency: int = 8
+    concurrency: int = 64
+    # Group commit: transitions of different contacts share transactions (each in its own
+    # savepoint), at most commit_batch per transaction, on at most commit_connections at once.
+    commit_connections: int = 4
+    commit_batch: int = 32
     snapshot_interval: float = duration("5m")
     # Replaced by [webhooks] allow (which governs every outbound HTTP call): setting it is an
     # error that says so.
@@ -56,7 +60,11 @@ class AutomationSettings:
         normalize_domains(self.link_domains)  # a bad entry fails at start, naming the key
         if self.frequency_cap < 1:
             raise ValueError("frequency_cap must be at least 1")
-        if not 1 <= self.concurrency <= 64:
-            raise ValueError("concurrency must be between 1 and 64")
+        if not 1 <= self.concurrency <= 256:
+            raise ValueError("concurrency must be between 1 and 256")
+        if not 1 <= self.commit_connections <= 16:
+            raise ValueError("commit_connections must be between 1 and 16")
+        if not 1 <= self.commit_batch <= 1000:
+            raise ValueError("commit_batch must be between 1 and 1000")
         if not 1 <= self.read_batch <= 100_000:
             raise ValueError("read_batch must be between 1 and 100000")

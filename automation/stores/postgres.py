@@ -1,9 +1,13 @@
 """The Postgres run store: every transition of a run, and the messages and contact updates it
-causes, commit in ONE transaction (the run row is locked, its state checked, then written).
+causes, commit together atomically (the run row is locked, its state checked, then written).
 
 So a crash never sends twice or skips a send: either the step advanced and its message is in the
 outbound queue, or neither happened. Messages also carry the idempotency key
 ``run:<id>:<step>``, a second line of defence should two engines ever act on one run.
+
+Each transition runs in its own savepoint of a transaction shared with transitions of other
+contacts (:mod:`automation.stores.group_commit`): one commit for many transitions, and a
+transition that fails rolls back alone. A transition returns once its group committed.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from automation.loading.catalog import Catalog
 from automation.runtime.interpreter import Effects, Policy, RunInputs, SendEffect, interpret
 from automation.runtime.runs import Resume, Run
 from automation.settings import AutomationSettings
+from automation.stores.group_commit import GroupCommit
 from automation.stores.memory import reentry_key_text
 from automation.stores.workflow_events import INSERT_LOG_AND_EVENTS
 from engine.contacts import UNCHANGED, ContactUpsert, upsert_contact
@@ -70,6 +75,8 @@ class PgStore:
         self.public_url = public_url
         self.track = track
         self.sent = 0
+        self.commits = GroupCommit(database, connections=settings.commit_connections,
+                                   max_batch=settings.commit_batch)
 
     async def save_versions(self) -> None:
         async with self.database.connection() as connection:
@@ -114,14 +121,16 @@ class PgStore:
 
     async def start_run(self, fire: Fire, now: datetime) -> Run | None:
         """Apply the re-entry policy, create the run and advance it to its first pause, in
-        one transaction (one commit per new run)."""
-        async with self.database.transaction() as connection:
+        one transition (committed when this returns)."""
+        async def transition(connection: asyncpg.Connection) -> Run | None:
             logs = LogBuffer()
             run = await self._begin(connection, fire, now, logs)
             if run is not None and run.active:
                 await self._advance_locked(connection, run, None, now, logs)
             await logs.flush(connection)
-        return run
+            return run
+
+        return await self.commits.run(transition)
 
     async def _begin(self, connection: asyncpg.Connection, fire: Fire, now: datetime,
                      logs: LogBuffer) -> Run | None:
@@ -157,7 +166,7 @@ class PgStore:
         return run
 
     async def exit_run(self, run_id: int, reason: str, now: datetime) -> None:
-        async with self.database.transaction() as connection:
+        async def transition(connection: asyncpg.Connection) -> None:
             row = await connection.fetchrow(
                 "UPDATE workflow_runs SET state = 'exited', exit_reason = $2, wake_at = NULL, "
                 "updated_at = now() WHERE id = $1 "
@@ -168,8 +177,10 @@ class PgStore:
                 logs.add(now, row["workflow"], row["contact_id"], run_id, None, "exit", reason)
                 await logs.flush(connection)
 
+        await self.commits.run(transition)
+
     async def advance(self, run_id: int, resume: Resume, now: datetime) -> Run | None:
-        async with self.database.transaction() as connection:
+        async def transition(connection: asyncpg.Connection) -> Run | None:
             row = await connection.fetchrow(
                 f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = $1 FOR UPDATE", run_id)
             if row is None:
@@ -179,7 +190,9 @@ class PgStore:
                 logs = LogBuffer()
                 await self._advance_locked(connection, run, resume, now, logs)
                 await logs.flush(connection)
-        return run
+            return run
+
+        return await self.commits.run(transition)
 
     async def _advance_locked(self, connection: asyncpg.Connection, run: Run, resume: Resume,
                               now: datetime, logs: LogBuffer) -> None:

@@ -26,8 +26,8 @@ class AutomationSettings:
     concurrency: int = 64
     # Group commit: transitions of different contacts share transactions (each in its own
     # savepoint), at most commit_batch per transaction, on at most commit_connections at once.
-    commit_connections: int = 4
-    commit_batch: int = 32
+    commit_connections: int = 8
+    commit_batch: int = 8
     snapshot_interval: float = duration("5m")
     # Replaced by [webhooks] allow (which governs every outbound HTTP call): setting it is an
     # error that says so.

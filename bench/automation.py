@@ -15,6 +15,10 @@
    committed at a steady rate and each must cause an email: event committed -> message enqueued
    p50/p99 for an immediate trigger (welcome-1 on signed_up).
 3. Timers (live): a workflow that waits 3 s then sends; how late after its deadline each fires.
+4. Throughput (live): ``--burst`` sign-ups committed at once, each one run transition (enter,
+   send, wait): transitions/s; its anchor in the same run is single-row INSERTs committed one at
+   a time into the same Postgres (``transitions_share_of_single_commits`` > 1 means group
+   commit takes the engine past what one commit per transition could do).
 
 Prints a table on stderr and one JSON line on stdout.
 """
@@ -65,6 +69,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workflows", type=int, default=100)
     parser.add_argument("--rate", type=float, default=200.0, help="live phase: events/s")
     parser.add_argument("--seconds", type=float, default=10.0, help="live phase length")
+    parser.add_argument("--burst", type=int, default=4000,
+                        help="live phase: sign-ups committed at once, for transitions/s")
     parser.add_argument("--skip-live", action="store_true")
     return parser.parse_args(argv)
 
@@ -217,7 +223,7 @@ def probe_directories(root: Path) -> tuple[Path, Path]:
     return workflows, templates
 
 
-async def live_phase(url: str, rate: float, seconds: float) -> dict[str, Any]:
+async def live_phase(url: str, rate: float, seconds: float, burst: int) -> dict[str, Any]:
     connection = await connect_one(url)
     try:
         started = time.monotonic()
@@ -231,12 +237,7 @@ async def live_phase(url: str, rate: float, seconds: float) -> dict[str, Any]:
                                       datetime.now(UTC), "bench"))
                 sent += 1
             if batch:
-                async with connection.transaction():
-                    for event in batch:
-                        await connection.execute(
-                            "INSERT INTO contacts (contact_id, email) VALUES ($1, $2) "
-                            "ON CONFLICT DO NOTHING", event.contact_id, event.email)
-                    await append_events(connection, batch)
+                await post(connection, batch)
             await asyncio.sleep(0.01)
         expected = sent
         deadline = time.monotonic() + 30
@@ -250,12 +251,15 @@ async def live_phase(url: str, rate: float, seconds: float) -> dict[str, Any]:
             """SELECT extract(epoch FROM m.created_at - e.received_at) * 1000 AS ms
                FROM outbound_messages m JOIN events e
                  ON e.contact_id = m.contact_id AND e.type = 'signed_up'
-               WHERE m.metadata->>'step' = 'welcome-1' ORDER BY 1""")
+               WHERE m.metadata->>'step' = 'welcome-1' AND m.contact_id LIKE 'live-%'
+               ORDER BY 1""")
         lateness = await connection.fetch(
             """SELECT extract(epoch FROM l.at - (r.entered_at + interval '3 seconds')) * 1000
                       AS ms
                FROM workflow_log l JOIN workflow_runs r ON r.id = l.run_id
                WHERE r.workflow = 'timer-probe' AND l.action = 'sent' ORDER BY 1""")
+        burst_result = await burst_phase(connection, burst) if burst else None
+        anchor = await commit_anchor(connection)
     finally:
         await connection.close()
 
@@ -269,7 +273,60 @@ async def live_phase(url: str, rate: float, seconds: float) -> dict[str, Any]:
             "reaction_p99_ms": pct(reaction, 0.99),
             "timers": len(lateness), "timer_late_p50_ms": pct(lateness, 0.5),
             "timer_late_p99_ms": pct(lateness, 0.99),
-            "timer_late_max_ms": pct(lateness, 1.0)}
+            "timer_late_max_ms": pct(lateness, 1.0), "burst": burst_result,
+            "single_commit_inserts_per_s": anchor,
+            "transitions_share_of_single_commits": None if burst_result is None else round(
+                burst_result["transitions_per_s"] / anchor, 2)}
+
+
+async def post(connection: Any, batch: list[LogEvent]) -> None:
+    async with connection.transaction():
+        await connection.executemany(
+            "INSERT INTO contacts (contact_id, email) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            [(event.contact_id, event.email) for event in batch])
+        await append_events(connection, batch)
+
+
+async def burst_phase(connection: Any, count: int) -> dict[str, Any]:
+    """``count`` sign-ups committed at once: each is one run transition (enter, send
+    welcome-1, wait); transitions/s from the commit of the events to the last message."""
+    now = datetime.now(UTC)
+    await post(connection, [LogEvent("signed_up", f"burst-{i}", f"burst{i}@example.test", {},
+                                     now, "bench") for i in range(count)])
+    deadline = time.monotonic() + 120
+    done = 0
+    while time.monotonic() < deadline:
+        done = await connection.fetchval(
+            "SELECT count(*) FROM outbound_messages WHERE contact_id LIKE 'burst-%'")
+        if done >= count:
+            break
+        await asyncio.sleep(0.1)
+    span = await connection.fetchval(
+        """SELECT extract(epoch FROM (SELECT max(created_at) FROM outbound_messages
+                                      WHERE contact_id LIKE 'burst-%')
+                                   - (SELECT min(received_at) FROM events
+                                      WHERE contact_id LIKE 'burst-%'))""")
+    # created_at defaults to now(), the start of the transaction: one value per commit.
+    transactions = await connection.fetchval(
+        "SELECT count(DISTINCT created_at) FROM outbound_messages "
+        "WHERE contact_id LIKE 'burst-%'")
+    return {"transitions": done, "seconds": round(float(span or 0), 3),
+            "transitions_per_s": round(done / float(span)) if span else None,
+            "transitions_per_commit": round(done / transactions, 1) if transactions else None}
+
+
+async def commit_anchor(connection: Any, seconds: float = 2.0) -> int:
+    """Single-row INSERTs, one commit each, into the same Postgres: what one commit per
+    transition would allow at best (group commit is how the engine gets past it)."""
+    # A real table (a temporary one is not WAL-logged): each commit flushes the WAL.
+    await connection.execute("CREATE TABLE IF NOT EXISTS bench_commit_anchor (n int)")
+    started = time.monotonic()
+    count = 0
+    while time.monotonic() - started < seconds:
+        await connection.execute("INSERT INTO bench_commit_anchor VALUES ($1)", count)
+        count += 1
+    await connection.execute("DROP TABLE bench_commit_anchor")
+    return round(count / (time.monotonic() - started))
 
 
 def main(argv: list[str]) -> int:
@@ -291,11 +348,12 @@ def main(argv: list[str]) -> int:
                "HERALD_AUTOMATION_WORKFLOWS_DIR": str(workflows),
                "HERALD_AUTOMATION_TEMPLATES_DIR": str(templates),
                "HERALD_AUTOMATION_FROM_ADDRESS": "Bench <news@bench.test>",
-               "HERALD_AUTOMATION_FREQUENCY_CAP": "1000"}
+               "HERALD_AUTOMATION_FREQUENCY_CAP": "1000",
+               "HERALD_HTTP_PUBLIC_URL": "https://mail.bench.test"}  # sends need it
         engine = HeraldProcess(["run", "--role", "automation"], env)
         try:
             engine.start()
-            live = uvloop.run(live_phase(embedded.url, args.rate, args.seconds))
+            live = uvloop.run(live_phase(embedded.url, args.rate, args.seconds, args.burst))
         finally:
             if engine.process is not None:
                 engine.stop()
@@ -303,6 +361,10 @@ def main(argv: list[str]) -> int:
         print(f"live: event->enqueue p50 {live['reaction_p50_ms']} ms, p99 "
               f"{live['reaction_p99_ms']} ms; timers late p50 {live['timer_late_p50_ms']} ms, "
               f"p99 {live['timer_late_p99_ms']} ms", file=sys.stderr)
+        if live["burst"]:
+            print(f"live: burst of {live['burst']['transitions']} sign-ups at "
+                  f"{live['burst']['transitions_per_s']} transitions/s; single-row commits "
+                  f"{live['single_commit_inserts_per_s']}/s", file=sys.stderr)
     print(orjson.dumps({"bench": "automation", "evaluation": evaluation, "live": live}).decode())
     return 0
 

@@ -57,8 +57,8 @@ class _Group:
 
 
 class GroupCommit:
-    def __init__(self, database: Database, *, connections: int = 4,
-                 max_batch: int = 32) -> None:
+    def __init__(self, database: Database, *, connections: int = 8,
+                 max_batch: int = 8) -> None:
         if connections < 1 or max_batch < 1:
             raise ValueError("group commit needs connections >= 1 and max_batch >= 1")
         self.database = database

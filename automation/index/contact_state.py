@@ -14,12 +14,14 @@ the queued entry surfaces, the index evaluates what is due and queues the contac
 
 from __future__ import annotations
 
+from sys import intern
 from typing import Any
 
 from automation.index.timers import Entry, TimerHeap
-from automation.index.types import ContactView, Interner
+from automation.index.types import ContactView, Interner, Packed, pack
 
 COMPACT_MIN = 4096
+SHARED_PACKED = 64  # packed properties up to this length are shared between contacts
 
 
 class ContactState(list[Any]):
@@ -46,13 +48,21 @@ class ContactTable:
         self.live = 0  # contacts with a queued timer
         self.intern = Interner()
 
+    def pack(self, properties: Any) -> Packed:
+        """:func:`~automation.index.types.pack`, sharing short texts (``{"path":"/"}``, a
+        product view's SKU and price) between contacts through the bounded interner."""
+        packed = pack(properties)
+        if type(packed) is str and len(packed) <= SHARED_PACKED:
+            return self.intern(packed)
+        return packed
+
     def get(self, contact_id: str) -> ContactState | None:
         return self.contacts.get(contact_id)
 
     def ensure(self, contact_id: str) -> ContactState:
         found = self.contacts.get(contact_id)
         if found is None:
-            found = self.contacts[contact_id] = ContactState(self.width)
+            found = self.contacts[intern(contact_id)] = ContactState(self.width)
         return found
 
     def state(self, contact_id: str, slot: int) -> Any:
@@ -65,7 +75,7 @@ class ContactTable:
         if found is None:
             if state is None:
                 return None
-            found = self.contacts[contact_id] = ContactState(self.width)
+            found = self.contacts[intern(contact_id)] = ContactState(self.width)
         found[slot] = state
         if state is None:
             self.release(contact_id, found)
@@ -86,7 +96,7 @@ class ContactTable:
             if queued is None:
                 self.live += 1
             contact.queued = due
-            self.timers.push(due, contact_id)
+            self.timers.push(due, intern(contact_id))
             if len(self.timers) > self.live + self.live // 4 + COMPACT_MIN:
                 self.timers.compact(self._valid)
 

@@ -40,6 +40,7 @@ from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from operator import itemgetter
+from sys import intern
 from typing import Any
 
 from automation.index.contact_state import ContactState, ContactTable
@@ -291,6 +292,7 @@ class TriggerIndex:
             if contact_id in table.contacts:
                 table.release(contact_id, contact)
             return
+        contact_id = intern(contact_id)
         table.contacts[contact_id] = contact
         due = self._contact_due(contact)
         if due is not None:
@@ -354,7 +356,7 @@ class TriggerIndex:
         timers: list[Any] = []
         for kind, items in frames:
             if kind == "timers":
-                timers += items
+                timers += [(due, intern(contact_id)) for due, contact_id in items]
                 continue
             with _no_gc():
                 for contact_id, queued, view, states in items:
@@ -384,6 +386,7 @@ class TriggerIndex:
                 contact.view = ContactView(*view)
             contact.queued = queued
             index._carry(contact_id, contact, states, moves, decode=True)
-        table.timers.entries += loaded["timers"]  # only now: compaction needs every contact
+        table.timers.entries += [(due, intern(contact_id))  # only now: compaction needs
+                                 for due, contact_id in loaded["timers"]]  # every contact
         table.recount()
         return index

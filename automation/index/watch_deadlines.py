@@ -29,7 +29,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 from automation.index.contact_state import ContactTable
-from automation.index.types import IndexEvent, Packed, compact_key, from_us, iso, key_text, pack
+from automation.index.types import IndexEvent, Packed, compact_key, from_us, iso, key_text
 from automation.index.types import unpack as unpack_properties
 from automation.index.watch_base import Handler, Member, Out, Watcher, emit, full_mask, remap_mask
 from automation.model.definitions import AbsenceTrigger, InactivityTrigger
@@ -123,7 +123,7 @@ class AbsenceWatcher(_DeadlineWatcher):
             if old is not None:
                 self.table.put(contact_id, self.slot, _without(state, key))
             return
-        item = Latest(key, t, self.table.intern(event.type), pack(properties))
+        item = Latest(key, t, self.table.intern(event.type), self.table.pack(properties))
         contact = self.table.put(contact_id, self.slot, _with(state, item))
         assert contact is not None
         self.table.arm(contact_id, contact, t + self.durations[0])
@@ -236,14 +236,14 @@ class InactivityWatcher(_DeadlineWatcher):
             if state.at + self.durations[0] <= t:
                 self.fire(contact_id, state, t, out)
             state.at, state.type, state.props, state.done = (
-                t, self.table.intern(event.type), pack(event.properties), 0)
+                t, self.table.intern(event.type), self.table.pack(event.properties), 0)
         else:
             if state is not None and t < state:
                 return
             if contact is None:
                 contact = self.table.ensure(contact_id)
             contact[self.slot] = Latest((), t, self.table.intern(event.type),
-                                        pack(event.properties))
+                                        self.table.pack(event.properties))
         assert contact is not None
         self.table.arm(contact_id, contact, t + self.durations[0])
 

@@ -20,7 +20,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from automation.index.contact_state import ContactTable
-from automation.index.types import SEND_EVENTS, IndexEvent, from_us, iso, pack, unpack
+from automation.index.types import SEND_EVENTS, IndexEvent, from_us, iso, unpack
 from automation.index.watch_base import (
     Handler,
     Member,
@@ -97,8 +97,8 @@ class EngagementWatcher(Watcher):
             pending = state.pending
             if pending is None:
                 pending = state.pending = []
-            pending.append(Latest((), t, self.table.intern(event.type), pack(event.properties),
-                                  self.preset))
+            pending.append(Latest((), t, self.table.intern(event.type),
+                                  self.table.pack(event.properties), self.preset))
             if len(pending) > MAX_PENDING:
                 del pending[0]
             self.table.arm(event.contact_id, contact, t + self.silent[0][1])

@@ -289,7 +289,9 @@ def _check_local(local: str) -> None:
         raise AddressError(f"local part longer than {MAX_LOCAL_OCTETS} octets ({octets})")
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_dot_string(local: str) -> bool:
+    """Cached: every parse of an address asks it, and a mail stream repeats its senders."""
     atoms = local.split(".")
     return all(atoms) and all(c in _ATEXT or not c.isascii() for atom in atoms for c in atom)
 

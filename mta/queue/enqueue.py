@@ -137,6 +137,54 @@ async def enqueue_many(connection: asyncpg.Connection, identity: QueueIdentity,
     return results
 
 
+_INSERT_ALL = f"""
+    WITH queued AS (
+        INSERT INTO outbound_messages
+            (id, header_from, envelope_from, recipient, recipient_domain, contact_id, source,
+             body, next_attempt_at, expires_at)
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::text[], $8::bytea[], $9::timestamptz[],
+                             $10::timestamptz[])
+        RETURNING 1)
+    SELECT pg_notify('{OUTBOUND_CHANNEL}', '') FROM queued LIMIT 1
+"""
+
+
+def _plain(message: OutboundMessage) -> bool:
+    """Nothing but addresses and a body: no key, tags, metadata or schedule to handle."""
+    return (message.idempotency_key is None and not message.tags and not message.metadata
+            and message.send_at is None and message.contact_id is None)
+
+
+async def enqueue_durably(connection: asyncpg.Connection, identity: QueueIdentity,
+                          messages: Sequence[OutboundMessage],
+                          now: datetime | None = None) -> list[Enqueued]:
+    """:func:`enqueue_many` on a connection outside any transaction: committed (all or none)
+    when it returns, in two round trips for the common case (SMTP submission): one suppression
+    look-up, then one statement inserting every message and waking delivery (a single
+    statement is its own transaction). Messages with an idempotency key, tags, metadata, a
+    schedule, or a recipient on the suppression list go through :func:`enqueue_many` in one
+    transaction instead. A suppression added between the look-up and the insert is caught
+    when the message is claimed, as for every queued message."""
+    if not messages:
+        return []
+    if all(_plain(message) for message in messages) and not await suppressions.lookup(
+            connection, [normalise_lenient(str(m.recipient)) for m in messages]):
+        now = now or datetime.now(UTC)
+        ids = [message.id or uuid.uuid4() for message in messages]
+        recipients = [str(message.recipient) for message in messages]
+        await connection.execute(
+            _INSERT_ALL, ids, [str(m.header_from) for m in messages],
+            [bounce_address(identity.bounce_secret, i, identity.bounce_domain) for i in ids],
+            recipients, [m.recipient.domain for m in messages],
+            [recipient.lower() for recipient in recipients], [m.source for m in messages],
+            [m.body for m in messages], [now] * len(messages),
+            [now + identity.expire] * len(messages))
+        return [Enqueued(message_id, duplicate=False) for message_id in ids]
+    async with connection.transaction():
+        return await enqueue_many(connection, identity, messages, now)
+
+
 async def _insert(connection: asyncpg.Connection, rows: list[tuple[Any, ...]]
                   ) -> set[uuid.UUID]:
     """The ids of the rows inserted (the others' idempotency keys were taken)."""
@@ -144,6 +192,8 @@ async def _insert(connection: asyncpg.Connection, rows: list[tuple[Any, ...]]
         row = await connection.fetchrow(_INSERT + " RETURNING id", *rows[0])
         return {row["id"]} if row is not None else set()
     await connection.executemany(_INSERT, rows)
+    if all(row[9] is None for row in rows):  # no idempotency key: every row was inserted
+        return {row[0] for row in rows}
     return {row["id"] for row in await connection.fetch(
         "SELECT id FROM outbound_messages WHERE id = ANY($1::uuid[])", [r[0] for r in rows])}
 

@@ -2,6 +2,14 @@
 one transaction, so durability costs one fsync per batch, not per message (Postfix fsyncs each
 queue file; Postgres lets us share the flush).
 
+A batch takes everything pending when it starts (at most ``max_items`` items and
+``max_bytes``), so batches grow with the load without any timer: under light load an item
+commits at once, under load the sessions finishing during one commit share the next.
+``max_in_flight`` transactions may commit at once (default one). More overlap the commit
+latency when it is the disk's; when it is the process's own CPU (a busy event loop reads the
+replies late), they only split the batches: ``herald bench submission`` measured one in flight
+at 255 msg/s (8.4 per batch) and four at 160 msg/s (2.8 per batch) on the same machine.
+
 A session's :meth:`GroupCommitter.store` returns only after its item is committed, and raises
 when it could not be (the session answers 451). The commit runs in the writer task, so a
 client that hangs up mid-commit cannot leave it half done. When a batch of several items is
@@ -24,6 +32,7 @@ from engine.errors import DatabaseUnavailable
 
 MAX_BATCH_ITEMS = 200
 MAX_BATCH_BYTES = 16 * 1024 * 1024
+MAX_IN_FLIGHT = 1  # transactions committing at once (each holds a pool connection)
 
 T = TypeVar("T")
 Writer = Callable[[asyncpg.Connection, list[T]], Awaitable[None]]
@@ -35,15 +44,26 @@ class CommitterStopped(RuntimeError):
 
 class GroupCommitter(Generic[T]):
     """``write(connection, items)`` runs inside the batch's transaction; ``size(item)`` bounds
-    a batch's bytes."""
+    a batch's bytes. With ``transaction=False`` the writer gets a connection outside any
+    transaction and makes its batch atomic and durable itself (one statement, say), which
+    saves the BEGIN and COMMIT round trips."""
 
     def __init__(self, database: Database, write: Writer[T], size: Callable[[T], int],
-                 name: str = "smtp-committer") -> None:
+                 name: str = "smtp-committer", *, max_in_flight: int = MAX_IN_FLIGHT,
+                 max_items: int = MAX_BATCH_ITEMS, max_bytes: int = MAX_BATCH_BYTES,
+                 transaction: bool = True) -> None:
+        if max_in_flight < 1 or max_items < 1 or max_bytes < 1:
+            raise ValueError("max_in_flight, max_items and max_bytes must be at least 1")
         self._database = database
         self._write = write
         self._size = size
         self._name = name
+        self._max_in_flight = max_in_flight
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._transaction = transaction
         self._pending: deque[tuple[T, asyncio.Future[None]]] = deque()
+        self._commits: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -72,17 +92,22 @@ class GroupCommitter(Generic[T]):
     def _take(self) -> list[tuple[T, asyncio.Future[None]]]:
         batch: list[tuple[T, asyncio.Future[None]]] = []
         size = 0
-        while self._pending and len(batch) < MAX_BATCH_ITEMS and (
-                not batch or size + self._size(self._pending[0][0]) <= MAX_BATCH_BYTES):
+        while self._pending and len(batch) < self._max_items and (
+                not batch or size + self._size(self._pending[0][0]) <= self._max_bytes):
             item = self._pending.popleft()
             batch.append(item)
             size += self._size(item[0])
         return batch
 
     async def _commit(self, batch: list[tuple[T, asyncio.Future[None]]]) -> None:
+        items = [item for item, _ in batch]
         try:
-            async with self._database.transaction() as connection:
-                await self._write(connection, [item for item, _ in batch])
+            if self._transaction:
+                async with self._database.transaction() as connection:
+                    await self._write(connection, items)
+            else:
+                async with self._database.connection() as connection:
+                    await self._write(connection, items)
         except Exception as exc:
             if len(batch) > 1 and not isinstance(exc, DatabaseUnavailable):
                 for single in batch:  # find the one the database refuses
@@ -98,12 +123,19 @@ class GroupCommitter(Generic[T]):
 
     async def _run(self) -> None:
         while True:
+            while self._pending and len(self._commits) < self._max_in_flight:
+                commit = asyncio.create_task(self._commit(self._take()),
+                                             name=f"{self._name}-batch")
+                self._commits.add(commit)
+                commit.add_done_callback(self._committed)
+            if self._closing and not self._pending and not self._commits:
+                return
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
-                await self._commit(self._take())
-            if self._closing:
-                return
+
+    def _committed(self, commit: asyncio.Task[None]) -> None:
+        self._commits.discard(commit)
+        self._wake.set()
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

@@ -13,8 +13,8 @@ only, one queued message per recipient, 250 only once every copy is committed.
   8BITMIME, SMTPUTF8 (non-ASCII addresses need it: 553 5.6.7), PIPELINING.
 - Line endings: a bare CR or LF refuses the message (554), see :mod:`mta.smtpd.line_endings`.
 - Rate: recipients per key per second (a token bucket); beyond, RCPT answers 452 4.7.1.
-- Durability: every copy is enqueued (:func:`mta.queue.enqueue.enqueue`, which applies the
-  suppression list and wakes delivery) in one transaction shared by the sessions finishing
+- Durability: every copy is enqueued (:func:`mta.queue.enqueue.enqueue_durably`, which applies
+  the suppression list and wakes delivery) in one transaction shared by the sessions finishing
   together (:mod:`mta.smtpd.committer`); 250 follows the commit, 451 any failure.
 """
 
@@ -36,7 +36,7 @@ from engine.errors import DatabaseUnavailable
 from engine.http.ratelimit import RateLimiter
 from engine.keys import ApiKey
 from mta.metrics import SUBMISSION_AUTH_FAILURES, SUBMISSIONS
-from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue_many
+from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue_durably
 from mta.senders import SenderPolicy
 from mta.smtpd.committer import CommitterStopped, GroupCommitter
 from mta.smtpd.line_endings import REPLY as BARE_LINE_ENDING
@@ -326,7 +326,8 @@ class SubmissionServer:
         self._servers: list[asyncio.Server] = []
         self._state = _State(settings)
         self._committer: GroupCommitter[Submitted] = GroupCommitter(
-            database, self._write, lambda submitted: submitted.size, "submission-committer")
+            database, self._write, lambda submitted: submitted.size, "submission-committer",
+            transaction=False)
         self.ports: dict[str, int] = {}
 
     @property
@@ -335,8 +336,8 @@ class SubmissionServer:
         return self._state.accepted
 
     async def _write(self, connection: Any, batch: list[Submitted]) -> None:
-        await enqueue_many(connection, self._identity,
-                           [message for submitted in batch for message in submitted.messages])
+        await enqueue_durably(connection, self._identity,
+                              [message for submitted in batch for message in submitted.messages])
 
     async def start(self) -> None:
         handler = SubmissionHandler(self._committer, self._senders, self._state,

@@ -3,6 +3,7 @@ who may authenticate without TLS, and its limits."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,8 +83,7 @@ class SubmissionSettings:
         """May a client at ``peer`` (an IP address) authenticate without TLS?"""
         address = _address(peer)
         return address is not None and any(
-            address in ipaddress.ip_network(text, strict=False)
-            for text in self.allow_plain_auth_from)
+            address in _network(text) for text in self.allow_plain_auth_from)
 
     def trusted_key_id(self, peer: str | None) -> str | None:
         """The key id a client at ``peer`` sends as without AUTH, if any."""
@@ -91,7 +91,13 @@ class SubmissionSettings:
         if address is None:
             return None
         return next((key_id for text, key_id in self.trusted_clients.items()
-                     if address in ipaddress.ip_network(text, strict=False)), None)
+                     if address in _network(text)), None)
+
+
+@functools.lru_cache(maxsize=256)
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Parsed once: every new session asks both questions above."""
+    return ipaddress.ip_network(text, strict=False)
 
 
 def _address(peer: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -1,6 +1,6 @@
-"""Herald relies on private parts of aiosmtplib and dkimpy, so pyproject.toml pins both to the
-versions it was tested with (upper bounds). CI installs within the pins; these tests fail when
-the installed version is outside them, or when a private part Herald uses has moved."""
+"""Herald relies on private parts of aiosmtplib, aiosmtpd and dkimpy, so pyproject.toml pins
+them to the versions it was tested with (upper bounds). CI installs within the pins; these tests
+fail when the installed version is outside them, or when a private part Herald uses has moved."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
-PINNED = ("aiosmtplib", "dkimpy")
+PINNED = ("aiosmtplib", "aiosmtpd", "dkimpy")
 
 
 def requirements() -> dict[str, Requirement]:

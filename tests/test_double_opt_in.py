@@ -1,0 +1,161 @@
+"""The shipped double opt-in workflow end to end on loopback: the HTTP app, the live automation
+service and delivery to an aiosmtpd capture sink. The confirmation mail carries a signed link;
+POSTing it with a real HTTP client records opted_in and the run sends the mail that needs
+consent. A contact who never confirms gets only the confirmation; tampered links change
+nothing. And a send that needs consent is skipped for a pending contact, as explain shows."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from automation.loading.catalog import Catalog
+from automation.tools.explain import explain, render_text
+from engine.database import Database
+from mta.sink import CaptureSink
+from tests.support.app import RunningApp, running_app
+from tests.support.automation import REPO, automation_service, post_event, wait_for
+from tests.support.mta import delivery_service, fetch, mta_settings
+
+LINK_KEY = "t1:" + "k" * 32  # the key tests.support.automation signs with
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[CaptureSink]:
+    async with CaptureSink(keep=20) as running:
+        yield running
+
+
+@pytest.fixture
+async def app(database_url: str, sink: CaptureSink) -> AsyncIterator[RunningApp]:
+    async with running_app(database_url, mta_settings(), link_keys=(LINK_KEY,),
+                           public_url="http://127.0.0.1:1") as running:
+        yield running
+
+
+def delivered(template: str, count: int) -> Any:
+    async def check(connection: Any) -> bool:
+        return bool(await connection.fetchval(
+            "SELECT count(*) FROM outbound_messages WHERE state = 'delivered' "
+            "AND metadata->>'template' = $1", template) == count)
+    return check
+
+
+def text_of(data: bytes) -> str:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    part = message.get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+async def test_confirming_the_link_opts_in_and_the_workflow_proceeds(
+        app: RunningApp, sink: CaptureSink, database: Database, database_url: str) -> None:
+    public_url = app.base_url
+    settings = mta_settings(routes={"example.org": f"127.0.0.1:{sink.port}"})
+    async with automation_service(database, public_url=public_url), \
+            delivery_service(database, settings):
+        async with app.client() as client:
+            for contact, address in (("ann", "ann@example.org"), ("bo", "bo@example.org")):
+                response = await client.post("/v1/contacts", json={
+                    "contact_id": contact, "email": address, "consent": "pending",
+                    "attributes": {"first_name": contact.title()}})
+                assert response.status_code == 201, response.text
+        await wait_for(database_url, delivered("confirm-subscription", 2))
+        by_recipient = {m.rcpt_tos[0]: m for m in sink.messages}
+        text = text_of(by_recipient["ann@example.org"].data)
+        match = re.search(re.escape(public_url) + r"/v1/consent/confirm/(\S+)", text)
+        assert match is not None, text
+        link = match.group(0)
+        async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as browser:
+            shown = await browser.get(link)
+            assert shown.status_code == 200 and '<form method="post">' in shown.text
+            assert "ann@example.org" in shown.text
+            [ann] = await fetch(database, "SELECT consent_state FROM contacts "
+                                          "WHERE contact_id = 'ann'")
+            assert ann["consent_state"] == "pending"  # showing the page changes nothing
+            tampered = link[:-2] + ("A" if link[-2] != "A" else "B") + link[-1]
+            refused = await browser.post(tampered)
+            assert refused.status_code == 400 and "Nothing was changed" in refused.text
+            confirmed = await browser.post(link)
+            assert confirmed.status_code == 200 and "confirmed" in confirmed.text
+            again = await browser.post(link)
+            assert again.status_code == 200
+        await wait_for(database_url, delivered("subscription-confirmed", 1))
+        async with app.client() as client:
+            consent = (await client.get("/v1/contacts/ann")).json()["contact"]["consent"]
+        runs = {r["contact_id"]: r["state"] for r in await fetch(
+            database, "SELECT contact_id, state FROM workflow_runs "
+                      "WHERE workflow = 'double-opt-in'")}
+    assert consent["state"] == "opted_in" and consent["source"] == "double_opt_in"
+    assert runs == {"ann": "completed", "bo": "waiting_event"}
+    received = sorted((m.rcpt_tos[0], email.message_from_bytes(m.data)["Subject"])
+                      for m in sink.messages)
+    assert received == [("ann@example.org", "Please confirm your subscription"),
+                        ("ann@example.org", "You're subscribed, Ann!"),
+                        ("bo@example.org", "Please confirm your subscription")]
+    given = await fetch(database, "SELECT contact_id FROM events WHERE type = 'consent_given'")
+    assert [r["contact_id"] for r in given] == ["ann"]  # once: the repeated POST logs nothing
+
+
+@pytest.mark.parametrize("token", [
+    "t1.AAAAAGkAAAFhbm4.AAAAAAAAAAAAAAAAAAAAAA",  # a forged MAC
+    "zz.AAAAAGkAAAFhbm4.AAAAAAAAAAAAAAAAAAAAAA",  # an unknown key
+    "t1.not base64.x", "t1", "t1.AAAA=.AAAA"])
+async def test_bad_confirm_tokens_get_400_and_change_nothing(app: RunningApp,
+                                                             token: str) -> None:
+    async with app.client() as client:
+        await client.post("/v1/contacts", json={"contact_id": "ann", "consent": "pending"})
+    async with httpx.AsyncClient(base_url=app.base_url, timeout=10.0) as browser:
+        for response in (await browser.get(f"/v1/consent/confirm/{token}"),
+                         await browser.post(f"/v1/consent/confirm/{token}")):
+            assert response.status_code == 400
+            assert "not valid" in response.text
+    [row] = await fetch(app.database, "SELECT consent_state FROM contacts")
+    assert row["consent_state"] == "pending"
+
+
+GATED = """
+trigger: {type: event, event: signed_up}
+requires_consent: true
+steps:
+  - id: news
+    send: welcome-1
+  - id: receipt
+    send: {template: order-thanks, transactional: true}
+"""
+
+
+async def test_a_send_that_needs_consent_is_skipped_for_a_pending_contact(
+        database: Database, database_url: str, tmp_path: Path) -> None:
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    (workflows / "gated.yaml").write_text(GATED)
+    catalog = Catalog.load(workflows, REPO / "config" / "templates")
+    async with automation_service(database, catalog):
+        async with database.transaction() as connection:
+            for contact, state in (("pend", "pending"), ("yes", "opted_in")):
+                await connection.execute(
+                    "INSERT INTO contacts (contact_id, email, consent_state, consent_at, "
+                    "consent_source) VALUES ($1, $2, $3, now(), 'test')",
+                    contact, f"{contact}@example.org", state)
+        await post_event(database, "pend", "signed_up")
+        await post_event(database, "yes", "signed_up")
+
+        async def decided(connection: Any) -> bool:
+            return bool(await connection.fetchval(
+                "SELECT count(*) FROM workflow_runs WHERE state = 'completed'") == 2)
+
+        await wait_for(database_url, decided)
+        async with database.connection() as connection:
+            report = await explain(connection, catalog, "pend")
+    sent = {(r["contact_id"], r["metadata"]["step"]) for r in await fetch(
+        database, "SELECT contact_id, metadata FROM outbound_messages")}
+    assert sent == {("pend", "receipt"), ("yes", "news"), ("yes", "receipt")}
+    assert "skipped: no consent (pending)" in render_text(report)

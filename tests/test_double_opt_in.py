@@ -10,12 +10,14 @@ import email
 import email.policy
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from automation.index.types import Fire
 from automation.loading.catalog import Catalog
 from automation.tools.explain import explain, render_text
 from engine.database import Database
@@ -159,3 +161,22 @@ async def test_a_send_that_needs_consent_is_skipped_for_a_pending_contact(
         database, "SELECT contact_id, metadata FROM outbound_messages")}
     assert sent == {("pend", "receipt"), ("yes", "news"), ("yes", "receipt")}
     assert "skipped: no consent (pending)" in render_text(report)
+
+
+async def test_a_fire_from_before_an_erase_leaves_no_trace(
+        app: RunningApp, database: Database) -> None:
+    """A timer or snapshot from before the erase may still fire for the contact id: no run, no
+    log row. A contact who comes back (a new event after the erase) is a new contact."""
+    async with app.client() as client:
+        await client.post("/v1/contacts", json={"contact_id": "zed", "email": "z@example.org"})
+        assert (await client.delete("/v1/contacts/zed")).status_code == 200
+    now = datetime.now(UTC)
+    fire = Fire("welcome", "zed", now, "signed_up", {}, now, "stale-1")
+    async with automation_service(database) as service:
+        assert await service.store.start_run(fire, now) is None
+        await post_event(database, "zed", "came_back", email="z@example.org")
+        back = await service.store.start_run(
+            Fire("welcome", "zed", now, "signed_up", {}, now, "new-1"), datetime.now(UTC))
+    assert back is not None
+    runs = await fetch(database, "SELECT entry_key FROM workflow_runs WHERE contact_id = 'zed'")
+    assert [r["entry_key"] for r in runs] == ["new-1"]

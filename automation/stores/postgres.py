@@ -34,6 +34,7 @@ from engine.contacts import UNCHANGED, ContactUpsert, upsert_contact
 from engine.database import Database
 from engine.eventlog_reader import LoggedEvent
 from engine.link_keys import LinkKeys
+from engine.privacy.audit import erased_sql
 from engine.privacy.consent import EVENT_STATES, consent_from_event
 from engine.privacy.consent_store import apply_consent
 from engine.privacy.consent_tokens import confirm_url
@@ -155,11 +156,14 @@ class PgStore:
         key = reentry_key_text(workflow.reentry.key_of(fire.trigger_properties))
         previous = await connection.fetchrow(
             "SELECT bool_or(state IN ('running', 'waiting', 'waiting_event')) AS active, "
-            "max(entered_at) AS last, bool_or(entry_key = $4) AS same "
+            "max(entered_at) AS last, bool_or(entry_key = $4) AS same, "
+            f"{erased_sql('$2::text')} AS erased "
             "FROM workflow_runs WHERE workflow = $1 AND contact_id = $2 "
             "AND reentry_key = $3", fire.workflow, fire.contact_id, key, fire.entry_key)
         if previous["same"]:
             return None  # this very fire was handled before (replay after a restart)
+        if previous["erased"]:
+            return None  # a timer or snapshot from before the contact was erased: no trace
         active, last = bool(previous["active"]), previous["last"]
         if not workflow.reentry.allows(active=active, last_started_at=last, now=now):
             why = "a run is already active" if active else (

@@ -180,3 +180,41 @@ async def test_a_fire_from_before_an_erase_leaves_no_trace(
     assert back is not None
     runs = await fetch(database, "SELECT entry_key FROM workflow_runs WHERE contact_id = 'zed'")
     assert [r["entry_key"] for r in runs] == ["new-1"]
+
+
+async def test_consent_events_posted_by_the_sender_set_the_state(
+        app: RunningApp, database: Database, database_url: str) -> None:
+    """consent_* events posted to /v1/events are applied by the live follower (the newest time
+    wins); a withdrawal also ends a waiting double opt-in run (exit_when)."""
+    async with automation_service(database, public_url=app.base_url):
+        async with app.client() as client:
+            await client.post("/v1/contacts", json={
+                "contact_id": "cy", "email": "cy@example.org", "consent": "pending"})
+
+            async def waiting(connection: Any) -> bool:
+                return bool(await connection.fetchval(
+                    "SELECT count(*) FROM workflow_runs WHERE state = 'waiting_event'"))
+
+            await wait_for(database_url, waiting)
+            posted = await client.post("/v1/events", json={"events": [
+                {"type": "consent_withdrawn", "contact_id": "dee",
+                 "timestamp": "2026-01-01T00:00:00Z", "properties": {"source": "form"}},
+                {"type": "consent_given", "contact_id": "dee",
+                 "timestamp": "2020-01-01T00:00:00Z", "properties": {"source": "old-import"}},
+                {"type": "consent_withdrawn", "contact_id": "cy",
+                 "properties": {"source": "preference-center"}}]})
+            assert posted.status_code == 202, posted.text
+
+            async def applied(connection: Any) -> bool:
+                return bool(await connection.fetchval(
+                    "SELECT count(*) FROM workflow_runs WHERE state = 'exited'")) and bool(
+                    await connection.fetchval("SELECT count(*) FROM contacts "
+                                              "WHERE contact_id = 'dee'"))
+
+            await wait_for(database_url, applied)
+            cy = (await client.get("/v1/contacts/cy")).json()["contact"]["consent"]
+            dee = (await client.get("/v1/contacts/dee")).json()["contact"]["consent"]
+    assert (cy["state"], cy["source"]) == ("opted_out", "preference-center")
+    assert (dee["state"], dee["source"]) == ("opted_out", "form")  # the newest, not the last
+    [run] = await fetch(database, "SELECT exit_reason FROM workflow_runs")
+    assert run["exit_reason"] == "exit_when: consent_withdrawn"

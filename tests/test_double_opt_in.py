@@ -218,3 +218,27 @@ async def test_consent_events_posted_by_the_sender_set_the_state(
     assert (dee["state"], dee["source"]) == ("opted_out", "form")  # the newest, not the last
     [run] = await fetch(database, "SELECT exit_reason FROM workflow_runs")
     assert run["exit_reason"] == "exit_when: consent_withdrawn"
+
+
+async def test_an_erase_drops_the_contact_from_the_live_trigger_index(
+        app: RunningApp, database: Database, database_url: str) -> None:
+    async with automation_service(database) as service:
+        assert service.core is not None
+        await post_event(database, "cart-1", "cart_updated", email="c@example.org",
+                         cart_id="k1", items=[])
+
+        async def timer_armed(connection: Any) -> bool:
+            return service.core is not None and service.core.timers_pending() == 1
+
+        await wait_for(database_url, timer_armed)
+        async with app.client() as client:
+            assert (await client.delete("/v1/contacts/cart-1")).status_code == 200
+        seen = service.processed
+        await post_event(database, "someone-else", "nothing_watches_this")
+
+        async def next_step_done(connection: Any) -> bool:
+            return service.processed > seen
+
+        await wait_for(database_url, next_step_done)
+        assert service.core.timers_pending() == 0
+        assert service.core.next_due() is None

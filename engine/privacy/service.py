@@ -27,6 +27,9 @@ from engine.privacy.parts import PrivacyPart, Subject
 from engine.timestamps import format_rfc3339
 
 Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
+# NOTIFY at an erase's commit, with the contact id as payload (never stored): the automation
+# leader drops what its in-memory trigger index holds for the contact.
+ERASED_CHANNEL = "herald_contact_erased"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,7 @@ class Privacy:
             removed: dict[str, int] = {}
             for part in self.parts:
                 removed.update(await part.erase(connection, subject, key))
+            await connection.execute("SELECT pg_notify($1, $2)", ERASED_CHANNEL, contact_id)
             await audit.record(connection, audit.ERASE, actor, hashed, {"removed": removed},
                                now)
         return Erasure(hashed, now, False, removed)

@@ -44,7 +44,8 @@ LOOKUP = f"""
     SELECT email, reason, category FROM suppressions WHERE email = ANY($1::text[])
     UNION ALL
     SELECT a.email, '{ERASED}', '' FROM unnest($1::text[]) AS a(email) CROSS JOIN privacy_key k
-    WHERE EXISTS (SELECT 1 FROM erased_addresses e WHERE e.hash = {hash_sql("a.email")})
+    CROSS JOIN LATERAL (SELECT 1 FROM erased_addresses e WHERE e.hash = {hash_sql("a.email")}
+                        LIMIT 1) AS hit  -- LIMIT: one index probe per address, never a scan
 """
 
 COLUMNS = "id, email, category, reason, source, message_id, detail, created_at"

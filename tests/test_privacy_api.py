@@ -288,3 +288,14 @@ def test_cli_erase_needs_yes(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["contacts", "erase", CONTACT]) == 2
     assert capsys.readouterr().err.strip() == (
         f"herald: error: erase cannot be undone: add --yes to erase {CONTACT!r}")
+
+
+async def test_openapi_documents_the_privacy_endpoints(app: RunningApp) -> None:
+    async with app.client() as client:
+        paths = (await client.get("/openapi.json")).json()["paths"]
+    assert set(paths["/v1/contacts/{contact_id}"]) == {"get", "delete"}
+    assert paths["/v1/contacts/{contact_id}"]["delete"]["security"] == [{"bearer": ["privacy"]}]
+    assert set(paths["/v1/contacts/{contact_id}/export"]) == {"get"}
+    assert set(paths["/v1/consent/confirm/{token}"]) == {"get", "post"}
+    consent = paths["/v1/contacts"]["post"]["requestBody"]["content"]["application/json"]
+    assert consent["schema"] == {"$ref": "#/components/schemas/Contact"}

@@ -3,7 +3,8 @@ contact's workflow runs and decision log, and quarantined events naming it.
 
 Erase keeps the runs as anonymous counts (funnels stay right): the contact id becomes
 ``erased:<hash prefix>``, the trigger event's properties and keys are cleared and an active
-run is exited ("contact erased"); the decision log and quarantine rows are deleted.
+run is exited ("contact erased"); the decision log, quarantine rows and the contact's last
+click (workflow_stats_last_click, for attribution) are deleted.
 """
 
 from __future__ import annotations
@@ -71,8 +72,11 @@ class AutomationRecords:
             "DELETE FROM workflow_log WHERE contact_id = ANY($1::text[])", ids)
         quarantine = await connection.execute(
             "DELETE FROM automation_quarantine WHERE contact_id = ANY($1::text[])", ids)
+        clicks = await connection.execute(
+            "DELETE FROM workflow_stats_last_click WHERE contact_id = ANY($1::text[])", ids)
         return {"workflow_runs": _count(runs), "workflow_log": _count(log),
-                "automation_quarantine": _count(quarantine)}
+                "automation_quarantine": _count(quarantine),
+                "workflow_stats_last_click": _count(clicks)}
 
 
 def _count(status: str) -> int:

@@ -94,6 +94,9 @@ async def seed(app: RunningApp) -> uuid.UUID:
         await connection.execute(
             "INSERT INTO automation_quarantine (cursor_txid, cursor_pos, contact_id, type, "
             "error) VALUES (1, 1, $1, 'odd', 'boom')", CONTACT)
+        await connection.execute(
+            "INSERT INTO workflow_stats_last_click (contact_id, message_id, clicked_at) "
+            "VALUES ($1, $2, now())", CONTACT, str(message_id))
     return message_id
 
 
@@ -161,7 +164,7 @@ async def test_erase_removes_every_row_naming_the_contact(app: RunningApp) -> No
     assert {key.split(":")[0] for key in before} >= {
         "contacts", "events", "identities", "outbound_messages", "suppressions",
         "soft_bounces", "workflow_runs", "workflow_log", "automation_quarantine",
-        "delivery_attempts"}
+        "delivery_attempts", "workflow_stats_last_click"}
     async with app.client() as client:
         response = await client.delete(f"/v1/contacts/{CONTACT}")
     assert response.status_code == 200, response.text

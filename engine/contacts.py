@@ -2,7 +2,8 @@
 
 An upsert merges ``attributes`` into what is stored (a ``null`` value removes that attribute)
 and, in the same transaction, appends a ``contact_updated`` event listing what changed, so the
-automation core sees attribute changes by following the event log alone.
+automation core sees attribute changes by following the event log alone. A ``consent`` field
+records the contact's consent (:mod:`engine.privacy.consent`) with its own event.
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ from __future__ import annotations
 import re
 import zoneinfo
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from engine.addresses import AddressError, normalize_email
 from engine.eventlog import LogEvent, append_events
+from engine.privacy.consent import Consent, InvalidConsent, consent_json, parse_consent
+from engine.privacy.consent_store import record_consent
 
 # Printable: no C0 or C1 controls, no line or paragraph separator (the OpenAPI document's
 # PRINTABLE_ID); contact ids and event ids alike.
 CONTACT_ID = re.compile("[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,255}\\Z")
-CONTACT_KEYS = frozenset({"contact_id", "email", "attributes", "timezone"})
+CONTACT_KEYS = frozenset({"contact_id", "email", "attributes", "timezone", "consent"})
 UNCHANGED = object()
 
 
@@ -37,9 +40,10 @@ class ContactUpsert:
     email: str | object | None  # UNCHANGED: keep what is stored
     attributes: dict[str, Any]
     timezone: str | object | None
+    consent: Consent | None = None
 
 
-def parse_contact(body: Any) -> ContactUpsert:
+def parse_contact(body: Any, now: datetime | None = None) -> ContactUpsert:
     if not isinstance(body, dict):
         raise InvalidContact("body", "must be a JSON object")
     unknown = set(body) - CONTACT_KEYS
@@ -74,7 +78,14 @@ def parse_contact(body: Any) -> ContactUpsert:
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
                 raise InvalidContact("timezone", f"{timezone!r} is not an IANA time zone name "
                                      "(e.g. Europe/Paris)") from None
-    return ContactUpsert(contact_id, email, attributes, timezone)
+    consent = None
+    if "consent" in body:
+        try:
+            consent = parse_consent(body["consent"], now or datetime.now(UTC))
+        except InvalidConsent as exc:
+            field, _, message = str(exc).partition(": ")
+            raise InvalidContact(field, message) from None
+    return ContactUpsert(contact_id, email, attributes, timezone, consent)
 
 
 def contact_json(row: asyncpg.Record) -> dict[str, Any]:
@@ -83,6 +94,7 @@ def contact_json(row: asyncpg.Record) -> dict[str, Any]:
         "email": row["email"],
         "attributes": row["attributes"],
         "timezone": row["timezone"],
+        "consent": consent_json(row["consent_state"], row["consent_at"], row["consent_source"]),
         "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
     }
@@ -127,6 +139,11 @@ async def upsert_contact(connection: asyncpg.Connection, upsert: ContactUpsert,
             await append_events(connection, [LogEvent(
                 "contact_updated", upsert.contact_id, email if isinstance(email, str) else None,
                 properties, now, "api")])
+        if upsert.consent is not None:
+            consented = await record_consent(connection, upsert.contact_id,
+                                             email if isinstance(email, str) else None,
+                                             upsert.consent, now)
+            row = consented or row
     return row, before is None
 
 

@@ -23,7 +23,8 @@ from engine.addresses import AddressError, ascii_host
 
 SCOPES = ("events:write", "contacts:read", "contacts:write", "messages:write",
           "messages:read", "workflows:read", "suppressions:read", "suppressions:write",
-          "queue:read", "queue:write", "webhooks:read", "webhooks:write", "admin")
+          "queue:read", "queue:write", "webhooks:read", "webhooks:write", "privacy",
+          "admin")
 DEFAULT_SCOPES = ("events:write", "contacts:read", "contacts:write", "messages:write",
                   "messages:read")
 # Event types only Herald itself writes (outcomes, contact changes): never from a browser.

@@ -30,6 +30,7 @@ from engine.keys import (
 from engine.log import configure_logging
 from engine.values import HostPort, parse_duration
 from herald import (
+    contacts_cli,
     exit_codes,
     queue_cli,
     retention_cli,
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats_cli.add_parser(commands)
     webhooks_cli.add_parser(commands)
     retention_cli.add_parser(commands)
+    contacts_cli.add_parser(commands)
     return parser
 
 
@@ -419,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
             return _run_async(lambda: webhooks_cli.run(settings, args, new))
         if args.command == "retention":
             return _run_async(lambda: retention_cli.run(settings, args))
+        if args.command == "contacts":
+            contacts_cli.check(args)
+            return _run_async(lambda: contacts_cli.run(settings, args))
         if args.command == "suppressions":
             entries = suppressions_cli.entries_from(args)
             return _run_async(lambda: suppressions_cli.run(settings, args, entries))

@@ -15,6 +15,7 @@ from automation.content.link_policy import normalize_domains
 from automation.content.templates import TemplateSet
 from automation.live.service import AutomationService
 from automation.loading.catalog import Catalog
+from automation.privacy import AutomationRecords
 from automation.runtime.guards import parse_quiet_hours
 from automation.runtime.interpreter import Policy
 from automation.stats import api as stats_api
@@ -23,14 +24,14 @@ from automation.stores.postgres import PgStore
 from automation.tools.simulation_pool import SimulationPool
 from engine.database import Database
 from engine.errors import ConfigError
-from engine.http import segment_routes
+from engine.http import privacy_routes, segment_routes
 from engine.http.access_log import AccessLog
 from engine.http.app import FastPaths, build_app
 from engine.http.auth import Authenticator
 from engine.http.contacts_routes import routes as contact_routes
 from engine.http.endpoint import HttpContext
 from engine.http.events_routes import routes as event_routes
-from engine.http.openapi import build_document, engine_paths
+from engine.http.openapi import build_document, engine_paths, merge_paths
 from engine.http.ratelimit import RateLimiter
 from engine.http.server import HttpServer
 from engine.http.slow_clients import ClientLimits
@@ -40,6 +41,7 @@ from engine.outbox import admin as outbox_admin
 from engine.outbox import api as outbox_api
 from engine.outbox.service import OutboxService
 from engine.outbox.transport import OutboundPolicy
+from engine.privacy.service import Privacy
 from herald.retention import RetentionRole
 from herald.settings import Settings, resolve_path
 from mta import api as mta_api
@@ -49,6 +51,7 @@ from mta.dkim.signing_pool import SigningPool
 from mta.dns.resolver import MxResolver
 from mta.dns.routing import Router
 from mta.inbound.service import InboundService
+from mta.privacy import MtaRecords
 from mta.queue import api as queue_api
 from mta.queue.enqueue import QueueIdentity, load_bounce_secret
 from mta.queue.overview import LimitDefaults
@@ -95,6 +98,11 @@ def load_catalog(settings: Settings) -> Catalog:
     return Catalog.load(workflows_dir, templates_dir)
 
 
+def privacy_service() -> Privacy:
+    """GDPR export and erase over every layer's records (the engine's come last)."""
+    return Privacy([AutomationRecords(), MtaRecords()])
+
+
 async def link_keys(settings: Settings, database: Database) -> LinkKeys:
     async with database.connection() as connection:
         return await load_link_keys(connection, settings.http.link_keys)
@@ -139,15 +147,14 @@ class HttpRole:
             *queue_api.routes(context, shaping_rules(settings), limit_defaults(settings)),
             *automation_api.routes(context, catalog, settings.automation, self.simulations),
             *stats_api.routes(context, catalog, settings.stats),
-            *outbox_api.routes(context, outbox_admin.Vetter.from_settings(settings.webhooks))]
-        document = build_document({**engine_paths(), **segment_routes.openapi_paths(),
-                                   **mta_api.openapi_paths(),
-                                   **suppression_api.openapi_paths(),
-                                   **tracking.openapi_paths(),
-                                   **queue_api.openapi_paths(),
-                                   **automation_api.openapi_paths(),
-                                   **stats_api.openapi_paths(),
-                                   **outbox_api.openapi_paths()}, VERSION)
+            *outbox_api.routes(context, outbox_admin.Vetter.from_settings(settings.webhooks)),
+            *privacy_routes.routes(context, privacy_service(), keys, settings.privacy)]
+        document = build_document(merge_paths({
+            **engine_paths(), **segment_routes.openapi_paths(), **mta_api.openapi_paths(),
+            **suppression_api.openapi_paths(), **tracking.openapi_paths(),
+            **queue_api.openapi_paths(), **automation_api.openapi_paths(),
+            **stats_api.openapi_paths(), **outbox_api.openapi_paths()},
+            privacy_routes.openapi_paths()), VERSION)
         app = build_app(self.database, routes, document)
         hot = {(method, route.path): route.endpoint for route in routes
                if isinstance(route, Route) and route.path in ("/v1/events", "/v1/batch")
@@ -269,7 +276,8 @@ class AutomationRole:
         try:
             self.policy = Policy(self.catalog.templates, settings.automation.frequency_cap,
                                  parse_quiet_hours(settings.automation.quiet_hours),
-                                 normalize_domains(settings.automation.link_domains))
+                                 normalize_domains(settings.automation.link_domains),
+                                 settings.privacy.require_consent)
         except ValueError as exc:
             raise ConfigError(f"automation.{exc}") from None
         self.service: AutomationService | None = None

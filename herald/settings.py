@@ -16,6 +16,7 @@ from engine.config import (
     MetricsSettings,
 )
 from engine.outbox.settings import WebhooksSettings
+from engine.privacy.settings import PrivacySettings
 from engine.settings_loader import load_sections
 from herald.retention import RetentionSettings
 from mta.inbound.settings import InboundSettings
@@ -37,6 +38,7 @@ SECTIONS: dict[str, type] = {
     "tracking": TrackingSettings,
     "webhooks": WebhooksSettings,
     "retention": RetentionSettings,
+    "privacy": PrivacySettings,
 }
 ALIASES = {
     "HERALD_DATA_DIR": ("engine", "data_dir"),
@@ -59,6 +61,7 @@ class Settings:
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     config_path: Path | None = None
 
 

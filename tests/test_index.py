@@ -540,7 +540,8 @@ def stream(seed: int, contacts: int = 12, count: int = 3000, positions: bool = T
         contact = f"c{rng.randrange(contacts)}"
         kind = rng.choice(["product_viewed"] * 4 + [
             "page_viewed", "cart_updated", "order_completed", "email_delivered",
-            "email_opened", "email_clicked", "signed_up", "contact_updated", "email_bounced"])
+            "email_opened", "email_clicked", "signed_up", "contact_updated", "email_bounced",
+            "consent_requested"])
         sku = f"S{rng.randrange(3)}"
         cart = f"k{rng.randrange(3)}"
         props: dict[str, Any] = {

@@ -244,3 +244,19 @@ async def test_same_input_same_output(catalog: Catalog) -> None:
                                                                 timedelta(days=10))
     assert [output_line(r) for r in first] == [output_line(r) for r in second]
     assert len(first) > 60
+
+
+# --- double opt-in ---------------------------------------------------------------------------
+
+async def test_double_opt_in_confirmed_unconfirmed_and_confirmed_then_withdrawn(
+        catalog: Catalog) -> None:
+    out = await run(catalog, [
+        contact("ann"), contact("bo"), contact("cy"),
+        event("ann", "consent_requested", at()), event("ann", "consent_given", at(hours=2)),
+        event("bo", "consent_requested", at()),
+        event("cy", "consent_requested", at()), event("cy", "consent_withdrawn", at(hours=1)),
+        event("cy", "consent_given", at(days=8))], workflow="double-opt-in")
+    assert out == [("0d00h00m", "ann", "confirm", "confirm-subscription"),
+                   ("0d00h00m", "bo", "confirm", "confirm-subscription"),
+                   ("0d00h00m", "cy", "confirm", "confirm-subscription"),
+                   ("0d02h00m", "ann", "subscribed", "subscription-confirmed")]

@@ -271,7 +271,7 @@ def shipped() -> TemplateSet:
 
 
 def test_shipped_templates_render_with_full_and_minimal_context(shipped: TemplateSet) -> None:
-    assert len(shipped.names) == 12
+    assert len(shipped.names) == 14
     for name in sorted(shipped.names):
         full = shipped.render(name, context(event=FULL_EVENT, recommendations=PRODUCTS))
         bare = shipped.render(name, message_context(

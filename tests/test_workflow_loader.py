@@ -25,8 +25,8 @@ from automation.model import definitions as d
 from automation.model.durations import next_in_window, parse_window, zone
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ["abandoned-cart", "browse-abandonment", "loyalty-milestone", "post-purchase",
-            "welcome", "win-back"]
+EXAMPLES = ["abandoned-cart", "browse-abandonment", "double-opt-in", "loyalty-milestone",
+            "post-purchase", "welcome", "win-back"]
 
 
 @pytest.fixture(scope="module")

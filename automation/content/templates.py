@@ -297,12 +297,14 @@ def message_context(*, contact_id: str, email: str | None, attributes: Mapping[s
                     links: Mapping[str, str] | None = None, timezone: str | None = None,
                     workflow: str | None = None, step: str | None = None,
                     link_domains: tuple[str, ...] | None = None,
-                    dropped: list[DroppedLink] | None = None) -> dict[str, Any]:
+                    dropped: list[DroppedLink] | None = None,
+                    consent_confirm_url: str = "") -> dict[str, Any]:
     """The variables a template sees: every contact attribute at top level (``first_name``),
     then ``contact`` ({id, email, timezone, locale, attributes}; ``locale`` is the ``locale``
     attribute when it names a known locale, in Babel's spelling), ``event`` (the trigger event's
     properties), ``event_type``, ``recommendations`` (products: name, url, image_url, price,
-    currency), ``unsubscribe_url``, ``links`` (named URLs), ``workflow`` and ``step``. The
+    currency), ``unsubscribe_url``, ``consent_confirm_url`` (the contact's signed double opt-in
+    link), ``links`` (named URLs), ``workflow`` and ``step``. The
     reserved names win over attributes of the same name.
 
     With ``link_domains`` (normalised, see :mod:`automation.content.link_policy`; messages
@@ -323,6 +325,7 @@ def message_context(*, contact_id: str, email: str | None, attributes: Mapping[s
                  "attributes": dict(attributes)},
         event=event_data, event_type=event_type,
         recommendations=products,
-        unsubscribe_url=unsubscribe_url, links=dict(links or {}),
+        unsubscribe_url=unsubscribe_url, consent_confirm_url=consent_confirm_url,
+        links=dict(links or {}),
         workflow=workflow, step=step)
     return context

@@ -89,6 +89,15 @@ class ContactTable:
                 self.live -= 1
             del self.contacts[contact_id]
 
+    def forget(self, contact_id: str) -> bool:
+        """Drop a contact whatever it holds (an erase); its heap entry goes stale."""
+        contact = self.contacts.pop(contact_id, None)
+        if contact is None:
+            return False
+        if contact.queued is not None:
+            self.live -= 1
+        return True
+
     def arm(self, contact_id: str, contact: ContactState, due: int) -> None:
         """Make sure the contact's timer surfaces no later than ``due``."""
         queued = contact.queued

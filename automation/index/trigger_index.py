@@ -205,6 +205,10 @@ class TriggerIndex:
                                    email if isinstance(email, str) else None,
                                    timezone if isinstance(timezone, str) else None)
 
+    def forget(self, contact_id: str) -> bool:
+        """Drop every state and timer kept for a contact (it was erased); True if any."""
+        return self._table.forget(contact_id)
+
     # --- queries --------------------------------------------------------------------------
 
     def contact(self, contact_id: str) -> ContactView | None:

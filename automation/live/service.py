@@ -14,6 +14,7 @@ import gc
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -38,6 +39,7 @@ from engine.db_errors import database_errors
 from engine.errors import DatabaseError
 from engine.eventlog import EVENTS_CHANNEL
 from engine.eventlog_reader import LogCursor, LoggedEvent, head, read_after
+from engine.privacy.service import ERASED_CHANNEL
 
 log = logging.getLogger("herald.automation.service")
 
@@ -46,6 +48,9 @@ LEADER_LOCK = 0x6865_7261_6C65  # "herale"
 PROCESSED_CHANNEL = "herald_automation"
 STANDBY_RETRY = 2.0
 MAX_SLEEP = 1.0
+# Erased contacts waiting to be dropped from the index; past this (a mass erase between two
+# steps) the rest keep their counters in memory, and fires for them are refused by the store.
+MAX_ERASED = 100_000
 # Reading or writing a snapshot moves tens of megabytes at a million contacts: it gets a longer
 # bound than ordinary statements ([engine] database_statement_timeout).
 SNAPSHOT_IO_TIMEOUT = 300.0
@@ -78,6 +83,7 @@ class AutomationService:
         self._quarantined: set[LogCursor] = set()
         self._failing: LogCursor | None = None  # the end of the batch being acted on
         self._isolate_until: LogCursor | None = None  # replay one event at a time up to here
+        self._erased: set[str] = set()  # contacts erased since the last step (NOTIFY payloads)
         self.processed = 0
         self._caught_up_at: float | None = None  # monotonic; None: not leading
         self.settled = asyncio.Event()  # set once this process is leader or knows it is not
@@ -149,6 +155,7 @@ class AutomationService:
             await self._sleep(STANDBY_RETRY)
             return
         await self._connection.add_listener(EVENTS_CHANNEL, lambda *_: self._wake.set())
+        await self._connection.add_listener(ERASED_CHANNEL, self._on_erased)
         self.leader = True
         await self._load()
         self._caught_up_at = time.monotonic()
@@ -190,9 +197,16 @@ class AutomationService:
         gc.freeze()  # the restored index is long-lived: keep it out of collections
         await self._save_snapshot()
 
+    def _on_erased(self, *args: Any) -> None:
+        if len(self._erased) < MAX_ERASED:
+            self._erased.add(str(args[3]))  # (connection, pid, channel, payload)
+        self._wake.set()
+
     async def _step(self) -> None:
         assert self._connection is not None and self.core is not None
         self._wake.clear()
+        while self._erased:
+            self.core.forget(self._erased.pop())
         read = await read_after(self._connection, self.cursor, self.settings.read_batch)
         more = len(read) == self.settings.read_batch
         isolated = self._isolate_until is not None

@@ -81,6 +81,7 @@ class WorkflowBuilder:
             steps=steps, description=doc.get("description", ""),
             enabled=doc.get("enabled", True), priority=doc.get("priority", 0),
             transactional=doc.get("transactional", False), reentry=reentry,
+            requires_consent=doc.get("requires_consent"),
             exit_when=tuple(exits),
             accept_browser_events=doc["trigger"].get("accept_browser_events", False))
 
@@ -216,7 +217,8 @@ class WorkflowBuilder:
             if spec["template"] not in self.templates:
                 raise DefinitionError(f"{here}: no template named {spec['template']!r}")
             transactional: bool | None = spec.get("transactional")
-            return d.SendStep(step_id, spec["template"], transactional)
+            return d.SendStep(step_id, spec["template"], transactional,
+                              spec.get("requires_consent"))
         if action == "wait":
             return self.wait(value, here, step_id)
         if action == "wait_for":

@@ -47,11 +47,13 @@ ReentryPolicy = Literal["once", "always", "once_per"]
 
 @dataclass(frozen=True, slots=True)
 class SendStep:
-    """Render ``template`` and enqueue it; ``transactional`` overrides the workflow's flag."""
+    """Render ``template`` and enqueue it; ``transactional`` and ``requires_consent``
+    override the workflow's flags."""
 
     id: str
     template: str
     transactional: bool | None = None
+    requires_consent: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +242,9 @@ class Workflow:
     flight keep the version (and program) they started with. Higher ``priority`` is evaluated
     first (and wins under the frequency cap). ``exit_when`` conditions (correlated with the trigger
     event) end a run whenever a matching event arrives. ``transactional`` sends are exempt from
-    the frequency cap. ``accept_browser_events``: the trigger also sees events a browser sent
+    the frequency cap. ``requires_consent``: marketing sends go only to contacts whose consent
+    is ``opted_in`` (None: ``[privacy] require_consent`` decides). ``accept_browser_events``:
+    the trigger also sees events a browser sent
     about an identified contact (the pixel with a contact token); otherwise browser-sourced events
     are invisible to it (anonymous ones are invisible to every trigger)."""
 
@@ -254,6 +258,7 @@ class Workflow:
     priority: int = 0
     transactional: bool = False
     reentry: Reentry = Reentry()
+    requires_consent: bool | None = None
     exit_when: tuple[EventCondition, ...] = ()
     accept_browser_events: bool = False
 

@@ -182,6 +182,13 @@ class AutomationCore:
         if run.wake_at is not None:
             heapq.heappush(self._wakes, (run.wake_at, run.id))
 
+    def forget(self, contact_id: str) -> None:
+        """An erased contact: its trigger state, timers and tracked runs go (their rows were
+        exited by the erase)."""
+        self.index.forget(contact_id)
+        for run_id in list(self._runs.get(contact_id, {})):
+            self._untrack(run_id)
+
     def _untrack(self, run_id: int) -> None:
         contact = self._contact_of.pop(run_id, None)
         if contact is None:

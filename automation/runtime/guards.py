@@ -8,9 +8,12 @@ and shown by ``herald explain``:
 3. the address is on the suppression list ("suppressed: <reason>"), decided by
    :func:`mta.suppression.rules.blocking_reason` exactly as the MTA decides it (transactional
    mail ignores unsubscribes, never hard bounces or complaints);
-4. marketing only: the contact unsubscribed, or is marked ``status: inactive``;
-5. marketing only: the per-contact frequency cap across workflows ("frequency cap");
-6. marketing only: quiet hours in the contact's timezone: the send WAITS until they end.
+4. marketing only, when the send needs consent (the step's or workflow's
+   ``requires_consent``, else ``[privacy] require_consent``): the contact's consent is not
+   ``opted_in`` ("no consent (pending)", "no consent (none recorded)", ...);
+5. marketing only: the contact unsubscribed, or is marked ``status: inactive``;
+6. marketing only: the per-contact frequency cap across workflows ("frequency cap");
+7. marketing only: quiet hours in the contact's timezone: the send WAITS until they end.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from datetime import datetime, time
 from typing import Any
 
 from automation.model.durations import LocalWindow, next_in_window, zone
+from engine.privacy.consent import missing_consent
 from mta.suppression.rules import ALL_CATEGORIES, blocking_reason
 
 ALL_DAYS = frozenset(range(7))
@@ -33,6 +37,7 @@ class GuardInputs:
     timezone: str | None
     suppressions: tuple[tuple[str, str], ...]  # (reason, category) entries of the address
     recent_sends: int
+    consent: str | None = None  # the contact's consent state (engine.privacy.consent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +64,7 @@ def parse_quiet_hours(text: str) -> LocalWindow | None:
 
 def check_send(inputs: GuardInputs, *, already_sent: bool, transactional: bool,
                frequency_cap: int, allowed_window: LocalWindow | None,
-               now: datetime) -> Verdict:
+               now: datetime, requires_consent: bool = False) -> Verdict:
     if already_sent:
         return Verdict(False, "already sent in this run")
     if not inputs.email:
@@ -69,6 +74,8 @@ def check_send(inputs: GuardInputs, *, already_sent: bool, transactional: bool,
         return Verdict(False, f"suppressed: {suppressed}")
     if transactional:
         return Verdict(True)
+    if requires_consent and (missing := missing_consent(inputs.consent)):
+        return Verdict(False, missing)
     if inputs.attributes.get("unsubscribed") is True:
         return Verdict(False, "unsubscribed")
     if inputs.attributes.get("status") == "inactive":

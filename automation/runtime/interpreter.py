@@ -42,6 +42,8 @@ class RunInputs:
     # None: the same as opened/clicked (no machine events were seen).
     opened_with_machine: set[str] | None = None
     clicked_with_machine: set[str] | None = None
+    consent: str | None = None  # the contact's consent state (engine.privacy.consent)
+    consent_confirm_url: str = ""  # the contact's signed double opt-in link
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ class Policy:
     frequency_cap: int
     allowed_window: LocalWindow | None
     link_domains: tuple[str, ...] = ()
+    require_consent: bool = False  # [privacy] require_consent: sends without their own say
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,11 +188,14 @@ def _send(instruction: p.Send, run: Run, workflow: Workflow, inputs: RunInputs,
           now: datetime, policy: Policy, effects: Effects) -> bool:
     step = instruction.step
     transactional = workflow.transactional if step.transactional is None else step.transactional
+    requires_consent = next(flag for flag in (step.requires_consent, workflow.requires_consent,
+                                              policy.require_consent) if flag is not None)
     verdict = check_send(
         GuardInputs(inputs.email, inputs.attributes, inputs.timezone, inputs.suppressions,
-                    inputs.recent_sends),
+                    inputs.recent_sends, inputs.consent),
         already_sent=step.id in run.sent_steps, transactional=transactional,
-        frequency_cap=policy.frequency_cap, allowed_window=policy.allowed_window, now=now)
+        frequency_cap=policy.frequency_cap, allowed_window=policy.allowed_window, now=now,
+        requires_consent=requires_consent)
     if verdict.wait_until is not None:
         run.state, run.wake_at = "waiting", verdict.wait_until
         effects.log.append((step.id, "quiet_hours", verdict.wait_until.isoformat()))
@@ -231,4 +237,5 @@ def _message_context(run: Run, workflow: Workflow, inputs: RunInputs, step_id: s
         event_type=run.trigger_type, event=run.trigger_properties,
         unsubscribe_url=inputs.unsubscribe_url(step_id), recommendations=inputs.recommendations,
         timezone=inputs.timezone, workflow=workflow.name, step=step_id,
-        link_domains=link_domains, dropped=dropped)
+        link_domains=link_domains, dropped=dropped,
+        consent_confirm_url=inputs.consent_confirm_url)

@@ -22,6 +22,7 @@ from automation.index.trigger_index import Fire, IndexEvent
 from automation.loading.catalog import Catalog
 from automation.runtime.interpreter import Policy, RunInputs, interpret
 from automation.runtime.runs import Resume, Run
+from engine.privacy.consent import consent_from_event
 from mta.suppression.addresses import normalise_lenient
 from mta.suppression.rules import from_event
 
@@ -37,6 +38,7 @@ class SimContact:
     events: deque[tuple[datetime, str, dict[str, Any]]] = field(
         default_factory=lambda: deque(maxlen=MAX_EVENTS_PER_CONTACT))
     sends: list[tuple[datetime, bool]] = field(default_factory=list)
+    consent: str | None = None
 
 
 def reentry_key_text(key: Hashable | None) -> str:
@@ -96,6 +98,9 @@ class MemoryStore:
         email = properties.get("email") if event.type == "contact_updated" else None
         if isinstance(email, str):
             contact.email = email
+        consent = consent_from_event(event.type, properties, event.occurred_at)
+        if consent is not None:
+            contact.consent = consent.state
         entry = from_event(event.type, properties.get("recipient") if isinstance(
             properties.get("recipient"), str) else contact.email, properties)
         if entry is not None:
@@ -161,7 +166,8 @@ class MemoryStore:
             opened, clicked, since,
             recommend(views, run.trigger_properties, self.recommendations),
             lambda step: f"https://example.invalid/v1/unsubscribe/{run.id}/{step}",
-            opened_all, clicked_all)
+            opened_all, clicked_all, contact.consent,
+            f"https://example.invalid/v1/consent/confirm/{run.contact_id}")
         effects = interpret(run, program, workflow, inputs, resume, now, self.policy)
         sends = iter(effects.sends)
         for step, action, detail in effects.log:

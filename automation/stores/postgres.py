@@ -34,6 +34,10 @@ from engine.contacts import UNCHANGED, ContactUpsert, upsert_contact
 from engine.database import Database
 from engine.eventlog_reader import LoggedEvent
 from engine.link_keys import LinkKeys
+from engine.privacy.audit import erased_sql
+from engine.privacy.consent import EVENT_STATES, consent_from_event
+from engine.privacy.consent_store import apply_consent
+from engine.privacy.consent_tokens import confirm_url
 from mta.compose import compose
 from mta.errors import InvalidMessage
 from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue
@@ -90,7 +94,11 @@ class PgStore:
         """Apply the suppressions that events imply (:func:`mta.suppression.rules.from_event`,
         the rule the simulator applies too): an ``unsubscribed`` event posted by the sender, a
         complaint or hard bounce logged by the MTA. Entries the MTA already made are kept as they
-        are; an entry removed by hand after the event is not brought back by a replay."""
+        are; an entry removed by hand after the event is not brought back by a replay.
+
+        Consent events (``consent_given`` ...) set the contact's consent, the newest winning
+        (:func:`engine.privacy.consent_store.apply_consent`)."""
+        await self._record_consent(events)
         implied = [(event, from_event(event.type, event.email or await self._email_of(
             event.contact_id), event.properties)) for event in events
             if event.type in SUPPRESSING_TYPES]
@@ -105,6 +113,16 @@ class PgStore:
                     "AND email = $1 AND position > $2)", entry.email, event.position)
                 if not removed_later:
                     await suppressions.add(connection, [entry], event.occurred_at)
+
+    async def _record_consent(self, events: Sequence[LoggedEvent]) -> None:
+        changes = [(event.contact_id, consent) for event in events
+                   if event.type in EVENT_STATES
+                   and (consent := consent_from_event(event.type, event.properties,
+                                                      event.occurred_at)) is not None]
+        if changes:
+            async with self.database.transaction() as connection:
+                for contact_id, consent in changes:
+                    await apply_consent(connection, contact_id, consent)
 
     async def _email_of(self, contact_id: str) -> str | None:
         async with self.database.connection() as connection:
@@ -138,11 +156,14 @@ class PgStore:
         key = reentry_key_text(workflow.reentry.key_of(fire.trigger_properties))
         previous = await connection.fetchrow(
             "SELECT bool_or(state IN ('running', 'waiting', 'waiting_event')) AS active, "
-            "max(entered_at) AS last, bool_or(entry_key = $4) AS same "
+            "max(entered_at) AS last, bool_or(entry_key = $4) AS same, "
+            f"{erased_sql('$2::text')} AS erased "
             "FROM workflow_runs WHERE workflow = $1 AND contact_id = $2 "
             "AND reentry_key = $3", fire.workflow, fire.contact_id, key, fire.entry_key)
         if previous["same"]:
             return None  # this very fire was handled before (replay after a restart)
+        if previous["erased"]:
+            return None  # a timer or snapshot from before the contact was erased: no trace
         active, last = bool(previous["active"]), previous["last"]
         if not workflow.reentry.allows(active=active, last_started_at=last, now=now):
             why = "a run is already active" if active else (
@@ -217,7 +238,7 @@ class PgStore:
     async def _inputs(self, connection: asyncpg.Connection, run: Run,
                       now: datetime) -> RunInputs:
         contact = await connection.fetchrow(
-            """SELECT c.email, c.attributes, c.timezone,
+            """SELECT c.email, c.attributes, c.timezone, c.consent_state,
                       (SELECT count(*) FROM outbound_messages m
                         WHERE m.contact_id = c.contact_id AND m.source = 'automation'
                           AND m.created_at > $2
@@ -240,6 +261,7 @@ class PgStore:
             key = normalise_lenient(email)
             entries = tuple((await suppressions.lookup(connection, [key])).get(key, ()))
         public_url, links, run_id = self.public_url, self.links, run.id
+        consent_link = confirm_url(public_url, links, run.contact_id, now) if public_url else ""
 
         def link(step_id: str) -> str:
             return unsubscribe_url(public_url, links, send_message_id(run_id, step_id)) \
@@ -250,7 +272,8 @@ class PgStore:
             contact["timezone"] if contact else None, entries,
             int(contact["recent"]) if contact else 0, opened, clicked, since,
             recommend(views, run.trigger_properties, self.settings.recommendations), link,
-            opened_all, clicked_all)
+            opened_all, clicked_all, contact["consent_state"] if contact else None,
+            consent_link)
 
     async def _apply(self, connection: asyncpg.Connection, run: Run, inputs: RunInputs,
                      effects: Effects, now: datetime, logs: LogBuffer) -> None:

@@ -63,6 +63,21 @@ CONTACT_SCHEMA = {
                        "description": "Merged into the stored attributes; null removes one. "
                                       + JSON_DESCRIPTION},
         "timezone": {"type": ["string", "null"], "description": "IANA name, e.g. Europe/Paris"},
+        "consent": {
+            "description": "Records the contact's consent (logged as consent_requested, "
+                           "consent_given or consent_withdrawn): a state, or {state, source, "
+                           "at}; source defaults to 'api', at to now",
+            "oneOf": [
+                {"type": "string", "enum": ["pending", "opted_in", "opted_out"]},
+                {"type": "object", "required": ["state"], "additionalProperties": False,
+                 "properties": {
+                     "state": {"type": "string", "enum": ["pending", "opted_in", "opted_out"]},
+                     "source": {"type": "string",
+                                "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,99}$"},
+                     "at": {"type": "string", "format": "date-time",
+                            "description": "RFC 3339, at most 24 h ahead (else 422)"}}},
+            ],
+        },
     },
 }
 
@@ -146,6 +161,15 @@ def engine_paths() -> dict[str, Any]:
         "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics",
                              "responses": {"200": {"description": "Text exposition format"}}}},
     }
+
+
+def merge_paths(*documents: dict[str, Any]) -> dict[str, Any]:
+    """Path items from several packages; operations on one path (GET and DELETE) combine."""
+    merged: dict[str, Any] = {}
+    for paths in documents:
+        for path, item in paths.items():
+            merged[path] = {**merged.get(path, {}), **item}
+    return merged
 
 
 def build_document(paths: dict[str, Any], version: str) -> dict[str, Any]:

@@ -13,12 +13,13 @@ from datetime import UTC, datetime
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from engine.http.body import read_body
 from engine.http.endpoint import HttpContext, endpoint
 from engine.http.errors import ApiError
+from engine.http.pages import page
 from engine.link_keys import LinkKeys
 from mta.suppression.tokens import BadToken, read_unsubscribe_token
 from mta.suppression.unsubscribe import MessageRef, message_ref, unsubscribe
@@ -26,22 +27,6 @@ from mta.suppression.unsubscribe import MessageRef, message_ref, unsubscribe
 log = logging.getLogger("herald.unsubscribe")
 
 MAX_FORM_BYTES = 8192
-HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-           "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                                      "form-action 'self'",
-           "Referrer-Policy": "no-referrer"}
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport"
-content="width=device-width,initial-scale=1"><title>{title}</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}}
-button{{font-size:1rem;padding:.5rem 1rem}}</style></head>
-<body><h1>{title}</h1>{body}</body></html>"""
-
-
-def page(status: int, title: str, body: str) -> Response:
-    return HTMLResponse(PAGE.format(title=html.escape(title), body=body), status_code=status,
-                        headers=HEADERS)
 
 
 def _choices(message: MessageRef) -> str:

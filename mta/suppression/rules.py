@@ -22,6 +22,9 @@ UNSUBSCRIBE = "unsubscribe"
 SOFT_BOUNCES = "soft_bounces"
 MANUAL = "manual"
 REASONS = (HARD_BOUNCE, COMPLAINT, UNSUBSCRIBE, SOFT_BOUNCES, MANUAL)
+# The address of an erased contact (engine.privacy): kept only as a hash, never as an entry of
+# the list; it blocks every message, transactional ones too.
+ERASED = "erased"
 ALL_CATEGORIES = ""
 MAX_CATEGORY = 64
 

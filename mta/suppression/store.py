@@ -16,7 +16,8 @@ from typing import Any
 import asyncpg
 
 from engine.eventlog import append_rows
-from mta.suppression.rules import SOFT_BOUNCES, Suppression
+from engine.privacy.hashing import hash_sql
+from mta.suppression.rules import ERASED, SOFT_BOUNCES, Suppression
 
 INSERT = """
     INSERT INTO suppressions (email, category, reason, source, message_id, detail, created_at)
@@ -37,8 +38,14 @@ CONTACTS = """
     FROM unnest($1::text[], $2::uuid[]) AS r(email, message_id)
 """
 
-LOOKUP = """
+# Entries of these addresses, and the addresses of erased contacts (kept only as the privacy
+# hash of the normalised address, engine.privacy.hashing): those answer reason 'erased'.
+LOOKUP = f"""
     SELECT email, reason, category FROM suppressions WHERE email = ANY($1::text[])
+    UNION ALL
+    SELECT a.email, '{ERASED}', '' FROM unnest($1::text[]) AS a(email) CROSS JOIN privacy_key k
+    CROSS JOIN LATERAL (SELECT 1 FROM erased_addresses e WHERE e.hash = {hash_sql("a.email")}
+                        LIMIT 1) AS hit  -- LIMIT: one index probe per address, never a scan
 """
 
 COLUMNS = "id, email, category, reason, source, message_id, detail, created_at"

@@ -35,13 +35,15 @@ def example_catalog() -> Catalog:
 async def automation_service(database: Database, catalog: Catalog | None = None,
                              lead: bool = True, public_url: str | None = PUBLIC_URL,
                              store_type: type[PgStore] = PgStore, track: bool = True,
+                             require_consent: bool = False,
                              **overrides: Any) -> AsyncIterator[AutomationService]:
-    """``lead``: wait until this service leads (else until it knows it stands by)."""
+    """``lead``: wait until this service leads (else until it knows it stands by);
+    ``require_consent``: ``[privacy] require_consent``."""
     catalog = catalog or example_catalog()
     settings = AutomationSettings(from_address="Shop <news@shop.test>", **overrides)
     policy = Policy(catalog.templates, settings.frequency_cap,
                     parse_quiet_hours(settings.quiet_hours),
-                    normalize_domains(settings.link_domains))
+                    normalize_domains(settings.link_domains), require_consent)
     identity = await identity_for(database, mta_settings())
     store = store_type(database, catalog, policy, settings, identity, TEST_LINK_KEYS,
                     public_url, track=track)

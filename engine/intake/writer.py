@@ -22,9 +22,14 @@ request gets :class:`EventsRejected` naming the first event the database would n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+
+import asyncpg
 
 from engine.config import IntakeSettings
 from engine.database import Database
@@ -35,7 +40,7 @@ from engine.errors import (
     DatabaseUnavailable,
     HeraldError,
 )
-from engine.eventlog import append_typed
+from engine.eventlog import EVENTS_CHANNEL, append_typed
 from engine.intake.identities import (
     Join,
     anonymous_contact,
@@ -73,6 +78,32 @@ FILL_MISSING_EMAILS = """
     FROM unnest($1::text[], $2::text[]) AS u(contact_id, email)
     WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
 """
+# One round trip opens the transaction and queues the NOTIFY that wakes the log's followers
+# when it commits (a NOTIFY after the insert would cost one more).
+BEGIN_AND_NOTIFY = f"BEGIN; NOTIFY {EVENTS_CHANNEL}"
+
+
+@asynccontextmanager
+async def _transaction(database: Database, managed: bool
+                       ) -> AsyncIterator[tuple[asyncpg.Connection, bool]]:
+    """A batch's transaction and whether it still has to NOTIFY. ``managed``: asyncpg's own
+    (needed when something in it opens a nested transaction, i.e. a savepoint); else one begun
+    together with its NOTIFY. Errors leave as :mod:`engine.errors` types."""
+    if managed:
+        async with database.transaction() as connection:
+            yield connection, True
+        return
+    async with database.connection() as connection:
+        await connection.execute(BEGIN_AND_NOTIFY)
+        try:
+            yield connection, False
+        except BaseException:
+            with contextlib.suppress(Exception):  # a broken connection: the pool drops it
+                await connection.execute("ROLLBACK")
+            raise
+        await connection.execute("COMMIT")
+
+
 class IntakeOverloaded(HeraldError):
     """More events are waiting than the configured bound: answer 503 and let the client retry."""
 
@@ -313,7 +344,9 @@ class EventWriter:
                 flags.append(duplicate)
             request.duplicate_flags = flags
 
-        async with self._database.transaction() as connection:
+        # Trait updates (upsert_contact) use a savepoint: those batches need asyncpg's own.
+        managed = any(event.traits is not None for request in batch for event in request.events)
+        async with _transaction(self._database, managed) as (connection, notify):
             email_owner: dict[str, str] = {}
             orphan_emails = sorted({e.email.lower() for r in batch for e in r.events
                                     if e.contact_id is None and e.email is not None})
@@ -362,12 +395,13 @@ class EventWriter:
             await connection.execute(INSERT_CONTACTS, contact_ids, contact_emails)
             if any(email is not None for email in contact_emails):
                 await connection.execute(FILL_MISSING_EMAILS, contact_ids, contact_emails)
-            stored_ids = await append_typed(connection, rows)
+            stored_ids = await append_typed(connection, rows, notify)
             await apply_identity(connection, joins, updates, stored_ids)
             if not commit:
                 raise _RollBack
         results = []
-        total = 0
+        stored_by_source: dict[str, int] = {}
+        all_duplicates = 0
         for request in batch:
             accepted = duplicates = 0
             for event, duplicate in zip(request.events, request.duplicate_flags, strict=True):
@@ -375,12 +409,15 @@ class EventWriter:
                     duplicates += 1
                 else:
                     accepted += 1
-            total += accepted
-            if duplicates:
-                EVENT_DUPLICATES.inc(duplicates)
-            if accepted:
-                EVENTS_STORED.labels(request.source).inc(accepted)
+            all_duplicates += duplicates
+            stored_by_source[request.source] = stored_by_source.get(request.source, 0) + accepted
             results.append(StoreResult(accepted, duplicates))
-        INTAKE_BATCH_EVENTS.observe(total)
+        # Metrics once per batch, not per request.
+        if all_duplicates:
+            EVENT_DUPLICATES.inc(all_duplicates)
+        for source, accepted in stored_by_source.items():
+            if accepted:
+                EVENTS_STORED.labels(source).inc(accepted)
+        INTAKE_BATCH_EVENTS.observe(sum(stored_by_source.values()))
         return results
 

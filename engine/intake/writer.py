@@ -6,6 +6,12 @@ durability costs one fsync per batch, not per request. A request's future resolv
 its events are committed. Idempotency keys already in the log (or earlier in the same batch) are
 counted as duplicates and not stored again.
 
+A plain batch (contacts named, no anonymous ids, joins or traits: the native API's events)
+takes two round trips and no explicit transaction: the contacts upsert, committed without
+waiting for the WAL flush, then the events statement, whose commit waits for the flush of all
+WAL before it, so both are durable before any 202; the NOTIFY for the log's followers comes
+after the answers. Other batches run in one transaction (begun together with its NOTIFY).
+
 Every wait is bounded: a request waits at most the database's ``request`` timeout for its
 commit (checked by one sweeper task every :data:`SWEEP_FRACTION` of it, not by a timer per
 request), then gets :class:`~engine.errors.DatabaseUnavailable` (503). If its events had not
@@ -40,15 +46,14 @@ from engine.errors import (
     DatabaseUnavailable,
     HeraldError,
 )
-from engine.eventlog import EVENTS_CHANNEL, append_typed
+from engine.eventlog import COPY_MIN_ROWS, EVENTS_CHANNEL, append_rows, append_typed
 from engine.intake.identities import (
-    Join,
-    anonymous_contact,
     anonymous_ids,
     apply_identity,
     lock_and_resolve,
     stored_joins,
 )
+from engine.intake.rows import RequestPart, batch_rows, email_owners
 from engine.intake.validation import EventIn
 from engine.metrics import (
     EVENT_DUPLICATES,
@@ -56,17 +61,11 @@ from engine.metrics import (
     INTAKE_BATCH_EVENTS,
     INTAKE_QUEUE_EVENTS,
 )
-from engine.sources import ANONYMOUS_SOURCE
 
 log = logging.getLogger("herald.intake")
 
 SWEEP_FRACTION = 0.05  # the sweeper runs every 5 % of the request timeout (at most 100 ms)
 
-RESOLVE_EMAILS = """
-    SELECT DISTINCT ON (lower(email)) lower(email) AS email, contact_id
-    FROM contacts WHERE lower(email) = ANY($1::text[])
-    ORDER BY lower(email), created_at
-"""
 # New contacts only; existing rows are not locked, so concurrent batches do not contend.
 INSERT_CONTACTS = """
     INSERT INTO contacts (contact_id, email)
@@ -102,6 +101,30 @@ async def _transaction(database: Database, managed: bool
                 await connection.execute("ROLLBACK")
             raise
         await connection.execute("COMMIT")
+
+
+# The plain batch's contacts, outside any transaction: new ones inserted, missing emails filled
+# (rows the insert just made have theirs), committed WITHOUT waiting for the WAL flush: the
+# events statement that follows commits after it and waits for the flush of all WAL up to its
+# own commit record, this one's included, so the contacts are durable before any 202.
+UPSERT_CONTACTS_RELAXED = """
+    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+    inserted AS (
+        INSERT INTO contacts (contact_id, email)
+        SELECT u.contact_id, u.email
+        FROM unnest($1::text[], $2::text[]) AS u(contact_id, email), relaxed
+        ON CONFLICT (contact_id) DO NOTHING
+    )
+    UPDATE contacts AS c SET email = u.email, updated_at = now()
+    FROM unnest($1::text[], $2::text[]) AS u(contact_id, email), relaxed
+    WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
+"""
+
+
+# The plain path writes the events with one self-contained statement (append_rows), safe
+# outside a transaction; larger batches go in a transaction, where append_typed claims their
+# ids and COPYs the rows (two statements that must commit together).
+PLAIN_MAX_EVENTS = 4 * COPY_MIN_ROWS
 
 
 class IntakeOverloaded(HeraldError):
@@ -155,6 +178,7 @@ class EventWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
+        self._unnotified = False  # a plain batch committed and no NOTIFY has followed yet
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run(), name=f"intake-writer-{i}")
@@ -259,6 +283,18 @@ class EventWriter:
                     await self._commit(batch)
                 finally:
                     self._in_flight.remove(batch)
+                if self._unnotified:  # after the callers got their answers
+                    self._unnotified = False
+                    await self._notify()
+
+    async def _notify(self) -> None:
+        """Wake the log's followers after plain batches committed (they also poll, so a
+        NOTIFY lost to a database error only delays them)."""
+        try:
+            async with self._database.connection() as connection:
+                await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
+        except DatabaseError:
+            log.warning("could not NOTIFY the event log's followers", exc_info=True)
 
     async def _commit(self, batch: list[_Request]) -> None:
         try:
@@ -344,61 +380,13 @@ class EventWriter:
                 flags.append(duplicate)
             request.duplicate_flags = flags
 
-        # Trait updates (upsert_contact) use a savepoint: those batches need asyncpg's own.
-        managed = any(event.traits is not None for request in batch for event in request.events)
-        async with _transaction(self._database, managed) as (connection, notify):
-            email_owner: dict[str, str] = {}
-            orphan_emails = sorted({e.email.lower() for r in batch for e in r.events
-                                    if e.contact_id is None and e.email is not None})
-            if orphan_emails:
-                for row in await connection.fetch(RESOLVE_EMAILS, orphan_emails):
-                    email_owner[row["email"]] = row["contact_id"]
-            events = [event for request in batch for event in request.events]
-            joined = await lock_and_resolve(connection, anonymous_ids(events))
-            already = await stored_joins(connection, events)
-            rows: list[tuple[object, ...]] = []
-            contacts: dict[str, str | None] = {}
-            joins: list[Join] = []
-            updates: list[tuple[str, EventIn]] = []
-            for request in batch:
-                for event, duplicate in zip(request.events, request.duplicate_flags,
-                                            strict=True):
-                    if duplicate:
-                        continue
-                    contact_id = event.contact_id
-                    source = request.source
-                    if contact_id is None and event.email is None:
-                        assert event.anonymous_id is not None
-                        contact_id = joined.get(event.anonymous_id)
-                        if contact_id is None:
-                            contact_id = anonymous_contact(event.anonymous_id)
-                            source = ANONYMOUS_SOURCE.get(source, source)
-                    elif contact_id is None:
-                        assert event.email is not None
-                        # An email-only event belongs to the contact with that address, or
-                        # to a contact whose id is the (lower-cased) address itself.
-                        lowered = event.email.lower()
-                        contact_id = email_owner.get(lowered, lowered)
-                    if contacts.get(contact_id) is None:
-                        contacts[contact_id] = event.email
-                    rows.append((event.event_id, event.type, contact_id, event.email,
-                                 event.properties, event.occurred_at, source))
-                    if event.event_id in already:
-                        continue  # a retried identify: its join and traits were applied
-                    if event.joins_anonymous and event.anonymous_id is not None:
-                        joined[event.anonymous_id] = contact_id  # for the events after it
-                        joins.append(Join(event.anonymous_id, contact_id, source, event.event_id))
-                    if event.traits is not None:
-                        updates.append((contact_id, event))
-            contact_ids = sorted(contacts)  # one lock order for every batch: no deadlocks
-            contact_emails = [contacts[c] for c in contact_ids]
-            await connection.execute(INSERT_CONTACTS, contact_ids, contact_emails)
-            if any(email is not None for email in contact_emails):
-                await connection.execute(FILL_MISSING_EMAILS, contact_ids, contact_emails)
-            stored_ids = await append_typed(connection, rows, notify)
-            await apply_identity(connection, joins, updates, stored_ids)
-            if not commit:
-                raise _RollBack
+        events = [event for request in batch for event in request.events]
+        anonymous = anonymous_ids(events)
+        if commit and len(events) < PLAIN_MAX_EVENTS and not anonymous and \
+                not any(e.joins_anonymous or e.traits is not None for e in events):
+            stored_ids = await self._write_plain(batch)
+        else:
+            stored_ids = await self._write_in_transaction(batch, anonymous, commit)
         results = []
         stored_by_source: dict[str, int] = {}
         all_duplicates = 0
@@ -421,3 +409,47 @@ class EventWriter:
         INTAKE_BATCH_EVENTS.observe(sum(stored_by_source.values()))
         return results
 
+    async def _write_plain(self, batch: list[_Request]) -> set[str]:
+        """A batch with no identity work (no anonymous ids, joins or traits: the native API's
+        events) in two round trips and no explicit transaction: the contacts statement (see
+        UPSERT_CONTACTS_RELAXED), then the events statement, whose own commit is the durable
+        one. Its NOTIFY follows once the callers have their answers. A contact may then exist
+        without the events of a request the database refused: it is stored empty, never lost."""
+        async with self._database.connection() as connection:
+            email_owner = await email_owners(connection, _events(batch))
+            built = batch_rows(_parts(batch), email_owner, {}, set())
+            if built.contacts:
+                contact_ids = sorted(built.contacts)  # one lock order for every batch
+                await connection.execute(UPSERT_CONTACTS_RELAXED, contact_ids,
+                                         [built.contacts[c] for c in contact_ids])
+            stored_ids = await append_rows(connection, built.rows, notify=False)
+        self._unnotified = True
+        return stored_ids
+
+    async def _write_in_transaction(self, batch: list[_Request], anonymous: list[str],
+                                    commit: bool) -> set[str]:
+        # Trait updates (upsert_contact) use a savepoint: those batches need asyncpg's own.
+        managed = any(event.traits is not None for request in batch for event in request.events)
+        async with _transaction(self._database, managed) as (connection, notify):
+            email_owner = await email_owners(connection, _events(batch))
+            joined = await lock_and_resolve(connection, anonymous)
+            already = await stored_joins(connection, [e for r in batch for e in r.events])
+            built = batch_rows(_parts(batch), email_owner, joined, already)
+            contact_ids = sorted(built.contacts)  # one lock order for every batch: no deadlocks
+            contact_emails = [built.contacts[c] for c in contact_ids]
+            await connection.execute(INSERT_CONTACTS, contact_ids, contact_emails)
+            if any(email is not None for email in contact_emails):
+                await connection.execute(FILL_MISSING_EMAILS, contact_ids, contact_emails)
+            stored_ids = await append_typed(connection, built.rows, notify)
+            await apply_identity(connection, built.joins, built.updates, stored_ids)
+            if not commit:
+                raise _RollBack
+        return stored_ids
+
+
+def _events(batch: list[_Request]) -> list[EventIn]:
+    return [event for request in batch for event in request.events]
+
+
+def _parts(batch: list[_Request]) -> list[RequestPart]:
+    return [RequestPart(r.source, r.events, r.duplicate_flags) for r in batch]

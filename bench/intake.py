@@ -6,7 +6,9 @@ Starts ``herald run --role http`` (on the embedded Postgres in a temporary direc
 * the ceilings: the bare HTTP stack (:mod:`bench.bare_http`, Starlette + uvicorn on uvloop
   and httptools parsing the JSON and answering 202, no database) under the single-event load,
   and raw COPY into the same Postgres (:mod:`bench.copy_ceiling`) for the batch phase;
-* Herald with N keep-alive clients posting single events, then M clients posting batches.
+* Herald with N keep-alive clients posting single events, then M clients posting batches;
+* an anchor: the latency of one durable commit into the same Postgres, and the bound it puts
+  on single events at N clients (``anchors``).
 
 Every event carries an id unique to its phase and run; afterwards every acknowledged event of
 a measured phase must be in the database exactly once, and no event of a measured phase that
@@ -192,6 +194,32 @@ async def verify(url: str, expected: dict[str, set[str]]) -> dict[str, Any]:
             "ok": missing == duplicated == unacknowledged == 0}
 
 
+# --- the durable-commit anchor --------------------------------------------------------------
+
+async def measure_durable_commit(url: str, run: str, concurrency: int,
+                                 commits: int = 200) -> dict[str, Any]:
+    """One-row autocommitted INSERTs into a regular (WAL-logged) table of the same Postgres:
+    the latency of one durable commit. With ``concurrency`` clients each waiting for its own
+    acknowledgement, a group commit acknowledges at most ``concurrency`` requests per commit,
+    so ``concurrency / p50`` bounds the single-event rate however fast the rest is."""
+    table = f"herald_bench_commit_{run.strip('-')}"
+    connection = await asyncpg.connect(url)
+    latencies = []
+    try:
+        await connection.execute(f"CREATE TABLE {table} (n int)")
+        for n in range(commits):
+            started = time.perf_counter()
+            await connection.execute(f"INSERT INTO {table} VALUES ($1)", n)
+            latencies.append(time.perf_counter() - started)
+    finally:
+        await connection.execute(f"DROP TABLE IF EXISTS {table}")
+        await connection.close()
+    p50 = percentile(latencies, 0.50)
+    return {"commits": commits, "p50_ms": round(p50 * 1000, 2),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+            "bound_requests_per_s": round(concurrency / p50, 1)}
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 async def drive(port: int, key: str, args: argparse.Namespace, run: str
@@ -222,7 +250,8 @@ def ratio(value: float, ceiling: float) -> float | None:
 
 
 def report(args: argparse.Namespace, ceilings: dict[str, dict[str, Any]],
-           phases: list[dict[str, Any]], check: dict[str, Any]) -> dict[str, Any]:
+           phases: list[dict[str, Any]], check: dict[str, Any],
+           anchors: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     single = next((p for p in phases if p["phase"] == "single"), None)
     batch = next((p for p in phases if p["phase"].startswith("batch")), None)
     bare, copy = ceilings.get("bare_http"), ceilings.get("copy")
@@ -237,6 +266,7 @@ def report(args: argparse.Namespace, ceilings: dict[str, dict[str, Any]],
         "concurrency": args.concurrency,
         "duration_s": args.duration,
         "ceilings": ceilings,
+        "anchors": anchors or {},
         "phases": phases,
         "ratios": ratios,
         "bare_http_requests_per_s": bare["requests_per_s"] if bare else None,
@@ -256,7 +286,7 @@ def report(args: argparse.Namespace, ceilings: dict[str, dict[str, Any]],
 
 
 def print_table(ceilings: dict[str, dict[str, Any]], phases: list[dict[str, Any]],
-                check: dict[str, Any]) -> None:
+                check: dict[str, Any], anchors: dict[str, dict[str, Any]]) -> None:
     shown = [*([ceilings["bare_http"]] if "bare_http" in ceilings else []), *phases]
     for phase in shown:
         print(f"{phase['phase']:>10}: {phase['requests_per_s']:>9} req/s "
@@ -271,6 +301,10 @@ def print_table(ceilings: dict[str, dict[str, Any]], phases: list[dict[str, Any]
     print(f"ratios: {summary}; acknowledged {check['acknowledged_events']}, "
           f"missing {check['missing']}, duplicated {check['duplicated']}, stored unacknowledged "
           f"{check['stored_unacknowledged']}", file=sys.stderr)
+    commit = anchors["durable_commit"]
+    print(f"one durable commit: p50 {commit['p50_ms']} ms, p99 {commit['p99_ms']} ms; at this "
+          f"concurrency single events cannot pass {commit['bound_requests_per_s']} req/s",
+          file=sys.stderr)
 
 
 def report_ratios(ceilings: dict[str, dict[str, Any]],
@@ -299,6 +333,8 @@ def main(argv: list[str]) -> int:
         ceilings, phases, acknowledged = uvloop.run(drive(port, key, args, run))
         database_url = args.database_url or _embedded_url(workdir / "data")
         check = uvloop.run(verify(database_url, acknowledged))
+        anchors = {"durable_commit": uvloop.run(
+            measure_durable_commit(database_url, run, args.concurrency))}
         if any(phase["phase"].startswith("batch") for phase in phases):
             # The batch phase's ceiling, measured in the same run on the same Postgres.
             copy_per_s = uvloop.run(copy_rate(database_url, args.duration,
@@ -309,8 +345,8 @@ def main(argv: list[str]) -> int:
         for server in servers:
             if server.process is not None:
                 server.stop()
-    print_table(ceilings, phases, check)
-    print(orjson.dumps(report(args, ceilings, phases, check)).decode())
+    print_table(ceilings, phases, check, anchors)
+    print(orjson.dumps(report(args, ceilings, phases, check, anchors)).decode())
     return 0 if check["ok"] else 1
 
 

@@ -81,6 +81,9 @@ async def test_a_tiny_run_prints_rates_ceilings_ratios_and_the_check(database_ur
     for field in ("bare_http_requests_per_s", "single_requests_per_s", "single_p50_ms",
                   "single_p99_ms", "batch_events_per_s", "batch_p99_ms"):
         assert summary[field] > 0, field
+    commit = summary["anchors"]["durable_commit"]
+    assert commit["commits"] == 200 and 0 < commit["p50_ms"] <= commit["p99_ms"]
+    assert commit["bound_requests_per_s"] > 0
     check = summary["verification"]
     assert check["acknowledged_events"] == single["requests"] + 5 * batch["requests"]
     assert check["ok"] and summary["all_acknowledged_stored"]

@@ -178,7 +178,6 @@ class EventWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
-        self._unnotified = False  # a plain batch committed and no NOTIFY has followed yet
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run(), name=f"intake-writer-{i}")
@@ -283,18 +282,6 @@ class EventWriter:
                     await self._commit(batch)
                 finally:
                     self._in_flight.remove(batch)
-                if self._unnotified:  # after the callers got their answers
-                    self._unnotified = False
-                    await self._notify()
-
-    async def _notify(self) -> None:
-        """Wake the log's followers after plain batches committed (they also poll, so a
-        NOTIFY lost to a database error only delays them)."""
-        try:
-            async with self._database.connection() as connection:
-                await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
-        except DatabaseError:
-            log.warning("could not NOTIFY the event log's followers", exc_info=True)
 
     async def _commit(self, batch: list[_Request]) -> None:
         try:
@@ -384,9 +371,11 @@ class EventWriter:
         anonymous = anonymous_ids(events)
         if commit and len(events) < PLAIN_MAX_EVENTS and not anonymous and \
                 not any(e.joins_anonymous or e.traits is not None for e in events):
-            stored_ids = await self._write_plain(batch)
-        else:
-            stored_ids = await self._write_in_transaction(batch, anonymous, commit)
+            return await self._write_plain(batch)
+        stored_ids = await self._write_in_transaction(batch, anonymous, commit)
+        return self._results(batch, stored_ids)
+
+    def _results(self, batch: list[_Request], stored_ids: set[str]) -> list[StoreResult]:
         results = []
         stored_by_source: dict[str, int] = {}
         all_duplicates = 0
@@ -409,22 +398,37 @@ class EventWriter:
         INTAKE_BATCH_EVENTS.observe(sum(stored_by_source.values()))
         return results
 
-    async def _write_plain(self, batch: list[_Request]) -> set[str]:
+    async def _write_plain(self, batch: list[_Request]) -> list[StoreResult]:
         """A batch with no identity work (no anonymous ids, joins or traits: the native API's
         events) in two round trips and no explicit transaction: the contacts statement (see
         UPSERT_CONTACTS_RELAXED), then the events statement, whose own commit is the durable
-        one. Its NOTIFY follows once the callers have their answers. A contact may then exist
-        without the events of a request the database refused: it is stored empty, never lost."""
-        async with self._database.connection() as connection:
-            email_owner = await email_owners(connection, _events(batch))
-            built = batch_rows(_parts(batch), email_owner, {}, set())
-            if built.contacts:
-                contact_ids = sorted(built.contacts)  # one lock order for every batch
-                await connection.execute(UPSERT_CONTACTS_RELAXED, contact_ids,
-                                         [built.contacts[c] for c in contact_ids])
-            stored_ids = await append_rows(connection, built.rows, notify=False)
-        self._unnotified = True
-        return stored_ids
+        one. The callers get their answers at once, then the NOTIFY goes out on the same
+        connection, and only then is it reset and released (a round trip of its own).
+        A contact may exist without the events of a request the database refused: it is
+        stored empty, never lost."""
+        delivered = False
+        try:
+            async with self._database.connection() as connection:
+                email_owner = await email_owners(connection, _events(batch))
+                built = batch_rows(_parts(batch), email_owner, {}, set())
+                if built.contacts:
+                    contact_ids = sorted(built.contacts)  # one lock order for every batch
+                    await connection.execute(UPSERT_CONTACTS_RELAXED, contact_ids,
+                                             [built.contacts[c] for c in contact_ids])
+                stored_ids = await append_rows(connection, built.rows, notify=False)
+                results = self._results(batch, stored_ids)
+                for request, result in zip(batch, results, strict=True):
+                    if not request.future.done():
+                        request.future.set_result(result)
+                delivered = True
+                await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
+        except DatabaseError:
+            if not delivered:
+                raise
+            # Committed and answered: never written again. The followers also poll.
+            log.warning("a committed batch's NOTIFY or connection release failed",
+                        exc_info=True)
+        return results
 
     async def _write_in_transaction(self, batch: list[_Request], anonymous: list[str],
                                     commit: bool) -> set[str]:

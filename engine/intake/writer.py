@@ -6,11 +6,12 @@ durability costs one fsync per batch, not per request. A request's future resolv
 its events are committed. Idempotency keys already in the log (or earlier in the same batch) are
 counted as duplicates and not stored again.
 
-A plain batch (contacts named, no anonymous ids, joins or traits: the native API's events)
-takes two round trips and no explicit transaction: the contacts upsert, committed without
-waiting for the WAL flush, then the events statement, whose commit waits for the flush of all
-WAL before it, so both are durable before any 202; the NOTIFY for the log's followers comes
-after the answers. Other batches run in one transaction (begun together with its NOTIFY).
+A plain batch (contacts named, no anonymous ids, joins or traits: the native API's events;
+fewer than :data:`PLAIN_MAX_EVENTS`) takes two round trips and no explicit transaction: the
+contacts upsert, committed without waiting for the WAL flush, then the events statement,
+whose commit waits for the flush of all WAL before it, so both are durable before any 202; the
+NOTIFY for the log's followers comes after the answers. Other batches run in one transaction
+(begun together with its NOTIFY).
 
 Every wait is bounded: a request waits at most the database's ``request`` timeout for its
 commit (checked by one sweeper task every :data:`SWEEP_FRACTION` of it, not by a timer per

@@ -1,17 +1,33 @@
-"""``herald bench intake``: events/s and latency through the HTTP intake, every event durable.
+"""``herald bench intake``: events/s and latency through the HTTP intake beside its ceilings.
 
 Starts ``herald run --role http`` (on the embedded Postgres in a temporary directory unless
-``--database-url`` is given), then drives it on loopback with N keep-alive clients posting
-single events, then M clients posting batches. It checks that every acknowledged event is in
-the database, and prints a table on stderr and one JSON line on stdout.
+``--database-url`` is given) and, in the same run and with the same load script, measures:
+
+* the ceilings: the bare HTTP stack (:mod:`bench.bare_http`, Starlette + uvicorn on uvloop
+  and httptools parsing the JSON and answering 202, no database) under the single-event load,
+  and raw COPY into the same Postgres (:mod:`bench.copy_ceiling`) for the batch phase;
+* Herald with N keep-alive clients posting single events, then M clients posting batches;
+* an anchor: the latency of one durable commit into the same Postgres, and the bound it puts
+  on single events at N clients (``anchors``).
+
+Every event carries an id unique to its phase and run; afterwards every acknowledged event of
+a measured phase must be in the database exactly once, and no event of a measured phase that
+was not acknowledged may be (warm-up events are not counted). It prints a table on stderr and
+one JSON line on stdout: the phases, ``ceilings`` and the ``ratios`` to them, and the check.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import os
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +37,25 @@ import uvloop
 
 from bench.copy_ceiling import copy_rate
 from bench.herald_process import HeraldProcess, create_key, free_port
-from bench.loadclient import percentile, run_load
+from bench.loadclient import LoadResult, percentile, run_load
+
+HOST = "127.0.0.1"
+PATH = "/v1/events"
+WARM_UP_CLIENTS = 8
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="herald bench intake", description=__doc__)
+    parser = argparse.ArgumentParser(prog="herald bench intake", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", help="use this Postgres (default: embedded, temporary)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    parser.add_argument("--warm-up", type=float, default=1.0,
+                        help="seconds of unmeasured load before each single-event phase")
     parser.add_argument("--concurrency", type=int, default=64,
                         help="clients posting single events")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--batch-concurrency", type=int, default=8,
-                        help="clients posting batches")
+                        help="clients posting batches (0: no batch phase)")
     parser.add_argument("--contacts", type=int, default=100_000, help="distinct contact ids")
     parser.add_argument("--servers", type=int, default=1,
                         help="HTTP server processes sharing the port (SO_REUSEPORT)")
@@ -40,15 +63,49 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--copy-connections", type=int, default=2,
                         help="connections for the raw COPY ceiling of the batch phase")
     parser.add_argument("--no-single", action="store_true",
-                        help="skip the single-event phase (batches and their ceiling only)")
+                        help="skip the single-event phase and its ceiling (batches only)")
     return parser.parse_args(argv)
 
 
-def summarise(name: str, result: Any, elapsed: float, events_per_request: int) -> dict[str, Any]:
+# --- load ------------------------------------------------------------------------------------
+
+class EventSource:
+    """Events whose ids are ``<prefix><n>``: the prefix names the run and the phase."""
+
+    def __init__(self, prefix: str, contacts: int) -> None:
+        self.prefix = prefix
+        self.contacts = contacts
+        self.next = 0
+
+    def single(self, worker: int) -> tuple[bytes, range]:
+        n = self.next
+        self.next += 1
+        body = orjson.dumps({"type": "product_viewed", "contact_id": f"c{n % self.contacts}",
+                             "id": f"{self.prefix}{n}",
+                             "properties": {"sku": f"sku-{n % 500}", "price": 19.9}})
+        return body, range(n, n + 1)
+
+    def batch(self, size: int) -> Callable[[int], tuple[bytes, range]]:
+        def make(worker: int) -> tuple[bytes, range]:
+            start = self.next
+            self.next += size
+            return orjson.dumps({"events": [
+                {"type": "page_viewed", "contact_id": f"c{n % self.contacts}",
+                 "id": f"{self.prefix}{n}", "properties": {"path": f"/p/{n % 1000}"}}
+                for n in range(start, start + size)]}), range(start, start + size)
+        return make
+
+    def acknowledged_ids(self, result: LoadResult) -> set[str]:
+        return {f"{self.prefix}{n}" for numbers in result.acknowledged for n in numbers}
+
+
+def summarise(name: str, result: LoadResult, elapsed: float,
+              events_per_request: int) -> dict[str, Any]:
     ok = result.statuses.get(202, 0)
     return {
         "phase": name,
         "requests": ok,
+        "elapsed_s": round(elapsed, 3),
         "requests_per_s": round(ok / elapsed, 1),
         "events_per_s": round(ok * events_per_request / elapsed, 1),
         "p50_ms": round(percentile(result.latencies, 0.50) * 1000, 2),
@@ -58,43 +115,202 @@ def summarise(name: str, result: Any, elapsed: float, events_per_request: int) -
     }
 
 
-async def drive(port: int, key: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    counter = itertools.count()
-
-    def single(worker: int) -> bytes:
-        n = next(counter)
-        return orjson.dumps({"type": "product_viewed", "contact_id": f"c{n % args.contacts}",
-                             "id": f"s-{n}", "properties": {"sku": f"sku-{n % 500}",
-                                                            "price": 19.9}})
-
-    def batch(worker: int) -> bytes:
-        events = []
-        for _ in range(args.batch_size):
-            n = next(counter)
-            events.append({"type": "page_viewed", "contact_id": f"c{n % args.contacts}",
-                           "id": f"b-{n}", "properties": {"path": f"/p/{n % 1000}"}})
-        return orjson.dumps({"events": events})
-
-    # Warm up connections and caches briefly, not measured.
-    await run_load("127.0.0.1", port, headers, 8, 1.0, single, "/v1/events")
-    phases = []
-    if not args.no_single:
-        result, elapsed = await run_load("127.0.0.1", port, headers, args.concurrency,
-                                         args.duration, single, "/v1/events")
-        phases.append(summarise("single", result, elapsed, 1))
-    result, elapsed = await run_load("127.0.0.1", port, headers, args.batch_concurrency,
-                                     args.duration, batch, "/v1/events")
-    phases.append(summarise(f"batch{args.batch_size}", result, elapsed, args.batch_size))
-    return phases
+async def single_phase(name: str, port: int, headers: dict[str, str], run: str,
+                       args: argparse.Namespace) -> tuple[dict[str, Any], EventSource, LoadResult]:
+    """A brief warm-up (ids of their own, not measured), then the measured single-event load."""
+    warm_up = EventSource(f"{run}warm-{name}-", args.contacts)
+    source = EventSource(f"{run}{name}-", args.contacts)
+    await run_load(HOST, port, headers, WARM_UP_CLIENTS, args.warm_up, warm_up.single, PATH)
+    result, elapsed = await run_load(HOST, port, headers, args.concurrency, args.duration,
+                                     source.single, PATH)
+    return summarise(name, result, elapsed, 1), source, result
 
 
-async def count_events(url: str) -> int:
+# --- the bare HTTP stack ---------------------------------------------------------------------
+
+class BareHttpProcess:
+    """``python -m bench.bare_http`` on a free port, ready once it accepts connections."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "bench.bare_http",
+                                         f"{HOST}:{self.port}"], env=os.environ.copy())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"bench.bare_http exited with {self.process.returncode}")
+            try:
+                socket.create_connection((HOST, self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("bench.bare_http did not listen in time")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+async def measure_bare_http(headers: dict[str, str], run: str,
+                            args: argparse.Namespace) -> dict[str, Any]:
+    bare = BareHttpProcess()
+    bare.start()
+    try:
+        summary, _, _ = await single_phase("bare_http", bare.port, headers, run, args)
+    finally:
+        bare.stop()
+    return summary
+
+
+# --- the check of what was acknowledged ------------------------------------------------------
+
+async def verify(url: str, expected: dict[str, set[str]]) -> dict[str, Any]:
+    """For each id prefix: acknowledged ids missing from the log, stored more than once, and
+    stored without having been acknowledged."""
     connection = await asyncpg.connect(url)
     try:
-        return int(await connection.fetchval("SELECT count(*) FROM events"))
+        missing = duplicated = unacknowledged = acknowledged = 0
+        for prefix, ids in expected.items():
+            rows = await connection.fetch(
+                "SELECT event_id, count(*) AS n FROM events WHERE starts_with(event_id, $1) "
+                "GROUP BY event_id", prefix)
+            stored = {row["event_id"] for row in rows}
+            acknowledged += len(ids)
+            missing += len(ids - stored)
+            unacknowledged += len(stored - ids)
+            duplicated += sum(1 for row in rows if row["n"] > 1)
     finally:
         await connection.close()
+    return {"acknowledged_events": acknowledged, "missing": missing, "duplicated": duplicated,
+            "stored_unacknowledged": unacknowledged,
+            "ok": missing == duplicated == unacknowledged == 0}
+
+
+# --- the durable-commit anchor --------------------------------------------------------------
+
+async def measure_durable_commit(url: str, run: str, concurrency: int,
+                                 commits: int = 200) -> dict[str, Any]:
+    """One-row autocommitted INSERTs into a regular (WAL-logged) table of the same Postgres:
+    the latency of one durable commit. With ``concurrency`` clients each waiting for its own
+    acknowledgement, a group commit acknowledges at most ``concurrency`` requests per commit,
+    so ``concurrency / p50`` bounds the single-event rate however fast the rest is."""
+    table = f"herald_bench_commit_{run.strip('-')}"
+    connection = await asyncpg.connect(url)
+    latencies = []
+    try:
+        await connection.execute(f"CREATE TABLE {table} (n int)")
+        for n in range(commits):
+            started = time.perf_counter()
+            await connection.execute(f"INSERT INTO {table} VALUES ($1)", n)
+            latencies.append(time.perf_counter() - started)
+    finally:
+        await connection.execute(f"DROP TABLE IF EXISTS {table}")
+        await connection.close()
+    p50 = percentile(latencies, 0.50)
+    return {"commits": commits, "p50_ms": round(p50 * 1000, 2),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+            "bound_requests_per_s": round(concurrency / p50, 1)}
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+async def drive(port: int, key: str, args: argparse.Namespace, run: str
+                ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], dict[str, set[str]]]:
+    """The ceilings, then Herald's phases; returns them with the ids each phase got acknowledged."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    ceilings: dict[str, dict[str, Any]] = {}
+    phases: list[dict[str, Any]] = []
+    acknowledged: dict[str, set[str]] = {}
+
+    if not args.no_single:
+        ceilings["bare_http"] = await measure_bare_http(headers, run, args)
+        summary, single, result = await single_phase("single", port, headers, run, args)
+        phases.append(summary)
+        acknowledged[single.prefix] = single.acknowledged_ids(result)
+
+    if args.batch_concurrency > 0:
+        batch = EventSource(f"{run}batch-", args.contacts)
+        result, elapsed = await run_load(HOST, port, headers, args.batch_concurrency,
+                                         args.duration, batch.batch(args.batch_size), PATH)
+        phases.append(summarise(f"batch{args.batch_size}", result, elapsed, args.batch_size))
+        acknowledged[batch.prefix] = batch.acknowledged_ids(result)
+    return ceilings, phases, acknowledged
+
+
+def ratio(value: float, ceiling: float) -> float | None:
+    return round(value / ceiling, 3) if ceiling > 0 else None
+
+
+def report(args: argparse.Namespace, ceilings: dict[str, dict[str, Any]],
+           phases: list[dict[str, Any]], check: dict[str, Any],
+           anchors: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    single = next((p for p in phases if p["phase"] == "single"), None)
+    batch = next((p for p in phases if p["phase"].startswith("batch")), None)
+    bare, copy = ceilings.get("bare_http"), ceilings.get("copy")
+    ratios: dict[str, float | None] = {}
+    if single is not None and bare is not None:
+        ratios["single_to_bare_http"] = ratio(single["requests_per_s"], bare["requests_per_s"])
+    if batch is not None and copy is not None:
+        ratios["batch_to_copy"] = ratio(batch["events_per_s"], copy["rows_per_s"])
+    summary: dict[str, Any] = {
+        "bench": "intake",
+        "servers": args.servers,
+        "concurrency": args.concurrency,
+        "duration_s": args.duration,
+        "ceilings": ceilings,
+        "anchors": anchors or {},
+        "phases": phases,
+        "ratios": ratios,
+        "bare_http_requests_per_s": bare["requests_per_s"] if bare else None,
+        "single_requests_per_s": single["requests_per_s"] if single else None,
+        "single_p50_ms": single["p50_ms"] if single else None,
+        "single_p99_ms": single["p99_ms"] if single else None,
+    }
+    if batch is not None:
+        summary.update(batch_events_per_s=batch["events_per_s"], batch_p50_ms=batch["p50_ms"],
+                       batch_p99_ms=batch["p99_ms"])
+    if copy is not None:
+        summary.update(copy_ceiling_rows_per_s=copy["rows_per_s"],
+                       batch_share_of_copy=ratios.get("batch_to_copy"))
+    summary["verification"] = check
+    summary["all_acknowledged_stored"] = check["ok"]
+    return summary
+
+
+def print_table(ceilings: dict[str, dict[str, Any]], phases: list[dict[str, Any]],
+                check: dict[str, Any], anchors: dict[str, dict[str, Any]]) -> None:
+    shown = [*([ceilings["bare_http"]] if "bare_http" in ceilings else []), *phases]
+    for phase in shown:
+        print(f"{phase['phase']:>10}: {phase['requests_per_s']:>9} req/s "
+              f"{phase['events_per_s']:>10} events/s  p50 {phase['p50_ms']} ms  "
+              f"p99 {phase['p99_ms']} ms  other={phase['non_202']} errors={phase['errors']}",
+              file=sys.stderr)
+    if "copy" in ceilings:
+        copy = ceilings["copy"]
+        print(f"{'copy':>10}: {copy['rows_per_s']:>31.1f} rows/s (raw COPY, commit per 1,000 "
+              f"rows, {copy['connections']} connections)", file=sys.stderr)
+    summary = report_ratios(ceilings, phases)
+    print(f"ratios: {summary}; acknowledged {check['acknowledged_events']}, "
+          f"missing {check['missing']}, duplicated {check['duplicated']}, stored unacknowledged "
+          f"{check['stored_unacknowledged']}", file=sys.stderr)
+    commit = anchors["durable_commit"]
+    print(f"one durable commit: p50 {commit['p50_ms']} ms, p99 {commit['p99_ms']} ms; at this "
+          f"concurrency single events cannot pass {commit['bound_requests_per_s']} req/s",
+          file=sys.stderr)
+
+
+def report_ratios(ceilings: dict[str, dict[str, Any]],
+                  phases: list[dict[str, Any]]) -> dict[str, float | None]:
+    return report(argparse.Namespace(servers=0, concurrency=0, duration=0.0), ceilings, phases,
+                  {"ok": True})["ratios"]
 
 
 def main(argv: list[str]) -> int:
@@ -104,54 +320,34 @@ def main(argv: list[str]) -> int:
     if args.database_url:
         env["HERALD_DATABASE_URL"] = args.database_url
     port = free_port()
-    env["HERALD_HTTP_LISTEN"] = f"127.0.0.1:{port}"
+    env["HERALD_HTTP_LISTEN"] = f"{HOST}:{port}"
     env["HERALD_HTTP_RATE_LIMIT_PER_SECOND"] = "0"
     env["HERALD_HTTP_REUSE_PORT"] = "true" if args.servers > 1 else "false"
+    run = f"{uuid.uuid4().hex[:8]}-"  # ids unique to this run, even on a reused database
     servers = [HeraldProcess(["run", "--role", "http"], env, args.log)
                for _ in range(args.servers)]
-    for server in servers:
-        server.start()
     try:
+        for server in servers:
+            server.start()
         key = create_key(env, "events:write")
-        phases = uvloop.run(drive(port, key, args))
+        ceilings, phases, acknowledged = uvloop.run(drive(port, key, args, run))
         database_url = args.database_url or _embedded_url(workdir / "data")
-        stored = uvloop.run(count_events(database_url))
-        # The batch phase's ceiling, measured in the same run on the same Postgres.
-        copy_per_s = uvloop.run(copy_rate(database_url, args.duration, args.copy_connections,
-                                          args.contacts))
+        check = uvloop.run(verify(database_url, acknowledged))
+        anchors = {"durable_commit": uvloop.run(
+            measure_durable_commit(database_url, run, args.concurrency))}
+        if any(phase["phase"].startswith("batch") for phase in phases):
+            # The batch phase's ceiling, measured in the same run on the same Postgres.
+            copy_per_s = uvloop.run(copy_rate(database_url, args.duration,
+                                              args.copy_connections, args.contacts))
+            ceilings["copy"] = {"phase": "copy", "rows_per_s": round(copy_per_s, 1),
+                                "connections": args.copy_connections}
     finally:
         for server in servers:
-            server.stop()
-    acknowledged = sum(p["requests"] * (1 if p["phase"] == "single" else args.batch_size)
-                       for p in phases)
-    single_phase = phases[0] if phases[0]["phase"] == "single" else None
-    batch_phase = phases[-1]
-    for phase in phases:
-        print(f"{phase['phase']:>10}: {phase['requests_per_s']:>9} req/s "
-              f"{phase['events_per_s']:>10} events/s  p50 {phase['p50_ms']} ms  "
-              f"p99 {phase['p99_ms']} ms  other={phase['non_202']} errors={phase['errors']}",
-              file=sys.stderr)
-    print(f"{'copy':>10}: {copy_per_s:>31.1f} rows/s (raw COPY, commit per 1,000 rows, "
-          f"{args.copy_connections} connections); batch/copy "
-          f"{phases[-1]['events_per_s'] / copy_per_s:.0%}", file=sys.stderr)
-    summary = {
-        "bench": "intake",
-        "servers": args.servers,
-        "phases": phases,
-        "single_requests_per_s": single_phase["requests_per_s"] if single_phase else None,
-        "single_p50_ms": single_phase["p50_ms"] if single_phase else None,
-        "single_p99_ms": single_phase["p99_ms"] if single_phase else None,
-        "batch_events_per_s": batch_phase["events_per_s"],
-        "batch_p50_ms": batch_phase["p50_ms"],
-        "batch_p99_ms": batch_phase["p99_ms"],
-        "copy_ceiling_rows_per_s": round(copy_per_s, 1),
-        "batch_share_of_copy": round(batch_phase["events_per_s"] / copy_per_s, 3),
-        "acknowledged_events": acknowledged,
-        "stored_events_at_least": stored,
-        "all_acknowledged_stored": stored >= acknowledged,
-    }
-    print(orjson.dumps(summary).decode())
-    return 0 if summary["all_acknowledged_stored"] else 1
+            if server.process is not None:
+                server.stop()
+    print_table(ceilings, phases, check, anchors)
+    print(orjson.dumps(report(args, ceilings, phases, check, anchors)).decode())
+    return 0 if check["ok"] else 1
 
 
 def _embedded_url(data_dir: Path) -> str:

@@ -62,14 +62,16 @@ class LogEvent:
                 self.occurred_at, self.source)
 
 
-async def append_rows(connection: asyncpg.Connection,
-                      rows: list[tuple[Any, ...]]) -> set[str]:
+async def append_rows(connection: asyncpg.Connection, rows: list[tuple[Any, ...]],
+                      notify: bool = True) -> set[str]:
     """Insert rows ``(event_id, type, contact_id, email, properties, occurred_at, source)`` in
-    order and NOTIFY followers; returns the event ids that were new (others were duplicates)."""
+    order and NOTIFY followers (``notify=False``: the caller's transaction already did);
+    returns the event ids that were new (others were duplicates)."""
     if not rows:
         return set()
     inserted = await connection.fetch(INSERT_EVENTS, rows)
-    await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
+    if notify:
+        await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
     return {row["event_id"] for row in inserted if row["event_id"] is not None}
 
 
@@ -90,14 +92,14 @@ CLAIM_IDS = f"""
 COPY_COLUMNS = ("event_id", "type", "contact_id", "email", "properties", "occurred_at", "source")
 
 
-async def append_typed(connection: asyncpg.Connection,
-                       rows: list[tuple[Any, ...]]) -> set[str]:
+async def append_typed(connection: asyncpg.Connection, rows: list[tuple[Any, ...]],
+                       notify: bool = True) -> set[str]:
     """:func:`append_rows` for rows whose values have their columns' types (``properties`` a
     dict, ``occurred_at`` an aware datetime): large batches are copied. Call it inside a
     transaction: the ids claimed and the rows copied commit together. A value Postgres refuses
     fails the whole batch (its transaction is aborted), as with :func:`append_rows`."""
     if len(rows) < COPY_MIN_ROWS:
-        return await append_rows(connection, rows)
+        return await append_rows(connection, rows, notify)
     ids = [row[0] for row in rows if row[0] is not None]
     claimed = {r["event_id"] for r in await connection.fetch(CLAIM_IDS, ids)}
     claimed.discard(None)  # the notification's row

@@ -203,3 +203,37 @@ async def test_health_ready_metrics_openapi(app: RunningApp) -> None:
     assert document["openapi"].startswith("3.")
     assert {"/v1/events", "/v1/contacts", "/v1/pixel.gif"} <= set(document["paths"])
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+
+
+async def test_a_plain_batch_fills_missing_emails_and_keeps_existing_ones(
+        app: RunningApp) -> None:
+    async with app.client() as client:
+        await client.post("/v1/events", json={"type": "t", "contact_id": "no-email"})
+        await client.post("/v1/events", json={"type": "t", "contact_id": "has-email",
+                                              "email": "first@example.com"})
+        response = await client.post("/v1/events", json={"events": [
+            {"type": "t", "contact_id": "no-email", "email": "late@example.com"},
+            {"type": "t", "contact_id": "has-email", "email": "second@example.com"},
+            {"type": "t", "contact_id": "new", "email": "new@example.com"}]})
+    assert response.json() == {"accepted": 3, "duplicates": 0}
+    async with app.database.connection() as connection:
+        emails = dict(await connection.fetch("SELECT contact_id, email FROM contacts"))
+    assert emails == {"no-email": "late@example.com", "has-email": "first@example.com",
+                      "new": "new@example.com"}
+
+
+async def test_followers_are_notified_after_a_plain_batch_commits(app: RunningApp) -> None:
+    notified: asyncio.Queue[str] = asyncio.Queue()
+
+    def heard(*args: object) -> None:
+        notified.put_nowait(str(args[2]))
+
+    async with app.database.connection() as listener:
+        await listener.add_listener("herald_events", heard)
+        async with app.client() as client:
+            response = await client.post("/v1/events", json={"type": "t", "contact_id": "c"})
+        assert response.status_code == 202
+        assert await asyncio.wait_for(notified.get(), 10) == "herald_events"
+        async with app.database.connection() as connection:  # committed when it was told
+            assert await connection.fetchval("SELECT count(*) FROM events") == 1
+        await listener.remove_listener("herald_events", heard)

@@ -11,9 +11,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.database import Database
+from engine.http.endpoint import JsonEndpoint
 from engine.http.errors import OrjsonResponse, error_response
 from engine.http.paths import keep_separators_encoded
 from engine.metrics import REGISTRY
@@ -24,23 +25,34 @@ Handler = Callable[[Request], Awaitable[Response]]
 class FastPaths:
     """Serve a few hot (method, path) pairs without Starlette's middleware and routing.
 
-    Their handlers are wrapped by :func:`engine.http.endpoint.endpoint`, which already turns
+    A handler is either wrapped by :func:`engine.http.endpoint.endpoint` (request in, response
+    out) or is a bare ASGI app (:class:`engine.http.endpoint.JsonEndpoint`); both already turn
     every error into a JSON response, so nothing the skipped middleware does is lost.
     """
 
-    def __init__(self, app: Starlette, paths: dict[tuple[str, str], Handler]) -> None:
+    def __init__(self, app: Starlette, paths: dict[tuple[str, str], Handler | ASGIApp]) -> None:
         self.app = app
-        self.paths = paths
+        self.paths: dict[tuple[str, str], ASGIApp] = {
+            key: handler if isinstance(handler, JsonEndpoint) else _serve(handler)
+            for key, handler in paths.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            handler = self.paths.get((scope["method"], scope["path"]))
-            if handler is not None:
-                response = await handler(Request(scope, receive))
-                await response(scope, receive, send)
+            app = self.paths.get((scope["method"], scope["path"]))
+            if app is not None:
+                await app(scope, receive, send)
                 return
             keep_separators_encoded(scope)  # so /v1/contacts/a%2Fb routes as one segment
         await self.app(scope, receive, send)
+
+
+def _serve(handler: Any) -> ASGIApp:
+    """A request-to-response handler as an ASGI app."""
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+    return app
 
 
 def build_app(database: Database, routes: Sequence[BaseRoute],

@@ -1,7 +1,9 @@
 """Bearer-key authentication with a short in-memory cache, scopes and per-key rate limits, plus
 per-(key, client address) limits for publishable keys (the pixel).
 
-Keys are cached for :data:`CACHE_SECONDS` (LRU, bounded); unknown key ids for
+Keys are cached for :data:`CACHE_SECONDS` (LRU, bounded); a token that verified against its
+cached key is remembered for as long as that entry stays (so a repeated token costs two
+dictionary look-ups, not a parse and a SHA-256: the hot path of the intake); unknown key ids for
 :data:`NEGATIVE_CACHE_SECONDS` in a cache of their own, so a flood of made-up ids neither
 queries the database for each repeat nor evicts real keys. Database look-ups for ids not in
 either cache are rate-limited per client address before they happen.
@@ -48,14 +50,27 @@ class KeyCache:
 
     def get(self, key_id: str, now: float) -> tuple[bool, ApiKey | None]:
         """(found, key)."""
+        found, key, _ = self.entry(key_id, now)
+        return found, key
+
+    def entry(self, key_id: str, now: float) -> tuple[bool, ApiKey | None, float]:
+        """(found, key, when it was cached)."""
         entry = self._entries.get(key_id)
         if entry is None:
-            return False, None
+            return False, None, now
         if now - entry[1] >= self.ttl:
             del self._entries[key_id]
-            return False, None
+            return False, None, now
         self._entries.move_to_end(key_id)
-        return True, entry[0]
+        return True, entry[0], entry[1]
+
+    def holds(self, key_id: str, cached_at: float, now: float) -> bool:
+        """Whether the entry cached at ``cached_at`` is still there (and now most recent)."""
+        entry = self._entries.get(key_id)
+        if entry is None or entry[1] != cached_at or now - cached_at >= self.ttl:
+            return False
+        self._entries.move_to_end(key_id)
+        return True
 
     def put(self, key_id: str, key: ApiKey | None, now: float) -> None:
         self._entries[key_id] = (key, now)
@@ -80,18 +95,25 @@ class Authenticator:
         self._clock = clock
         self.known = KeyCache(CACHE_MAX, CACHE_SECONDS)
         self.unknown = KeyCache(NEGATIVE_CACHE_MAX, NEGATIVE_CACHE_SECONDS)
+        # token -> (its active key, when that key was cached): a token verified once
+        self._verified: dict[str, tuple[ApiKey, float]] = {}
 
     async def lookup(self, token: str, client: str | None = None) -> ApiKey | None:
         """The active key for ``token``, or None when it is unknown, wrong or revoked.
 
         Raises :class:`KeyLookupsLimited` when ``client`` (an address) has looked up too many
         uncached ids."""
+        now = self._clock()
+        verified = self._verified.get(token)
+        if verified is not None:
+            if self.known.holds(verified[0].key_id, verified[1], now):
+                return verified[0]
+            del self._verified[token]
         try:
             _prefix, key_id, secret = split_token(token)
         except KeyFormatError:
             return None
-        now = self._clock()
-        found, key = self.known.get(key_id, now)
+        found, key, cached_at = self.known.entry(key_id, now)
         if not found:
             found, key = self.unknown.get(key_id, now)
         if not found:
@@ -105,16 +127,22 @@ class Authenticator:
             return None
         if key.publishable != (_prefix == "hp"):
             return None
+        if len(self._verified) >= CACHE_MAX:
+            self._verified.pop(next(iter(self._verified)))  # the oldest
+        self._verified[token] = (key, cached_at)
         return key
 
     async def require(self, request: Request, scope: str) -> ApiKey:
-        header = request.headers.get("authorization", "")
+        return await self.require_header(request.headers.get("authorization", ""), scope,
+                                         request.client.host if request.client else None)
+
+    async def require_header(self, header: str, scope: str, client: str | None) -> ApiKey:
+        """The active key named by an ``Authorization: Bearer <key>`` header's value."""
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <key>'",
                            {"WWW-Authenticate": "Bearer"})
-        return await self.require_token(token.strip(), scope,
-                                        client=request.client.host if request.client else None)
+        return await self.require_token(token.strip(), scope, client=client)
 
     async def require_token(self, token: str, scope: str, challenge: str = "Bearer",
                             client: str | None = None) -> ApiKey:

@@ -1,4 +1,10 @@
-"""Wrap handlers: translate errors into JSON bodies and record request metrics."""
+"""Wrap handlers: translate errors into JSON bodies and record request metrics.
+
+:func:`endpoint` wraps a Starlette handler (request in, response out). :class:`JsonEndpoint`
+serves a hot route as a bare ASGI app: its handler gets the ASGI scope and ``receive`` and
+returns the status and the JSON body, which are sent without building a Request or a Response;
+errors take the same path as :func:`endpoint`'s.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,11 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from engine.config import HttpSettings
 from engine.database import Database
@@ -34,43 +42,83 @@ class HttpContext:
     auth: Authenticator
 
 
+def error_response_for(exc: Exception, route: str) -> Response:
+    """The response to an error a handler raised (call it in the ``except`` block): errors a
+    caller can cause become JSON bodies; anything else is a logged 500."""
+    if isinstance(exc, ApiError):
+        return exc.response()
+    if isinstance(exc, DatabaseUnavailable):
+        return error_response(503, "database_unavailable",
+                              "the database is unreachable; retry later", {"Retry-After": "1"})
+    if isinstance(exc, DatabaseConflict):
+        return error_response(409, "conflict", str(exc))
+    if isinstance(exc, DatabaseRejected):
+        return error_response(422, "invalid_value", str(exc) if exc.field else
+                              f"the database refused a value: {exc.reason}")
+    return internal_error(route)  # a bug, including DatabaseFault
+
+
+class _RouteMetrics:
+    """Latency and answers by status of one route (label children looked up once)."""
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.latency = HTTP_LATENCY.labels(route)
+        self.counters: dict[int, Any] = {}
+
+    def record(self, status: int, seconds: float) -> None:
+        self.latency.observe(seconds)
+        counter = self.counters.get(status)
+        if counter is None:
+            counter = self.counters[status] = HTTP_REQUESTS.labels(self.route, str(status))
+        counter.inc()
+
+
 def endpoint(route: str) -> Callable[[Handler], Handler]:
     """Errors a caller can cause become JSON bodies; anything else is a logged 500."""
 
     def wrap(handler: Handler) -> Handler:
-        latency = HTTP_LATENCY.labels(route)
-        counters: dict[int, object] = {}
+        metrics = _RouteMetrics(route)
 
         async def wrapped(request: Request) -> Response:
             started = time.perf_counter()
             try:
                 response = await handler(request)
-            except ApiError as exc:
-                response = exc.response()
-            except DatabaseUnavailable:
-                response = error_response(503, "database_unavailable",
-                                          "the database is unreachable; retry later",
-                                          {"Retry-After": "1"})
-            except DatabaseConflict as exc:
-                response = error_response(409, "conflict", str(exc))
-            except DatabaseRejected as exc:
-                response = error_response(422, "invalid_value",
-                                          str(exc) if exc.field else
-                                          f"the database refused a value: {exc.reason}")
-            except Exception:  # a bug, including DatabaseFault
-                response = internal_error(route)
-            latency.observe(time.perf_counter() - started)
-            status = response.status_code
-            counter = counters.get(status)
-            if counter is None:
-                counter = counters[status] = HTTP_REQUESTS.labels(route, str(status))
-            counter.inc()  # type: ignore[attr-defined]
+            except Exception as exc:
+                response = error_response_for(exc, route)
+            metrics.record(response.status_code, time.perf_counter() - started)
             return response
 
         wrapped.__name__ = handler.__name__
         return wrapped
 
     return wrap
+
+
+JsonHandler = Callable[[Scope, Receive], Awaitable[tuple[int, bytes]]]
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+class JsonEndpoint:
+    """A hot route as a bare ASGI app (a Starlette ``Route`` serves an instance as one)."""
+
+    def __init__(self, route: str, handler: JsonHandler) -> None:
+        self.handler = handler
+        self._metrics = _RouteMetrics(route)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        try:
+            status, body = await self.handler(scope, receive)
+        except Exception as exc:
+            response = error_response_for(exc, self._metrics.route)
+            await response(scope, receive, send)
+            status = response.status_code
+        else:
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [_JSON_TYPE, (b"content-length", b"%d" % len(body))]})
+            await send({"type": "http.response.body", "body": body})
+        self._metrics.record(status, time.perf_counter() - started)
 
 
 def internal_error(route: str) -> Response:

@@ -6,15 +6,18 @@ import base64
 import logging
 from datetime import UTC, datetime
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope
 
 from engine.errors import DatabaseError
+from engine.http.asgi import client_host, header
 from engine.http.auth import KeyLookupsLimited
-from engine.http.body import has_nul, read_json
-from engine.http.endpoint import HttpContext, endpoint
-from engine.http.errors import ApiError, OrjsonResponse
+from engine.http.body import decode_json, has_nul, receive_body
+from engine.http.endpoint import HttpContext, JsonEndpoint, endpoint
+from engine.http.errors import ApiError
 from engine.intake.browser import PixelRefused, browser_event
 from engine.intake.validation import InvalidEvent, parse_event_body
 from engine.intake.writer import EventsRejected, IntakeOverloaded, WriterStopped
@@ -29,15 +32,16 @@ PIXEL_HEADERS = {"Cache-Control": "no-store, max-age=0", "Content-Type": "image/
 def routes(context: HttpContext) -> list[Route]:
     settings = context.settings
 
-    @endpoint("/v1/events")
-    async def post_events(request: Request) -> Response:
-        await context.auth.require(request, "events:write")
-        body = await read_json(request, settings.max_body)
+    async def post_events(scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        await context.auth.require_header(header(scope, b"authorization") or "",
+                                          "events:write", client_host(scope))
+        raw = await receive_body(receive, header(scope, b"content-length"), settings.max_body)
+        body = decode_json(raw)
         try:
             events = parse_event_body(body, datetime.now(UTC), settings.max_batch_events)
         except InvalidEvent as exc:
             raise ApiError(422, "invalid_event", str(exc)) from None
-        if has_nul(body):
+        if has_nul(body, raw):
             raise ApiError(422, "invalid_event", "strings must not contain U+0000")
         try:
             result = await context.writer.store(events)
@@ -48,8 +52,7 @@ def routes(context: HttpContext) -> list[Route]:
                 else f"events[{exc.index}]"
             raise ApiError(422, "invalid_event", f"{where}: the database refused it: "
                            f"{exc.reason}") from None
-        return OrjsonResponse({"accepted": result.accepted, "duplicates": result.duplicates},
-                              status_code=202)
+        return 202, orjson.dumps({"accepted": result.accepted, "duplicates": result.duplicates})
 
     @endpoint("/v1/pixel.gif")
     async def pixel(request: Request) -> Response:
@@ -60,7 +63,8 @@ def routes(context: HttpContext) -> list[Route]:
         return Response(GIF, headers=PIXEL_HEADERS)
 
     return [
-        Route("/v1/events", post_events, methods=["POST"]),
+        # Served as a bare ASGI app: the intake's hot path builds no Request or Response.
+        Route("/v1/events", JsonEndpoint("/v1/events", post_events), methods=["POST"]),
         Route("/v1/pixel.gif", pixel, methods=["GET"]),
     ]
 

@@ -6,6 +6,9 @@ uvicorn's httptools protocol, subclassed: a request's headers must arrive within
 client gets 408 (or 431) and the connection is closed. Each client address may hold at most
 ``max_connections_per_client`` connections at once; one more is answered 503 and closed.
 Between requests uvicorn's keep-alive timeout applies.
+
+The bounds cost a request two attribute writes, not a timer each: a connection keeps at most one
+timer, which on firing checks the current deadline and sleeps again if it moved.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def guarded_protocol(limits: ClientLimits) -> type[asyncio.Protocol]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._guard_timer: asyncio.TimerHandle | None = None
+            self._deadline: float | None = None  # loop time; None: nothing is being awaited
             self._awaiting_headers = True
             self._header_bytes = 0
             self._address: str | None = None
@@ -75,7 +79,7 @@ def guarded_protocol(limits: ClientLimits) -> type[asyncio.Protocol]:
         def connection_lost(self, exc: Exception | None) -> None:
             if self._refused:
                 return
-            self._disarm()
+            self._stop_timer()
             if self._address is not None:
                 left = open_connections.get(self._address, 1) - 1
                 if left > 0:
@@ -89,7 +93,7 @@ def guarded_protocol(limits: ClientLimits) -> type[asyncio.Protocol]:
             if self._refused:
                 return
             if self._awaiting_headers:
-                if self._guard_timer is None:  # the first byte of a new request
+                if self._deadline is None:  # the first byte of a new request
                     self._arm(limits.header_timeout)
                 self._header_bytes += len(data)
             super().data_received(data)
@@ -117,16 +121,30 @@ def guarded_protocol(limits: ClientLimits) -> type[asyncio.Protocol]:
         # --- timers ----------------------------------------------------------------------
 
         def _arm(self, seconds: float) -> None:
-            self._disarm()
-            self._guard_timer = self.loop.call_later(seconds, self._timed_out)
+            self._deadline = self.loop.time() + seconds
+            timer = self._guard_timer
+            if timer is None or timer.when() > self._deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._guard_timer = self.loop.call_at(self._deadline, self._check_deadline)
 
         def _disarm(self) -> None:
+            self._deadline = None  # a running timer finds nothing to do
+
+        def _stop_timer(self) -> None:
+            self._deadline = None
             if self._guard_timer is not None:
                 self._guard_timer.cancel()
                 self._guard_timer = None
 
-        def _timed_out(self) -> None:
+        def _check_deadline(self) -> None:
             self._guard_timer = None
+            if self._deadline is None:
+                return
+            if self.loop.time() < self._deadline:  # moved since the timer was set
+                self._guard_timer = self.loop.call_at(self._deadline, self._check_deadline)
+                return
+            self._deadline = None
             if not self.transport.is_closing():
                 self._give_up(REQUEST_TIMEOUT, "request_timeout")
 

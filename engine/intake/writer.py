@@ -6,11 +6,21 @@ durability costs one fsync per batch, not per request. A request's future resolv
 its events are committed. Idempotency keys already in the log (or earlier in the same batch) are
 counted as duplicates and not stored again.
 
+A plain batch (contacts named, no anonymous ids, joins or traits: the native API's events;
+fewer than :data:`PLAIN_MAX_EVENTS`) takes two round trips and no explicit transaction: the
+contacts upsert, committed without waiting for the WAL flush, then the events statement,
+whose commit waits for the flush of all WAL before it, so both are durable before any 202; the
+NOTIFY for the log's followers comes after the answers. Other batches run in one transaction
+(begun together with its NOTIFY).
+
 Every wait is bounded: a request waits at most the database's ``request`` timeout for its
-commit, then gets :class:`~engine.errors.DatabaseUnavailable` (503). If its events had not been
-taken into a batch yet they are withdrawn and never stored; if they had, the commit may still
-happen (or may have happened with its acknowledgement lost): a retry of an event with an ``id``
-is then counted as a duplicate, while an event without one may be stored twice.
+commit (checked by one sweeper task every :data:`SWEEP_FRACTION` of it, not by a timer per
+request), then gets :class:`~engine.errors.DatabaseUnavailable` (503). If its events had not
+been taken into a batch yet they are withdrawn and never stored; if they had, the commit may
+still happen (or may have happened with its acknowledgement lost): a retry of an event with an
+``id`` is then counted as a duplicate, while an event without one may be stored twice.
+
+The hand-off costs a request one future and a deque append: no lock, no timer, no extra task.
 
 A batch the database refuses is split: each request is committed on its own, and a refused
 request gets :class:`EventsRejected` naming the first event the database would not store.
@@ -19,9 +29,14 @@ request gets :class:`EventsRejected` naming the first event the database would n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+
+import asyncpg
 
 from engine.config import IntakeSettings
 from engine.database import Database
@@ -32,15 +47,14 @@ from engine.errors import (
     DatabaseUnavailable,
     HeraldError,
 )
-from engine.eventlog import append_typed
+from engine.eventlog import COPY_MIN_ROWS, EVENTS_CHANNEL, append_rows, append_typed
 from engine.intake.identities import (
-    Join,
-    anonymous_contact,
     anonymous_ids,
     apply_identity,
     lock_and_resolve,
     stored_joins,
 )
+from engine.intake.rows import RequestPart, batch_rows, email_owners
 from engine.intake.validation import EventIn
 from engine.metrics import (
     EVENT_DUPLICATES,
@@ -48,15 +62,11 @@ from engine.metrics import (
     INTAKE_BATCH_EVENTS,
     INTAKE_QUEUE_EVENTS,
 )
-from engine.sources import ANONYMOUS_SOURCE
 
 log = logging.getLogger("herald.intake")
 
-RESOLVE_EMAILS = """
-    SELECT DISTINCT ON (lower(email)) lower(email) AS email, contact_id
-    FROM contacts WHERE lower(email) = ANY($1::text[])
-    ORDER BY lower(email), created_at
-"""
+SWEEP_FRACTION = 0.05  # the sweeper runs every 5 % of the request timeout (at most 100 ms)
+
 # New contacts only; existing rows are not locked, so concurrent batches do not contend.
 INSERT_CONTACTS = """
     INSERT INTO contacts (contact_id, email)
@@ -68,6 +78,56 @@ FILL_MISSING_EMAILS = """
     FROM unnest($1::text[], $2::text[]) AS u(contact_id, email)
     WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
 """
+# One round trip opens the transaction and queues the NOTIFY that wakes the log's followers
+# when it commits (a NOTIFY after the insert would cost one more).
+BEGIN_AND_NOTIFY = f"BEGIN; NOTIFY {EVENTS_CHANNEL}"
+
+
+@asynccontextmanager
+async def _transaction(database: Database, managed: bool
+                       ) -> AsyncIterator[tuple[asyncpg.Connection, bool]]:
+    """A batch's transaction and whether it still has to NOTIFY. ``managed``: asyncpg's own
+    (needed when something in it opens a nested transaction, i.e. a savepoint); else one begun
+    together with its NOTIFY. Errors leave as :mod:`engine.errors` types."""
+    if managed:
+        async with database.transaction() as connection:
+            yield connection, True
+        return
+    async with database.connection() as connection:
+        await connection.execute(BEGIN_AND_NOTIFY)
+        try:
+            yield connection, False
+        except BaseException:
+            with contextlib.suppress(Exception):  # a broken connection: the pool drops it
+                await connection.execute("ROLLBACK")
+            raise
+        await connection.execute("COMMIT")
+
+
+# The plain batch's contacts, outside any transaction: new ones inserted, missing emails filled
+# (rows the insert just made have theirs), committed WITHOUT waiting for the WAL flush: the
+# events statement that follows commits after it and waits for the flush of all WAL up to its
+# own commit record, this one's included, so the contacts are durable before any 202.
+UPSERT_CONTACTS_RELAXED = """
+    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+    inserted AS (
+        INSERT INTO contacts (contact_id, email)
+        SELECT u.contact_id, u.email
+        FROM unnest($1::text[], $2::text[]) AS u(contact_id, email), relaxed
+        ON CONFLICT (contact_id) DO NOTHING
+    )
+    UPDATE contacts AS c SET email = u.email, updated_at = now()
+    FROM unnest($1::text[], $2::text[]) AS u(contact_id, email), relaxed
+    WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
+"""
+
+
+# The plain path writes the events with one self-contained statement (append_rows), safe
+# outside a transaction; larger batches go in a transaction, where append_typed claims their
+# ids and COPYs the rows (two statements that must commit together).
+PLAIN_MAX_EVENTS = 4 * COPY_MIN_ROWS
+
+
 class IntakeOverloaded(HeraldError):
     """More events are waiting than the configured bound: answer 503 and let the client retry."""
 
@@ -101,6 +161,7 @@ class _Request:
     events: list[EventIn]
     source: str
     future: asyncio.Future[StoreResult]
+    deadline: float = 0.0  # loop time past which the caller gets 503
     duplicate_flags: list[bool] = field(default_factory=list)
     taken: bool = False  # in a batch being written: its outcome is up to the database now
     abandoned: bool = False  # its caller gave up before it was taken: never written
@@ -113,58 +174,86 @@ class EventWriter:
         self._writers = writers
         self._pending: deque[_Request] = deque()
         self._pending_events = 0
-        self._wakeup = asyncio.Condition()
+        self._in_flight: list[list[_Request]] = []  # batches being written
+        self._wakeup = asyncio.Event()  # set when requests are pending (or when closing)
         self._tasks: list[asyncio.Task[None]] = []
+        self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run(), name=f"intake-writer-{i}")
                        for i in range(self._writers)]
+        self._sweeper = asyncio.create_task(self._sweep(), name="intake-sweeper")
 
     async def stop(self) -> None:
         """Refuse new events, commit everything queued, then stop the writer tasks."""
         self._closing = True
-        async with self._wakeup:
-            self._wakeup.notify_all()
+        self._wakeup.set()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
 
     async def store(self, events: list[EventIn], source: str = "api") -> StoreResult:
         if self._closing:
             raise WriterStopped("the intake is shutting down")
         if self._pending_events + len(events) > self._settings.queue_max_events:
             raise IntakeOverloaded("too many events are waiting to be committed")
-        future: asyncio.Future[StoreResult] = asyncio.get_running_loop().create_future()
-        # Nobody may be waiting any more when the outcome arrives: mark it retrieved.
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        request = _Request(events, source, future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[StoreResult] = loop.create_future()
+        request = _Request(events, source, future, loop.time() + self._database.timeouts.request)
         self._pending.append(request)
         self._pending_events += len(events)
-        INTAKE_QUEUE_EVENTS.set(self._pending_events)
-        async with self._wakeup:
-            self._wakeup.notify()
-        # Shield: a client that disconnects must not cancel a commit other requests share.
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+        # A caller cancelled while it waits (its client went away) cancels only its own
+        # future: the batch it may be in is written by the writer task all the same.
         try:
-            return await asyncio.wait_for(asyncio.shield(future),
-                                          self._database.timeouts.request)
-        except TimeoutError:
-            if not request.taken:
-                request.abandoned = True  # withdrawn: _take_batch skips it
-                self._pending_events -= len(events)
-                INTAKE_QUEUE_EVENTS.set(self._pending_events)
-                raise DatabaseUnavailable("the database did not answer in time; nothing "
-                                          "was stored") from None
-            raise DatabaseUnavailable("the database did not confirm the commit in time; "
-                                      "retry (events with an id are never stored twice)"
-                                      ) from None
+            return await future
+        except asyncio.CancelledError:
+            self._withdraw(request)
+            raise
+
+    def _withdraw(self, request: _Request) -> None:
+        """Take a request that is not in a batch yet out of the queue's count; _take_batch
+        skips it."""
+        if not request.taken and not request.abandoned:
+            request.abandoned = True
+            self._pending_events -= len(request.events)
+
+    async def _sweep(self) -> None:
+        """Answer 503 to every request past its deadline (see the module's docstring)."""
+        interval = min(0.1, self._database.timeouts.request * SWEEP_FRACTION)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            pending = self._pending
+            while pending and (pending[0].abandoned or pending[0].deadline <= now):
+                request = pending.popleft()
+                if request.abandoned:
+                    continue
+                self._withdraw(request)
+                if not request.future.done():
+                    request.future.set_exception(DatabaseUnavailable(
+                        "the database did not answer in time; nothing was stored"))
+            for batch in self._in_flight:
+                for request in batch:
+                    if request.deadline <= now and not request.future.done():
+                        request.future.set_exception(DatabaseUnavailable(
+                            "the database did not confirm the commit in time; retry (events "
+                            "with an id are never stored twice)"))
 
     def _take_batch(self) -> list[_Request]:
         batch: list[_Request] = []
         count = 0
+        INTAKE_QUEUE_EVENTS.set(self._pending_events)  # sampled as each batch forms
         while self._pending:
             request = self._pending[0]
-            if request.abandoned:
+            if request.abandoned or request.future.done():  # withdrawn or already answered
                 self._pending.popleft()
                 continue
             if batch and count + len(request.events) > self._settings.commit_max_events:
@@ -174,23 +263,26 @@ class EventWriter:
             batch.append(request)
             count += len(request.events)
         self._pending_events -= count
-        INTAKE_QUEUE_EVENTS.set(self._pending_events)
         return batch
 
     async def _run(self) -> None:
         while True:
-            async with self._wakeup:
-                await self._wakeup.wait_for(lambda: bool(self._pending) or self._closing)
             if not self._pending:
                 if self._closing:
                     return
+                self._wakeup.clear()
+                await self._wakeup.wait()
                 continue
-            if self._settings.commit_max_wait > 0 and \
+            if self._settings.commit_max_wait > 0 and not self._closing and \
                     self._pending_events < self._settings.commit_max_events:
                 await asyncio.sleep(self._settings.commit_max_wait)
             batch = self._take_batch()
             if batch:
-                await self._commit(batch)
+                self._in_flight.append(batch)
+                try:
+                    await self._commit(batch)
+                finally:
+                    self._in_flight.remove(batch)
 
     async def _commit(self, batch: list[_Request]) -> None:
         try:
@@ -276,61 +368,18 @@ class EventWriter:
                 flags.append(duplicate)
             request.duplicate_flags = flags
 
-        async with self._database.transaction() as connection:
-            email_owner: dict[str, str] = {}
-            orphan_emails = sorted({e.email.lower() for r in batch for e in r.events
-                                    if e.contact_id is None and e.email is not None})
-            if orphan_emails:
-                for row in await connection.fetch(RESOLVE_EMAILS, orphan_emails):
-                    email_owner[row["email"]] = row["contact_id"]
-            events = [event for request in batch for event in request.events]
-            joined = await lock_and_resolve(connection, anonymous_ids(events))
-            already = await stored_joins(connection, events)
-            rows: list[tuple[object, ...]] = []
-            contacts: dict[str, str | None] = {}
-            joins: list[Join] = []
-            updates: list[tuple[str, EventIn]] = []
-            for request in batch:
-                for event, duplicate in zip(request.events, request.duplicate_flags,
-                                            strict=True):
-                    if duplicate:
-                        continue
-                    contact_id = event.contact_id
-                    source = request.source
-                    if contact_id is None and event.email is None:
-                        assert event.anonymous_id is not None
-                        contact_id = joined.get(event.anonymous_id)
-                        if contact_id is None:
-                            contact_id = anonymous_contact(event.anonymous_id)
-                            source = ANONYMOUS_SOURCE.get(source, source)
-                    elif contact_id is None:
-                        assert event.email is not None
-                        # An email-only event belongs to the contact with that address, or
-                        # to a contact whose id is the (lower-cased) address itself.
-                        lowered = event.email.lower()
-                        contact_id = email_owner.get(lowered, lowered)
-                    if contacts.get(contact_id) is None:
-                        contacts[contact_id] = event.email
-                    rows.append((event.event_id, event.type, contact_id, event.email,
-                                 event.properties, event.occurred_at, source))
-                    if event.event_id in already:
-                        continue  # a retried identify: its join and traits were applied
-                    if event.joins_anonymous and event.anonymous_id is not None:
-                        joined[event.anonymous_id] = contact_id  # for the events after it
-                        joins.append(Join(event.anonymous_id, contact_id, source, event.event_id))
-                    if event.traits is not None:
-                        updates.append((contact_id, event))
-            contact_ids = sorted(contacts)  # one lock order for every batch: no deadlocks
-            contact_emails = [contacts[c] for c in contact_ids]
-            await connection.execute(INSERT_CONTACTS, contact_ids, contact_emails)
-            if any(email is not None for email in contact_emails):
-                await connection.execute(FILL_MISSING_EMAILS, contact_ids, contact_emails)
-            stored_ids = await append_typed(connection, rows)
-            await apply_identity(connection, joins, updates, stored_ids)
-            if not commit:
-                raise _RollBack
+        events = [event for request in batch for event in request.events]
+        anonymous = anonymous_ids(events)
+        if commit and len(events) < PLAIN_MAX_EVENTS and not anonymous and \
+                not any(e.joins_anonymous or e.traits is not None for e in events):
+            return await self._write_plain(batch)
+        stored_ids = await self._write_in_transaction(batch, anonymous, commit)
+        return self._results(batch, stored_ids)
+
+    def _results(self, batch: list[_Request], stored_ids: set[str]) -> list[StoreResult]:
         results = []
-        total = 0
+        stored_by_source: dict[str, int] = {}
+        all_duplicates = 0
         for request in batch:
             accepted = duplicates = 0
             for event, duplicate in zip(request.events, request.duplicate_flags, strict=True):
@@ -338,12 +387,74 @@ class EventWriter:
                     duplicates += 1
                 else:
                     accepted += 1
-            total += accepted
-            if duplicates:
-                EVENT_DUPLICATES.inc(duplicates)
-            if accepted:
-                EVENTS_STORED.labels(request.source).inc(accepted)
+            all_duplicates += duplicates
+            stored_by_source[request.source] = stored_by_source.get(request.source, 0) + accepted
             results.append(StoreResult(accepted, duplicates))
-        INTAKE_BATCH_EVENTS.observe(total)
+        # Metrics once per batch, not per request.
+        if all_duplicates:
+            EVENT_DUPLICATES.inc(all_duplicates)
+        for source, accepted in stored_by_source.items():
+            if accepted:
+                EVENTS_STORED.labels(source).inc(accepted)
+        INTAKE_BATCH_EVENTS.observe(sum(stored_by_source.values()))
         return results
 
+    async def _write_plain(self, batch: list[_Request]) -> list[StoreResult]:
+        """A batch with no identity work (no anonymous ids, joins or traits: the native API's
+        events) in two round trips and no explicit transaction: the contacts statement (see
+        UPSERT_CONTACTS_RELAXED), then the events statement, whose own commit is the durable
+        one. The callers get their answers at once, then the NOTIFY goes out on the same
+        connection, and only then is it reset and released (a round trip of its own).
+        A contact may exist without the events of a request the database refused: it is
+        stored empty, never lost."""
+        delivered = False
+        try:
+            async with self._database.connection() as connection:
+                email_owner = await email_owners(connection, _events(batch))
+                built = batch_rows(_parts(batch), email_owner, {}, set())
+                if built.contacts:
+                    contact_ids = sorted(built.contacts)  # one lock order for every batch
+                    await connection.execute(UPSERT_CONTACTS_RELAXED, contact_ids,
+                                             [built.contacts[c] for c in contact_ids])
+                stored_ids = await append_rows(connection, built.rows, notify=False)
+                results = self._results(batch, stored_ids)
+                for request, result in zip(batch, results, strict=True):
+                    if not request.future.done():
+                        request.future.set_result(result)
+                delivered = True
+                await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
+        except DatabaseError:
+            if not delivered:
+                raise
+            # Committed and answered: never written again. The followers also poll.
+            log.warning("a committed batch's NOTIFY or connection release failed",
+                        exc_info=True)
+        return results
+
+    async def _write_in_transaction(self, batch: list[_Request], anonymous: list[str],
+                                    commit: bool) -> set[str]:
+        # Trait updates (upsert_contact) use a savepoint: those batches need asyncpg's own.
+        managed = any(event.traits is not None for request in batch for event in request.events)
+        async with _transaction(self._database, managed) as (connection, notify):
+            email_owner = await email_owners(connection, _events(batch))
+            joined = await lock_and_resolve(connection, anonymous)
+            already = await stored_joins(connection, [e for r in batch for e in r.events])
+            built = batch_rows(_parts(batch), email_owner, joined, already)
+            contact_ids = sorted(built.contacts)  # one lock order for every batch: no deadlocks
+            contact_emails = [built.contacts[c] for c in contact_ids]
+            await connection.execute(INSERT_CONTACTS, contact_ids, contact_emails)
+            if any(email is not None for email in contact_emails):
+                await connection.execute(FILL_MISSING_EMAILS, contact_ids, contact_emails)
+            stored_ids = await append_typed(connection, built.rows, notify)
+            await apply_identity(connection, built.joins, built.updates, stored_ids)
+            if not commit:
+                raise _RollBack
+        return stored_ids
+
+
+def _events(batch: list[_Request]) -> list[EventIn]:
+    return [event for request in batch for event in request.events]
+
+
+def _parts(batch: list[_Request]) -> list[RequestPart]:
+    return [RequestPart(r.source, r.events, r.duplicate_flags) for r in batch]

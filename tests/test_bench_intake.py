@@ -1,0 +1,89 @@
+"""``herald bench intake``: its bare-stack ceiling answers like the real endpoint, its check of
+acknowledged events by id catches what a count would not, and a tiny run prints every field."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+import orjson
+
+from bench.bare_http import build_app
+from bench.intake import verify
+from tests.support.app import running_app
+
+EVENT = {"type": "product_viewed", "contact_id": "c1", "id": "e-1",
+         "properties": {"sku": "sku-1", "price": 19.9}}
+BATCH = {"events": [{"type": "page_viewed", "contact_id": f"c{n}", "id": f"b-{n}"}
+                    for n in range(3)]}
+
+
+async def answers(client: httpx.AsyncClient, body: dict[str, object]) -> tuple[int, str, object]:
+    response = await client.post("/v1/events", content=orjson.dumps(body),
+                                 headers={"Content-Type": "application/json"})
+    return response.status_code, response.headers["content-type"], response.json()
+
+
+async def test_the_bare_stack_answers_valid_events_like_the_real_endpoint(
+        database_url: str) -> None:
+    bare_transport = httpx.ASGITransport(app=build_app())
+    async with httpx.AsyncClient(transport=bare_transport, base_url="http://bare") as bare, \
+            running_app(database_url) as app, app.client() as real:
+        for body in (EVENT, BATCH):
+            fake = await answers(bare, body)
+            assert fake == await answers(real, body)
+            assert fake[0] == 202
+
+
+async def test_verify_counts_missing_duplicated_and_unacknowledged_ids(
+        database_url: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        now = datetime.now(UTC)
+        # Stored: r-single-0, r-single-1, r-single-3 (never acknowledged); a warm-up event
+        # and another run's event share no prefix with the measured phase.
+        await connection.executemany(
+            "INSERT INTO events (event_id, type, contact_id, occurred_at) "
+            "VALUES ($1, 't', 'c', $2)",
+            [(event_id, now) for event_id in ("r-single-0", "r-single-1", "r-single-3",
+                                              "r-warm-single-0", "q-single-2")])
+    finally:
+        await connection.close()
+    acknowledged = {"r-single-0", "r-single-1", "r-single-2"}
+    check = await verify(database_url, {"r-single-": acknowledged})
+    assert check == {"acknowledged_events": 3, "missing": 1, "duplicated": 0,
+                     "stored_unacknowledged": 1, "ok": False}
+    assert (await verify(database_url, {"r-single-": {"r-single-0", "r-single-1",
+                                                      "r-single-3"}}))["ok"]
+
+
+async def test_a_tiny_run_prints_rates_ceilings_ratios_and_the_check(database_url: str) -> None:
+    env = {**os.environ, "HERALD_DATABASE_URL": database_url}
+    result = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "herald.cli", "bench", "intake", "--database-url", database_url,
+        "--duration", "0.5", "--warm-up", "0.2", "--concurrency", "4", "--batch-size", "5",
+        "--batch-concurrency", "2", "--contacts", "10"],
+        env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    summary = orjson.loads(result.stdout.strip().splitlines()[-1])
+    bare = summary["ceilings"]["bare_http"]
+    assert bare["requests"] > 0 and bare["requests_per_s"] > 0 and bare["p99_ms"] > 0
+    single, batch = summary["phases"]
+    assert single["phase"] == "single" and single["requests"] > 0
+    assert batch["phase"] == "batch5" and batch["events_per_s"] > 0
+    assert summary["ratios"]["single_to_bare_http"] == round(
+        single["requests_per_s"] / bare["requests_per_s"], 3)
+    for field in ("bare_http_requests_per_s", "single_requests_per_s", "single_p50_ms",
+                  "single_p99_ms", "batch_events_per_s", "batch_p99_ms"):
+        assert summary[field] > 0, field
+    commit = summary["anchors"]["durable_commit"]
+    assert commit["commits"] == 200 and 0 < commit["p50_ms"] <= commit["p99_ms"]
+    assert commit["bound_requests_per_s"] > 0
+    check = summary["verification"]
+    assert check["acknowledged_events"] == single["requests"] + 5 * batch["requests"]
+    assert check["ok"] and summary["all_acknowledged_stored"]

@@ -39,10 +39,10 @@ from rich.console import Console
 from rich.progress import Progress
 
 from bench.args import OneLineParser, positive, positive_int, share
+from bench.databases import database
 from bench.e2e_database import (
     SETTLE_TIMEOUT,
     bench_key,
-    database,
     database_figures,
     enqueue_times,
     queue_states,

@@ -5,10 +5,6 @@ measured work (sizes and WAL counters; queue states; when each message was queue
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
 import asyncpg
 
 from bench.mta import wait_drained
@@ -72,19 +68,3 @@ async def bench_key(url: str) -> str:
     finally:
         await connection.close()
     return key.token
-
-
-@contextmanager
-def database(url: str | None, workdir: Path) -> Iterator[tuple[str, int | None]]:
-    """The database URL and, when embedded, its postmaster's pid (for measuring)."""
-    if url is not None:
-        yield url, None
-        return
-    from engine.embedded_postgres import start_embedded
-
-    embedded = start_embedded(workdir / "data")
-    try:
-        pid = int((embedded.data_dir / "postmaster.pid").read_text().split()[0])
-        yield embedded.url, pid
-    finally:
-        embedded.stop()

@@ -28,10 +28,10 @@ import asyncpg
 import orjson
 import uvloop
 
+from bench.databases import migrated_database
 from bench.herald_process import HeraldProcess, free_port
 from bench.mta import preload, preload_records
 from engine.database import connect_one
-from herald.database import migrate
 from mta.inbound.store import PROCESSED_CHANNEL
 from mta.queue.enqueue import QueueIdentity, load_bounce_secret
 
@@ -159,15 +159,7 @@ async def measure_herald(url: str, port: int, items: list[tuple[str, bytes]],
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="herald-bench-inbound-"))
-    url = args.database_url
-    embedded = None
-    try:
-        if url is None:
-            from engine.embedded_postgres import start_embedded
-
-            embedded = start_embedded(workdir / "data")
-            url = embedded.url
-        uvloop.run(migrate(url))
+    with migrated_database(args.database_url, workdir) as url:
         items = uvloop.run(messages(url, args.messages))
         port = free_port()
         env = {"HERALD_DATABASE_URL": url, "HERALD_ENGINE_LOG_LEVEL": "warning",
@@ -183,9 +175,6 @@ def main(argv: list[str]) -> int:
                 engine.stop()
         checked = uvloop.run(outcomes(url))
         anchor = None if args.no_anchor else measure_anchor(items, args.clients, args.log)
-    finally:
-        if embedded is not None:
-            embedded.stop()
     result: dict[str, Any] = {
         "bench": "inbound", "messages": args.messages, "clients": args.clients,
         "message_bytes": round(sum(len(d) for _, d in items) / len(items)),

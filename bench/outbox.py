@@ -30,12 +30,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bench.databases import migrated_database
 from bench.herald_process import HeraldProcess
 from engine.database import connect_one
 from engine.http.server import HttpServer
 from engine.outbox import store
 from engine.values import HostPort
-from herald.database import migrate
 
 BODY = orjson.dumps({"type": "email_delivered", "timestamp": "2026-01-01T00:00:00.000Z",
                      "data": {"contact_id": "c1", "email": "ann@example.com",
@@ -145,19 +145,8 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="herald-bench-outbox-"))
-    url = args.database_url
-    embedded = None
-    try:
-        if url is None:
-            from engine.embedded_postgres import start_embedded
-
-            embedded = start_embedded(workdir / "data")
-            url = embedded.url
-        uvloop.run(migrate(url))
+    with migrated_database(args.database_url, workdir) as url:
         result = uvloop.run(run(url, args))
-    finally:
-        if embedded is not None:
-            embedded.stop()
     print(f"outbox: {result['herald_per_second']}/s delivered; anchors (httpx, same receiver): "
           f"{result['anchor_keepalive_per_second']}/s keep-alive, "
           f"{result['anchor_fresh_connection_per_second']}/s fresh connections",

@@ -36,10 +36,10 @@ import uvloop
 
 from automation.stats.follower import StatsFollower
 from automation.stats.settings import StatsSettings
+from bench.databases import migrated_database
 from bench.herald_process import HeraldProcess, create_key, free_port
 from engine.database import Database, connect_one
 from engine.eventlog_reader import LogCursor, read_after
-from herald.database import migrate
 
 TARGET_MS = 100.0
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -104,6 +104,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+# The partitioned log's size is its partitions' (the parent itself holds nothing).
+EVENTS_SIZE = ("SELECT pg_size_pretty(coalesce(sum(pg_total_relation_size(relid)), 0)) "
+               "FROM pg_partition_tree('events') WHERE isleaf")
+
 async def reset_counters(url: str, args: argparse.Namespace) -> dict[str, Any]:
     connection = await asyncpg.connect(url)
     try:
@@ -114,8 +118,7 @@ async def reset_counters(url: str, args: argparse.Namespace) -> dict[str, Any]:
         events = await connection.fetchval("SELECT count(*) FROM events")
         decisions = await connection.fetchval(
             "SELECT count(*) FROM workflow_log WHERE action IN ('entered', 'sent')")
-        size = await connection.fetchval("SELECT pg_size_pretty(pg_total_relation_size("
-                                         "'events'))")
+        size = await connection.fetchval(EVENTS_SIZE)
     finally:
         await connection.close()
     return {"events": events, "decisions": decisions, "fill_events_per_s": None,
@@ -140,8 +143,7 @@ async def fill(url: str, args: argparse.Namespace) -> dict[str, Any]:
         await connection.execute("ANALYZE workflow_log")
         decisions = await connection.fetchval(
             "SELECT count(*) FROM workflow_log WHERE action IN ('entered', 'sent')")
-        size = await connection.fetchval("SELECT pg_size_pretty(pg_total_relation_size("
-                                         "'events'))")
+        size = await connection.fetchval(EVENTS_SIZE)
     finally:
         await connection.close()
     return {"events": args.events, "decisions": decisions,
@@ -201,46 +203,42 @@ async def time_calls(port: int, key: str, paths: dict[str, str],
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="herald-bench-stats-"))
-    embedded = None
     try:
-        if args.database_url:
-            url = args.database_url
-        else:
-            from engine.embedded_postgres import start_embedded
-
-            embedded = start_embedded(workdir / "data")
-            url = embedded.url
-        uvloop.run(migrate(url))
-        if args.no_fill:
-            filled = uvloop.run(reset_counters(url, args))
-        else:
-            print(f"filling {args.events:,} events ...", file=sys.stderr, flush=True)
-            filled = uvloop.run(fill(url, args))
-        anchor = uvloop.run(anchor_read(url, min(args.anchor_events, filled["events"]),
-                                        args.read_batch))
-        print(f"anchor: read_after alone {anchor:,.0f} rows/s; counting ...", file=sys.stderr,
-              flush=True)
-        moved, seconds = uvloop.run(catch_up(url, args.read_batch))
-        env = {"HERALD_DATA_DIR": str(workdir / "run"), "HERALD_DATABASE_URL": url,
-               "HERALD_ENGINE_LOG_LEVEL": "warning", "HERALD_HTTP_RATE_LIMIT_PER_SECOND": "0"}
-        port = free_port()
-        env["HERALD_HTTP_LISTEN"] = f"127.0.0.1:{port}"
-        server = HeraldProcess(["run", "--role", "http"], env, args.log)
-        server.start()
-        try:
-            key = create_key(env, "workflows:read")
-            half = (START + timedelta(days=args.days // 2)).date()  # half the days counted
-            calls = uvloop.run(time_calls(port, key, {
-                "stats": "/v1/workflows/wf0/stats",
-                "stats_since": f"/v1/workflows/wf0/stats?since={half.isoformat()}",
-                "anchor_list_workflows": "/v1/workflows"}, args.calls))
-        finally:
-            server.stop()
+        with migrated_database(args.database_url or None, workdir) as url:
+            summary = _measure(url, workdir, args)
     finally:
-        if embedded is not None:
-            embedded.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    summary = {
+    return _report(summary)
+
+
+def _measure(url: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Fill (or reset), catch up, and time the stats calls on a running http role."""
+    if args.no_fill:
+        filled = uvloop.run(reset_counters(url, args))
+    else:
+        print(f"filling {args.events:,} events ...", file=sys.stderr, flush=True)
+        filled = uvloop.run(fill(url, args))
+    anchor = uvloop.run(anchor_read(url, min(args.anchor_events, filled["events"]),
+                                    args.read_batch))
+    print(f"anchor: read_after alone {anchor:,.0f} rows/s; counting ...", file=sys.stderr,
+          flush=True)
+    moved, seconds = uvloop.run(catch_up(url, args.read_batch))
+    env = {"HERALD_DATA_DIR": str(workdir / "run"), "HERALD_DATABASE_URL": url,
+           "HERALD_ENGINE_LOG_LEVEL": "warning", "HERALD_HTTP_RATE_LIMIT_PER_SECOND": "0"}
+    port = free_port()
+    env["HERALD_HTTP_LISTEN"] = f"127.0.0.1:{port}"
+    server = HeraldProcess(["run", "--role", "http"], env, args.log)
+    server.start()
+    try:
+        key = create_key(env, "workflows:read")
+        half = (START + timedelta(days=args.days // 2)).date()  # half the days counted
+        calls = uvloop.run(time_calls(port, key, {
+            "stats": "/v1/workflows/wf0/stats",
+            "stats_since": f"/v1/workflows/wf0/stats?since={half.isoformat()}",
+            "anchor_list_workflows": "/v1/workflows"}, args.calls))
+    finally:
+        server.stop()
+    return {
         "bench": "stats", **filled,
         "catch_up_rows": moved, "catch_up_seconds": round(seconds, 1),
         "catch_up_rows_per_s": round(moved / seconds) if seconds else None,
@@ -249,6 +247,11 @@ def main(argv: list[str]) -> int:
         "under_target": calls["stats"]["p99_ms"] < TARGET_MS
         and calls["stats_since"]["p99_ms"] < TARGET_MS,
     }
+
+
+def _report(summary: dict[str, Any]) -> int:
+    calls, moved, seconds = summary["calls"], summary["catch_up_rows"], summary["catch_up_seconds"]
+    anchor = summary["anchor_read_rows_per_s"]
     for name, figures in calls.items():
         print(f"{name:>22}: median {figures['median_ms']} ms  p99 {figures['p99_ms']} ms  "
               f"max {figures['max_ms']} ms", file=sys.stderr)

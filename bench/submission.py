@@ -36,10 +36,10 @@ import orjson
 import uvloop
 
 from bench import postfix
+from bench.databases import migrated_database
 from bench.herald_process import HeraldProcess, free_port, start_all
 from bench.mta import Sink, baseline_fields, postfix_baseline
 from engine.keys import create_key
-from herald.database import migrate
 from mta.dkim.keys import write_keypair
 
 SENDER = "news@bench.test"
@@ -134,47 +134,36 @@ def herald_stack(workdir: Path, sink_port: int, sessions: int, processes: int = 
     """``processes`` submission processes and one mta process on a temporary embedded Postgres
     (or ``database_url``) with an RSA-2048 DKIM key for bench.test, every message routed to
     ``sink_port``; stopped (and the embedded Postgres with them) on the way out."""
-    embedded = None
-    url = database_url
     started: list[HeraldProcess] = []
-    try:
-        if url is None:
-            from engine.embedded_postgres import start_embedded
-
-            embedded = start_embedded(workdir / "data")
-            url = embedded.url
-        uvloop.run(migrate(url))
-        key_id = uvloop.run(bench_key(url))
-        key_path, _record = write_keypair("bench.test", "b1", "rsa", workdir / "dkim")
-        port = free_port()
-        env = {"HERALD_DATABASE_URL": url, "HERALD_ENGINE_LOG_LEVEL": "warning",
-               "HERALD_MTA_EHLO_NAME": "herald.bench.test",
-               "HERALD_MTA_BOUNCE_DOMAIN": "bounces.bench.test",
-               "HERALD_MTA_ROUTE": f"127.0.0.1:{sink_port}", "HERALD_MTA_SHAPING_FILE": "",
-               "HERALD_MTA_MAX_CONNECTIONS_PER_SITE": str(sessions),
-               "HERALD_MTA_MAX_MESSAGES_PER_CONNECTION": "1000",
-               "HERALD_MTA_DKIM": orjson.dumps([{
-                   "domain": "bench.test", "selector": "b1",
-                   "key_file": str(key_path)}]).decode() if dkim else "[]",
-               "HERALD_SUBMISSION_LISTEN": f"127.0.0.1:{port}",
-               "HERALD_SUBMISSION_TRUSTED_CLIENTS": orjson.dumps(
-                   {"127.0.0.1/32": key_id}).decode(),
-               "HERALD_SUBMISSION_RATE_LIMIT_PER_SECOND": "0",
-               "HERALD_SUBMISSION_REUSE_PORT": "true",
-               "HERALD_SUBMISSION_MAX_SESSIONS": str(max(200, sessions * 2))}
-        # One process per role, as the systemd units run them.
-        started += [HeraldProcess(["run", "--role", role], env, log)
-                    for role in ["mta"] + ["submission"] * processes]
-        start_all(started)
-        yield HeraldStack(url, port, tuple(started))
-    finally:
+    with migrated_database(database_url, workdir) as url:
         try:
+            key_id = uvloop.run(bench_key(url))
+            key_path, _record = write_keypair("bench.test", "b1", "rsa", workdir / "dkim")
+            port = free_port()
+            env = {"HERALD_DATABASE_URL": url, "HERALD_ENGINE_LOG_LEVEL": "warning",
+                   "HERALD_MTA_EHLO_NAME": "herald.bench.test",
+                   "HERALD_MTA_BOUNCE_DOMAIN": "bounces.bench.test",
+                   "HERALD_MTA_ROUTE": f"127.0.0.1:{sink_port}", "HERALD_MTA_SHAPING_FILE": "",
+                   "HERALD_MTA_MAX_CONNECTIONS_PER_SITE": str(sessions),
+                   "HERALD_MTA_MAX_MESSAGES_PER_CONNECTION": "1000",
+                   "HERALD_MTA_DKIM": orjson.dumps([{
+                       "domain": "bench.test", "selector": "b1",
+                       "key_file": str(key_path)}]).decode() if dkim else "[]",
+                   "HERALD_SUBMISSION_LISTEN": f"127.0.0.1:{port}",
+                   "HERALD_SUBMISSION_TRUSTED_CLIENTS": orjson.dumps(
+                       {"127.0.0.1/32": key_id}).decode(),
+                   "HERALD_SUBMISSION_RATE_LIMIT_PER_SECOND": "0",
+                   "HERALD_SUBMISSION_REUSE_PORT": "true",
+                   "HERALD_SUBMISSION_MAX_SESSIONS": str(max(200, sessions * 2))}
+            # One process per role, as the systemd units run them.
+            started += [HeraldProcess(["run", "--role", role], env, log)
+                        for role in ["mta"] + ["submission"] * processes]
+            start_all(started)
+            yield HeraldStack(url, port, tuple(started))
+        finally:
             for process in started:
                 if process.process is not None:
                     process.stop()
-        finally:
-            if embedded is not None:
-                embedded.stop()
 
 
 def relay(stack: HeraldStack, messages: int, size: int, sessions: int,

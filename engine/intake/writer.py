@@ -6,12 +6,8 @@ durability costs one fsync per batch, not per request. A request's future resolv
 its events are committed. Idempotency keys already in the log (or earlier in the same batch) are
 counted as duplicates and not stored again.
 
-A plain batch (contacts named, no anonymous ids, joins or traits: the native API's events;
-fewer than :data:`PLAIN_MAX_EVENTS`) takes two round trips and no explicit transaction: the
-contacts upsert, committed without waiting for the WAL flush, then the events statement,
-whose commit waits for the flush of all WAL before it, so both are durable before any 202; the
-NOTIFY for the log's followers comes after the answers. Other batches run in one transaction
-(begun together with its NOTIFY).
+How a batch is written (a plain batch in two round trips, others in one transaction) is
+:mod:`engine.intake.batch_write`.
 
 Every wait is bounded: a request waits at most the database's ``request`` timeout for its
 commit (checked by one sweeper task every :data:`SWEEP_FRACTION` of it, not by a timer per
@@ -29,14 +25,9 @@ request gets :class:`EventsRejected` naming the first event the database would n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-
-import asyncpg
 
 from engine.config import IntakeSettings
 from engine.database import Database
@@ -47,14 +38,9 @@ from engine.errors import (
     DatabaseUnavailable,
     HeraldError,
 )
-from engine.eventlog import COPY_MIN_ROWS, EVENTS_CHANNEL, append_rows, append_typed
-from engine.intake.identities import (
-    anonymous_ids,
-    apply_identity,
-    lock_and_resolve,
-    stored_joins,
-)
-from engine.intake.rows import RequestPart, batch_rows, email_owners
+from engine.intake.batch_write import DryRunDone, is_plain, write_in_transaction, write_plain
+from engine.intake.identities import anonymous_ids
+from engine.intake.rows import RequestPart
 from engine.intake.validation import EventIn
 from engine.metrics import (
     EVENT_DUPLICATES,
@@ -66,66 +52,6 @@ from engine.metrics import (
 log = logging.getLogger("herald.intake")
 
 SWEEP_FRACTION = 0.05  # the sweeper runs every 5 % of the request timeout (at most 100 ms)
-
-# New contacts only; existing rows are not locked, so concurrent batches do not contend.
-INSERT_CONTACTS = """
-    INSERT INTO contacts (contact_id, email)
-    SELECT * FROM unnest($1::text[], $2::text[])
-    ON CONFLICT (contact_id) DO NOTHING
-"""
-FILL_MISSING_EMAILS = """
-    UPDATE contacts AS c SET email = u.email, updated_at = now()
-    FROM unnest($1::text[], $2::text[]) AS u(contact_id, email)
-    WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
-"""
-# One round trip opens the transaction and queues the NOTIFY that wakes the log's followers
-# when it commits (a NOTIFY after the insert would cost one more).
-BEGIN_AND_NOTIFY = f"BEGIN; NOTIFY {EVENTS_CHANNEL}"
-
-
-@asynccontextmanager
-async def _transaction(database: Database, managed: bool
-                       ) -> AsyncIterator[tuple[asyncpg.Connection, bool]]:
-    """A batch's transaction and whether it still has to NOTIFY. ``managed``: asyncpg's own
-    (needed when something in it opens a nested transaction, i.e. a savepoint); else one begun
-    together with its NOTIFY. Errors leave as :mod:`engine.errors` types."""
-    if managed:
-        async with database.transaction() as connection:
-            yield connection, True
-        return
-    async with database.connection() as connection:
-        await connection.execute(BEGIN_AND_NOTIFY)
-        try:
-            yield connection, False
-        except BaseException:
-            with contextlib.suppress(Exception):  # a broken connection: the pool drops it
-                await connection.execute("ROLLBACK")
-            raise
-        await connection.execute("COMMIT")
-
-
-# The plain batch's contacts, outside any transaction: new ones inserted, missing emails filled
-# (rows the insert just made have theirs), committed WITHOUT waiting for the WAL flush: the
-# events statement that follows commits after it and waits for the flush of all WAL up to its
-# own commit record, this one's included, so the contacts are durable before any 202.
-UPSERT_CONTACTS_RELAXED = """
-    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
-    inserted AS (
-        INSERT INTO contacts (contact_id, email)
-        SELECT u.contact_id, u.email
-        FROM unnest($1::text[], $2::text[]) AS u(contact_id, email), relaxed
-        ON CONFLICT (contact_id) DO NOTHING
-    )
-    UPDATE contacts AS c SET email = u.email, updated_at = now()
-    FROM unnest($1::text[], $2::text[]) AS u(contact_id, email), relaxed
-    WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
-"""
-
-
-# The plain path writes the events with one self-contained statement (append_rows), safe
-# outside a transaction; larger batches go in a transaction, where append_typed claims their
-# ids and COPYs the rows (two statements that must commit together).
-PLAIN_MAX_EVENTS = 4 * COPY_MIN_ROWS
 
 
 class IntakeOverloaded(HeraldError):
@@ -144,10 +70,6 @@ class EventsRejected(HeraldError):
         super().__init__(reason if index is None else f"event {index}: {reason}")
         self.reason = reason
         self.index = index
-
-
-class _RollBack(Exception):
-    """Ends a dry-run write: its transaction is rolled back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +264,7 @@ class EventWriter:
         part = _Request(request.events[start:stop], request.source, request.future)
         try:
             await self._write([part], commit=False)
-        except _RollBack:
+        except DryRunDone:
             return False
         except DatabaseRejected:
             return True
@@ -368,12 +290,21 @@ class EventWriter:
                 flags.append(duplicate)
             request.duplicate_flags = flags
 
-        events = [event for request in batch for event in request.events]
+        events = _events(batch)
         anonymous = anonymous_ids(events)
-        if commit and len(events) < PLAIN_MAX_EVENTS and not anonymous and \
-                not any(e.joins_anonymous or e.traits is not None for e in events):
-            return await self._write_plain(batch)
-        stored_ids = await self._write_in_transaction(batch, anonymous, commit)
+        if commit and is_plain(events, anonymous):
+            results: list[StoreResult] = []
+
+            def answer(stored_ids: set[str]) -> None:  # before the NOTIFY and the release
+                results.extend(self._results(batch, stored_ids))
+                for request, result in zip(batch, results, strict=True):
+                    if not request.future.done():
+                        request.future.set_result(result)
+
+            await write_plain(self._database, _parts(batch), events, answer)
+            return results
+        stored_ids = await write_in_transaction(self._database, _parts(batch), events,
+                                                anonymous, commit)
         return self._results(batch, stored_ids)
 
     def _results(self, batch: list[_Request], stored_ids: set[str]) -> list[StoreResult]:
@@ -398,59 +329,6 @@ class EventWriter:
                 EVENTS_STORED.labels(source).inc(accepted)
         INTAKE_BATCH_EVENTS.observe(sum(stored_by_source.values()))
         return results
-
-    async def _write_plain(self, batch: list[_Request]) -> list[StoreResult]:
-        """A batch with no identity work (no anonymous ids, joins or traits: the native API's
-        events) in two round trips and no explicit transaction: the contacts statement (see
-        UPSERT_CONTACTS_RELAXED), then the events statement, whose own commit is the durable
-        one. The callers get their answers at once, then the NOTIFY goes out on the same
-        connection, and only then is it reset and released (a round trip of its own).
-        A contact may exist without the events of a request the database refused: it is
-        stored empty, never lost."""
-        delivered = False
-        try:
-            async with self._database.connection() as connection:
-                email_owner = await email_owners(connection, _events(batch))
-                built = batch_rows(_parts(batch), email_owner, {}, set())
-                if built.contacts:
-                    contact_ids = sorted(built.contacts)  # one lock order for every batch
-                    await connection.execute(UPSERT_CONTACTS_RELAXED, contact_ids,
-                                             [built.contacts[c] for c in contact_ids])
-                stored_ids = await append_rows(connection, built.rows, notify=False)
-                results = self._results(batch, stored_ids)
-                for request, result in zip(batch, results, strict=True):
-                    if not request.future.done():
-                        request.future.set_result(result)
-                delivered = True
-                await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
-        except DatabaseError:
-            if not delivered:
-                raise
-            # Committed and answered: never written again. The followers also poll.
-            log.warning("a committed batch's NOTIFY or connection release failed",
-                        exc_info=True)
-        return results
-
-    async def _write_in_transaction(self, batch: list[_Request], anonymous: list[str],
-                                    commit: bool) -> set[str]:
-        # Trait updates (upsert_contact) use a savepoint: those batches need asyncpg's own.
-        managed = any(event.traits is not None for request in batch for event in request.events)
-        async with _transaction(self._database, managed) as (connection, notify):
-            email_owner = await email_owners(connection, _events(batch))
-            joined = await lock_and_resolve(connection, anonymous)
-            already = await stored_joins(connection, [e for r in batch for e in r.events])
-            built = batch_rows(_parts(batch), email_owner, joined, already)
-            contact_ids = sorted(built.contacts)  # one lock order for every batch: no deadlocks
-            contact_emails = [built.contacts[c] for c in contact_ids]
-            await connection.execute(INSERT_CONTACTS, contact_ids, contact_emails)
-            if any(email is not None for email in contact_emails):
-                await connection.execute(FILL_MISSING_EMAILS, contact_ids, contact_emails)
-            stored_ids = await append_typed(connection, built.rows, notify)
-            await apply_identity(connection, built.joins, built.updates, stored_ids)
-            if not commit:
-                raise _RollBack
-        return stored_ids
-
 
 def _events(batch: list[_Request]) -> list[EventIn]:
     return [event for request in batch for event in request.events]

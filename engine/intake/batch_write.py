@@ -1,0 +1,158 @@
+"""How one batch of the event log's group commit is written (see :mod:`engine.intake.writer`
+for how batches are formed and answered).
+
+A plain batch (contacts named, no anonymous ids, joins or traits: the native API's events;
+fewer than :data:`PLAIN_MAX_EVENTS`) takes two round trips and no explicit transaction: the
+contacts upsert, committed without waiting for the WAL flush, then the events statement,
+whose commit waits for the flush of all WAL before it, so both are durable before any 202; the
+NOTIFY for the log's followers comes after the answers. Other batches run in one transaction
+(begun together with its NOTIFY), where anonymous ids are resolved and joins and traits
+applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from engine.database import Database
+from engine.errors import DatabaseError
+from engine.eventlog import COPY_MIN_ROWS, EVENTS_CHANNEL, append_rows, append_typed
+from engine.intake.identities import (
+    apply_identity,
+    lock_and_resolve,
+    stored_joins,
+)
+from engine.intake.rows import RequestPart, batch_rows, email_owners
+from engine.intake.validation import EventIn
+
+log = logging.getLogger("herald.intake")
+
+# New contacts only; existing rows are not locked, so concurrent batches do not contend.
+INSERT_CONTACTS = """
+    INSERT INTO contacts (contact_id, email)
+    SELECT * FROM unnest($1::text[], $2::text[])
+    ON CONFLICT (contact_id) DO NOTHING
+"""
+FILL_MISSING_EMAILS = """
+    UPDATE contacts AS c SET email = u.email, updated_at = now()
+    FROM unnest($1::text[], $2::text[]) AS u(contact_id, email)
+    WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
+"""
+# One round trip opens the transaction and queues the NOTIFY that wakes the log's followers
+# when it commits (a NOTIFY after the insert would cost one more).
+BEGIN_AND_NOTIFY = f"BEGIN; NOTIFY {EVENTS_CHANNEL}"
+
+
+@asynccontextmanager
+async def transaction_with_notify(database: Database, managed: bool
+                       ) -> AsyncIterator[tuple[asyncpg.Connection, bool]]:
+    """A batch's transaction and whether it still has to NOTIFY. ``managed``: asyncpg's own
+    (needed when something in it opens a nested transaction, i.e. a savepoint); else one begun
+    together with its NOTIFY. Errors leave as :mod:`engine.errors` types."""
+    if managed:
+        async with database.transaction() as connection:
+            yield connection, True
+        return
+    async with database.connection() as connection:
+        await connection.execute(BEGIN_AND_NOTIFY)
+        try:
+            yield connection, False
+        except BaseException:
+            with contextlib.suppress(Exception):  # a broken connection: the pool drops it
+                await connection.execute("ROLLBACK")
+            raise
+        await connection.execute("COMMIT")
+
+
+# The plain batch's contacts, outside any transaction: new ones inserted, missing emails filled
+# (rows the insert just made have theirs), committed WITHOUT waiting for the WAL flush: the
+# events statement that follows commits after it and waits for the flush of all WAL up to its
+# own commit record, this one's included, so the contacts are durable before any 202.
+UPSERT_CONTACTS_RELAXED = """
+    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+    inserted AS (
+        INSERT INTO contacts (contact_id, email)
+        SELECT u.contact_id, u.email
+        FROM unnest($1::text[], $2::text[]) AS u(contact_id, email), relaxed
+        ON CONFLICT (contact_id) DO NOTHING
+    )
+    UPDATE contacts AS c SET email = u.email, updated_at = now()
+    FROM unnest($1::text[], $2::text[]) AS u(contact_id, email), relaxed
+    WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
+"""
+
+
+# The plain path writes the events with one self-contained statement (append_rows), safe
+# outside a transaction; larger batches go in a transaction, where append_typed claims their
+# ids and COPYs the rows (two statements that must commit together).
+PLAIN_MAX_EVENTS = 4 * COPY_MIN_ROWS
+
+
+
+
+class DryRunDone(Exception):
+    """Ends a dry-run write: its transaction is rolled back."""
+
+
+def is_plain(events: list[EventIn], anonymous: list[str]) -> bool:
+    """Whether a batch can take the plain path (no identity work, small enough)."""
+    return len(events) < PLAIN_MAX_EVENTS and not anonymous and \
+        not any(e.joins_anonymous or e.traits is not None for e in events)
+
+
+async def write_plain(database: Database, parts: list[RequestPart], events: list[EventIn],
+                      answer: Callable[[set[str]], None]) -> None:
+    """A plain batch in two round trips and no explicit transaction: the contacts statement
+    (see UPSERT_CONTACTS_RELAXED), then the events statement, whose own commit is the durable
+    one. ``answer`` gets the stored ids at once, then the NOTIFY goes out on the same
+    connection, and only then is it reset and released (a round trip of its own).
+    A contact may exist without the events of a request the database refused: it is
+    stored empty, never lost."""
+    answered = False
+    try:
+        async with database.connection() as connection:
+            email_owner = await email_owners(connection, events)
+            built = batch_rows(parts, email_owner, {}, set())
+            if built.contacts:
+                contact_ids = sorted(built.contacts)  # one lock order for every batch
+                await connection.execute(UPSERT_CONTACTS_RELAXED, contact_ids,
+                                         [built.contacts[c] for c in contact_ids])
+            stored_ids = await append_rows(connection, built.rows, notify=False)
+            answer(stored_ids)
+            answered = True
+            await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
+    except DatabaseError:
+        if not answered:
+            raise
+        # Committed and answered: never written again. The followers also poll.
+        log.warning("a committed batch's NOTIFY or connection release failed", exc_info=True)
+
+
+async def write_in_transaction(database: Database, parts: list[RequestPart],
+                               events: list[EventIn], anonymous: list[str],
+                               commit: bool) -> set[str]:
+    """Any batch in one transaction; with ``commit`` false it ends in :class:`DryRunDone`
+    (rolled back)."""
+    # Trait updates (upsert_contact) use a savepoint: those batches need asyncpg's own.
+    managed = any(event.traits is not None for event in events)
+    async with transaction_with_notify(database, managed) as (connection, notify):
+        email_owner = await email_owners(connection, events)
+        joined = await lock_and_resolve(connection, anonymous)
+        already = await stored_joins(connection, events)
+        built = batch_rows(parts, email_owner, joined, already)
+        contact_ids = sorted(built.contacts)  # one lock order for every batch: no deadlocks
+        contact_emails = [built.contacts[c] for c in contact_ids]
+        await connection.execute(INSERT_CONTACTS, contact_ids, contact_emails)
+        if any(email is not None for email in contact_emails):
+            await connection.execute(FILL_MISSING_EMAILS, contact_ids, contact_emails)
+        stored_ids = await append_typed(connection, built.rows, notify)
+        await apply_identity(connection, built.joins, built.updates, stored_ids)
+        if not commit:
+            raise DryRunDone
+    return stored_ids
+

@@ -1,4 +1,5 @@
-"""Strict e-mail addresses, mailboxes and header values (pure; shared by HTTP intake and MTA).
+"""Strict e-mail addresses (pure; shared by HTTP intake and MTA; mailboxes and header values
+built on them are :mod:`engine.mailboxes`).
 
 The grammar is RFC 5321's ``Mailbox`` (Dot-string or Quoted-string local part, a domain of LDH
 labels or an address literal) widened by RFC 6531 to UTF-8, and nothing looser: no comments, no
@@ -18,8 +19,6 @@ import ipaddress
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from email.charset import Charset
-from email.utils import formataddr
 
 import idna
 
@@ -29,28 +28,17 @@ MAX_LOCAL_OCTETS = 64  # RFC 5321 4.5.3.1.1
 MAX_DOMAIN_OCTETS = 253  # RFC 1035 (255 on the wire, less the length octets)
 MAX_LABEL_OCTETS = 63
 MAX_PATH_OCTETS = 254  # RFC 5321 4.5.3.1.3: 256 for the path including "<" and ">"
-MAX_LINE_OCTETS = 998  # RFC 5322 2.1.1
-MAX_DISPLAY_NAME_CHARS = 100  # worst case (4-octet characters, encoded) still fits one line
-_ENCODED_WORD_OCTETS = 45  # UTF-8 octets per RFC 2047 word: base64 60 + 12 overhead <= 75
-_MAX_INPUT_CHARS = 1000  # nothing longer can canonicalise to a valid address or mailbox
+MAX_INPUT_CHARS = 1000  # nothing longer can canonicalise to a valid address or mailbox
 
 # Characters str.splitlines() breaks on: none may reach a header or an SMTP command line.
-_LINE_BREAKS = frozenset("\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
-_ATEXT = frozenset(
+LINE_BREAKS = frozenset("\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+ATEXT = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
 )
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
-_HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+\Z")  # printable ASCII except ':'
-# Characters email.utils.formataddr would quote, plus "=?" handled separately (encoded words).
-_NEEDS_QUOTING = re.compile(r'[][\\()<>@,:;".]')
-
 
 class AddressError(HeraldError, ValueError):
     """An address or mailbox is malformed; the message says what is wrong, for the user."""
-
-
-class HeaderError(HeraldError, ValueError):
-    """A header name or value cannot be written safely; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +51,7 @@ class Address:
     _ascii_domain: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_text(self.local, "local part")
+        check_text(self.local, "local part")
         _check_local(self.local)
         canonical, ascii_domain = _canonical_domain(self.domain)
         if canonical != self.domain:
@@ -103,9 +91,9 @@ def parse_address(text: str) -> Address:
         raise AddressError("address must be a string")
     if not text:
         raise AddressError("address is empty")
-    if len(text) > _MAX_INPUT_CHARS:
+    if len(text) > MAX_INPUT_CHARS:
         raise AddressError(f"address longer than {MAX_PATH_OCTETS} octets")
-    _check_text(text, "address")
+    check_text(text, "address")
     if "<" in text or ">" in text:
         raise AddressError("address contains '<' or '>'")
     if text.startswith('"'):
@@ -130,9 +118,9 @@ def ascii_host(text: str) -> str:
         raise AddressError("a domain name must be a string")
     name = text.strip()
     name = name[:-1] if name.endswith(".") else name
-    if not name or len(name) > _MAX_INPUT_CHARS:
+    if not name or len(name) > MAX_INPUT_CHARS:
         raise AddressError(f"{text!r} is not a domain name")
-    _check_text(name, "domain")
+    check_text(name, "domain")
     if name.isascii():
         name = name.lower()
     else:
@@ -149,66 +137,14 @@ def ascii_host(text: str) -> str:
 def normalize_email(text: str) -> str:
     """The canonical stored form of an address: surrounding whitespace stripped, domain lower-cased
     (and IDNs as U-labels), local part case kept. Raises AddressError."""
-    _reject_line_breaks(text, "address")
+    reject_line_breaks(text, "address")
     return str(parse_address(text.strip()))
-
-
-def parse_mailbox(text: str) -> tuple[str | None, Address]:
-    """Parse a From/To/Reply-To value: ``"Name" <a@b.c>``, ``Name <a@b.c>`` or ``a@b.c``.
-
-    Returns the display name (None when absent or empty) and the address. Raises AddressError."""
-    if not isinstance(text, str):
-        raise AddressError("mailbox must be a string")
-    _reject_line_breaks(text, "mailbox")
-    if len(text) > _MAX_INPUT_CHARS:
-        raise AddressError(f"mailbox longer than {_MAX_INPUT_CHARS} characters")
-    text = text.strip()
-    if not text.endswith(">"):
-        return None, parse_address(text)
-    opening = _angle_start(text)
-    name_text, spec = text[:opening].strip(), text[opening + 1 : -1]
-    name = _parse_display_name(name_text) if name_text else None
-    return (name or None), parse_address(spec)
-
-
-def format_mailbox(display_name: str | None, address: Address) -> str:
-    """Render a mailbox for a header: the name quoted when needed and RFC 2047-encoded when
-    non-ASCII (or when it looks like an encoded word). The address uses A-labels unless the local
-    part is non-ASCII, in which case the message must go out with SMTPUTF8 anyway (RFC 6532)."""
-    spec = str(address) if address.needs_smtputf8 else address.for_smtp
-    if not display_name:
-        return spec
-    _check_display_name(display_name)
-    if display_name.isspace():
-        return spec
-    if display_name.isascii() and "=?" not in display_name:
-        if address.needs_smtputf8:
-            name = display_name.replace("\\", "\\\\").replace('"', '\\"')
-            quoted = f'"{name}"' if _NEEDS_QUOTING.search(display_name) else name
-            return f"{quoted} <{spec}>"
-        return formataddr((display_name, spec))
-    return f"{_encoded_words(display_name)} <{spec}>"
-
-
-def check_header_value(name: str, value: str) -> None:
-    """Raise HeaderError unless ``name: value`` is one safe header line (RFC 5322 field name, no
-    line breaks or control characters in the value, at most 998 octets)."""
-    if not name or not _HEADER_NAME.match(name):
-        raise HeaderError(f"header name {name!r} must be printable ASCII without ':' or spaces")
-    for char in value:
-        if char in _LINE_BREAKS:
-            raise HeaderError(f"header {name} contains a line break or NUL")
-        if char != "\t" and unicodedata.category(char) in ("Cc", "Cs"):
-            raise HeaderError(f"header {name} contains a control character")
-    octets = len(name) + 2 + len(value.encode("utf-8"))
-    if octets > MAX_LINE_OCTETS:
-        raise HeaderError(f"header {name} is {octets} octets long; the limit is {MAX_LINE_OCTETS}")
 
 
 # --- local part -----------------------------------------------------------------------------
 
 
-def _check_text(text: str, what: str) -> None:
+def check_text(text: str, what: str) -> None:
     """Reject line breaks, controls, invisible format characters and lone surrogates."""
     for char in text:
         if char.isascii():
@@ -222,8 +158,8 @@ def _check_text(text: str, what: str) -> None:
             raise AddressError(f"{what} contains an invisible or unassigned character {char!r}")
 
 
-def _reject_line_breaks(text: str, what: str) -> None:
-    if any(char in _LINE_BREAKS for char in text):
+def reject_line_breaks(text: str, what: str) -> None:
+    if any(char in LINE_BREAKS for char in text):
         raise AddressError(f"{what} contains a line break or NUL")
 
 
@@ -232,7 +168,7 @@ def _check_dot_string(local: str) -> None:
     if not local:
         raise AddressError("local part is empty")
     for char in local:
-        if char in _ATEXT or char == "." or (not char.isascii() and not char.isspace()):
+        if char in ATEXT or char == "." or (not char.isascii() and not char.isspace()):
             continue
         if char.isspace():
             raise AddressError("address contains whitespace outside a quoted string")
@@ -293,7 +229,7 @@ def _check_local(local: str) -> None:
 def _is_dot_string(local: str) -> bool:
     """Cached: every parse of an address asks it, and a mail stream repeats its senders."""
     atoms = local.split(".")
-    return all(atoms) and all(c in _ATEXT or not c.isascii() for atom in atoms for c in atom)
+    return all(atoms) and all(c in ATEXT or not c.isascii() for atom in atoms for c in atom)
 
 
 def _wire_local(local: str) -> str:
@@ -316,7 +252,7 @@ def _canonical_domain(text: str) -> tuple[str, str]:
     if text.startswith("["):
         literal = _canonical_literal(text)
         return literal, literal
-    _check_text(text, "domain")
+    check_text(text, "domain")
     if "(" in text or ")" in text:
         raise AddressError("comments are not allowed in addresses")
     if any(char.isspace() for char in text):
@@ -390,86 +326,3 @@ def _canonical_literal(text: str) -> str:
         raise AddressError(
             f"address literal {text!r} is not [IPv4 dotted-quad] or [IPv6:address]"
         ) from None
-
-
-# --- mailboxes ------------------------------------------------------------------------------
-
-
-def _angle_start(text: str) -> int:
-    """Index of the '<' that opens the angle-addr ending text, skipping quoted display names."""
-    in_quotes = escaped = False
-    opening = -1
-    for index, char in enumerate(text[:-1]):
-        if escaped:
-            escaped = False
-        elif in_quotes and char == "\\":
-            escaped = True
-        elif char == '"':
-            in_quotes = not in_quotes
-        elif char == "<" and not in_quotes:
-            if opening >= 0:
-                raise AddressError("mailbox has more than one '<'")
-            opening = index
-    if in_quotes:
-        raise AddressError("display name has an unterminated quote")
-    if opening < 0:
-        raise AddressError("mailbox ends with '>' but has no matching '<'")
-    return opening
-
-
-def _parse_display_name(text: str) -> str:
-    """Decode a quoted display name or validate an unquoted phrase (atoms, spaces and dots)."""
-    if text.startswith('"'):
-        if len(text) < 2 or not text.endswith('"') or _odd_escape(text):
-            raise AddressError("display name has an unterminated quote")
-        chars: list[str] = []
-        escaped = False
-        for char in text[1:-1]:
-            if escaped:
-                chars.append(char)
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                raise AddressError("display name has a '\"' inside quotes; escape it as \\\"")
-            else:
-                chars.append(char)
-        name = "".join(chars)
-    else:
-        for char in text:
-            if char in _ATEXT or char in " ." or not char.isascii():
-                continue
-            raise AddressError(f"display name contains {char!r}; put the name in double quotes")
-        name = text
-    _check_display_name(name)
-    return name
-
-
-def _encoded_words(text: str) -> str:
-    """RFC 2047 encoded words of at most 75 characters each, separated by spaces (which decoders
-    drop between encoded words), never splitting a character."""
-    charset = Charset("utf-8")
-    words: list[str] = []
-    chunk: list[str] = []
-    size = 0
-    for char in text:
-        octets = len(char.encode("utf-8"))
-        if size + octets > _ENCODED_WORD_OCTETS:
-            words.append(charset.header_encode("".join(chunk)))
-            chunk, size = [], 0
-        chunk.append(char)
-        size += octets
-    words.append(charset.header_encode("".join(chunk)))
-    return " ".join(words)
-
-
-def _odd_escape(text: str) -> bool:
-    """True when the closing quote of text is itself escaped (an odd run of backslashes)."""
-    run = len(text) - 1 - len(text[:-1].rstrip("\\"))
-    return run % 2 == 1
-
-
-def _check_display_name(name: str) -> None:
-    _check_text(name, "display name")
-    if len(name) > MAX_DISPLAY_NAME_CHARS:
-        raise AddressError(f"display name longer than {MAX_DISPLAY_NAME_CHARS} characters")

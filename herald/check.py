@@ -21,7 +21,7 @@ import dns.resolver
 import dns.reversename
 
 from automation.errors import DefinitionError
-from engine.addresses import parse_mailbox
+from engine.mailboxes import parse_mailbox
 from herald.dns_records import dmarc_policy, spf_allows, spf_record, tag_list
 from herald.exit_codes import ServiceUnavailable
 from herald.identity import identity_problems, is_local_name

@@ -9,7 +9,8 @@ a smarthost) lifts the check. Pure.
 
 from __future__ import annotations
 
-from engine.addresses import AddressError, parse_mailbox
+from engine.addresses import AddressError
+from engine.mailboxes import parse_mailbox
 from herald.settings import Settings
 
 LOCAL_NAMES = ("localhost", "localhost.localdomain")

@@ -21,15 +21,8 @@ from email.parser import BytesHeaderParser
 from email.utils import format_datetime, getaddresses, make_msgid
 from typing import Any
 
-from engine.addresses import (
-    Address,
-    AddressError,
-    HeaderError,
-    check_header_value,
-    format_mailbox,
-    parse_address,
-    parse_mailbox,
-)
+from engine.addresses import Address, AddressError, parse_address
+from engine.mailboxes import HeaderError, check_header_value, format_mailbox, parse_mailbox
 from mta.errors import InvalidMessage
 
 MAX_LINE = 998

@@ -9,17 +9,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from engine.addresses import (
-    Address,
-    AddressError,
-    HeaderError,
-    check_header_value,
-    format_mailbox,
-    normalize_email,
-    parse_address,
-    parse_mailbox,
-)
+from engine.addresses import Address, AddressError, normalize_email, parse_address
 from engine.errors import HeraldError
+from engine.mailboxes import HeaderError, check_header_value, format_mailbox, parse_mailbox
 
 # (input, str() of the result, for_smtp, needs_smtputf8)
 VALID: list[tuple[str, str, str, bool]] = [

@@ -41,7 +41,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from automation.content.formats import contact_locale, datetime_format, money
 from automation.content.link_policy import DroppedLink, screen_links
 from automation.errors import DefinitionError, RenderError
-from engine.addresses import HeaderError, check_header_value
+from engine.mailboxes import HeaderError, check_header_value
 
 PARTS = {"subject": "subject.txt", "text": "body.txt", "html": "body.html"}
 MAX_FILE_BYTES = 256 * 1024

@@ -23,7 +23,7 @@ from automation.model import definitions as d
 from automation.model.conditions import ENGAGEMENT_EVENTS, excluding_machine
 from automation.model.durations import duration_seconds, parse_clock, parse_window
 from automation.model.filters import Predicate, compile_filter, compile_value_test, parse_path
-from engine.addresses import HeaderError, check_header_value
+from engine.mailboxes import HeaderError, check_header_value
 
 MAX_STEPS = 300
 MAX_DEPTH = 8

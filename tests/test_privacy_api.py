@@ -302,3 +302,30 @@ async def test_openapi_documents_the_privacy_endpoints(app: RunningApp) -> None:
     assert set(paths["/v1/consent/confirm/{token}"]) == {"get", "post"}
     consent = paths["/v1/contacts"]["post"]["requestBody"]["content"]["application/json"]
     assert consent["schema"] == {"$ref": "#/components/schemas/Contact"}
+
+
+async def test_removing_an_erased_address_lifts_its_block(app: RunningApp) -> None:
+    await seed(app)
+    async with app.client() as client:
+        assert (await client.delete(f"/v1/contacts/{CONTACT}")).status_code == 200
+        shown = (await client.get(f"/v1/suppressions/{EMAIL}")).json()
+        assert shown["suppressed"] is True and shown["erased"] is True
+        assert shown["suppressions"] == []
+        # One category's removal leaves the erasure's block (it covers all mail).
+        one = await client.delete(f"/v1/suppressions/{EMAIL}", params={"category": "news"})
+        assert one.status_code == 404
+        _, reason = await queue(app.database, EMAIL)
+        assert reason == "erased"
+        lifted = await client.delete(f"/v1/suppressions/{EMAIL}")
+        assert lifted.status_code == 200 and lifted.json()["removed"] == 1
+        shown = (await client.get(f"/v1/suppressions/{EMAIL}")).json()
+        assert shown["suppressed"] is False and shown["erased"] is False
+        again = await client.delete(f"/v1/suppressions/{EMAIL}")
+        assert again.status_code == 404
+    _, reason = await queue(app.database, EMAIL, "came-back")
+    assert reason is None
+    [logged] = await fetch(app.database, "SELECT properties FROM events "
+                                         "WHERE type = 'suppression_removed'")
+    assert logged["properties"]["reason"] == "erased"
+    [left] = await fetch(app.database, "SELECT count(*) AS n FROM erased_addresses")
+    assert left["n"] == 0

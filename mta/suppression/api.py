@@ -144,7 +144,9 @@ def routes(context: HttpContext) -> list[Route]:
         email = _address(request)
         async with database.connection() as connection:
             entries = await store.entries_for(connection, email)
-        return OrjsonResponse({"email": email, "suppressed": bool(entries),
+            erased = await store.is_erased(connection, email)
+        return OrjsonResponse({"email": email, "suppressed": bool(entries) or erased,
+                               "erased": erased,
                                "suppressions": [e.to_json() for e in entries]})
 
     @endpoint("/v1/suppressions/{email}")
@@ -201,12 +203,13 @@ def openapi_paths() -> dict[str, Any]:
                      "responses": {"200": {"description": "Added", "content": json_body},
                                    **error_responses(400, 401, 403, 413, 422, 503)}}},
         "/v1/suppressions/{email}": {
-            "get": {"summary": "An address's entries", "operationId": "getSuppression",
+            "get": {"summary": "An address's entries, and whether an erasure blocks it", "operationId": "getSuppression",
                     "security": [{"bearer": ["suppressions:read"]}],
                     "parameters": [email_param],
                     "responses": {"200": {"description": "Entries", "content": json_body},
                                   **error_responses(401, 403, 422, 503)}},
-            "delete": {"summary": "Remove an address (one category with ?category=)",
+            "delete": {"summary": "Remove an address (one category with ?category=); "
+                                  "without a category this also lifts an erasure's block",
                        "operationId": "deleteSuppression",
                        "security": [{"bearer": ["suppressions:write"]}],
                        "parameters": [email_param, {"name": "category", "in": "query",

@@ -23,7 +23,8 @@ SOFT_BOUNCES = "soft_bounces"
 MANUAL = "manual"
 REASONS = (HARD_BOUNCE, COMPLAINT, UNSUBSCRIBE, SOFT_BOUNCES, MANUAL)
 # The address of an erased contact (engine.privacy): kept only as a hash, never as an entry of
-# the list; it blocks every message, transactional ones too.
+# the list; it blocks every message, transactional ones too. Nobody adds it by hand; removing
+# the address (mta.suppression.store.remove) lifts it, reported as a removal of this reason.
 ERASED = "erased"
 ALL_CATEGORIES = ""
 MAX_CATEGORY = 64
@@ -39,7 +40,7 @@ class Suppression:
     detail: str = ""
 
     def __post_init__(self) -> None:
-        if self.reason not in REASONS:
+        if self.reason not in REASONS and self.reason != ERASED:
             raise ValueError(f"reason must be one of {', '.join(REASONS)}")
         if self.category and self.reason != UNSUBSCRIBE:
             raise ValueError("only an unsubscribe can be limited to a category")

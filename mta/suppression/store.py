@@ -48,6 +48,16 @@ LOOKUP = f"""
                         LIMIT 1) AS hit  -- LIMIT: one index probe per address, never a scan
 """
 
+ERASED_ADDRESS = f"""
+    SELECT EXISTS (SELECT 1 FROM erased_addresses e CROSS JOIN privacy_key k
+                   WHERE e.hash = {hash_sql("$1::text")})
+"""
+UNBLOCK_ERASED = f"""
+    WITH gone AS (DELETE FROM erased_addresses e USING privacy_key k
+                  WHERE e.hash = {hash_sql("$1::text")} RETURNING 1)
+    SELECT count(*) > 0 FROM gone
+"""
+
 COLUMNS = "id, email, category, reason, source, message_id, detail, created_at"
 
 
@@ -91,7 +101,11 @@ async def add(connection: asyncpg.Connection, entries: Sequence[Suppression],
 
 async def remove(connection: asyncpg.Connection, email: str, category: str | None,
                  source: str, now: datetime) -> list[Suppression]:
-    """Remove an address's entries (only ``category``'s when given); logs each removal."""
+    """Remove an address's entries (only ``category``'s when given); logs each removal.
+
+    Without a category this also lifts the block an erasure left on the address (its privacy
+    hash in ``erased_addresses``), reported as an entry of reason ``erased``: an erased person
+    who comes back can be mailed again once an operator removes the address deliberately."""
     if category is None:
         rows = await connection.fetch(
             "DELETE FROM suppressions WHERE email = $1 RETURNING email, category, reason, "
@@ -102,8 +116,16 @@ async def remove(connection: asyncpg.Connection, email: str, category: str | Non
             "RETURNING email, category, reason, message_id", email, category)
     removed = [Suppression(r["email"], r["reason"], r["category"], source, r["message_id"])
                for r in rows]
+    if category is None and await connection.fetchval(UNBLOCK_ERASED, email):
+        removed.append(Suppression(email, ERASED, "", source,
+                                   detail="the address of an erased contact"))
     await _log(connection, "suppression_removed", removed, now)
     return removed
+
+
+async def is_erased(connection: asyncpg.Connection, email: str) -> bool:
+    """Whether this normalised address belonged to an erased contact (and is still blocked)."""
+    return bool(await connection.fetchval(ERASED_ADDRESS, email))
 
 
 async def lookup(connection: asyncpg.Connection,

@@ -203,7 +203,8 @@ def openapi_paths() -> dict[str, Any]:
                      "responses": {"200": {"description": "Added", "content": json_body},
                                    **error_responses(400, 401, 403, 413, 422, 503)}}},
         "/v1/suppressions/{email}": {
-            "get": {"summary": "An address's entries, and whether an erasure blocks it", "operationId": "getSuppression",
+            "get": {"summary": "An address's entries, and whether an erasure blocks it",
+                    "operationId": "getSuppression",
                     "security": [{"bearer": ["suppressions:read"]}],
                     "parameters": [email_param],
                     "responses": {"200": {"description": "Entries", "content": json_body},

@@ -107,6 +107,10 @@ async def test_outcome_events_reach_a_subscribed_endpoint_signed(
                for item in receiver.received)
     assert len(receiver.per_id()) == 2
     assert listed == [{k: v for k, v in sub.items() if k != "secret"}]  # never the secret
+    async with database.connection() as connection:
+        named = await connection.fetch("SELECT event_type, contact_id FROM outbox")
+    assert sorted((r["event_type"], r["contact_id"]) for r in named) == [
+        ("email_bounced", "c2"), ("email_delivered", "c0")]  # what an erase looks for
 
 
 async def _all_in(database: Database, state: str, count: int) -> bool:

@@ -12,8 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
+from automation.live.webhooks import step_row
+from automation.runtime.interpreter import WebhookEffect
 from engine.addresses import parse_address
 from engine.database import Database
+from engine.outbox import store as outbox_store
 from herald.cli import main as cli_main
 from mta.compose import compose
 from mta.queue.enqueue import OutboundMessage, enqueue
@@ -97,6 +100,9 @@ async def seed(app: RunningApp) -> uuid.UUID:
         await connection.execute(
             "INSERT INTO workflow_stats_last_click (contact_id, message_id, clicked_at) "
             "VALUES ($1, $2, now())", CONTACT, str(message_id))
+        await outbox_store.enqueue(connection, [step_row(WebhookEffect(
+            "crm-1", "https://crm.example.net/hook", (), {"contact": CONTACT, "email": EMAIL},
+            5.0, 2), CONTACT)])
     return message_id
 
 
@@ -142,6 +148,9 @@ async def test_export_holds_everything_about_the_contact(app: RunningApp) -> Non
     [run] = document["workflow_runs"]
     assert run["workflow"] == "welcome" and run["state"] == "waiting"
     assert document["workflow_log"][0]["action"] == "sent"
+    [request] = document["webhook_requests"]
+    assert request["url"] == "https://crm.example.net/hook" and request["kind"] == "step"
+    assert request["body"] == {"contact": CONTACT, "email": EMAIL}
     [audit] = await fetch(app.database, "SELECT * FROM privacy_audit")
     assert audit["action"] == "export" and audit["actor"] == app.admin_key.split("_")[1]
 
@@ -164,19 +173,19 @@ async def test_erase_removes_every_row_naming_the_contact(app: RunningApp) -> No
     assert {key.split(":")[0] for key in before} >= {
         "contacts", "events", "identities", "outbound_messages", "suppressions",
         "soft_bounces", "workflow_runs", "workflow_log", "automation_quarantine",
-        "delivery_attempts", "workflow_stats_last_click"}
+        "delivery_attempts", "workflow_stats_last_click", "outbox"}
     async with app.client() as client:
         response = await client.delete(f"/v1/contacts/{CONTACT}")
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["already_erased"] is False
     assert body["removed"]["events"] >= 6 and body["removed"]["outbound_messages"] == 1
-    assert body["removed"]["inbound_messages"] == 1
+    assert body["removed"]["inbound_messages"] == 1 and body["removed"]["outbox"] == 1
     assert await rows_naming(app.database, CONTACT, "ann.privacy@example.org",
                              f"anon:{ANONYMOUS}") == {}
     for table in ("contacts", "identities", "outbound_messages", "delivery_attempts",
                   "suppressions", "soft_bounces", "inbound_messages", "workflow_log",
-                  "automation_quarantine"):
+                  "automation_quarantine", "outbox"):
         [row] = await fetch(app.database, f"SELECT count(*) AS n FROM {table}")
         assert row["n"] == 0, table
     [run] = await fetch(app.database, "SELECT * FROM workflow_runs")

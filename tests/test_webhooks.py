@@ -126,5 +126,9 @@ async def test_workflow_events_reach_subscribers(
     async with database.connection() as connection:
         rows = await connection.fetch(
             "SELECT subscription_id, event_type FROM outbox WHERE kind = 'outcome'")
-    assert {(r["subscription_id"], r["event_type"]) for r in rows} == {
-        (sub["id"], "workflow_entered"), (sub["id"], "workflow_completed")}
+        assert {(r["subscription_id"], r["event_type"]) for r in rows} == {
+            (sub["id"], "workflow_entered"), (sub["id"], "workflow_completed")}
+        named = await connection.fetch("SELECT kind, contact_id FROM outbox")
+    # Every request (the step's own and the two events) names its contact, so an erase finds it.
+    assert sorted((r["kind"], r["contact_id"]) for r in named) == [
+        ("outcome", "c9"), ("outcome", "c9"), ("step", "c9")]

@@ -18,23 +18,23 @@ from engine.outbox.targets import TargetRefused, parse_url
 STEP_KIND = "step"
 
 
-def step_row(effect: WebhookEffect) -> store.NewRow:
-    """The outbox row of a webhook step (:class:`TargetRefused` for a URL that cannot be
-    called at all)."""
+def step_row(effect: WebhookEffect, contact_id: str) -> store.NewRow:
+    """The outbox row of a webhook step of ``contact_id``'s run (:class:`TargetRefused` for a
+    URL that cannot be called at all)."""
     target = parse_url(effect.url)
     return store.NewRow(STEP_KIND, effect.url, target.endpoint,
                         orjson.dumps(effect.body, default=str), effect.timeout,
-                        1 + effect.retries, headers=effect.headers)
+                        1 + effect.retries, headers=effect.headers, contact_id=contact_id)
 
 
-async def queue_webhooks(connection: asyncpg.Connection, effects: list[WebhookEffect]
-                         ) -> list[tuple[str, str, str]]:
+async def queue_webhooks(connection: asyncpg.Connection, effects: list[WebhookEffect],
+                         contact_id: str) -> list[tuple[str, str, str]]:
     """Queue the steps' requests; (step id, log action, detail) for the run's log."""
     logged: list[tuple[str, str, str]] = []
     rows = []
     for effect in effects:
         try:
-            row = step_row(effect)
+            row = step_row(effect, contact_id)
         except TargetRefused as exc:
             logged.append((effect.step_id, "webhook_failed", f"not queued: {exc}"))
             continue

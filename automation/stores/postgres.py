@@ -292,7 +292,8 @@ class PgStore:
                 await upsert_contact(connection, ContactUpsert(
                     run.contact_id, UNCHANGED, changes, UNCHANGED), now)
         if effects.webhooks:  # outbox rows in this transaction; sent after the commit
-            for step_id, action, detail in await queue_webhooks(connection, effects.webhooks):
+            for step_id, action, detail in await queue_webhooks(connection, effects.webhooks,
+                                                              run.contact_id):
                 logs.add(now, run.workflow, run.contact_id, run.id, step_id, action, detail)
 
     async def _send(self, connection: asyncpg.Connection, run: Run, inputs: RunInputs,

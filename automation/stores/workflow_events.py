@@ -22,7 +22,7 @@ INSERT_LOG_AND_EVENTS = f"""
         RETURNING id, at, workflow, contact_id, run_id, step, action, detail),
     queued AS (
         INSERT INTO outbox (message_id, kind, subscription_id, event_type, url, endpoint,
-                            body, secret)
+                            body, secret, contact_id)
         SELECT 'msg_wl' || l.id || '_' || s.id, 'outcome', s.id, e.type, s.url, s.endpoint,
                convert_to(jsonb_build_object(
                    'type', e.type,
@@ -32,7 +32,7 @@ INSERT_LOG_AND_EVENTS = f"""
                                               'contact_id', l.contact_id, 'run_id', l.run_id,
                                               'step', l.step, 'detail', l.detail))::text,
                           'UTF8'),
-               s.secret
+               s.secret, l.contact_id
         FROM logged l
         JOIN (VALUES {_ACTIONS}) AS e(action, type) ON e.action = l.action
         JOIN webhook_subscriptions s ON e.type = ANY(s.event_types)

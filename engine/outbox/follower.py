@@ -55,7 +55,7 @@ async def follow_once(database: Database, batch: int = 2000) -> int:
                          event.contact_id, event.email, event.properties),
             subscription_id=sub["id"],
             event_type=event.type, secret=sub["secret"],
-            message_id=f"msg_ev{event.position}_{sub['id']}")
+            message_id=f"msg_ev{event.position}_{sub['id']}", contact_id=event.contact_id)
             for event in events if event.type in OUTCOME_EVENTS
             for sub in wanted if event.type in sub["event_types"]]
         queued = await store.enqueue(connection, rows)

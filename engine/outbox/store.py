@@ -39,6 +39,7 @@ class NewRow:
     event_type: str | None = None
     secret: str | None = None
     message_id: str = field(default_factory=new_message_id)
+    contact_id: str | None = None  # whom the request is about (erased with the contact)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +60,11 @@ class Claimed:
 INSERT = """
     WITH queued AS (
         INSERT INTO outbox (message_id, kind, subscription_id, event_type, url, endpoint,
-                            headers, body, secret, timeout, max_attempts)
-        SELECT m, k, s, e, u, p, h::jsonb, b, x, t, a
+                            headers, body, secret, timeout, max_attempts, contact_id)
+        SELECT m, k, s, e, u, p, h::jsonb, b, x, t, a, c
         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                    $7::text[], $8::bytea[], $9::text[], $10::real[], $11::int[])
-             AS r(m, k, s, e, u, p, h, b, x, t, a)
+                    $7::text[], $8::bytea[], $9::text[], $10::real[], $11::int[], $12::text[])
+             AS r(m, k, s, e, u, p, h, b, x, t, a, c)
         ON CONFLICT (message_id) DO NOTHING
         RETURNING id)
     SELECT count(*) AS queued, pg_notify('herald_outbox', '') IS NULL AS _
@@ -76,12 +77,12 @@ async def enqueue(connection: asyncpg.Connection, rows: list[NewRow]) -> int:
     returns how many were new."""
     if not rows:
         return 0
-    columns: list[list[Any]] = [[] for _ in range(11)]
+    columns: list[list[Any]] = [[] for _ in range(12)]
     for row in rows:
         for i, value in enumerate((row.message_id, row.kind, row.subscription_id,
                                    row.event_type, row.url, row.endpoint,
                                    orjson.dumps(row.headers).decode(), row.body, row.secret,
-                                   row.timeout, row.max_attempts)):
+                                   row.timeout, row.max_attempts, row.contact_id)):
             columns[i].append(value)
     found = await connection.fetchrow(INSERT, *columns)
     return int(found["queued"]) if found else 0

@@ -1,6 +1,6 @@
-"""The engine's share of export and erase: the contact row, its joined anonymous ids and its
-events. Statements on ``events`` select and delete by ``contact_id`` only, so they work the
-same on a plain and a time-partitioned table."""
+"""The engine's share of export and erase: the contact row, its joined anonymous ids, its
+events and the outbox requests about it. Statements on ``events`` select and delete by
+``contact_id`` only, so they work the same on a plain and a time-partitioned table."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 
 from engine.privacy.hashing import HashKey
 from engine.privacy.parts import Page, Section, Subject
@@ -60,11 +61,34 @@ async def _events(connection: asyncpg.Connection, subject: Subject, cursor: Any)
     return items, rows[-1]["position"] if len(rows) == EVENTS_PAGE else None
 
 
+async def _webhook_requests(connection: asyncpg.Connection, subject: Subject,
+                            cursor: Any) -> Page:
+    """Outbound HTTP requests about the contact (webhook steps, outcome webhooks), oldest
+    first; the body as JSON when it is JSON, else as text."""
+    rows = await connection.fetch(
+        """SELECT id, kind, event_type, url, state, attempts, body, created_at FROM outbox
+           WHERE contact_id = ANY($1::text[]) AND id > $2 ORDER BY id LIMIT $3""",
+        list(subject.ids), cursor or 0, EVENTS_PAGE)
+    items = [{"id": r["id"], "kind": r["kind"], "event_type": r["event_type"],
+              "url": r["url"], "state": r["state"], "attempts": r["attempts"],
+              "body": _body(bytes(r["body"])), "created_at": format_rfc3339(r["created_at"])}
+             for r in rows]
+    return items, rows[-1]["id"] if len(rows) == EVENTS_PAGE else None
+
+
+def _body(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace")
+
+
 class ContactRecords:
     name = "engine"
 
     def sections(self) -> Sequence[Section]:
-        return (Section("identities", _identities), Section("events", _events))
+        return (Section("identities", _identities), Section("events", _events),
+                Section("webhook_requests", _webhook_requests))
 
     async def erase(self, connection: asyncpg.Connection, subject: Subject,
                     key: HashKey) -> dict[str, int]:
@@ -75,8 +99,10 @@ class ContactRecords:
             "DELETE FROM identities WHERE contact_id = $1", subject.contact_id)
         contacts = await connection.execute(
             "DELETE FROM contacts WHERE contact_id = ANY($1::text[])", ids)
+        requests = await connection.execute(
+            "DELETE FROM outbox WHERE contact_id = ANY($1::text[])", ids)
         return {"events": _count(events), "identities": _count(identities),
-                "contacts": _count(contacts)}
+                "contacts": _count(contacts), "outbox": _count(requests)}
 
 
 def _count(status: str) -> int:

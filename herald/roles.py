@@ -15,6 +15,7 @@ from automation.content.link_policy import normalize_domains
 from automation.content.templates import TemplateSet
 from automation.live.service import AutomationService
 from automation.loading.catalog import Catalog
+from automation.model.goals import Goals
 from automation.privacy import AutomationRecords
 from automation.runtime.guards import parse_quiet_hours
 from automation.runtime.interpreter import Policy
@@ -281,7 +282,8 @@ class AutomationRole:
         except ValueError as exc:
             raise ConfigError(f"automation.{exc}") from None
         self.service: AutomationService | None = None
-        self.stats = StatsFollower(database, settings.stats)
+        self.stats = StatsFollower(database, settings.stats, Goals(
+            settings.stats.goal, {w.name: w.goal for w in self.catalog.current.values()}))
 
     async def start(self) -> None:
         identity = await queue_identity(self.settings, self.database)

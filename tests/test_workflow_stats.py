@@ -17,6 +17,7 @@ import pytest
 
 from automation.loading.catalog import Catalog
 from automation.loading.loader import parse_workflow
+from automation.model.goals import Goals
 from automation.stats.follower import StatsFollower
 from automation.stats.query import workflow_stats
 from automation.stats.settings import StatsSettings
@@ -155,7 +156,7 @@ async def test_exactly_once_across_a_crash_a_restart_and_two_followers(
         while True:  # until the batch reads something (older transactions may be open)
             transaction = connection.transaction()
             await transaction.start()
-            result = await fold_batch(connection, small.goal, small.read_batch)
+            result = await fold_batch(connection, Goals(small.goal), small.read_batch)
             await transaction.rollback()
             if result.events + result.decisions:
                 break

@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, cast
 
 from automation.content.templates import TemplateSet
@@ -23,11 +24,14 @@ from automation.model import definitions as d
 from automation.model.conditions import ENGAGEMENT_EVENTS, excluding_machine
 from automation.model.durations import duration_seconds, parse_clock, parse_window
 from automation.model.filters import Predicate, compile_filter, compile_value_test, parse_path
+from automation.model.goals import NO_GOAL, Goal, GoalChoice
 from engine.mailboxes import HeaderError, check_header_value
 
 MAX_STEPS = 300
 MAX_DEPTH = 8
 MAX_WEBHOOK_TIMEOUT = 60.0
+DEFAULT_GOAL_VALUE, DEFAULT_GOAL_WINDOW = "amount", "5d"  # as [stats]'s defaults
+MAX_GOAL_WINDOW = 400 * 86400.0
 _URL = re.compile(r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$")
 
 
@@ -65,6 +69,11 @@ class WorkflowBuilder:
                 exits.append(self.condition(raw, f"exit_when[{index}]"))
             except DefinitionError as exc:
                 self.collect(exc)
+        goal: GoalChoice = None
+        try:
+            goal = self.goal(doc.get("goal"), "goal")
+        except DefinitionError as exc:
+            self.collect(exc)
         steps = self.steps(doc["steps"], "steps", 0)
         if len(self.order) > MAX_STEPS:
             self.problems.append(f"steps: more than {MAX_STEPS} steps")
@@ -83,7 +92,21 @@ class WorkflowBuilder:
             transactional=doc.get("transactional", False), reentry=reentry,
             requires_consent=doc.get("requires_consent"),
             exit_when=tuple(exits),
-            accept_browser_events=doc["trigger"].get("accept_browser_events", False))
+            accept_browser_events=doc["trigger"].get("accept_browser_events", False),
+            goal=goal)
+
+    def goal(self, raw: Any, where: str) -> GoalChoice:
+        """``goal:``: absent (None: [stats]'s goal), ``false`` (no attribution) or
+        ``{event, value, window}`` (value defaults to ``amount``, window to 5d)."""
+        if raw is None:
+            return None
+        if raw is False:
+            return NO_GOAL
+        window = duration_seconds(raw.get("window", DEFAULT_GOAL_WINDOW),
+                                  key_path(where, "window"), allow_zero=False)
+        if window > MAX_GOAL_WINDOW:
+            raise DefinitionError(f"{key_path(where, 'window')}: at most 400d")
+        return Goal(raw["event"], raw.get("value", DEFAULT_GOAL_VALUE), timedelta(seconds=window))
 
     # conditions and triggers
 

@@ -25,6 +25,7 @@ from automation.model.conditions import EventCondition as EventCondition
 from automation.model.conditions import scalar_key as scalar_key
 from automation.model.durations import LocalWindow, next_in_window, zone
 from automation.model.filters import Filter, PropertyPath
+from automation.model.goals import GoalChoice
 from automation.model.triggers import AbsenceTrigger as AbsenceTrigger
 from automation.model.triggers import Aggregate as Aggregate
 from automation.model.triggers import AttributeChangeTrigger as AttributeChangeTrigger
@@ -261,6 +262,7 @@ class Workflow:
     requires_consent: bool | None = None
     exit_when: tuple[EventCondition, ...] = ()
     accept_browser_events: bool = False
+    goal: GoalChoice = None  # None: [stats]'s goal; NO_GOAL: no attribution; else its own
 
     def walk(self) -> Iterator[Step]:
         return walk_steps(self.steps)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 
+from automation.model.goals import Goals
 from automation.stats.settings import StatsSettings
 from automation.stats.store import fold_batch, pending
 from engine.database import Database
@@ -22,9 +23,13 @@ RETRY_AFTER_ERROR = 5.0
 
 
 class StatsFollower:
-    def __init__(self, database: Database, settings: StatsSettings) -> None:
+    def __init__(self, database: Database, settings: StatsSettings,
+                 goals: Goals | None = None) -> None:
+        """``goals``: each workflow's goal (its own ``goal:`` or ``[stats]``'s); by default
+        ``[stats]``'s for every workflow."""
         self.database = database
         self.settings = settings
+        self.goals = goals if goals is not None else Goals(settings.goal)
         self.counted = 0  # log rows moved past, since start
         self.behind = False  # the last catch_up stopped at max_batches with more to read
         self.idle = asyncio.Event()  # set by the task after a pass that found nothing to read
@@ -37,7 +42,7 @@ class StatsFollower:
         self.behind = True
         while max_batches is None or batches < max_batches:
             async with self.database.connection() as connection:
-                result = await fold_batch(connection, self.settings.goal,
+                result = await fold_batch(connection, self.goals,
                                           self.settings.read_batch)
             moved += result.events + result.decisions
             batches += 1

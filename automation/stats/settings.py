@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from automation.stats.tally import Goal
+from automation.model.goals import Goal
 from engine.settings_loader import duration
 
 AB_METRICS = ("clicks", "conversions")

@@ -17,13 +17,13 @@ from typing import Any
 
 import asyncpg
 
+from automation.model.goals import Goals
 from automation.stats.tally import (
     FIELDS,
     OUTCOMES,
     Click,
     Decision,
     Fact,
-    Goal,
     Tally,
     tally,
 )
@@ -109,10 +109,10 @@ class BatchResult:
     full: bool  # a log had more than the batch held: read again at once
 
 
-async def fold_batch(connection: asyncpg.Connection, goal: Goal | None,
+async def fold_batch(connection: asyncpg.Connection, goals: Goals,
                      limit: int) -> BatchResult:
     """Count the next batch of both logs in one transaction (see the module docstring)."""
-    types = sorted(set(OUTCOMES) | ({goal.event} if goal else set()))
+    types = sorted(set(OUTCOMES) | goals.events)
     async with connection.transaction():
         state = await connection.fetchrow(LOCK_STATE)
         events = await connection.fetch(READ_EVENTS, str(state["events_txid"]),
@@ -124,12 +124,12 @@ async def fold_batch(connection: asyncpg.Connection, goal: Goal | None,
         facts = [Fact(r["type"], r["contact_id"], r["properties"] or {}, r["occurred_at"])
                  for r in events if r["properties"] is not None]
         contacts = sorted({f.contact_id for f in facts
-                           if f.type == "email_clicked" or (goal and f.type == goal.event)})
+                           if f.type == "email_clicked" or f.type in goals.events})
         known = {r["contact_id"]: Click(r["message_id"], r["workflow"], r["step"],
                                         r["clicked_at"])
                  for r in (await connection.fetch(LAST_CLICKS, contacts) if contacts else [])}
         result = tally(facts, [Decision(r["workflow"], r["step"], r["action"], r["at"])
-                               for r in decisions], goal, known)
+                               for r in decisions], goals, known)
         await _first_seen(connection, result)
         if result.counts:
             await connection.execute(ADD_COUNTS, _count_rows(result))

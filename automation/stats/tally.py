@@ -1,7 +1,7 @@
 """What a batch of facts adds to the funnel counters (pure).
 
 Facts come from two logs: the event log (the MTA's ``email_*`` outcomes, the tracker's
-``email_opened`` / ``email_clicked``, the configured goal event) and the decision log
+``email_opened`` / ``email_clicked``, the goal events) and the decision log
 (``entered`` and ``sent`` rows of ``workflow_log``). Counters are keyed by workflow, step and
 the fact's UTC day; ``""`` is the workflow itself (``entered``).
 
@@ -11,7 +11,7 @@ seen and only then counts them. Machine opens and clicks (``machine: true``) cou
 
 Attribution is last touch: a goal event of a contact within ``window`` after that contact's
 last human click is credited to the clicked message's workflow and step (``converted`` +1,
-``revenue`` + the goal value).
+``revenue`` + the goal value), when it is that workflow's goal (its own, or ``[stats]``'s).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from automation.model.goals import Goal, Goals
 
 WORKFLOW_ROW = ""  # the step key of a workflow's own row (entered)
 FIELDS = ("entered", "sent", "delivered", "bounced", "opened", "clicked", "unsubscribed",
@@ -38,15 +40,6 @@ OUTCOMES: dict[str, tuple[str, str | None]] = {
 }
 
 Key = tuple[str, str, date]  # workflow, step, day
-
-
-@dataclass(frozen=True, slots=True)
-class Goal:
-    """The configured conversion: an event type, the property holding its value, a window."""
-
-    event: str
-    value_property: str
-    window: timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +113,11 @@ def _text(properties: dict[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def tally(facts: list[Fact], decisions: list[Decision], goal: Goal | None,
+def tally(facts: list[Fact], decisions: list[Decision], goals: Goals,
           known_clicks: dict[str, Click]) -> Tally:
     """Fold one batch (each list in log order). ``known_clicks``: the stored last click of
-    every contact in ``facts`` that has one."""
+    every contact in ``facts`` that has one. A goal event is judged by the goal of the
+    workflow its contact last clicked in (:class:`automation.model.goals.Goals`)."""
     result = Tally()
     for decision in decisions:
         if decision.action == "entered":
@@ -134,8 +128,8 @@ def tally(facts: list[Fact], decisions: list[Decision], goal: Goal | None,
     clicks = dict(known_clicks)
     for fact in facts:
         properties = fact.properties if isinstance(fact.properties, dict) else {}
-        if goal is not None and fact.type == goal.event:
-            _convert(result, fact, properties, goal, clicks.get(fact.contact_id))
+        if fact.type in goals.events:
+            _convert(result, fact, properties, goals, clicks.get(fact.contact_id))
             continue
         outcome = OUTCOMES.get(fact.type)
         if outcome is None:
@@ -162,9 +156,12 @@ def tally(facts: list[Fact], decisions: list[Decision], goal: Goal | None,
     return result
 
 
-def _convert(result: Tally, fact: Fact, properties: dict[str, Any], goal: Goal,
+def _convert(result: Tally, fact: Fact, properties: dict[str, Any], goals: Goals,
              click: Click | None) -> None:
     if click is None or click.workflow is None or click.step is None:
+        return
+    goal: Goal | None = goals.for_workflow(click.workflow)
+    if goal is None or fact.type != goal.event:
         return
     elapsed = fact.occurred_at - click.clicked_at
     if timedelta(0) <= elapsed <= goal.window:

@@ -7,7 +7,8 @@ its events are committed. Idempotency keys already in the log (or earlier in the
 counted as duplicates and not stored again.
 
 How a batch is written (a plain batch in two round trips, others in one transaction) is
-:mod:`engine.intake.batch_write`.
+:mod:`engine.intake.batch_write`. Each writer task keeps its pooled connection from one batch to
+the next (:mod:`engine.intake.held_connection`: no release and reset round trip per batch).
 
 Every wait is bounded: a request waits at most the database's ``request`` timeout for its
 commit (checked by one sweeper task every :data:`SWEEP_FRACTION` of it, not by a timer per
@@ -39,6 +40,7 @@ from engine.errors import (
     HeraldError,
 )
 from engine.intake.batch_write import DryRunDone, is_plain, write_in_transaction, write_plain
+from engine.intake.held_connection import HeldConnection
 from engine.intake.identities import anonymous_ids
 from engine.intake.rows import RequestPart
 from engine.intake.validation import EventIn
@@ -52,6 +54,9 @@ from engine.metrics import (
 log = logging.getLogger("herald.intake")
 
 SWEEP_FRACTION = 0.05  # the sweeper runs every 5 % of the request timeout (at most 100 ms)
+# Commits in flight at once, each on a connection of its own (more were measured: smaller
+# batches, more work per event, no higher rate; docs/PERFORMANCE.md, "Intake").
+WRITERS = 2
 
 
 class IntakeOverloaded(HeraldError):
@@ -90,7 +95,8 @@ class _Request:
 
 
 class EventWriter:
-    def __init__(self, database: Database, settings: IntakeSettings, writers: int = 2) -> None:
+    def __init__(self, database: Database, settings: IntakeSettings, writers: int = WRITERS
+                 ) -> None:
         self._database = database
         self._settings = settings
         self._writers = writers
@@ -188,27 +194,31 @@ class EventWriter:
         return batch
 
     async def _run(self) -> None:
-        while True:
-            if not self._pending:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            if self._settings.commit_max_wait > 0 and not self._closing and \
-                    self._pending_events < self._settings.commit_max_events:
-                await asyncio.sleep(self._settings.commit_max_wait)
-            batch = self._take_batch()
-            if batch:
-                self._in_flight.append(batch)
-                try:
-                    await self._commit(batch)
-                finally:
-                    self._in_flight.remove(batch)
-
-    async def _commit(self, batch: list[_Request]) -> None:
+        database = HeldConnection(self._database)  # this writer's, kept between batches
         try:
-            results = await self._write_with_retry(batch)
+            while True:
+                if not self._pending:
+                    if self._closing:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                if self._settings.commit_max_wait > 0 and not self._closing and \
+                        self._pending_events < self._settings.commit_max_events:
+                    await asyncio.sleep(self._settings.commit_max_wait)
+                batch = self._take_batch()
+                if batch:
+                    self._in_flight.append(batch)
+                    try:
+                        await self._commit(database, batch)
+                    finally:
+                        self._in_flight.remove(batch)
+        finally:
+            await database.release()
+
+    async def _commit(self, database: Database, batch: list[_Request]) -> None:
+        try:
+            results = await self._write_with_retry(database, batch)
         except DatabaseUnavailable as exc:
             for request in batch:
                 if not request.future.done():
@@ -216,24 +226,24 @@ class EventWriter:
             return
         except DatabaseError:
             if len(batch) == 1:
-                await self._commit_alone(batch[0])
+                await self._commit_alone(database, batch[0])
                 return
             # Something in one request made the whole batch fail: isolate it by committing
             # each request on its own, so one bad request cannot fail the others.
             log.warning("batch commit failed; retrying requests one by one", exc_info=True)
             for request in batch:
-                await self._commit_alone(request)
+                await self._commit_alone(database, request)
             return
         for request, result in zip(batch, results, strict=True):
             if not request.future.done():
                 request.future.set_result(result)
 
-    async def _commit_alone(self, request: _Request) -> None:
+    async def _commit_alone(self, database: Database, request: _Request) -> None:
         try:
-            result = (await self._write_with_retry([request]))[0]
+            result = (await self._write_with_retry(database, [request]))[0]
         except DatabaseRejected as exc:
-            outcome: BaseException = EventsRejected(exc.reason,
-                                                    await self._first_refused(request))
+            outcome: BaseException = EventsRejected(
+                exc.reason, await self._first_refused(database, request))
         except DatabaseError as exc:
             outcome = exc
         else:
@@ -243,7 +253,7 @@ class EventWriter:
         if not request.future.done():
             request.future.set_exception(outcome)
 
-    async def _first_refused(self, request: _Request) -> int | None:
+    async def _first_refused(self, database: Database, request: _Request) -> int | None:
         """The index of an event the database refuses on its own, found by bisection with
         rolled-back dry runs (a few transactions, only for a refused request)."""
         if len(request.events) == 1:
@@ -252,34 +262,37 @@ class EventWriter:
         try:
             while high - low > 1:
                 middle = (low + high) // 2
-                if await self._refused(request, low, middle):
+                if await self._refused(database, request, low, middle):
                     high = middle
                 else:
                     low = middle
-            return low if await self._refused(request, low, low + 1) else None
+            return low if await self._refused(database, request, low, low + 1) else None
         except DatabaseError:
             return None
 
-    async def _refused(self, request: _Request, start: int, stop: int) -> bool:
+    async def _refused(self, database: Database, request: _Request, start: int,
+                       stop: int) -> bool:
         part = _Request(request.events[start:stop], request.source, request.future)
         try:
-            await self._write([part], commit=False)
+            await self._write(database, [part], commit=False)
         except DryRunDone:
             return False
         except DatabaseRejected:
             return True
         return False
 
-    async def _write_with_retry(self, batch: list[_Request]) -> list[StoreResult]:
+    async def _write_with_retry(self, database: Database, batch: list[_Request]
+                                ) -> list[StoreResult]:
         for attempt in range(3):
             try:
-                return await self._write(batch)
+                return await self._write(database, batch)
             except DatabaseContention:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    async def _write(self, batch: list[_Request], commit: bool = True) -> list[StoreResult]:
+    async def _write(self, database: Database, batch: list[_Request],
+                     commit: bool = True) -> list[StoreResult]:
         seen: set[str] = set()
         for request in batch:
             flags = []
@@ -301,9 +314,9 @@ class EventWriter:
                     if not request.future.done():
                         request.future.set_result(result)
 
-            await write_plain(self._database, _parts(batch), events, answer)
+            await write_plain(database, _parts(batch), events, answer)
             return results
-        stored_ids = await write_in_transaction(self._database, _parts(batch), events,
+        stored_ids = await write_in_transaction(database, _parts(batch), events,
                                                 anonymous, commit)
         return self._results(batch, stored_ids)
 

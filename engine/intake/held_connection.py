@@ -1,0 +1,56 @@
+"""One pooled connection kept by a group-commit writer from one batch to the next.
+
+Giving a connection back to asyncpg's pool resets it (one more round trip: advisory locks,
+cursors, listeners, settings), and taking one costs a little bookkeeping; a writer that commits
+batch after batch keeps its connection instead. :class:`HeldConnection` is a :class:`Database`
+over the same pool whose :meth:`connection` hands out that one connection, acquiring it on
+first use.
+
+A batch leaves nothing behind on the connection (its statements run in autocommit or in a
+transaction that commits or rolls back; ``set_config(..., true)`` lasts until the end of its
+own statement's transaction), so the reset is only worth it after something went wrong: after
+any error in a block the connection goes back to the pool (reset, or dropped when broken) and
+the next block acquires another. Not for concurrent use: one per writer task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from engine.database import Database
+from engine.db_errors import database_errors
+
+
+class HeldConnection(Database):
+    def __init__(self, database: Database) -> None:
+        super().__init__(database.pool, database.url, database.timeouts)
+        self._held: asyncpg.Connection | None = None
+
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None
+                         ) -> AsyncIterator[asyncpg.Connection]:
+        """The held connection (acquired within ``timeout`` if none is held); database errors
+        in the block leave as :mod:`engine.errors` types, and give the connection back."""
+        with database_errors():
+            if self._held is None:
+                self._held = await self.pool.acquire(timeout=timeout or self.timeouts.acquire)
+            try:
+                yield self._held
+            except BaseException:
+                await self.release()
+                raise
+
+    async def release(self) -> None:
+        """Give the connection back to the pool (which resets it, or drops it if broken)."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        try:
+            await self.pool.release(held, timeout=self.timeouts.acquire)
+        except Exception:  # a connection that cannot be reset is of no use
+            with contextlib.suppress(Exception):
+                held.terminate()

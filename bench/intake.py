@@ -7,6 +7,8 @@ Starts ``herald run --role http`` (on the embedded Postgres in a temporary direc
   and httptools parsing the JSON and answering 202, no database) under the single-event load,
   and raw COPY into the same Postgres (:mod:`bench.copy_ceiling`) for the batch phase;
 * Herald with N keep-alive clients posting single events, then M clients posting batches;
+  the single-event phase and the bare stack take turns in ``--slices`` slices (both servers
+  up throughout), so that the neighbours' changing load falls on both alike;
 * an anchor: the latency of one durable commit into the same Postgres, and the bound it puts
   on single events at N clients (``anchors``).
 
@@ -51,6 +53,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     parser.add_argument("--warm-up", type=float, default=1.0,
                         help="seconds of unmeasured load before each single-event phase")
+    parser.add_argument("--slices", type=int, default=5,
+                        help="the single-event phase and its bare-stack ceiling take turns in "
+                             "this many slices each (same neighbours' load for both)")
     parser.add_argument("--concurrency", type=int, default=64,
                         help="clients posting single events")
     parser.add_argument("--batch-size", type=int, default=500)
@@ -115,15 +120,38 @@ def summarise(name: str, result: LoadResult, elapsed: float,
     }
 
 
-async def single_phase(name: str, port: int, headers: dict[str, str], run: str,
-                       args: argparse.Namespace) -> tuple[dict[str, Any], EventSource, LoadResult]:
-    """A brief warm-up (ids of their own, not measured), then the measured single-event load."""
-    warm_up = EventSource(f"{run}warm-{name}-", args.contacts)
-    source = EventSource(f"{run}{name}-", args.contacts)
-    await run_load(HOST, port, headers, WARM_UP_CLIENTS, args.warm_up, warm_up.single, PATH)
-    result, elapsed = await run_load(HOST, port, headers, args.concurrency, args.duration,
-                                     source.single, PATH)
-    return summarise(name, result, elapsed, 1), source, result
+def merge(into: LoadResult, result: LoadResult) -> None:
+    into.latencies.extend(result.latencies)
+    for status, count in result.statuses.items():
+        into.statuses[status] = into.statuses.get(status, 0) + count
+    into.errors += result.errors
+    into.acknowledged.extend(result.acknowledged)
+
+
+async def single_phases(targets: dict[str, int], headers: dict[str, str], run: str,
+                        args: argparse.Namespace
+                        ) -> dict[str, tuple[dict[str, Any], EventSource, LoadResult]]:
+    """The single-event load on each target (name: port): a brief warm-up each (ids of their
+    own, not measured), then ``args.slices`` rounds in which each target gets
+    ``duration / slices`` seconds in turn (who goes first alternates), so that a change in the
+    neighbours' load falls on all of them alike. A target's rate is its answers over the sum of
+    its slices' elapsed times (each from its first request to its last answer)."""
+    sources = {name: EventSource(f"{run}{name}-", args.contacts) for name in targets}
+    results = {name: LoadResult() for name in targets}
+    elapsed = dict.fromkeys(targets, 0.0)
+    for name, port in targets.items():
+        warm_up = EventSource(f"{run}warm-{name}-", args.contacts)
+        await run_load(HOST, port, headers, WARM_UP_CLIENTS, args.warm_up, warm_up.single, PATH)
+    slices = max(1, args.slices)
+    order = list(targets)
+    for turn in range(slices):
+        for name in order if turn % 2 == 0 else reversed(order):
+            result, seconds = await run_load(HOST, targets[name], headers, args.concurrency,
+                                             args.duration / slices, sources[name].single, PATH)
+            merge(results[name], result)
+            elapsed[name] += seconds
+    return {name: (summarise(name, results[name], elapsed[name], 1), sources[name],
+                   results[name]) for name in targets}
 
 
 # --- the bare HTTP stack ---------------------------------------------------------------------
@@ -159,15 +187,19 @@ class BareHttpProcess:
                 self.process.wait(5)
 
 
-async def measure_bare_http(headers: dict[str, str], run: str,
-                            args: argparse.Namespace) -> dict[str, Any]:
+async def single_and_bare_http(port: int, headers: dict[str, str], run: str,
+                               args: argparse.Namespace
+                               ) -> tuple[dict[str, Any], tuple[dict[str, Any], EventSource,
+                                                                LoadResult]]:
+    """The bare stack's summary and Herald's single-event phase, measured in turns."""
     bare = BareHttpProcess()
     bare.start()
     try:
-        summary, _, _ = await single_phase("bare_http", bare.port, headers, run, args)
+        phases = await single_phases({"bare_http": bare.port, "single": port}, headers, run,
+                                     args)
     finally:
         bare.stop()
-    return summary
+    return phases["bare_http"][0], phases["single"]
 
 
 # --- the check of what was acknowledged ------------------------------------------------------
@@ -231,8 +263,8 @@ async def drive(port: int, key: str, args: argparse.Namespace, run: str
     acknowledged: dict[str, set[str]] = {}
 
     if not args.no_single:
-        ceilings["bare_http"] = await measure_bare_http(headers, run, args)
-        summary, single, result = await single_phase("single", port, headers, run, args)
+        ceilings["bare_http"], (summary, single, result) = await single_and_bare_http(
+            port, headers, run, args)
         phases.append(summary)
         acknowledged[single.prefix] = single.acknowledged_ids(result)
 

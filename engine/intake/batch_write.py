@@ -2,12 +2,11 @@
 for how batches are formed and answered).
 
 A plain batch (contacts named, no anonymous ids, joins or traits: the native API's events;
-fewer than :data:`PLAIN_MAX_EVENTS`) takes two round trips and no explicit transaction: the
-contacts upsert, committed without waiting for the WAL flush, then the events statement,
-whose commit waits for the flush of all WAL before it, so both are durable before any 202; the
-NOTIFY for the log's followers comes after the answers. Other batches run in one transaction
-(begun together with its NOTIFY), where anonymous ids are resolved and joins and traits
-applied.
+fewer than :data:`PLAIN_MAX_EVENTS`) is one autocommitted statement, its contacts and its
+events together, durable before any 202 and atomic: a batch the database refuses leaves no
+contact behind. The NOTIFY for the log's followers comes after the answers. Other batches
+run in one transaction (begun together with its NOTIFY), where anonymous ids are resolved and
+joins and traits applied.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import asyncpg
 
 from engine.database import Database
 from engine.errors import DatabaseError
-from engine.eventlog import COPY_MIN_ROWS, EVENTS_CHANNEL, append_rows, append_typed
+from engine.eventlog import COPY_MIN_ROWS, EVENTS_CHANNEL, append_typed
 from engine.intake.identities import (
     apply_identity,
     lock_and_resolve,
@@ -69,30 +68,45 @@ async def transaction_with_notify(database: Database, managed: bool
         await connection.execute("COMMIT")
 
 
-# The plain batch's contacts, outside any transaction: new ones inserted, missing emails filled
-# (rows the insert just made have theirs), committed WITHOUT waiting for the WAL flush: the
-# events statement that follows commits after it and waits for the flush of all WAL up to its
-# own commit record, this one's included, so the contacts are durable before any 202.
-UPSERT_CONTACTS_RELAXED = """
-    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
-    inserted AS (
+# The plain batch in ONE statement, autocommitted (so atomic and durable before any 202): the
+# contacts ($2 ids in sort order, $3 an email or null each: new ones inserted, missing emails
+# filled; rows the insert makes have theirs), then the events of $1 exactly as
+# engine.eventlog.INSERT_EVENTS stores them (ids claimed in event_ids, repeats skipped). A
+# batch the database refuses leaves nothing behind, not even a contact.
+WRITE_PLAIN = """
+    WITH contact_rows AS (
+        SELECT * FROM unnest($2::text[], $3::text[]) AS u(contact_id, email)
+    ), inserted_contacts AS (
         INSERT INTO contacts (contact_id, email)
-        SELECT u.contact_id, u.email
-        FROM unnest($1::text[], $2::text[]) AS u(contact_id, email), relaxed
+        SELECT contact_id, email FROM contact_rows
         ON CONFLICT (contact_id) DO NOTHING
+    ), filled_emails AS (
+        UPDATE contacts AS c SET email = u.email, updated_at = now()
+        FROM contact_rows AS u
+        WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
+    ), batch AS (
+        SELECT r, n FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS b(r, n)
+    ), claimed AS (
+        INSERT INTO event_ids (event_id)
+        SELECT r->>0 FROM batch WHERE r->>0 IS NOT NULL ORDER BY r->>0
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+    ), first AS (
+        SELECT min(n) AS n FROM batch JOIN claimed ON claimed.event_id = batch.r->>0
+        GROUP BY claimed.event_id
     )
-    UPDATE contacts AS c SET email = u.email, updated_at = now()
-    FROM unnest($1::text[], $2::text[]) AS u(contact_id, email), relaxed
-    WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
+    INSERT INTO events (event_id, type, contact_id, email, properties, occurred_at, source)
+    SELECT r->>0, r->>1, r->>2, r->>3, r->4, (r->>5)::timestamptz, r->>6
+    FROM batch
+    WHERE r->>0 IS NULL OR n IN (SELECT n FROM first)
+    ORDER BY n
+    RETURNING event_id
 """
 
 
-# The plain path writes the events with one self-contained statement (append_rows), safe
-# outside a transaction; larger batches go in a transaction, where append_typed claims their
-# ids and COPYs the rows (two statements that must commit together).
+# Larger batches go in a transaction, where append_typed claims their ids and COPYs the rows
+# (two statements that must commit together).
 PLAIN_MAX_EVENTS = 4 * COPY_MIN_ROWS
-
-
 
 
 class DryRunDone(Exception):
@@ -107,23 +121,18 @@ def is_plain(events: list[EventIn], anonymous: list[str]) -> bool:
 
 async def write_plain(database: Database, parts: list[RequestPart], events: list[EventIn],
                       answer: Callable[[set[str]], None]) -> None:
-    """A plain batch in two round trips and no explicit transaction: the contacts statement
-    (see UPSERT_CONTACTS_RELAXED), then the events statement, whose own commit is the durable
-    one. ``answer`` gets the stored ids at once, then the NOTIFY goes out on the same
-    connection, and only then is it reset and released (a round trip of its own).
-    A contact may exist without the events of a request the database refused: it is
-    stored empty, never lost."""
+    """A plain batch in one autocommitted statement (:data:`WRITE_PLAIN`: its contacts and its
+    events, atomic). ``answer`` gets the stored ids at once, then the NOTIFY goes out on the
+    same connection, and only then is it reset and released (a round trip of its own)."""
     answered = False
     try:
         async with database.connection() as connection:
             email_owner = await email_owners(connection, events)
             built = batch_rows(parts, email_owner, {}, set())
-            if built.contacts:
-                contact_ids = sorted(built.contacts)  # one lock order for every batch
-                await connection.execute(UPSERT_CONTACTS_RELAXED, contact_ids,
-                                         [built.contacts[c] for c in contact_ids])
-            stored_ids = await append_rows(connection, built.rows, notify=False)
-            answer(stored_ids)
+            contact_ids = sorted(built.contacts)  # one lock order for every batch
+            inserted = await connection.fetch(WRITE_PLAIN, built.rows, contact_ids,
+                                              [built.contacts[c] for c in contact_ids])
+            answer({row["event_id"] for row in inserted if row["event_id"] is not None})
             answered = True
             await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
     except DatabaseError:

@@ -20,7 +20,7 @@ import asyncpg
 
 from engine.database import Database
 from engine.errors import DatabaseError
-from engine.eventlog import COPY_MIN_ROWS, EVENTS_CHANNEL, append_typed
+from engine.eventlog import COPY_MIN_ROWS, EVENTS_CHANNEL, append_typed, copy_claimed
 from engine.intake.identities import (
     apply_identity,
     lock_and_resolve,
@@ -68,24 +68,36 @@ async def transaction_with_notify(database: Database, managed: bool
         await connection.execute("COMMIT")
 
 
-# The plain batch in ONE statement, autocommitted (so atomic and durable before any 202): the
-# contacts ($2 ids in sort order, $3 an email or null each: new ones inserted, missing emails
-# filled; rows the insert makes have theirs), then the events of $1 exactly as
-# engine.eventlog.INSERT_EVENTS stores them (ids claimed in event_ids, repeats skipped). A
-# batch the database refuses leaves nothing behind, not even a contact.
-WRITE_PLAIN = """
-    WITH contact_rows AS (
+# A plain batch's contacts, as CTEs of the statement that also claims its ids: $2 the contact
+# ids in sort order, $3 an email or null each; new contacts inserted, missing emails filled
+# (rows the insert makes have theirs). ``contacts_done`` gates the claims, so every statement
+# writes contacts before event ids (one order: concurrent batches cannot deadlock on them).
+_PLAIN_CONTACTS = """
+    contact_rows AS (
         SELECT * FROM unnest($2::text[], $3::text[]) AS u(contact_id, email)
     ), inserted_contacts AS (
         INSERT INTO contacts (contact_id, email)
         SELECT contact_id, email FROM contact_rows
         ON CONFLICT (contact_id) DO NOTHING
+        RETURNING 1
     ), filled_emails AS (
         UPDATE contacts AS c SET email = u.email, updated_at = now()
         FROM contact_rows AS u
         WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
-    ), batch AS (
+        RETURNING 1
+    ), contacts_done AS (
+        SELECT (SELECT count(*) FROM inserted_contacts) + (SELECT count(*) FROM filled_emails)
+            AS n
+    )"""
+
+# A small plain batch in ONE statement, autocommitted (so atomic and durable before any 202):
+# its contacts, then the events of $1 exactly as engine.eventlog.INSERT_EVENTS stores them
+# (ids claimed in event_ids, repeats skipped). A batch the database refuses leaves nothing
+# behind, not even a contact.
+WRITE_PLAIN = f"""
+    WITH {_PLAIN_CONTACTS}, batch AS (
         SELECT r, n FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS b(r, n)
+        WHERE (SELECT n FROM contacts_done) >= 0
     ), claimed AS (
         INSERT INTO event_ids (event_id)
         SELECT r->>0 FROM batch WHERE r->>0 IS NOT NULL ORDER BY r->>0
@@ -103,9 +115,25 @@ WRITE_PLAIN = """
     RETURNING event_id
 """
 
+# A large plain batch: its contacts, its ids ($1) claimed and the NOTIFY queued (delivered at
+# commit) in one statement, then COPY of the rows whose ids it claimed (engine.eventlog's
+# copy_claimed), in one transaction.
+CLAIM_PLAIN = f"""
+    WITH {_PLAIN_CONTACTS}, claimed AS (
+        INSERT INTO event_ids (event_id)
+        SELECT id FROM unnest($1::text[]) AS id
+        WHERE (SELECT n FROM contacts_done) >= 0
+        ORDER BY id
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+    )
+    SELECT event_id FROM claimed
+    UNION ALL
+    SELECT NULL FROM pg_notify('{EVENTS_CHANNEL}', '')
+"""
 
-# Larger batches go in a transaction, where append_typed claims their ids and COPYs the rows
-# (two statements that must commit together).
+
+# Larger plain batches: CLAIM_PLAIN, then COPY, in one transaction.
 PLAIN_MAX_EVENTS = 4 * COPY_MIN_ROWS
 
 
@@ -115,8 +143,13 @@ class DryRunDone(Exception):
 
 def is_plain(events: list[EventIn], anonymous: list[str]) -> bool:
     """Whether a batch can take the plain path (no identity work, small enough)."""
-    return len(events) < PLAIN_MAX_EVENTS and not anonymous and \
-        not any(e.joins_anonymous or e.traits is not None for e in events)
+    return len(events) < PLAIN_MAX_EVENTS and has_no_identity_work(events, anonymous)
+
+
+def has_no_identity_work(events: list[EventIn], anonymous: list[str]) -> bool:
+    """No anonymous ids to resolve, no joins, no traits: contacts named, events stored."""
+    return not anonymous and not any(e.joins_anonymous or e.traits is not None
+                                     for e in events)
 
 
 async def write_plain(database: Database, parts: list[RequestPart], events: list[EventIn],
@@ -147,6 +180,8 @@ async def write_in_transaction(database: Database, parts: list[RequestPart],
                                commit: bool) -> set[str]:
     """Any batch in one transaction; with ``commit`` false it ends in :class:`DryRunDone`
     (rolled back)."""
+    if commit and has_no_identity_work(events, anonymous):
+        return await write_plain_copy(database, parts, events)
     # Trait updates (upsert_contact) use a savepoint: those batches need asyncpg's own.
     managed = any(event.traits is not None for event in events)
     async with transaction_with_notify(database, managed) as (connection, notify):
@@ -165,3 +200,20 @@ async def write_in_transaction(database: Database, parts: list[RequestPart],
             raise DryRunDone
     return stored_ids
 
+
+
+async def write_plain_copy(database: Database, parts: list[RequestPart],
+                           events: list[EventIn]) -> set[str]:
+    """A large plain batch: its rows built before the transaction opens, then three round
+    trips in it (BEGIN, CLAIM_PLAIN, the COPY) and the COMMIT. Returns the stored ids."""
+    async with database.connection() as connection:
+        email_owner = await email_owners(connection, events)
+        built = batch_rows(parts, email_owner, {}, set())
+        contact_ids = sorted(built.contacts)  # one lock order for every batch
+        ids = [row[0] for row in built.rows if row[0] is not None]
+        async with connection.transaction():
+            claimed = {row["event_id"] for row in await connection.fetch(
+                CLAIM_PLAIN, ids, contact_ids, [built.contacts[c] for c in contact_ids])}
+            claimed.discard(None)  # the notification's row
+            await copy_claimed(connection, built.rows, claimed)
+    return claimed

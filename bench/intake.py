@@ -44,6 +44,7 @@ from bench.loadclient import LoadResult, percentile, run_load
 HOST = "127.0.0.1"
 PATH = "/v1/events"
 WARM_UP_CLIENTS = 8
+WRITERS_PER_SERVER = 2  # engine.intake.writer.EventWriter's writer tasks in each http process
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -65,11 +66,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--servers", type=int, default=1,
                         help="HTTP server processes sharing the port (SO_REUSEPORT)")
     parser.add_argument("--log", type=Path, help="write the server's log here")
-    parser.add_argument("--copy-connections", type=int, default=2,
-                        help="connections for the raw COPY ceiling of the batch phase")
+    parser.add_argument("--copy-connections", type=int,
+                        help="connections for the raw COPY ceiling of the batch phase (default: "
+                             f"{WRITERS_PER_SERVER} per server process, as many as Herald's "
+                             "intake writers commit on at once)")
     parser.add_argument("--no-single", action="store_true",
                         help="skip the single-event phase and its ceiling (batches only)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.copy_connections is None:
+        args.copy_connections = WRITERS_PER_SERVER * args.servers
+    return args
 
 
 # --- load ------------------------------------------------------------------------------------

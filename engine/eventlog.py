@@ -103,14 +103,23 @@ async def append_typed(connection: asyncpg.Connection, rows: list[tuple[Any, ...
     ids = [row[0] for row in rows if row[0] is not None]
     claimed = {r["event_id"] for r in await connection.fetch(CLAIM_IDS, ids)}
     claimed.discard(None)  # the notification's row
-    stored = set(claimed)
+    await copy_claimed(connection, rows, claimed)
+    return claimed
+
+
+async def copy_claimed(connection: asyncpg.Connection, rows: list[tuple[Any, ...]],
+                       claimed: set[str]) -> None:
+    """COPY the rows without an id and the first row of each id in ``claimed`` (ids this
+    transaction has just claimed in ``event_ids``); a repeat later in the batch is a
+    duplicate."""
+    pending = set(claimed)
     new = []
     for row in rows:
         event_id = row[0]
         if event_id is None:
             new.append(row)
-        elif event_id in claimed:
-            claimed.discard(event_id)  # a repeat later in the batch is a duplicate
+        elif event_id in pending:
+            pending.discard(event_id)
             new.append(row)
     if new:
         try:
@@ -118,7 +127,6 @@ async def append_typed(connection: asyncpg.Connection, rows: list[tuple[Any, ...
                                                    columns=COPY_COLUMNS)
         except (TypeError, ValueError) as exc:  # a value the client-side encoders refuse
             raise DatabaseRejected(reason(exc)) from exc
-    return stored
 
 
 async def append_events(connection: asyncpg.Connection, events: list[LogEvent]) -> set[str]:

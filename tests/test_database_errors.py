@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-import engine.eventlog
+import engine.intake.batch_write
 from engine.config import IntakeSettings
 from engine.database import Database
 from engine.errors import (
@@ -114,8 +114,10 @@ async def test_the_writer_names_the_refused_event_and_spares_the_others(
 async def test_a_query_bug_is_a_500_with_the_request_id_in_the_log(
         app: RunningApp, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(engine.eventlog, "INSERT_EVENTS",
-                        "INSERT INTO no_such_table SELECT $1::jsonb RETURNING NULL AS event_id")
+    # A single event takes the plain path: its one statement (contacts and events).
+    monkeypatch.setattr(engine.intake.batch_write, "WRITE_PLAIN",
+                        "INSERT INTO no_such_table SELECT $1::jsonb, $2::text[], $3::text[] "
+                        "RETURNING NULL AS event_id")
     with caplog.at_level(logging.ERROR, logger="herald.http"):
         async with app.client() as client:
             response = await client.post("/v1/events", json={"type": "t", "contact_id": "c"})

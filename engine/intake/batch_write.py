@@ -2,12 +2,11 @@
 for how batches are formed and answered).
 
 A plain batch (contacts named, no anonymous ids, joins or traits: the native API's events;
-fewer than :data:`PLAIN_MAX_EVENTS`) takes two round trips and no explicit transaction: the
-contacts upsert, committed without waiting for the WAL flush, then the events statement,
-whose commit waits for the flush of all WAL before it, so both are durable before any 202; the
-NOTIFY for the log's followers comes after the answers. Other batches run in one transaction
-(begun together with its NOTIFY), where anonymous ids are resolved and joins and traits
-applied.
+fewer than :data:`PLAIN_MAX_EVENTS`) is one autocommitted statement, its contacts and its
+events together, durable before any 202 and atomic: a batch the database refuses leaves no
+contact behind. The NOTIFY for the log's followers comes after the answers. Other batches
+run in one transaction (begun together with its NOTIFY), where anonymous ids are resolved and
+joins and traits applied.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import asyncpg
 
 from engine.database import Database
 from engine.errors import DatabaseError
-from engine.eventlog import COPY_MIN_ROWS, EVENTS_CHANNEL, append_rows, append_typed
+from engine.eventlog import COPY_MIN_ROWS, EVENTS_CHANNEL, append_typed, copy_claimed
 from engine.intake.identities import (
     apply_identity,
     lock_and_resolve,
@@ -69,30 +68,73 @@ async def transaction_with_notify(database: Database, managed: bool
         await connection.execute("COMMIT")
 
 
-# The plain batch's contacts, outside any transaction: new ones inserted, missing emails filled
-# (rows the insert just made have theirs), committed WITHOUT waiting for the WAL flush: the
-# events statement that follows commits after it and waits for the flush of all WAL up to its
-# own commit record, this one's included, so the contacts are durable before any 202.
-UPSERT_CONTACTS_RELAXED = """
-    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
-    inserted AS (
+# A plain batch's contacts, as CTEs of the statement that also claims its ids: $2 the contact
+# ids in sort order, $3 an email or null each; new contacts inserted, missing emails filled
+# (rows the insert makes have theirs). ``contacts_done`` gates the claims, so every statement
+# writes contacts before event ids (one order: concurrent batches cannot deadlock on them).
+_PLAIN_CONTACTS = """
+    contact_rows AS (
+        SELECT * FROM unnest($2::text[], $3::text[]) AS u(contact_id, email)
+    ), inserted_contacts AS (
         INSERT INTO contacts (contact_id, email)
-        SELECT u.contact_id, u.email
-        FROM unnest($1::text[], $2::text[]) AS u(contact_id, email), relaxed
+        SELECT contact_id, email FROM contact_rows
         ON CONFLICT (contact_id) DO NOTHING
+        RETURNING 1
+    ), filled_emails AS (
+        UPDATE contacts AS c SET email = u.email, updated_at = now()
+        FROM contact_rows AS u
+        WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
+        RETURNING 1
+    ), contacts_done AS (
+        SELECT (SELECT count(*) FROM inserted_contacts) + (SELECT count(*) FROM filled_emails)
+            AS n
+    )"""
+
+# A small plain batch in ONE statement, autocommitted (so atomic and durable before any 202):
+# its contacts, then the events of $1 exactly as engine.eventlog.INSERT_EVENTS stores them
+# (ids claimed in event_ids, repeats skipped). A batch the database refuses leaves nothing
+# behind, not even a contact.
+WRITE_PLAIN = f"""
+    WITH {_PLAIN_CONTACTS}, batch AS (
+        SELECT r, n FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS b(r, n)
+        WHERE (SELECT n FROM contacts_done) >= 0
+    ), claimed AS (
+        INSERT INTO event_ids (event_id)
+        SELECT r->>0 FROM batch WHERE r->>0 IS NOT NULL ORDER BY r->>0
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+    ), first AS (
+        SELECT min(n) AS n FROM batch JOIN claimed ON claimed.event_id = batch.r->>0
+        GROUP BY claimed.event_id
     )
-    UPDATE contacts AS c SET email = u.email, updated_at = now()
-    FROM unnest($1::text[], $2::text[]) AS u(contact_id, email), relaxed
-    WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
+    INSERT INTO events (event_id, type, contact_id, email, properties, occurred_at, source)
+    SELECT r->>0, r->>1, r->>2, r->>3, r->4, (r->>5)::timestamptz, r->>6
+    FROM batch
+    WHERE r->>0 IS NULL OR n IN (SELECT n FROM first)
+    ORDER BY n
+    RETURNING event_id
+"""
+
+# A large plain batch: its contacts, its ids ($1) claimed and the NOTIFY queued (delivered at
+# commit) in one statement, then COPY of the rows whose ids it claimed (engine.eventlog's
+# copy_claimed), in one transaction.
+CLAIM_PLAIN = f"""
+    WITH {_PLAIN_CONTACTS}, claimed AS (
+        INSERT INTO event_ids (event_id)
+        SELECT id FROM unnest($1::text[]) AS id
+        WHERE (SELECT n FROM contacts_done) >= 0
+        ORDER BY id
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+    )
+    SELECT event_id FROM claimed
+    UNION ALL
+    SELECT NULL FROM pg_notify('{EVENTS_CHANNEL}', '')
 """
 
 
-# The plain path writes the events with one self-contained statement (append_rows), safe
-# outside a transaction; larger batches go in a transaction, where append_typed claims their
-# ids and COPYs the rows (two statements that must commit together).
+# Larger plain batches: CLAIM_PLAIN, then COPY, in one transaction.
 PLAIN_MAX_EVENTS = 4 * COPY_MIN_ROWS
-
-
 
 
 class DryRunDone(Exception):
@@ -101,29 +143,29 @@ class DryRunDone(Exception):
 
 def is_plain(events: list[EventIn], anonymous: list[str]) -> bool:
     """Whether a batch can take the plain path (no identity work, small enough)."""
-    return len(events) < PLAIN_MAX_EVENTS and not anonymous and \
-        not any(e.joins_anonymous or e.traits is not None for e in events)
+    return len(events) < PLAIN_MAX_EVENTS and has_no_identity_work(events, anonymous)
+
+
+def has_no_identity_work(events: list[EventIn], anonymous: list[str]) -> bool:
+    """No anonymous ids to resolve, no joins, no traits: contacts named, events stored."""
+    return not anonymous and not any(e.joins_anonymous or e.traits is not None
+                                     for e in events)
 
 
 async def write_plain(database: Database, parts: list[RequestPart], events: list[EventIn],
                       answer: Callable[[set[str]], None]) -> None:
-    """A plain batch in two round trips and no explicit transaction: the contacts statement
-    (see UPSERT_CONTACTS_RELAXED), then the events statement, whose own commit is the durable
-    one. ``answer`` gets the stored ids at once, then the NOTIFY goes out on the same
-    connection, and only then is it reset and released (a round trip of its own).
-    A contact may exist without the events of a request the database refused: it is
-    stored empty, never lost."""
+    """A plain batch in one autocommitted statement (:data:`WRITE_PLAIN`: its contacts and its
+    events, atomic). ``answer`` gets the stored ids at once, then the NOTIFY goes out on the
+    same connection, and only then is it reset and released (a round trip of its own)."""
     answered = False
     try:
         async with database.connection() as connection:
             email_owner = await email_owners(connection, events)
             built = batch_rows(parts, email_owner, {}, set())
-            if built.contacts:
-                contact_ids = sorted(built.contacts)  # one lock order for every batch
-                await connection.execute(UPSERT_CONTACTS_RELAXED, contact_ids,
-                                         [built.contacts[c] for c in contact_ids])
-            stored_ids = await append_rows(connection, built.rows, notify=False)
-            answer(stored_ids)
+            contact_ids = sorted(built.contacts)  # one lock order for every batch
+            inserted = await connection.fetch(WRITE_PLAIN, built.rows, contact_ids,
+                                              [built.contacts[c] for c in contact_ids])
+            answer({row["event_id"] for row in inserted if row["event_id"] is not None})
             answered = True
             await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
     except DatabaseError:
@@ -138,6 +180,8 @@ async def write_in_transaction(database: Database, parts: list[RequestPart],
                                commit: bool) -> set[str]:
     """Any batch in one transaction; with ``commit`` false it ends in :class:`DryRunDone`
     (rolled back)."""
+    if commit and has_no_identity_work(events, anonymous):
+        return await write_plain_copy(database, parts, events)
     # Trait updates (upsert_contact) use a savepoint: those batches need asyncpg's own.
     managed = any(event.traits is not None for event in events)
     async with transaction_with_notify(database, managed) as (connection, notify):
@@ -156,3 +200,20 @@ async def write_in_transaction(database: Database, parts: list[RequestPart],
             raise DryRunDone
     return stored_ids
 
+
+
+async def write_plain_copy(database: Database, parts: list[RequestPart],
+                           events: list[EventIn]) -> set[str]:
+    """A large plain batch: its rows built before the transaction opens, then three round
+    trips in it (BEGIN, CLAIM_PLAIN, the COPY) and the COMMIT. Returns the stored ids."""
+    async with database.connection() as connection:
+        email_owner = await email_owners(connection, events)
+        built = batch_rows(parts, email_owner, {}, set())
+        contact_ids = sorted(built.contacts)  # one lock order for every batch
+        ids = [row[0] for row in built.rows if row[0] is not None]
+        async with connection.transaction():
+            claimed = {row["event_id"] for row in await connection.fetch(
+                CLAIM_PLAIN, ids, contact_ids, [built.contacts[c] for c in contact_ids])}
+            claimed.discard(None)  # the notification's row
+            await copy_claimed(connection, built.rows, claimed)
+    return claimed

@@ -93,6 +93,43 @@ async def test_unknown_key_ids_are_cached_briefly(database: Database,
     assert counted_lookups == ["nosuchkey", "nosuchkey"]
 
 
+async def test_concurrent_requests_with_an_uncached_key_share_one_lookup(
+        database: Database, counted_lookups: list[str]) -> None:
+    """A burst right after start-up (or a cache expiry) reads the key once and spends one
+    token of the client's look-up budget, so a valid key is never 429'd as 'unknown'."""
+    async with database.connection() as connection:
+        token = (await create_key(connection, "burst", ("events:write",))).token
+    auth = Authenticator(database, RateLimiter(0, 0), clock=Clock(),
+                         lookup_limiter=RateLimiter(0.001, 1))
+    keys = await asyncio.gather(*(auth.lookup(token, "10.0.0.1") for _ in range(50)))
+    assert {key.key_id if key else None for key in keys} == {token.split("_")[1]}
+    assert len(counted_lookups) == 1
+    bogus = await asyncio.gather(*(auth.lookup("hk_nosuchkey_secret", "10.0.0.2")
+                                   for _ in range(20)))
+    assert bogus == [None] * 20 and len(counted_lookups) == 2
+
+
+async def test_a_failed_shared_lookup_fails_every_waiter_and_is_not_kept(
+        database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = 0
+
+    async def broken(connection: Any, key_id: str) -> Any:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)  # let the other callers join this look-up
+        raise auth_module.DatabaseUnavailable("down")
+
+    monkeypatch.setattr(auth_module, "fetch_key", broken)
+    auth = Authenticator(database, RateLimiter(0, 0), clock=Clock())
+    results = await asyncio.gather(*(auth.lookup("hk_somekey_secret") for _ in range(10)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, auth_module.DatabaseUnavailable) for r in results)
+    assert calls == 1
+    with pytest.raises(auth_module.DatabaseUnavailable):
+        await auth.lookup("hk_somekey_secret")  # tried again, not a remembered failure
+    assert calls == 2
+
+
 async def test_key_cache_evicts_least_recently_used_and_negatives_keep_apart(
         database: Database, counted_lookups: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(auth_module, "CACHE_MAX", 3)

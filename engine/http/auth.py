@@ -11,6 +11,7 @@ either cache are rate-limited per client address before they happen.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -97,6 +98,10 @@ class Authenticator:
         self.unknown = KeyCache(NEGATIVE_CACHE_MAX, NEGATIVE_CACHE_SECONDS)
         # token -> (its active key, when that key was cached): a token verified once
         self._verified: dict[str, tuple[ApiKey, float]] = {}
+        # Look-ups in flight by key id: concurrent requests with an uncached key share one
+        # database read (and one token of the client's look-up budget), so a burst of
+        # requests right after start-up or a cache expiry is neither 429'd nor a stampede.
+        self._fetching: dict[str, asyncio.Future[ApiKey | None]] = {}
 
     async def lookup(self, token: str, client: str | None = None) -> ApiKey | None:
         """The active key for ``token``, or None when it is unknown, wrong or revoked.
@@ -117,12 +122,7 @@ class Authenticator:
         if not found:
             found, key = self.unknown.get(key_id, now)
         if not found:
-            wait = self._lookup_limiter.acquire(client_key(client), now)
-            if wait > 0:
-                raise KeyLookupsLimited(wait)
-            async with self._database.connection() as connection:
-                key = await fetch_key(connection, key_id)
-            (self.known if key is not None else self.unknown).put(key_id, key, now)
+            key = await self._fetch_once(key_id, client, now)
         if key is None or key.revoked or not secret_matches(key, secret):
             return None
         if key.publishable != (_prefix == "hp"):
@@ -131,6 +131,30 @@ class Authenticator:
             self._verified.pop(next(iter(self._verified)))  # the oldest
         self._verified[token] = (key, cached_at)
         return key
+
+    async def _fetch_once(self, key_id: str, client: str | None, now: float) -> ApiKey | None:
+        """The stored key ``key_id`` (None: unknown), read once for all concurrent callers."""
+        pending = self._fetching.get(key_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        wait = self._lookup_limiter.acquire(client_key(client), now)
+        if wait > 0:
+            raise KeyLookupsLimited(wait)
+        future: asyncio.Future[ApiKey | None] = asyncio.get_running_loop().create_future()
+        self._fetching[key_id] = future
+        try:
+            async with self._database.connection() as connection:
+                key = await fetch_key(connection, key_id)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        else:
+            (self.known if key is not None else self.unknown).put(key_id, key, now)
+            future.set_result(key)
+            return key
+        finally:
+            del self._fetching[key_id]
 
     async def require(self, request: Request, scope: str) -> ApiKey:
         return await self.require_header(request.headers.get("authorization", ""), scope,

@@ -23,11 +23,12 @@ class AutomationSettings:
     # The follower: events per read, and how often the trigger index is snapshotted.
     read_batch: int = 5000
     # Contacts whose run transitions may be in flight at once (each contact stays in order).
-    concurrency: int = 64
-    # Group commit: transitions of different contacts share transactions (each in its own
-    # savepoint), at most commit_batch per transaction, on at most commit_connections at once.
-    commit_connections: int = 8
-    commit_batch: int = 8
+    concurrency: int = 256
+    # Group commit: transitions of different contacts are handled in groups, one transaction
+    # and a few set-based statements per group, at most commit_batch per group, on at most
+    # commit_connections at once.
+    commit_connections: int = 4
+    commit_batch: int = 64
     snapshot_interval: float = duration("5m")
     # Replaced by [webhooks] allow (which governs every outbound HTTP call): setting it is an
     # error that says so.

@@ -240,7 +240,10 @@ async def live_phase(url: str, rate: float, seconds: float, burst: int) -> dict[
                 await post(connection, batch)
             await asyncio.sleep(0.01)
         expected = sent
-        deadline = time.monotonic() + 30
+        # The burst below must not queue behind a backlog of this phase: wait (bounded) until
+        # every reaction is queued; what is still missing then is reported as the backlog.
+        deadline = time.monotonic() + 120
+        done = 0
         while time.monotonic() < deadline:
             done = await connection.fetchval(
                 "SELECT count(*) FROM outbound_messages WHERE contact_id LIKE 'live-%'")
@@ -268,15 +271,16 @@ async def live_phase(url: str, rate: float, seconds: float, burst: int) -> dict[
         return round(values[min(len(values) - 1, int(p * (len(values) - 1)))], 1) \
             if values else None
 
-    return {"events": expected, "rate": rate,
+    return {"events": expected, "rate": rate, "backlog_at_burst": max(0, expected - done),
             "reaction_count": len(reaction), "reaction_p50_ms": pct(reaction, 0.5),
             "reaction_p99_ms": pct(reaction, 0.99),
             "timers": len(lateness), "timer_late_p50_ms": pct(lateness, 0.5),
             "timer_late_p99_ms": pct(lateness, 0.99),
             "timer_late_max_ms": pct(lateness, 1.0), "burst": burst_result,
             "single_commit_inserts_per_s": anchor,
-            "transitions_share_of_single_commits": None if burst_result is None else round(
-                burst_result["transitions_per_s"] / anchor, 2)}
+            "transitions_share_of_single_commits":
+                None if burst_result is None or not burst_result["transitions_per_s"]
+                else round(burst_result["transitions_per_s"] / anchor, 2)}
 
 
 async def post(connection: Any, batch: list[LogEvent]) -> None:

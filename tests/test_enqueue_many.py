@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from engine.addresses import parse_address
 from engine.database import Database
 from mta.compose import compose
-from mta.queue.enqueue import OutboundMessage, enqueue, enqueue_many
+from mta.queue.enqueue import OutboundMessage, SuppressionsRead, enqueue, enqueue_many
 from mta.suppression import store as suppressions
 from mta.suppression.rules import Suppression
 from tests.support.mta import fetch, identity_for, mta_settings
@@ -42,3 +42,20 @@ async def test_many_as_one_by_one(database: Database) -> None:
     events = await fetch(database, "SELECT properties FROM events "
                                    "WHERE type = 'email_suppressed' ORDER BY position")
     assert len(events) == 2 and events[0]["properties"]["m"] == 1
+
+
+async def test_suppression_entries_read_by_the_caller_are_used_and_the_rest_looked_up(
+        database: Database) -> None:
+    identity = await identity_for(database, mta_settings())
+    now = datetime.now(UTC)
+    async with database.transaction() as connection:
+        await suppressions.add(connection, [Suppression("gone@example.org", "manual",
+                                                        source="test")], now)
+        # The caller read a@example.org (an entry) and b@example.org (none) in this
+        # transaction; gone@example.org it did not read, so enqueue_many looks it up.
+        known = SuppressionsRead(frozenset({"a@example.org", "b@example.org"}),
+                                 {"a@example.org": [("complaint", "")]})
+        many = await enqueue_many(connection, identity, [
+            message("a@example.org"), message("b@example.org"), message("gone@example.org")],
+            known_suppressions=known)
+    assert [m.suppressed for m in many] == ["complaint", None, "manual"]

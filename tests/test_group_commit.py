@@ -1,8 +1,10 @@
-"""Group commit of run transitions: shared transactions, one savepoint per transition."""
+"""Group commit of run transitions: a group of transitions shares one transaction and is
+handled at once; a failing group is retried member by member."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -17,12 +19,19 @@ async def make_table(database: Database) -> None:
         await connection.execute("CREATE TABLE gc_probe (name text PRIMARY KEY, txid bigint)")
 
 
-def insert(name: str) -> Any:
-    async def transition(connection: Any) -> int:
-        txid: int = await connection.fetchval(
-            "INSERT INTO gc_probe VALUES ($1, txid_current()) RETURNING txid", name)
-        return txid
-    return transition
+async def insert_all(connection: Any, names: Sequence[str]) -> list[int]:
+    """One statement for the whole group; 'bad*' names break the statement, 'bug*' names
+    raise in Python after the rows were written."""
+    for name in names:
+        if name.startswith("bad"):
+            await connection.execute("SELECT 1 / 0")
+    rows = await connection.fetch(
+        "INSERT INTO gc_probe SELECT n, txid_current() FROM unnest($1::text[]) AS n "
+        "RETURNING name, txid", list(names))
+    if any(name.startswith("bug") for name in names):
+        raise RuntimeError("a bug in a step")
+    txids = {row["name"]: row["txid"] for row in rows}
+    return [txids[name] for name in names]
 
 
 async def rows(database: Database) -> dict[str, int]:
@@ -33,11 +42,12 @@ async def rows(database: Database) -> dict[str, int]:
 async def test_concurrent_transitions_share_commits_and_are_durable_on_return(
         database: Database) -> None:
     await make_table(database)
-    commits = GroupCommit(database, connections=2, max_batch=10)
+    commits: GroupCommit[str, int] = GroupCommit(database, insert_all, connections=2,
+                                                 max_batch=10)
     visible: list[bool] = []
 
     async def one(name: str) -> int:
-        txid = await commits.run(insert(name))
+        txid = await commits.run(name)
         visible.append(name in await rows(database))  # committed once run() returned
         return txid
 
@@ -50,48 +60,49 @@ async def test_concurrent_transitions_share_commits_and_are_durable_on_return(
     assert max(list(txids).count(t) for t in set(txids)) <= 10  # max_batch bounds a group
 
 
-async def test_a_failing_transition_rolls_back_alone(database: Database) -> None:
+@pytest.mark.parametrize("bad", ["bad-sql", "bug-python"])
+async def test_a_failing_transition_fails_alone_and_the_others_commit(
+        database: Database, bad: str) -> None:
     await make_table(database)
-    commits = GroupCommit(database, connections=1, max_batch=50)
-
-    async def half_then_fail(connection: Any) -> None:
-        await connection.execute("INSERT INTO gc_probe VALUES ('partial', 0)")
-        await connection.execute("INSERT INTO gc_probe VALUES ('ok-0', 0)")  # duplicate key
-
-    results = await asyncio.gather(
-        commits.run(insert("ok-0")), commits.run(half_then_fail), commits.run(insert("ok-1")),
-        return_exceptions=True)
-    assert isinstance(results[1], DatabaseError)
+    commits: GroupCommit[str, int] = GroupCommit(database, insert_all, connections=1,
+                                                 max_batch=50)
+    results = await asyncio.gather(commits.run("ok-0"), commits.run(bad), commits.run("ok-1"),
+                                   return_exceptions=True)
+    expected = DatabaseError if bad == "bad-sql" else RuntimeError
+    assert isinstance(results[1], expected)
     stored = await rows(database)
     assert set(stored) == {"ok-0", "ok-1"}  # nothing of the failed one, both others
-    assert stored["ok-0"] == stored["ok-1"] == results[0] == results[2]  # one transaction
+    assert stored["ok-0"] == results[0] and stored["ok-1"] == results[2]
+    assert commits.retried == 1  # the group was rolled back and its members tried alone
     assert commits.committed == 2
 
 
-async def test_an_error_in_python_code_rolls_back_its_writes_only(database: Database) -> None:
+async def test_items_with_one_key_never_share_a_group_and_keep_their_order(
+        database: Database) -> None:
     await make_table(database)
-    commits = GroupCommit(database, connections=1, max_batch=50)
-
-    async def write_then_raise(connection: Any) -> None:
-        await connection.execute("INSERT INTO gc_probe VALUES ('ghost', 0)")
-        raise RuntimeError("a bug in a step")
-
-    results = await asyncio.gather(commits.run(insert("a")), commits.run(write_then_raise),
-                                   commits.run(insert("b")), return_exceptions=True)
-    assert isinstance(results[1], RuntimeError)
-    assert set(await rows(database)) == {"a", "b"}
+    commits: GroupCommit[str, int] = GroupCommit(
+        database, insert_all, key=lambda name: name.split("-")[0], connections=1,
+        max_batch=50)
+    names = ["a-1", "b-1", "a-2", "c-1", "a-3", "b-2"]
+    txids = dict(zip(names, await asyncio.gather(*(commits.run(n) for n in names)),
+                     strict=True))
+    for key in "ab":
+        mine = [txids[n] for n in names if n.startswith(key)]
+        assert mine == sorted(mine) and len(set(mine)) == len(mine)  # in order, apart
+    assert len(set(txids.values())) < len(names)  # different keys still share
 
 
 async def test_each_transition_of_one_caller_sees_the_previous_committed(
         database: Database) -> None:
     await make_table(database)
-    commits = GroupCommit(database, connections=1, max_batch=50)
-    first = await commits.run(insert("first"))
-    second = await commits.run(insert("second"))
+    commits: GroupCommit[str, int] = GroupCommit(database, insert_all, connections=1,
+                                                 max_batch=50)
+    first = await commits.run("first")
+    second = await commits.run("second")
     assert first != second  # a lone transition commits at once, waiting for nobody
     assert set(await rows(database)) == {"first", "second"}
 
 
 def test_bounds_are_checked() -> None:
     with pytest.raises(ValueError):
-        GroupCommit(None, connections=0)  # type: ignore[arg-type]
+        GroupCommit(None, insert_all, connections=0)  # type: ignore[arg-type]

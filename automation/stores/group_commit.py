@@ -1,177 +1,167 @@
-"""Group commit for run transitions: transitions of different contacts share transactions.
+"""Group commit for run transitions: transitions of different contacts share one transaction
+and are handled together, set-based.
 
-One commit (one WAL flush) per transition caps the live engine at a few hundred transitions a
-second. :class:`GroupCommit` runs each transition in its own SAVEPOINT inside a transaction it
-shares with the transitions of other contacts that arrive meanwhile, and commits them together:
+One commit (one WAL flush) and a dozen round trips per transition cap the live engine at a few
+hundred transitions a second. :class:`GroupCommit` queues the transitions that callers submit
+and hands each group of them (up to ``max_batch``) to ``handle(connection, items)`` in ONE
+transaction, so the handler can serve the whole group with a few set-based statements:
 
 * **atomic per transition**: a transition's writes (run row, enqueued messages, decision log,
-  contact updates) are all inside its savepoint, so they commit together or not at all;
-* **isolated failures**: a transition that raises rolls back to its savepoint and gets its error;
-  the others in its group still commit. Only a failed COMMIT (the connection went away) fails
-  every member, and then none of them took effect;
-* **durable before it returns**: :meth:`GroupCommit.run` returns only after its group committed,
-  so a caller that goes on (the next transition of the same contact, the follower's cursor)
-  builds on committed state; a contact's transitions therefore stay in log order;
-* **bounded**: at most ``connections`` groups are open at once, each of at most ``max_batch``
-  transitions. A group stops taking members when it is full or when its last member finished
-  (it then commits at once: a lone transition waits for nobody).
-
-The members of a group run one after another on the group's connection (a connection runs one
-statement at a time); several groups run concurrently on their own connections.
+  contact updates) are all in its group's transaction, so they commit together or not at all;
+* **isolated failures**: if the handler raises for a group (a bad transition: a bug in a step,
+  a constraint it breaks), the group is rolled back and every member is tried again alone, in
+  its own transaction: the bad one gets its error, the others commit. Only a failed COMMIT
+  (the connection went away) fails every member of that transaction, and then none took
+  effect;
+* **durable before it returns**: :meth:`GroupCommit.run` returns only after its transaction
+  committed, so a caller that goes on (the next transition of the same contact, the
+  follower's cursor) builds on committed state; a contact's transitions therefore stay in log
+  order. Items with the same ``key`` (a contact) never share a group;
+* **bounded**: at most ``connections`` groups are in flight at once, each of at most
+  ``max_batch`` transitions. A free connection takes whatever is waiting at once (a lone
+  transition waits for nobody); while all are busy, newcomers gather into the next group.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
-from typing import TypeVar
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Generic, TypeVar
 
 import asyncpg
-from asyncpg.transaction import Transaction
 
 from engine.database import Database
 from engine.db_errors import database_errors
 
 T = TypeVar("T")
+R = TypeVar("R")
+
+Handler = Callable[[asyncpg.Connection, Sequence[T]], Awaitable[Sequence[R]]]
 
 
-class _Group:
-    """One shared transaction and the transitions in it."""
-
-    __slots__ = ("connection", "done", "exits", "joined", "lock", "ok", "open", "pending",
-                 "ready", "transaction")
-
-    def __init__(self) -> None:
-        self.joined = 0  # members that ever joined
-        self.pending = 0  # members that have not finished their work yet
-        self.ok = 0  # members whose work succeeded (their savepoints were released)
-        self.open = True  # still taking members
-        self.lock = asyncio.Lock()  # members run one at a time on the connection
-        loop = asyncio.get_running_loop()
-        self.ready: asyncio.Future[None] = loop.create_future()  # connection and BEGIN done
-        self.done: asyncio.Future[None] = loop.create_future()  # committed (or failed)
-        self.connection: asyncpg.Connection | None = None
-        self.transaction: Transaction | None = None
-        self.exits = AsyncExitStack()
+class GroupFailed(Exception):
+    """The handler failed for a group of several items: each is tried again alone."""
 
 
-class GroupCommit:
-    def __init__(self, database: Database, *, connections: int = 8,
+class GroupCommit(Generic[T, R]):
+    def __init__(self, database: Database, handle: Handler[T, R], *,
+                 key: Callable[[T], Hashable] | None = None, connections: int = 8,
                  max_batch: int = 8) -> None:
+        """``handle(connection, items)`` runs inside the group's transaction and returns one
+        result per item, in order. ``key(item)``: items with equal keys go to different
+        groups (in submission order)."""
         if connections < 1 or max_batch < 1:
             raise ValueError("group commit needs connections >= 1 and max_batch >= 1")
         self.database = database
+        self.handle = handle
+        self.key = key
+        self.connections = connections
         self.max_batch = max_batch
-        self._slots = asyncio.Semaphore(connections)
-        self._open: _Group | None = None
+        self._pending: deque[tuple[T, asyncio.Future[R]]] = deque()
+        self._workers = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self.commits = 0  # groups committed (for benches and tests)
+        self.commits = 0  # transactions committed (for benches and tests)
         self.committed = 0  # transitions committed
+        self.retried = 0  # groups that failed and were retried one item at a time
 
-    async def run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Run ``work(connection)`` as one transition: in a savepoint of a shared transaction;
-        returns its result once that transaction committed. Errors (the transition's own, or
-        the group's COMMIT's) leave as :mod:`engine.errors` types where they are the
-        database's."""
-        group = self._join()
-        failed = True
+    async def run(self, item: T) -> R:
+        """Handle ``item`` in a shared transaction; return its result once that committed.
+        Errors (the item's own, or the COMMIT's) leave as :mod:`engine.errors` types where
+        they are the database's."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._workers < self.connections:
+            self._workers += 1
+            task = asyncio.create_task(self._work())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(future)
+
+    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        if self.key is None:
+            while self._pending and len(batch) < self.max_batch:
+                batch.append(self._pending.popleft())
+            return batch
+        keys: set[Hashable] = set()
+        later: list[tuple[T, asyncio.Future[R]]] = []
+        while self._pending and len(batch) < self.max_batch:
+            entry = self._pending.popleft()
+            key = self.key(entry[0])
+            if key in keys:
+                later.append(entry)  # the same contact: a later group, in order
+            else:
+                keys.add(key)
+                batch.append(entry)
+        self._pending.extendleft(reversed(later))
+        return batch
+
+    async def _work(self) -> None:
+        """One connection's loop: take what is waiting, handle it, until nothing is."""
         try:
-            await asyncio.shield(group.ready)
-            async with group.lock:
-                connection = group.connection
-                assert connection is not None
-                with database_errors():
-                    async with connection.transaction():  # a SAVEPOINT in the shared one
-                        result = await work(connection)
-            failed = False
+            while batch := self._take():
+                await self._group(batch)
         finally:
-            self._leave(group, failed)
-        await asyncio.shield(group.done)
-        return result
+            self._workers -= 1
 
-    def _join(self) -> _Group:
-        group = self._open
-        if group is None or not group.open:
-            group = self._open = _Group()
-            self._spawn(self._begin(group))
-        group.joined += 1
-        group.pending += 1
-        if group.joined >= self.max_batch:
-            self._close(group)
-        return group
-
-    def _leave(self, group: _Group, failed: bool) -> None:
-        group.pending -= 1
-        if not failed:
-            group.ok += 1
-        if group.pending == 0:
-            self._close(group)
-            self._spawn(self._commit(group))
-
-    def _close(self, group: _Group) -> None:
-        group.open = False
-        if self._open is group:
-            self._open = None
-
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _begin(self, group: _Group) -> None:
+    async def _group(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        items = [item for item, _ in batch]
         try:
-            await group.exits.enter_async_context(_Slot(self._slots))
-            connection = await group.exits.enter_async_context(self.database.connection())
-            group.connection = connection
-            with database_errors():
-                group.transaction = connection.transaction()
-                await group.transaction.start()
-        except BaseException as error:
-            await group.exits.aclose()
-            group.ready.set_exception(error)  # every member awaits it and so sees the error
-            group.done.set_exception(error)
-            group.done.exception()  # marked retrieved: members stop at ready
+            async with self.database.connection() as connection:
+                try:
+                    results: Sequence[R | BaseException] = await self._attempt(connection,
+                                                                                items)
+                except GroupFailed:
+                    self.retried += 1
+                    results = [await self._alone(connection, item) for item in items]
+        except BaseException as error:  # no connection, or the COMMIT failed: none took effect
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+                    future.exception()  # retrieved: a caller that went away never awaits it
+            if not isinstance(error, Exception):
+                raise
             return
-        group.ready.set_result(None)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+                future.exception()
+            else:
+                future.set_result(result)
 
-    async def _commit(self, group: _Group) -> None:
-        try:
-            await asyncio.shield(group.ready)
-        except BaseException:
-            return  # never began: the members already have the error
-        assert group.transaction is not None
-        try:
-            with database_errors():
-                await group.transaction.commit()
-        except BaseException as error:
+    async def _attempt(self, connection: asyncpg.Connection, items: list[T]) -> Sequence[R]:
+        """One transaction for ``items``; GroupFailed (rolled back) if the handler raised for
+        several items, the handler's error if for one."""
+        with database_errors():
+            transaction = connection.transaction()
+            await transaction.start()
             try:
-                with database_errors():
-                    await group.transaction.rollback()
-            except Exception:  # the connection is gone: the pool resets it
-                pass
-            group.done.set_exception(error)
-        else:
-            self.commits += 1
-            self.committed += group.ok
-            group.done.set_result(None)
-        finally:
-            await group.exits.aclose()
+                results = await self.handle(connection, items)
+                if len(results) != len(items):
+                    raise RuntimeError("group handler returned a result count unlike its items")
+            except Exception as error:
+                await transaction.rollback()
+                if len(items) == 1:
+                    raise
+                raise GroupFailed from error
+            except BaseException:
+                await transaction.rollback()
+                raise
+            await transaction.commit()
+        self.commits += 1
+        self.committed += len(items)
+        return results
+
+    async def _alone(self, connection: asyncpg.Connection, item: T) -> R | BaseException:
+        try:
+            return (await self._attempt(connection, [item]))[0]
+        except Exception as error:
+            return error
 
     async def close(self) -> None:
         """Wait for groups in flight to finish."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-class _Slot:
-    """One of the ``connections`` groups that may be open at once."""
-
-    def __init__(self, semaphore: asyncio.Semaphore) -> None:
-        self.semaphore = semaphore
-
-    async def __aenter__(self) -> None:
-        await self.semaphore.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.semaphore.release()

@@ -5,15 +5,19 @@ So a crash never sends twice or skips a send: either the step advanced and its m
 outbound queue, or neither happened. Messages also carry the idempotency key
 ``run:<id>:<step>``, a second line of defence should two engines ever act on one run.
 
-Each transition runs in its own savepoint of a transaction shared with transitions of other
-contacts (:mod:`automation.stores.group_commit`): one commit for many transitions, and a
-transition that fails rolls back alone. A transition returns once its group committed.
+Transitions of different contacts are handled in groups, in one transaction each
+(:mod:`automation.stores.group_commit`), with a few set-based statements for the whole group
+(:mod:`automation.stores.group_sql`): one commit and about a dozen round trips for many
+transitions. A transition returns once its group committed, so each contact's transitions stay
+in log order. A transition that fails fails its group's attempt, which is rolled back; every
+member is then tried again alone, so the failing one gets its error and the others commit.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,19 +32,32 @@ from automation.runtime.interpreter import Effects, Policy, RunInputs, SendEffec
 from automation.runtime.runs import Resume, Run
 from automation.settings import AutomationSettings
 from automation.stores.group_commit import GroupCommit
+from automation.stores.group_sql import (
+    CONTACTS,
+    EXIT_RUNS,
+    INSERT_RUNS,
+    RECENT_EVENTS,
+    REENTRY,
+    RUN_COLUMNS,
+)
 from automation.stores.memory import reentry_key_text
 from automation.stores.workflow_events import INSERT_LOG_AND_EVENTS
 from engine.contacts import UNCHANGED, ContactUpsert, upsert_contact
 from engine.database import Database
 from engine.eventlog_reader import LoggedEvent
 from engine.link_keys import LinkKeys
-from engine.privacy.audit import erased_sql
 from engine.privacy.consent import EVENT_STATES, consent_from_event
 from engine.privacy.consent_store import apply_consent
 from engine.privacy.consent_tokens import confirm_url
 from mta.compose import compose
 from mta.errors import InvalidMessage
-from mta.queue.enqueue import OutboundMessage, QueueIdentity, enqueue
+from mta.queue.enqueue import (
+    Enqueued,
+    OutboundMessage,
+    QueueIdentity,
+    SuppressionsRead,
+    enqueue_many,
+)
 from mta.suppression import store as suppressions
 from mta.suppression.addresses import normalise_lenient
 from mta.suppression.rules import from_event
@@ -48,8 +65,6 @@ from mta.tracking.rewrite import track_html
 
 log = logging.getLogger("herald.automation.store")
 
-RUN_COLUMNS = """id, workflow, version, contact_id, reentry_key, entry_key, state, pc, entered_at,
-    trigger_type, trigger_properties, wake_at, waiting_since, sent_steps, exit_reason"""
 ENGAGEMENT_TYPES = ("email_opened", "email_clicked")
 SUPPRESSING_TYPES = frozenset({"email_bounced", "email_complained", "email_unsubscribed",
                                "unsubscribed"})
@@ -79,8 +94,9 @@ class PgStore:
         self.public_url = public_url
         self.track = track
         self.sent = 0
-        self.commits = GroupCommit(database, connections=settings.commit_connections,
-                                   max_batch=settings.commit_batch)
+        self.commits: GroupCommit[Transition, Run | None] = GroupCommit(
+            database, self._transitions, key=transition_key,
+            connections=settings.commit_connections, max_batch=settings.commit_batch)
 
     async def save_versions(self) -> None:
         async with self.database.connection() as connection:
@@ -140,126 +156,181 @@ class PgStore:
     async def start_run(self, fire: Fire, now: datetime) -> Run | None:
         """Apply the re-entry policy, create the run and advance it to its first pause, in
         one transition (committed when this returns)."""
-        async def transition(connection: asyncpg.Connection) -> Run | None:
-            logs = LogBuffer()
-            run = await self._begin(connection, fire, now, logs)
-            if run is not None and run.active:
-                await self._advance_locked(connection, run, None, now, logs)
-            await logs.flush(connection)
-            return run
-
-        return await self.commits.run(transition)
-
-    async def _begin(self, connection: asyncpg.Connection, fire: Fire, now: datetime,
-                     logs: LogBuffer) -> Run | None:
-        workflow = self.catalog.current[fire.workflow]
-        key = reentry_key_text(workflow.reentry.key_of(fire.trigger_properties))
-        previous = await connection.fetchrow(
-            "SELECT bool_or(state IN ('running', 'waiting', 'waiting_event')) AS active, "
-            "max(entered_at) AS last, bool_or(entry_key = $4) AS same, "
-            f"{erased_sql('$2::text')} AS erased "
-            "FROM workflow_runs WHERE workflow = $1 AND contact_id = $2 "
-            "AND reentry_key = $3", fire.workflow, fire.contact_id, key, fire.entry_key)
-        if previous["same"]:
-            return None  # this very fire was handled before (replay after a restart)
-        if previous["erased"]:
-            return None  # a timer or snapshot from before the contact was erased: no trace
-        active, last = bool(previous["active"]), previous["last"]
-        if not workflow.reentry.allows(active=active, last_started_at=last, now=now):
-            why = "a run is already active" if active else (
-                f"re-entry policy '{workflow.reentry.policy}': last entered "
-                f"{last.isoformat() if last else '-'}")
-            logs.add(now, fire.workflow, fire.contact_id, None, None, "not_entered", why)
-            return None
-        row = await connection.fetchrow(
-            f"""INSERT INTO workflow_runs (workflow, version, contact_id, reentry_key,
-                    entry_key, state, pc, entered_at, trigger_type, trigger_properties)
-                VALUES ($1, $2, $3, $4, $5, 'running', 0, $6, $7, $8)
-                ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
-                RETURNING {RUN_COLUMNS}""",
-            workflow.name, workflow.version, fire.contact_id, key, fire.entry_key, now,
-            fire.trigger_type, dict(fire.trigger_properties))
-        if row is None:
-            return None
-        run = run_from(row)
-        logs.add(now, run.workflow, run.contact_id, run.id, None, "entered",
-                 fire.trigger_type)
-        return run
-
-    async def exit_run(self, run_id: int, reason: str, now: datetime) -> None:
-        async def transition(connection: asyncpg.Connection) -> None:
-            row = await connection.fetchrow(
-                "UPDATE workflow_runs SET state = 'exited', exit_reason = $2, wake_at = NULL, "
-                "updated_at = now() WHERE id = $1 "
-                "AND state IN ('running', 'waiting', 'waiting_event') "
-                "RETURNING workflow, contact_id", run_id, reason)
-            if row is not None:
-                logs = LogBuffer()
-                logs.add(now, row["workflow"], row["contact_id"], run_id, None, "exit", reason)
-                await logs.flush(connection)
-
-        await self.commits.run(transition)
+        return await self.commits.run(StartRun(fire, now))
 
     async def advance(self, run_id: int, resume: Resume, now: datetime) -> Run | None:
-        async def transition(connection: asyncpg.Connection) -> Run | None:
-            row = await connection.fetchrow(
-                f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = $1 FOR UPDATE", run_id)
-            if row is None:
-                return None
-            run = run_from(row)
-            if run.active:
-                logs = LogBuffer()
-                await self._advance_locked(connection, run, resume, now, logs)
-                await logs.flush(connection)
-            return run
+        return await self.commits.run(AdvanceRun(run_id, resume, now))
 
-        return await self.commits.run(transition)
+    async def exit_run(self, run_id: int, reason: str, now: datetime) -> None:
+        await self.commits.run(ExitRun(run_id, reason, now))
 
-    async def _advance_locked(self, connection: asyncpg.Connection, run: Run, resume: Resume,
-                              now: datetime, logs: LogBuffer) -> None:
-        entry = self.catalog.version(run.workflow, run.version)
-        if entry is None:
-            source = await connection.fetchval(
-                "SELECT source FROM workflow_versions WHERE workflow = $1 AND version = $2",
-                run.workflow, run.version)
-            if source is None:
-                log.error("no definition for a run's version; exiting it",
-                          extra={"run_id": run.id, "workflow": run.workflow})
-                run.state, run.exit_reason = "exited", "workflow version not found"
-                await self._save(connection, run)
-                return
-            entry = self.catalog.add_version(run.workflow, run.version, source)
-        workflow, program = entry
-        inputs = await self._inputs(connection, run, now)
-        effects = interpret(run, program, workflow, inputs, resume, now, self.policy)
-        await self._apply(connection, run, inputs, effects, now, logs)
-        await self._save(connection, run)
+    async def _transitions(self, connection: asyncpg.Connection,
+                           items: Sequence[Transition]) -> list[Run | None]:
+        """One group of transitions (of different contacts) in the caller's transaction, with
+        a few set-based statements for the whole group: exits, locks and re-entry first,
+        then one read each of contacts, recent events and suppressions, the steps in Python,
+        then one insert of every message, one run update, one decision-log insert."""
+        results: list[Run | None] = [None] * len(items)
+        logs = LogBuffer()
+        exits = [(n, item) for n, item in enumerate(items) if isinstance(item, ExitRun)]
+        if exits:
+            await self._exit_all(connection, [item for _, item in exits], logs)
+        moving: list[tuple[int, Run, Resume, datetime]] = []
+        advances = [(n, item) for n, item in enumerate(items) if isinstance(item, AdvanceRun)]
+        if advances:
+            rows = await connection.fetch(
+                f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = ANY($1::bigint[]) "
+                "ORDER BY id FOR UPDATE", [item.run_id for _, item in advances])
+            locked = {row["id"]: run_from(row) for row in rows}
+            for n, item in advances:
+                run = locked.get(item.run_id)
+                results[n] = run
+                if run is not None and run.active:
+                    moving.append((n, run, item.resume, item.now))
+        starts = [(n, item) for n, item in enumerate(items) if isinstance(item, StartRun)]
+        if starts:
+            begun = await self._begin_all(connection, [item for _, item in starts], logs)
+            for (n, start), run in zip(starts, begun, strict=True):
+                results[n] = run
+                if run is not None and run.active:
+                    moving.append((n, run, None, start.now))
+        if moving:
+            moving.sort(key=lambda entry: entry[0])
+            await self._advance_all(connection, [(run, resume, now)
+                                                 for _, run, resume, now in moving], logs)
+        await logs.flush(connection)
+        return results
 
-    async def _inputs(self, connection: asyncpg.Connection, run: Run,
-                      now: datetime) -> RunInputs:
-        contact = await connection.fetchrow(
-            """SELECT c.email, c.attributes, c.timezone, c.consent_state,
-                      (SELECT count(*) FROM outbound_messages m
-                        WHERE m.contact_id = c.contact_id AND m.source = 'automation'
-                          AND m.created_at > $2
-                          AND NOT coalesce((m.metadata->>'transactional')::boolean, false))
-                          AS recent
-               FROM contacts c WHERE c.contact_id = $1""",
-            run.contact_id, now - timedelta(seconds=self.settings.frequency_window))
+    async def _exit_all(self, connection: asyncpg.Connection, exits: list[ExitRun],
+                        logs: LogBuffer) -> None:
+        rows = await connection.fetch(EXIT_RUNS, [item.run_id for item in exits],
+                                      [item.reason for item in exits])
+        exited = {row["id"]: row for row in rows}
+        for item in exits:
+            row = exited.get(item.run_id)
+            if row is not None:
+                logs.add(item.now, row["workflow"], row["contact_id"], item.run_id, None,
+                         "exit", item.reason)
+
+    async def _begin_all(self, connection: asyncpg.Connection, starts: list[StartRun],
+                         logs: LogBuffer) -> list[Run | None]:
+        """Re-entry for every fire in one read, the runs it allows in one insert."""
+        workflows = [self.catalog.current[item.fire.workflow] for item in starts]
+        keys = [reentry_key_text(workflow.reentry.key_of(item.fire.trigger_properties))
+                for workflow, item in zip(workflows, starts, strict=True)]
+        previous = {row["n"]: row for row in await connection.fetch(
+            REENTRY, [item.fire.workflow for item in starts],
+            [item.fire.contact_id for item in starts], keys,
+            [item.fire.entry_key for item in starts])}
+        admitted: list[int] = []
+        for n, (workflow, item) in enumerate(zip(workflows, starts, strict=True)):
+            fire, now = item.fire, item.now
+            seen = previous[n + 1]  # WITH ORDINALITY counts from 1
+            if seen["same"]:
+                continue  # this very fire was handled before (replay after a restart)
+            if seen["erased"]:
+                continue  # a timer or snapshot from before the contact was erased: no trace
+            active, last = bool(seen["active"]), seen["last"]
+            if not workflow.reentry.allows(active=active, last_started_at=last, now=now):
+                why = "a run is already active" if active else (
+                    f"re-entry policy '{workflow.reentry.policy}': last entered "
+                    f"{last.isoformat() if last else '-'}")
+                logs.add(now, fire.workflow, fire.contact_id, None, None, "not_entered", why)
+                continue
+            admitted.append(n)
+        runs: list[Run | None] = [None] * len(starts)
+        if not admitted:
+            return runs
         rows = await connection.fetch(
-            "SELECT type, properties, occurred_at FROM events WHERE contact_id = $1 "
-            "AND (occurred_at >= $2 OR type = 'product_viewed') "
-            "ORDER BY position DESC LIMIT 1000", run.contact_id, run.entered_at)
+            INSERT_RUNS, [workflows[n].name for n in admitted],
+            [workflows[n].version for n in admitted],
+            [starts[n].fire.contact_id for n in admitted], [keys[n] for n in admitted],
+            [starts[n].fire.entry_key for n in admitted], [starts[n].now for n in admitted],
+            [starts[n].fire.trigger_type for n in admitted],
+            [dict(starts[n].fire.trigger_properties) for n in admitted])
+        inserted = {(row["workflow"], row["contact_id"], row["entry_key"]): run_from(row)
+                    for row in rows}
+        for n in admitted:
+            fire = starts[n].fire
+            run = inserted.get((workflows[n].name, fire.contact_id, fire.entry_key))
+            if run is not None:
+                runs[n] = run
+                logs.add(starts[n].now, run.workflow, run.contact_id, run.id, None, "entered",
+                         fire.trigger_type)
+        return runs
+
+    async def _advance_all(self, connection: asyncpg.Connection,
+                           moving: list[tuple[Run, Resume, datetime]], logs: LogBuffer) -> None:
+        """Advance locked, active runs (of different contacts) to their next pause."""
+        programs: list[tuple[Any, Any] | None] = []
+        for run, _, _ in moving:
+            programs.append(await self._program(connection, run))
+        ready = [(entry, program) for entry, program in zip(moving, programs, strict=True)
+                 if program is not None]
+        inputs, found = await self._inputs_all(connection,
+                                               [(run, now) for (run, _, now), _ in ready])
+        outcomes: list[RunOutcome] = []
+        for ((run, resume, now), (workflow, program)), run_inputs in zip(ready, inputs,
+                                                                         strict=True):
+            effects = interpret(run, program, workflow, run_inputs, resume, now, self.policy)
+            outcomes.append(await self._apply(connection, run, run_inputs, effects, now))
+        await self._enqueue_all(connection, outcomes, found)
+        for outcome in outcomes:
+            for row in outcome.rows:
+                if isinstance(row, PendingSend):
+                    row = outcome.sent_row(row)
+                logs.rows.append(row)
+        await self._save_runs(connection, [run for run, _, _ in moving])
+
+    async def _program(self, connection: asyncpg.Connection, run: Run
+                       ) -> tuple[Any, Any] | None:
+        """The run's workflow and program (loaded from its stored source if this process
+        does not know its version); None, and the run exited, if there is none."""
+        entry = self.catalog.version(run.workflow, run.version)
+        if entry is not None:
+            return entry
+        source = await connection.fetchval(
+            "SELECT source FROM workflow_versions WHERE workflow = $1 AND version = $2",
+            run.workflow, run.version)
+        if source is None:
+            log.error("no definition for a run's version; exiting it",
+                      extra={"run_id": run.id, "workflow": run.workflow})
+            run.state, run.exit_reason = "exited", "workflow version not found"
+            return None
+        return self.catalog.add_version(run.workflow, run.version, source)
+
+    async def _inputs_all(self, connection: asyncpg.Connection,
+                          runs: list[tuple[Run, datetime]]
+                          ) -> tuple[list[RunInputs], SuppressionsRead]:
+        """What the runs' steps read, with one statement each for contacts, events and
+        suppressions (the entries found, by normalised address, are returned too)."""
+        if not runs:
+            return [], SuppressionsRead(frozenset(), {})
+        contact_ids = [run.contact_id for run, _ in runs]
+        window = timedelta(seconds=self.settings.frequency_window)
+        contacts = {row["n"]: row for row in await connection.fetch(
+            CONTACTS, contact_ids, [now - window for _, now in runs])}
+        events: dict[int, list[asyncpg.Record]] = {}
+        for row in await connection.fetch(RECENT_EVENTS, contact_ids,
+                                          [run.entered_at for run, _ in runs]):
+            events.setdefault(row["n"], []).append(row)
+        emails = {n: normalise_lenient(row["email"]) for n, row in contacts.items()
+                  if row["email"]}
+        found = await suppressions.lookup(connection, emails.values()) if emails else {}
+        return [self._run_inputs(run, now, contacts.get(n), events.get(n, []),
+                                 tuple(found.get(emails[n], ())) if n in emails else ())
+                for n, (run, now) in enumerate(runs, start=1)], SuppressionsRead(
+                    frozenset(emails.values()), found)
+
+    def _run_inputs(self, run: Run, now: datetime, contact: asyncpg.Record | None,
+                    rows: list[asyncpg.Record], entries: tuple[tuple[str, str], ...]
+                    ) -> RunInputs:
         since = [(r["type"], r["properties"]) for r in reversed(rows)
                  if r["occurred_at"] >= run.entered_at]
         views = [r["properties"] for r in rows if r["type"] == "product_viewed"][:50]
         opened, clicked = engagement(since, run.workflow, run.id)
         opened_all, clicked_all = engagement(since, run.workflow, run.id, include_machine=True)
         email = contact["email"] if contact else None
-        entries: tuple[tuple[str, str], ...] = ()
-        if email:
-            key = normalise_lenient(email)
-            entries = tuple((await suppressions.lookup(connection, [key])).get(key, ()))
         public_url, links, run_id = self.public_url, self.links, run.id
         consent_link = confirm_url(public_url, links, run.contact_id, now) if public_url else ""
 
@@ -269,20 +340,23 @@ class PgStore:
 
         return RunInputs(
             email, dict(contact["attributes"]) if contact else {},
-            contact["timezone"] if contact else None, entries,
+            contact["timezone"] if contact else None, entries if email else (),
             int(contact["recent"]) if contact else 0, opened, clicked, since,
             recommend(views, run.trigger_properties, self.settings.recommendations), link,
             opened_all, clicked_all, contact["consent_state"] if contact else None,
             consent_link)
 
     async def _apply(self, connection: asyncpg.Connection, run: Run, inputs: RunInputs,
-                     effects: Effects, now: datetime, logs: LogBuffer) -> None:
+                     effects: Effects, now: datetime) -> RunOutcome:
+        """The run's decision-log rows (sends still to be queued, as PendingSend) and its
+        contact and webhook writes (rare: one statement each, here)."""
+        outcome = RunOutcome(run, now)
         sends = iter(effects.sends)
         for step, action, detail in effects.log:
             if action == "send":
-                await self._send(connection, run, inputs, next(sends), now, logs)
+                self._send(run, inputs, next(sends), now, outcome)
             else:
-                logs.add(now, run.workflow, run.contact_id, run.id, step, action, detail)
+                outcome.add(step, action, detail)
         if effects.attributes is not None:
             current = await connection.fetchval(
                 "SELECT attributes FROM contacts WHERE contact_id = $1", run.contact_id) or {}
@@ -294,13 +368,13 @@ class PgStore:
         if effects.webhooks:  # outbox rows in this transaction; sent after the commit
             for step_id, action, detail in await queue_webhooks(connection, effects.webhooks,
                                                               run.contact_id):
-                logs.add(now, run.workflow, run.contact_id, run.id, step_id, action, detail)
+                outcome.add(step_id, action, detail)
+        return outcome
 
-    async def _send(self, connection: asyncpg.Connection, run: Run, inputs: RunInputs,
-                    send: SendEffect, now: datetime, logs: LogBuffer) -> None:
+    def _send(self, run: Run, inputs: RunInputs, send: SendEffect, now: datetime,
+              outcome: RunOutcome) -> None:
         if not self.public_url:
-            logs.add(now, run.workflow, run.contact_id, run.id, send.step_id, "skipped",
-                     f"not sent: {NO_PUBLIC_URL}")
+            outcome.add(send.step_id, "skipped", f"not sent: {NO_PUBLIC_URL}")
             return
         message_id = send_message_id(run.id, send.step_id)
         html, links = send.message.html, tuple[str, ...]()
@@ -315,30 +389,108 @@ class PgStore:
                 "headers": list_unsubscribe(self.public_url, self.identity.bounce_domain,
                                             self.links, message_id)}, now)
         except InvalidMessage as exc:
-            logs.add(now, run.workflow, run.contact_id, run.id, send.step_id, "skipped",
-                     f"cannot build message: {exc}")
+            outcome.add(send.step_id, "skipped", f"cannot build message: {exc}")
             return
-        message = OutboundMessage(
+        outcome.rows.append(PendingSend(send.step_id, send.template, OutboundMessage(
             composed.header_from, composed.recipient, composed.body, run.contact_id,
             (run.workflow,), {"workflow": run.workflow, "step": send.step_id, "run_id": run.id,
                               "template": send.template, "transactional": send.transactional},
-            "automation", f"run:{run.id}:{send.step_id}", id=message_id, tracked_links=links)
-        queued = await enqueue(connection, self.identity, message, now)
-        if queued.suppressed:
-            logs.add(now, run.workflow, run.contact_id, run.id, send.step_id, "skipped",
-                     f"suppressed: {queued.suppressed} (message {queued.id})")
-            return
-        self.sent += 1
-        logs.add(now, run.workflow, run.contact_id, run.id, send.step_id, "sent",
-                 f"{send.template} -> message {queued.id}")
+            "automation", f"run:{run.id}:{send.step_id}", id=message_id, tracked_links=links)))
 
-    async def _save(self, connection: asyncpg.Connection, run: Run) -> None:
-        await connection.execute(
+    async def _enqueue_all(self, connection: asyncpg.Connection,
+                           outcomes: list[RunOutcome], found: SuppressionsRead) -> None:
+        """Every message of the group in one enqueue (one insert, one NOTIFY) per clock
+        reading (the group's transitions normally share one); the suppression entries were
+        read with the runs' inputs in this transaction."""
+        by_time: dict[datetime, list[PendingSend]] = {}
+        for outcome in outcomes:
+            for row in outcome.rows:
+                if isinstance(row, PendingSend):
+                    by_time.setdefault(outcome.now, []).append(row)
+        for now, pending in by_time.items():
+            queued = await enqueue_many(connection, self.identity,
+                                        [send.message for send in pending], now,
+                                        known_suppressions=found)
+            for send, result in zip(pending, queued, strict=True):
+                send.result = result
+                if not result.suppressed:
+                    self.sent += 1
+
+    async def _save_runs(self, connection: asyncpg.Connection, runs: list[Run]) -> None:
+        await connection.executemany(
             "UPDATE workflow_runs SET state = $2, pc = $3, wake_at = $4, waiting_since = $5, "
             "sent_steps = $6, exit_reason = $7, updated_at = now() WHERE id = $1",
-            run.id, run.state, run.pc, run.wake_at, run.waiting_since, run.sent_steps,
-            run.exit_reason)
+            [(run.id, run.state, run.pc, run.wake_at, run.waiting_since, run.sent_steps,
+              run.exit_reason) for run in runs])
 
+
+@dataclass(frozen=True, slots=True)
+class StartRun:
+    fire: Fire
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceRun:
+    run_id: int
+    resume: Resume
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ExitRun:
+    run_id: int
+    reason: str
+    now: datetime
+
+
+Transition = StartRun | AdvanceRun | ExitRun
+
+
+def transition_key(item: Transition) -> tuple[str, str | int]:
+    """Transitions with equal keys never share a group (the core already keeps each
+    contact's transitions one after another: each waits for the previous one's commit)."""
+    if isinstance(item, StartRun):
+        return ("contact", item.fire.contact_id)
+    return ("run", item.run_id)
+
+
+@dataclass(slots=True)
+class PendingSend:
+    """A send step's message, queued with the group's; its log row once that is done."""
+
+    step_id: str
+    template: str
+    message: OutboundMessage
+    result: Enqueued | None = None
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    """One run's decision-log rows in order; sends wait for the group's enqueue."""
+
+    run: Run
+    now: datetime
+    rows: list[tuple[Any, ...] | PendingSend] = field(default_factory=list)
+
+    def add(self, step: str | None, action: str, detail: str) -> None:
+        self.rows.append(log_row(self.now, self.run.workflow, self.run.contact_id, self.run.id,
+                                 step, action, detail))
+
+    def sent_row(self, send: PendingSend) -> tuple[Any, ...]:
+        queued = send.result
+        assert queued is not None
+        if queued.suppressed:
+            action, detail = "skipped", f"suppressed: {queued.suppressed} (message {queued.id})"
+        else:
+            action, detail = "sent", f"{send.template} -> message {queued.id}"
+        return log_row(self.now, self.run.workflow, self.run.contact_id, self.run.id,
+                       send.step_id, action, detail)
+
+
+def log_row(at: datetime, workflow: str, contact_id: str, run_id: int | None,
+            step: str | None, action: str, detail: str) -> tuple[Any, ...]:
+    return (at.isoformat(), workflow, contact_id, run_id, step, action, detail[:1000])
 
 
 class LogBuffer:
@@ -349,8 +501,7 @@ class LogBuffer:
 
     def add(self, at: datetime, workflow: str, contact_id: str, run_id: int | None,
             step: str | None, action: str, detail: str) -> None:
-        self.rows.append((at.isoformat(), workflow, contact_id, run_id, step, action,
-                          detail[:1000]))
+        self.rows.append(log_row(at, workflow, contact_id, run_id, step, action, detail))
 
     async def flush(self, connection: asyncpg.Connection) -> None:
         if self.rows:

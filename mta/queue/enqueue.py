@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -66,6 +66,16 @@ class Enqueued:
 
 
 @dataclass(frozen=True, slots=True)
+class SuppressionsRead:
+    """Suppression entries a caller already read in the enqueue's transaction: ``addresses``
+    (normalised, :func:`~mta.suppression.addresses.normalise_lenient`) were looked up, and
+    ``entries`` holds the ``(reason, category)`` entries of those that have any."""
+
+    addresses: frozenset[str]
+    entries: Mapping[str, Sequence[tuple[str, str]]]
+
+
+@dataclass(frozen=True, slots=True)
 class QueueIdentity:
     """What every enqueue needs: the bounce domain, the HMAC secret and the expiry."""
 
@@ -89,9 +99,13 @@ async def enqueue(connection: asyncpg.Connection, identity: QueueIdentity,
 
 async def enqueue_many(connection: asyncpg.Connection, identity: QueueIdentity,
                        messages: Sequence[OutboundMessage], now: datetime | None = None,
-                       notify: bool = True) -> list[Enqueued]:
+                       notify: bool = True, known_suppressions: SuppressionsRead | None = None
+                       ) -> list[Enqueued]:
     """:func:`enqueue` for several messages in a few round trips (one pipelined insert, one
-    suppression look-up, one NOTIFY), with exactly its results, in order."""
+    suppression look-up, one NOTIFY), with exactly its results, in order.
+
+    ``known_suppressions``: what the caller read of the suppression list in this transaction;
+    only recipients it did not cover are looked up."""
     if not messages:
         return []
     now = now or datetime.now(UTC)
@@ -111,8 +125,8 @@ async def enqueue_many(connection: asyncpg.Connection, identity: QueueIdentity,
     existing = {row["idempotency_key"]: row["id"] for row in await connection.fetch(
         "SELECT id, idempotency_key FROM outbound_messages WHERE idempotency_key = "
         "ANY($1::text[])", keys)} if keys else {}
-    found = await suppressions.lookup(connection, [normalise_lenient(str(m.recipient))
-                                                   for m in messages])
+    found = await _suppressions(connection, [normalise_lenient(str(m.recipient))
+                                             for m in messages], known_suppressions)
     results: list[Enqueued] = []
     suppressed: list[tuple[uuid.UUID, str, OutboundMessage, str]] = []
     for message, message_id, row in zip(messages, ids, rows, strict=True):
@@ -135,6 +149,16 @@ async def enqueue_many(connection: asyncpg.Connection, identity: QueueIdentity,
     if notify and len(suppressed) < len(inserted):
         await wake_delivery(connection)
     return results
+
+
+async def _suppressions(connection: asyncpg.Connection, keys: list[str],
+                        known: SuppressionsRead | None) -> Mapping[str, Sequence[tuple[str, str]]]:
+    if known is None:
+        return await suppressions.lookup(connection, keys)
+    missing = [key for key in keys if key not in known.addresses]
+    if not missing:
+        return known.entries
+    return {**known.entries, **await suppressions.lookup(connection, missing)}
 
 
 _INSERT_ALL = f"""

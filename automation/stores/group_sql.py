@@ -1,0 +1,70 @@
+"""The set-based statements of a group of run transitions (:mod:`automation.stores.postgres`):
+each serves every transition of the group at once, its rows numbered by ``WITH ORDINALITY``
+(from 1, in the order of the arrays passed)."""
+
+from __future__ import annotations
+
+from engine.privacy.audit import erased_sql
+
+ACTIVE_STATES_SQL = "('running', 'waiting', 'waiting_event')"
+
+RUN_COLUMNS = """id, workflow, version, contact_id, reentry_key, entry_key, state, pc, entered_at,
+    trigger_type, trigger_properties, wake_at, waiting_since, sent_steps, exit_reason"""
+
+# Per fire: is a run of its re-entry key active, when was the last entered, was this very fire
+# handled before, was the contact erased.
+REENTRY = f"""
+    SELECT q.n, bool_or(r.state IN {ACTIVE_STATES_SQL}) AS active, max(r.entered_at) AS last,
+           bool_or(r.entry_key = q.entry_key) AS same, {erased_sql('q.contact_id')} AS erased
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+         WITH ORDINALITY AS q(workflow, contact_id, reentry_key, entry_key, n)
+    LEFT JOIN workflow_runs r ON r.workflow = q.workflow AND r.contact_id = q.contact_id
+                             AND r.reentry_key = q.reentry_key
+    GROUP BY q.n, q.contact_id
+"""
+
+INSERT_RUNS = f"""
+    INSERT INTO workflow_runs (workflow, version, contact_id, reentry_key, entry_key, state, pc,
+                               entered_at, trigger_type, trigger_properties)
+    SELECT q.workflow, q.version, q.contact_id, q.reentry_key, q.entry_key, 'running', 0,
+           q.entered_at, q.trigger_type, q.trigger_properties
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                $6::timestamptz[], $7::text[], $8::jsonb[])
+         AS q(workflow, version, contact_id, reentry_key, entry_key, entered_at, trigger_type,
+              trigger_properties)
+    ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
+    RETURNING {RUN_COLUMNS}
+"""
+
+EXIT_RUNS = f"""
+    UPDATE workflow_runs w SET state = 'exited', exit_reason = q.reason, wake_at = NULL,
+                               updated_at = now()
+    FROM unnest($1::bigint[], $2::text[]) AS q(id, reason)
+    WHERE w.id = q.id AND w.state IN {ACTIVE_STATES_SQL}
+    RETURNING w.id, w.workflow, w.contact_id
+"""
+
+# The contact of each run, with its automated, non-transactional sends since ``since`` (the
+# frequency cap's window).
+CONTACTS = """
+    SELECT q.n, c.email, c.attributes, c.timezone, c.consent_state,
+           (SELECT count(*) FROM outbound_messages m
+             WHERE m.contact_id = c.contact_id AND m.source = 'automation'
+               AND m.created_at > q.since
+               AND NOT coalesce((m.metadata->>'transactional')::boolean, false)) AS recent
+    FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS q(contact_id, since, n)
+    JOIN contacts c ON c.contact_id = q.contact_id
+"""
+
+# Each run's contact's events since it entered, and its product views, newest first (at most
+# 1,000 per run).
+RECENT_EVENTS = """
+    SELECT q.n, e.type, e.properties, e.occurred_at
+    FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS q(contact_id, entered_at, n)
+    CROSS JOIN LATERAL (
+        SELECT type, properties, occurred_at, position FROM events
+        WHERE contact_id = q.contact_id
+          AND (occurred_at >= q.entered_at OR type = 'product_viewed')
+        ORDER BY position DESC LIMIT 1000) e
+    ORDER BY q.n, e.position DESC
+"""

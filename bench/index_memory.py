@@ -60,7 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--vary", action="store_true",
                         help="give replicas other durations, counts and thresholds")
     parser.add_argument("--no-contact-views", action="store_true",
-                        help="TriggerIndex(keep_contacts=False), as the live engine may run")
+                        help="TriggerIndex(keep_contacts=False): the shape the live engine keeps "
+                             "(automation/live/service.py reads contacts from Postgres)")
     parser.add_argument("--snapshot", action="store_true", help="also time snapshot/restore")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also count live Python bytes allocated (several times slower)")

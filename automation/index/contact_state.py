@@ -17,7 +17,7 @@ from __future__ import annotations
 from sys import intern
 from typing import Any
 
-from automation.index.timers import Entry, TimerHeap
+from automation.index.timers import TimerHeap
 from automation.index.types import ContactView, Interner, Packed, pack
 
 COMPACT_MIN = 4096
@@ -44,7 +44,7 @@ class ContactTable:
     def __init__(self, width: int = 0) -> None:
         self.width = width
         self.contacts: dict[str, ContactState] = {}
-        self.timers = TimerHeap()
+        self.timers = TimerHeap(self._queued)
         self.live = 0  # contacts with a queued timer
         self.intern = Interner()
 
@@ -107,16 +107,16 @@ class ContactTable:
             contact.queued = due
             self.timers.push(due, intern(contact_id))
             if len(self.timers) > self.live + self.live // 4 + COMPACT_MIN:
-                self.timers.compact(self._valid)
+                self.timers.compact()
 
-    def _valid(self, entry: Entry) -> bool:
-        contact = self.contacts.get(entry[1])
-        return contact is not None and contact.queued == entry[0]
+    def _queued(self, contact_id: str) -> int | None:
+        contact = self.contacts.get(contact_id)
+        return None if contact is None else contact.queued
 
     def recount(self) -> None:
         """Recompute :attr:`live` and drop stale timers (after contacts were loaded)."""
         self.live = sum(1 for contact in self.contacts.values() if contact.queued is not None)
-        self.timers.compact(self._valid)
+        self.timers.compact()
 
     def peek(self) -> tuple[int, str, ContactState] | None:
         """The earliest valid timer (stale entries on top are dropped)."""

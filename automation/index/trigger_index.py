@@ -314,7 +314,7 @@ class TriggerIndex:
         table = self._table
         dumps = [watcher.dump for watcher in self._stateful]
         items = list(table.contacts.items())
-        timers = list(table.timers.entries)
+        timers = table.timers.entries()
         yield SNAPSHOT_MAGIC
         yield _frame({"format": SNAPSHOT_FORMAT, "layout": [w.layout for w in self._stateful],
                       "keep_contacts": self.keep_contacts, "position": self.position,
@@ -370,7 +370,7 @@ class TriggerIndex:
                     contact.queued = queued
                     index._carry(contact_id, contact, states, moves, decode=True)
             yield
-        table.timers.entries += timers  # only now: compaction needs every contact
+        table.timers.extend(timers)  # only now: compaction needs every contact
         table.recount()
         return index
 
@@ -390,7 +390,7 @@ class TriggerIndex:
                 contact.view = ContactView(*view)
             contact.queued = queued
             index._carry(contact_id, contact, states, moves, decode=True)
-        table.timers.entries += [(due, intern(contact_id))  # only now: compaction needs
-                                 for due, contact_id in loaded["timers"]]  # every contact
+        table.timers.extend((due, intern(contact_id))  # only now: compaction needs
+                            for due, contact_id in loaded["timers"])  # every contact
         table.recount()
         return index

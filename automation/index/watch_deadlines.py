@@ -37,18 +37,29 @@ from automation.model.definitions import AbsenceTrigger, InactivityTrigger
 MAX_KEYS = 64
 
 
-class Latest:
-    """The latest trigger event of a key, and which members are done with it."""
+class Kept:
+    """A kept trigger event (time, interned type, packed properties) and which members are
+    done with it: an inactivity's latest activity, a send awaiting its open. Four slots, no
+    key: a million contacts each keep one."""
 
-    __slots__ = ("at", "done", "key", "props", "type")
+    __slots__ = ("at", "done", "props", "type")
 
-    def __init__(self, key: Hashable, at: int, event_type: str, props: Packed,
-                 done: int = 0) -> None:
-        self.key = key
+    def __init__(self, at: int, event_type: str, props: Packed, done: int = 0) -> None:
         self.at = at
         self.type = event_type
         self.props = props
         self.done = done
+
+
+class Latest(Kept):
+    """The latest trigger event of an absence's correlation key."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Hashable, at: int, event_type: str, props: Packed,
+                 done: int = 0) -> None:
+        super().__init__(at, event_type, props, done)
+        self.key = key
 
 
 class _DeadlineWatcher(Watcher):
@@ -63,13 +74,13 @@ class _DeadlineWatcher(Watcher):
         self.durations = tuple(int(m.param) for m in self.members)
         self.full = full_mask(len(self.members))
 
-    def first_due(self, item: Latest) -> int | None:
+    def first_due(self, item: Kept) -> int | None:
         for index, duration in enumerate(self.durations):
             if not item.done >> index & 1:
                 return item.at + duration
         return None
 
-    def fire(self, contact_id: str, item: Latest, limit: int, out: Out) -> None:
+    def fire(self, contact_id: str, item: Kept, limit: int, out: Out) -> None:
         """Fire the item's members due at or before ``limit`` that are not done."""
         properties = None
         for index, duration in enumerate(self.durations):
@@ -84,7 +95,7 @@ class _DeadlineWatcher(Watcher):
             emit(out, self.members[index].targets, contact_id, due, from_us(due), item.type,
                  properties, from_us(item.at), self.entry_key(item))
 
-    def entry_key(self, item: Latest) -> str:
+    def entry_key(self, item: Kept) -> str:
         raise NotImplementedError
 
 
@@ -101,7 +112,8 @@ class AbsenceWatcher(_DeadlineWatcher):
         missing = [(t, self.on_missing) for t in sorted(self.trigger.missing.types)]
         return missing + [(t, self.on_trigger) for t in sorted(self.trigger.condition.types)]
 
-    def entry_key(self, item: Latest) -> str:
+    def entry_key(self, item: Kept) -> str:
+        assert isinstance(item, Latest)
         return f"absence:{key_text(item.key)}:{iso(item.at)}"
 
     # state: one Latest, or a dict key -> Latest
@@ -221,16 +233,16 @@ class InactivityWatcher(_DeadlineWatcher):
     def routes(self) -> Iterable[tuple[str, Handler]]:
         return [(t, self.on_activity) for t in sorted(self.types)]
 
-    def entry_key(self, item: Latest) -> str:
+    def entry_key(self, item: Kept) -> str:
         return f"inactivity:{iso(item.at)}"
 
-    # state: a Latest (key ()), or the int time of the latest once every member fired
+    # state: a Kept, or the int time of the latest once every member fired
 
     def on_activity(self, event: IndexEvent, t: int, out: Out) -> None:
         contact_id = event.contact_id
         contact = self.table.get(contact_id)
         state = None if contact is None else contact[self.slot]
-        if type(state) is Latest:
+        if type(state) is Kept:
             if t < state.at:
                 return
             if state.at + self.durations[0] <= t:
@@ -242,8 +254,8 @@ class InactivityWatcher(_DeadlineWatcher):
                 return
             if contact is None:
                 contact = self.table.ensure(contact_id)
-            contact[self.slot] = Latest((), t, self.table.intern(event.type),
-                                        self.table.pack(event.properties))
+            contact[self.slot] = Kept(t, self.table.intern(event.type),
+                                      self.table.pack(event.properties))
         assert contact is not None
         self.table.arm(contact_id, contact, t + self.durations[0])
 
@@ -271,4 +283,4 @@ class InactivityWatcher(_DeadlineWatcher):
                                                      state.done)
 
     def load(self, data: Any) -> Any:
-        return data if isinstance(data, int) else Latest((), *data)
+        return data if isinstance(data, int) else Kept(*data)

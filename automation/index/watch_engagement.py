@@ -32,7 +32,7 @@ from automation.index.watch_base import (
     full_mask,
     remap_mask,
 )
-from automation.index.watch_deadlines import Latest
+from automation.index.watch_deadlines import Kept
 from automation.model.conditions import is_machine
 from automation.model.definitions import CLICKED_EVENT, OPENED_EVENT
 
@@ -45,7 +45,7 @@ class SendState:
 
     def __init__(self) -> None:
         self.last: int | None = None
-        self.pending: list[Latest] | None = None
+        self.pending: list[Kept] | None = None
 
 
 class EngagementWatcher(Watcher):
@@ -97,8 +97,8 @@ class EngagementWatcher(Watcher):
             pending = state.pending
             if pending is None:
                 pending = state.pending = []
-            pending.append(Latest((), t, self.table.intern(event.type),
-                                  self.table.pack(event.properties), self.preset))
+            pending.append(Kept(t, self.table.intern(event.type),
+                                self.table.pack(event.properties), self.preset))
             if len(pending) > MAX_PENDING:
                 del pending[0]
             self.table.arm(event.contact_id, contact, t + self.silent[0][1])
@@ -173,7 +173,7 @@ class EngagementWatcher(Watcher):
     def load(self, data: Any) -> Any:
         state = SendState()
         state.last, pending = data
-        state.pending = None if pending is None else [Latest((), *row) for row in pending]
+        state.pending = None if pending is None else [Kept(*row) for row in pending]
         return state
 
 

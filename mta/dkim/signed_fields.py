@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from itertools import filterfalse
 from typing import Final, TypeAlias
 
-from mta.dkim.canonical import WSP_RUN, Header, relaxed_header
+from mta.dkim.canonical import CR, LF, TAB, WSP_RUN, Header, relaxed_header
 
 #: Signed when present, in message order (RFC 6376 5.4.1, RFC 8058 for List-Unsubscribe-Post).
 SIGNED_HEADERS: Final = frozenset(
@@ -109,12 +109,12 @@ def _learn_lines(lines: Sequence[bytes], missing: Sequence[bytes]) -> bool:
         lower = _field_names.get(name)
         if lower is None:
             lower = _learn_field_name(name)
-        if lower is None or not colon or b"\r" in value or b"\n" in value:
+        if lower is None or not colon or CR in value or LF in value:
             return False
         _line_names[line] = lower
         if not lower:
             _line_forms[line] = b""
-        elif b"\t" in value or b"  " in value:
+        elif TAB in value or value.find(b"  ") >= 0:
             _line_forms[line] = lower + b":" + WSP_RUN.sub(b" ", value).strip() + b"\r\n"
         else:
             _line_forms[line] = lower + b":" + value.strip() + b"\r\n"

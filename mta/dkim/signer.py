@@ -53,7 +53,7 @@ from mta.dkim.keys import (
 from mta.dkim.signed_fields import parsed_signed_fields, plain_signed_fields
 from mta.errors import DkimError, InvalidMessage
 
-_CACHE_SIZE: Final = 4096  # From values kept parsed, From domains kept resolved to keys
+_CACHE_SIZE: Final = 4096  # From values kept parsed and resolved to a signing domain
 _TEMPLATE_CACHE_SIZE: Final = 256  # signature layouts kept per (domain, h= list, line ending)
 
 _SIGNATURE_HEADER: Final = b"DKIM-Signature"
@@ -118,7 +118,8 @@ class DkimSigner:
         self._keys: Mapping[str, tuple[DkimKey, ...]] = {
             domain: tuple(domain_keys) for domain, domain_keys in by_domain.items()
         }
-        self._signing_domains: dict[str, str | None] = {}
+        self._signing_domains: dict[bytes | None, str | None] = {}
+        self._second, self._t_tag = -1, b""
         self._templates: dict[tuple[str, tuple[bytes, ...], bytes],
                               tuple[SignatureTemplate, ...]] = {}
 
@@ -175,29 +176,36 @@ class DkimSigner:
         domain = self._signing_domain_of(from_value)
         if domain is None:
             return b""
-        linesep = b"\n" if message.endswith(b"\n") and not message.endswith(b"\r\n") else b"\r\n"
+        linesep = b"\r\n" if message.endswith(b"\r\n") or not message.endswith(b"\n") else b"\n"
         templates = (self._templates.get((domain, include, linesep))
                      or self._learn_templates(domain, include, linesep))
         body_hash = binascii.b2a_base64(
             hashlib.sha256(relaxed_body(body)).digest(), newline=False)
-        moving = b"t=%d; bh=%s;" % (int(time.time()), body_hash)
+        moving = self._timestamp_tag() + body_hash + b";"
         if len(templates) == 1:
             return templates[0].field(hashed, moving)
         return b"".join([template.field(hashed, moving) for template in templates])
 
+    def _timestamp_tag(self) -> bytes:
+        """``t=<now>; bh=``, formatted once a second."""
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._t_tag = now, b"t=%d; bh=" % now
+        return self._t_tag
+
     def _signing_domain_of(self, from_value: bytes | None) -> str | None:
         """The configured domain whose keys sign mail with this From value, or None (cached
-        per From domain)."""
-        domain = address_domain(from_value) if from_value is not None else None
-        if domain is None:
-            return None
+        per From value: a campaign sends many messages with one From)."""
         try:
-            return self._signing_domains[domain]
+            return self._signing_domains[from_value]
         except KeyError:
-            if len(self._signing_domains) >= _CACHE_SIZE:
-                self._signing_domains.clear()
-            signing = self._signing_domains[domain] = self.signing_domain(domain)
-            return signing
+            pass
+        domain = address_domain(from_value) if from_value is not None else None
+        if len(self._signing_domains) >= _CACHE_SIZE:
+            self._signing_domains.clear()
+        signing = self._signing_domains[from_value] = (
+            self.signing_domain(domain) if domain is not None else None)
+        return signing
 
     def _learn_templates(self, domain: str, include: tuple[bytes, ...],
                          linesep: bytes) -> tuple[SignatureTemplate, ...]:

@@ -179,8 +179,7 @@ class DkimSigner:
         linesep = b"\r\n" if message.endswith(b"\r\n") or not message.endswith(b"\n") else b"\n"
         templates = (self._templates.get((domain, include, linesep))
                      or self._learn_templates(domain, include, linesep))
-        body_hash = binascii.b2a_base64(
-            hashlib.sha256(relaxed_body(body)).digest(), newline=False)
+        body_hash = binascii.b2a_base64(hashlib.sha256(relaxed_body(body)).digest(), newline=False)
         moving = self._timestamp_tag() + body_hash + b";"
         if len(templates) == 1:
             return templates[0].field(hashed, moving)
@@ -226,6 +225,7 @@ class SignatureTemplate:
     signature is. Verifiers ignore FWS inside b=."""
 
     key: DkimKey
+    sign: Callable[[bytes], bytes]  # the key's private-key operation over a digest
     head: bytes  # "DKIM-Signature: " + the folded repeating tags + a continuation
     hashed_head: bytes  # the repeating tags in relaxed form, as hashed, + " "
     continuation: bytes  # line ending + " "
@@ -247,6 +247,7 @@ class SignatureTemplate:
         length = 4 * -(-key.signature_bytes // 3)
         return cls(
             key=key,
+            sign=key.sign,
             head=_SIGNATURE_HEADER + b": " + folded + continuation,
             hashed_head=relaxed_field(_SIGNATURE_HEADER, b" " + folded) + b" ",
             continuation=continuation,
@@ -261,7 +262,7 @@ class SignatureTemplate:
         ``hashed_fields`` and whose t= and bh= tags are ``moving``."""
         digest = hashlib.sha256(b"".join((hashed_fields, self.hashed_head, moving, b" b=")))
         try:
-            signature = binascii.b2a_base64(self.key.sign(digest.digest()), newline=False)
+            signature = binascii.b2a_base64(self.sign(digest.digest()), newline=False)
         except ValueError as exc:
             raise DkimError(
                 f"DKIM signing for {self.key.domain} ({self.key.selector}) failed: {exc}"

@@ -24,8 +24,10 @@ from dkim.util import parse_tag_value
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mta.dkim import signed_fields
 from mta.dkim.canonical import relaxed_header
 from mta.dkim.keys import dns_txt_record, generate_key, normalize_domain, write_keypair
+from mta.dkim.signed_fields import parsed_signed_fields, plain_signed_fields
 from mta.dkim.signer import DkimKeyConfig, DkimSigner, canonicalize_body, parse_message
 from mta.dkim.signing_pool import SigningPool
 from mta.errors import DkimError, InvalidMessage
@@ -479,6 +481,69 @@ _CRLF_FIELDS = st.lists(
 def test_crlf_header_sections_parse_as_dkimpy_parses_them(head: bytes, rest: bytes) -> None:
     """The one-regex path for CRLF-only sections (generated mail) against dkimpy."""
     assert _outcome(parse_message, head + rest) == _outcome(dkim.rfc822_parse, head + rest)
+
+
+_PLAIN_LINES = st.lists(  # mostly plain header lines, now and then one that is not
+    st.tuples(
+        st.sampled_from([b"From", b"TO", b"to", b"X-a", b"Subject", b"Content-Type", b"Received",
+                         b"from", b"To", b"Cc"] * 3 + [b"a b", b"", b" To"]),
+        st.sampled_from([b":"] * 12 + [b"", b" :"]),
+        st.lists(st.sampled_from([b" v", b"\t", b"  ", b"w", b":", b" ", b"\x0b", b"\x0c",
+                                  b"<a@b.example>", b"\xc3\xa9"] * 6 + [b"\r", b"\n", b"\r\n "]),
+                 max_size=6).map(b"".join),
+    ).map(b"".join),
+    max_size=8,
+)
+
+
+def _parsed_fields(message: bytes) -> object:
+    try:
+        headers, _ = parse_message(message)
+    except InvalidMessage:
+        return "error"
+    return parsed_signed_fields(headers)
+
+
+@given(_PLAIN_LINES)
+def test_plain_signed_fields_equal_the_parsed_ones(lines: list[bytes]) -> None:
+    """The line-cache path (generated mail) against dkimpy's parse: the same h= list, hashed
+    bytes and From value, or it declines (None) and the parse decides."""
+    head = b"\r\n".join(lines)
+    message = head + b"\r\n\r\nbody\r\n"
+    for _ in range(2):  # learning the lines, then from the cache
+        plain = plain_signed_fields(head)
+        if plain is not None:
+            assert head and plain == _parsed_fields(message)
+
+
+def test_plain_signed_fields_survive_the_line_cache_emptying(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(signed_fields, "LINE_CACHE_SIZE", 5)
+    for recipient in range(20):
+        head = (b"From: Shop <news@example.com>\r\nTo: <c%d@example.org>\r\nX-Id: %d\r\n"
+                b"Subject:  Hello\t you \r\nTo: <second@example.org>" % (recipient, recipient))
+        plain = plain_signed_fields(head)
+        assert plain is not None
+        assert plain == _parsed_fields(head + b"\r\n\r\n")
+        include, hashed, from_value = plain
+        assert include == (b"from", b"to", b"subject", b"to", b"from")
+        assert hashed == (b"from:Shop <news@example.com>\r\nto:<second@example.org>\r\n"
+                          b"subject:Hello you\r\nto:<c%d@example.org>\r\n" % recipient)
+        assert from_value == b" Shop <news@example.com>"
+        assert len(signed_fields._line_names) <= 5
+
+
+def test_headers_the_line_cache_declines_are_parsed(
+        keys: Keys, make_signer: Callable[..., DkimSigner]) -> None:
+    """Folded fields, bare LFs and an mbox From line in the header section: the parse path
+    signs them, and the signatures verify."""
+    signer = make_signer(keys.add("example.com", "rsa1"))
+    folded = message()  # its Subject is folded
+    assert plain_signed_fields(folded[:folded.index(b"\r\n\r\n")]) is None
+    mbox = b"From news@example.com Mon Jan  1 10:00:00 2024\r\n" + message()
+    mixed = message().replace(b"MIME-Version: 1.0\r\n", b"MIME-Version: 1.0\n")
+    for original in (folded, mbox, mixed):
+        assert verify_all(signer.sign(original), keys.dnsfunc) == [True]
 
 
 # -- internationalised domains: one IDNA 2008 form everywhere ------------------------------------

@@ -89,6 +89,14 @@ def parse_address(text: str) -> Address:
     """Parse an RFC 5321/6531 mailbox (``local@domain``) strictly; raise AddressError if invalid."""
     if not isinstance(text, str):
         raise AddressError("address must be a string")
+    return _parse_address(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_address(text: str) -> Address:
+    """Cached (an Address is immutable): a send parses its recipient three times (the
+    suppression key, the To header, the queue's suppression check), and mail streams repeat
+    their senders. Errors are not cached."""
     if not text:
         raise AddressError("address is empty")
     if len(text) > MAX_INPUT_CHARS:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from engine.base32 import b32_lower
+from engine.hmac_sha256 import hmac_sha256
 
 KID = re.compile(r"^[a-z0-9]{1,8}$")
 
@@ -46,7 +48,7 @@ class BadToken(ValueError):
 
 def _mac(secret: bytes, purpose: bytes, kid: str, payload: bytes, size: int) -> bytes:
     data = purpose + b"\0" + kid.encode() + b"\0" + payload
-    return hmac.new(secret, data, hashlib.sha256).digest()[:size]
+    return hmac_sha256(secret, data)[:size]
 
 
 def sign_token(keys: LinkKeys, purpose: bytes, payload: bytes, mac_bytes: int) -> str:
@@ -54,7 +56,7 @@ def sign_token(keys: LinkKeys, purpose: bytes, payload: bytes, mac_bytes: int) -
     case without padding, so one token fits a URL path and a case-insensitive mailto local
     part. ``purpose`` keeps the tokens of different uses apart (one key signs them all)."""
     raw = payload + _mac(keys.secrets[keys.current], purpose, keys.current, payload, mac_bytes)
-    return f"{keys.current}.{base64.b32encode(raw).decode().rstrip('=').lower()}"
+    return f"{keys.current}.{b32_lower(raw)}"
 
 
 def read_token(keys: LinkKeys, token: str, purpose: bytes, payload_bytes: int, mac_bytes: int,

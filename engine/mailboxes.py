@@ -30,6 +30,7 @@ _ENCODED_WORD_OCTETS = 45  # UTF-8 octets per RFC 2047 word: base64 60 + 12 over
 _HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+\Z")  # printable ASCII except ':'
 # Characters email.utils.formataddr would quote, plus "=?" handled separately (encoded words).
 _NEEDS_QUOTING = re.compile(r'[][\\()<>@,:;".]')
+_PLAIN_VALUE = re.compile(r"[\t\x20-\x7e]*\Z")  # printable ASCII and tabs: nothing to check
 
 
 class HeaderError(HeraldError, ValueError):
@@ -78,7 +79,7 @@ def check_header_value(name: str, value: str) -> None:
     line breaks or control characters in the value, at most 998 octets)."""
     if not name or not _HEADER_NAME.match(name):
         raise HeaderError(f"header name {name!r} must be printable ASCII without ':' or spaces")
-    for char in value:
+    for char in "" if _PLAIN_VALUE.match(value) else value:
         if char in LINE_BREAKS:
             raise HeaderError(f"header {name} contains a line break or NUL")
         if char != "\t" and unicodedata.category(char) in ("Cc", "Cs"):

@@ -8,6 +8,7 @@ inject a header or an SMTP command.
 from __future__ import annotations
 
 import email.policy
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any
 from engine.addresses import Address, AddressError, parse_address
 from engine.mailboxes import HeaderError, check_header_value, format_mailbox, parse_mailbox
 from mta.errors import InvalidMessage
+from mta.mime_writer import date_value, header_field, message_id, text_message
 
 MAX_LINE = 998
 # Headers Herald writes itself, or that would change the message's structure or routing.
@@ -69,6 +71,21 @@ def _mailbox(value: Any, where: str) -> tuple[str | None, Address]:
         raise _field(str(exc), where) from None
 
 
+def _sender(value: Any) -> tuple[str | None, Address, bytes]:
+    """The From mailbox: display name, address and its header field."""
+    if not isinstance(value, str):
+        raise _field("must be a string like 'Name <user@example.com>'", "from")
+    return _parsed_sender(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_sender(value: str) -> tuple[str | None, Address, bytes]:
+    """Parsed and written once per value: senders are few, and their every message repeats
+    them."""
+    name, address = _mailbox(value, "from")
+    return name, address, header_field("From", format_mailbox(name, address))
+
+
 def _extra_headers(value: Any) -> list[tuple[str, str]]:
     if value is None:
         return []
@@ -107,7 +124,7 @@ def compose(request: dict[str, Any], now: datetime | None = None,
             attachments: Sequence[Message] = ()) -> ComposedMessage:
     """Build a message from ``from``, ``to``, ``subject``, ``text``/``html``, ``headers``;
     ``attachments`` (MIME parts, :mod:`mta.attachments`) make it multipart/mixed."""
-    from_name, from_address = _mailbox(request.get("from"), "from")
+    from_name, from_address, from_field = _sender(request.get("from"))
     to_name, to_address = _mailbox(request.get("to"), "to")
     subject = request.get("subject")
     if not isinstance(subject, str):
@@ -124,8 +141,37 @@ def compose(request: dict[str, Any], now: datetime | None = None,
             raise _field("must be a string", name)
     extra = _extra_headers(request.get("headers"))
 
-    # The compat32 MIME classes: the same RFC output as EmailMessage for what we build here,
-    # at about a tenth of the cost (measured: ~3 ms -> ~0.3 ms per message).
+    if attachments:
+        return _compose_mime(from_name, from_address, to_name, to_address, subject, text, html,
+                             extra, now, attachments)
+    headers = [from_field,
+               header_field("To", format_mailbox(to_name, to_address)),
+               _encoded_field("Subject", subject),
+               header_field("Date", date_value(now or datetime.now(UTC))),
+               header_field("Message-ID", message_id(from_address.ascii_domain))]
+    headers.extend(_encoded_field(name, value) for name, value in extra)
+    head = b"".join(headers)
+    check_line_lengths(head)  # body lines are quoted-printable: at most 76 octets
+    try:
+        body = text_message(head, text, html)
+    except UnicodeEncodeError:
+        raise _field("contains a lone surrogate (not UTF-8 text)", "text") from None
+    return ComposedMessage(from_address, to_address, body)
+
+
+def _encoded_field(name: str, value: str) -> bytes:
+    """A checked header value: ASCII as it is, else RFC 2047-encoded (then folded as the
+    ``email`` package folds it)."""
+    return header_field(name, value if value.isascii() else Header(value, "utf-8").encode())
+
+
+def _compose_mime(from_name: str | None, from_address: Address, to_name: str | None,
+                  to_address: Address, subject: str, text: str | None, html: str | None,
+                  extra: list[tuple[str, str]], now: datetime | None,
+                  attachments: Sequence[Message]) -> ComposedMessage:
+    """A message with attachments, built with the ``email`` package's compat32 classes (its
+    text parts and headers are what :func:`mta.mime_writer.text_message` writes without
+    them)."""
     message: Message
     if text is not None and html is not None:
         message = MIMEMultipart("alternative")

@@ -4,6 +4,7 @@ one-click endpoint finds the recipient and category from it)."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 from engine.link_keys import LinkKeys
@@ -12,6 +13,7 @@ from mta.suppression.tokens import unsubscribe_mailto, unsubscribe_url
 _NAMESPACE = uuid.UUID("6f1d2a8e-52c4-4d0b-9a57-8d0f6d1b7c11")
 
 
+@functools.lru_cache(maxsize=1024)  # a send names it twice: in its unsubscribe link and its row
 def send_message_id(run_id: int, step_id: str) -> uuid.UUID:
     """The outbound message id of a run's send step (stable: a retried transition reuses it)."""
     return uuid.uuid5(_NAMESPACE, f"run:{run_id}:{step_id}")

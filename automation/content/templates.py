@@ -172,6 +172,9 @@ class TemplateSet:
                  sources: Mapping[str, str] | None = None) -> None:
         self._env = env
         self._messages = dict(messages)
+        # Jinja's globals (range, dict, ...): no template has globals of its own, so one copy
+        # under each message's context serves every part.
+        self._globals = dict(env.globals)
         # The texts it was compiled from (compiled templates cannot cross to a worker process).
         self.sources: dict[str, str] = dict(sources or {})
 
@@ -249,9 +252,14 @@ class TemplateSet:
         if parts is None:
             raise RenderError(name, "no such template")
         out: dict[str, str] = {}
+        # What Template.render does, with the variables and globals merged once for all parts
+        # (each part still gets a Context of its own; rendering never writes to this dict).
+        variables = {**self._globals, **context}
+        env = self._env
         for part, template in parts.items():
             try:
-                out[part] = template.render(context)
+                out[part] = env.concat(template.root_render_func(  # type: ignore[attr-defined]
+                    env.context_class(env, variables, template.name, template.blocks)))
             except Exception as exc:  # the Jinja boundary: any failure inside a template
                 raise RenderError(name, f"{PARTS[part]}: {_reason(exc)}") from None
             if len(out[part]) > MAX_OUTPUT_CHARS:

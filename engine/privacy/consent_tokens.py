@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 from datetime import UTC, datetime
 
+from engine.hmac_sha256 import hmac_sha256
 from engine.link_keys import KID, LinkKeys
 
 _MAC_BYTES = 16
@@ -25,8 +25,7 @@ class BadConsentToken(ValueError):
 
 
 def _mac(secret: bytes, kid: str, payload: bytes) -> bytes:
-    return hmac.new(secret, b"consent\0" + kid.encode() + b"\0" + payload,
-                    hashlib.sha256).digest()[:_MAC_BYTES]
+    return hmac_sha256(secret, b"consent\0" + kid.encode() + b"\0" + payload)[:_MAC_BYTES]
 
 
 def _encode(raw: bytes) -> str:

@@ -8,9 +8,11 @@ message without trusting anything else in the bounce.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import uuid
+
+from engine.base32 import b32_lower
+from engine.hmac_sha256 import hmac_sha256
 
 PREFIX = "b-"
 _MAC_BYTES = 10
@@ -21,12 +23,11 @@ class BadReturnPath(ValueError):
 
 
 def _mac(secret: bytes, message_id: uuid.UUID) -> bytes:
-    return hmac.new(secret, message_id.bytes, hashlib.sha256).digest()[:_MAC_BYTES]
+    return hmac_sha256(secret, message_id.bytes)[:_MAC_BYTES]
 
 
 def bounce_address(secret: bytes, message_id: uuid.UUID, bounce_domain: str) -> str:
-    token = base64.b32encode(message_id.bytes + _mac(secret, message_id)).decode()
-    return f"{PREFIX}{token.rstrip('=').lower()}@{bounce_domain}"
+    return f"{PREFIX}{b32_lower(message_id.bytes + _mac(secret, message_id))}@{bounce_domain}"
 
 
 def message_id_from(secret: bytes, address: str) -> uuid.UUID:

@@ -21,8 +21,20 @@ _PURPOSE = b"unsubscribe"
 MAX_TOKEN = 80
 
 
+# Recent tokens: a message names its own unsubscribe link three times (in its body, and as the
+# URL and the mailto of List-Unsubscribe), so one signature serves all three.
+_recent: dict[tuple[str, bytes, uuid.UUID], str] = {}
+_RECENT = 256
+
+
 def unsubscribe_token(keys: LinkKeys, message_id: uuid.UUID) -> str:
-    return sign_token(keys, _PURPOSE, message_id.bytes, _MAC_BYTES)
+    key = (keys.current, keys.secrets[keys.current], message_id)
+    token = _recent.get(key)
+    if token is None:
+        if len(_recent) >= _RECENT:
+            _recent.clear()
+        token = _recent[key] = sign_token(keys, _PURPOSE, message_id.bytes, _MAC_BYTES)
+    return token
 
 
 def read_unsubscribe_token(keys: LinkKeys, token: str) -> uuid.UUID:

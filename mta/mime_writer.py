@@ -1,0 +1,163 @@
+"""A text message's bytes written directly (pure): what the ``email`` package's compat32
+generator writes for a text/plain, text/html or multipart/alternative message, without building
+and walking ``email.message`` objects (about a tenth of the cost).
+
+Header fields are folded exactly as compat32 folds them at 78 columns (:func:`header_field`: a
+plain ASCII value by a port of its algorithm, anything else by compat32 itself), so every header
+line is byte for byte what the ``email`` package writes. Bodies are UTF-8 quoted-printable from
+:func:`binascii.b2a_qp` (C) with CRLF line ends and lines of at most 76 octets; its spelling
+differs from the ``email`` package's pure-Python encoder in two places only (a lone ``.`` line
+is written ``=2E``; trailing white space before a soft line break is encoded), and what a reader
+decodes is the same.
+"""
+
+from __future__ import annotations
+
+import binascii
+import email.policy
+import os
+import random
+import re
+import sys
+import time
+from datetime import datetime
+from email.utils import format_datetime
+
+MAX_COLUMNS = 78  # compat32's folding width (RFC 5322 2.1.1's recommendation)
+_WIRE = email.policy.compat32.clone(linesep="\r\n", max_line_length=MAX_COLUMNS)
+# Printable ASCII words separated by single spaces: the values :func:`_fold_plain` folds.
+_PLAIN = re.compile(r"[!-~]+(?: [!-~]+)*\Z")
+_SPLIT_CHARS = ";, "  # compat32's preference order for folding points (tabs never occur here)
+_BOUNDARY_DIGITS = len(repr(sys.maxsize - 1))
+_QP_LINE = 76  # RFC 2045 6.7: encoded lines of at most 76 characters
+_EQUALS = ord("=")
+
+_PART_HEADERS = {
+    subtype: (f'Content-Type: text/{subtype}; charset="utf-8"\r\nMIME-Version: 1.0\r\n'
+              "Content-Transfer-Encoding: quoted-printable\r\n").encode()
+    for subtype in ("plain", "html")
+}
+
+
+def header_field(name: str, value: str) -> bytes:
+    """``name: value`` as compat32 writes it at 78 columns with CRLF, folded, CRLF-terminated.
+    The caller has checked the value (:func:`engine.mailboxes.check_header_value`); non-ASCII
+    values must already be RFC 2047 words or are encoded by compat32 as before."""
+    if value.isascii() and _PLAIN.match(value):
+        return _fold_plain(name, value).encode("ascii")
+    return _WIRE.fold_binary(name, value)
+
+
+def _fold_plain(name: str, value: str) -> str:
+    """compat32's ``Header(value, header_name=name).encode(maxlinelen=78)`` for a plain value
+    (``email.header._ValueFormatter``: words are added to the line; one that takes it past 78
+    columns splits it after the last word ending in ';', else ',', else before the last word;
+    a first word too long for the line after the field name starts on the next line)."""
+    if len(name) + 2 + len(value) <= MAX_COLUMNS:
+        return f"{name}: {value}\r\n"
+    words = value.split(" ")
+    lines: list[str] = []
+    line: list[tuple[str, str]] = []  # (folding white space, word)
+    initial = len(name) + 2  # the field name and ": " on the first line
+    length = initial
+    for index, word in enumerate(words):
+        space = " " if index else ""
+        line.append((space, word))
+        length += len(space) + len(word)
+        if length <= MAX_COLUMNS:
+            continue
+        split = _split_point(line)
+        if split is None:  # one word on the line: it stays over long
+            if initial:  # the field name alone on the first line, the word on the next
+                line.pop()
+                lines.append("".join(s + w for s, w in line))
+                line, initial = [(space or " ", word)], 0
+                length = len(space or " ") + len(word)
+            continue
+        lines.append("".join(s + w for s, w in line[:split]))
+        line, initial = line[split:], 0
+        length = sum(len(s) + len(w) for s, w in line)
+    if line or initial:
+        lines.append("".join(s + w for s, w in line))
+    return f"{name}: " + "\r\n".join(lines) + "\r\n"
+
+
+def _split_point(line: list[tuple[str, str]]) -> int | None:
+    for char in _SPLIT_CHARS:
+        for index in range(len(line) - 1, 0, -1):
+            if char == " ":
+                if line[index][0] == " ":
+                    return index
+            elif line[index - 1][1].endswith(char):
+                return index
+    return None
+
+
+def quoted_printable(text: str) -> bytes:
+    """UTF-8 quoted-printable with CRLF line ends and lines of at most 76 octets (CR, LF and
+    CRLF in ``text`` are line ends, as for the ``email`` package); raises UnicodeEncodeError
+    for a lone surrogate."""
+    data = text.encode("utf-8")
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    lines = binascii.b2a_qp(data, istext=True).split(b"\n")
+    if max(map(len, lines)) > _QP_LINE:  # b2a_qp's escaped white space ending a line
+        _soft_breaks(lines)
+    return b"\r\n".join(lines)
+
+
+def _soft_breaks(lines: list[bytes]) -> None:
+    """Lines longer than 76 octets cut into 75 octets and a soft break ('='), never inside an
+    ``=XX`` escape (in a line that long every '=' starts one; soft breaks end shorter ones)."""
+    for index, line in enumerate(lines):
+        if len(line) <= _QP_LINE:
+            continue
+        pieces = []
+        while len(line) > _QP_LINE:
+            cut = _QP_LINE - 1
+            if line[cut - 1] == _EQUALS:
+                cut -= 1
+            elif line[cut - 2] == _EQUALS:
+                cut -= 2
+            pieces.append(line[:cut])
+            line = line[cut:]
+        pieces.append(line)
+        lines[index] = b"=\r\n".join(pieces)
+
+
+_dates: tuple[datetime, str] | None = None
+
+
+def date_value(now: datetime) -> str:
+    """The Date header's value for ``now`` (``email.utils.format_datetime``; the last one is
+    kept, since many messages of the same second share it)."""
+    global _dates
+    second = now.replace(microsecond=0)
+    cached = _dates
+    if cached is not None and cached[0] == second and cached[0].tzinfo is second.tzinfo:
+        return cached[1]
+    text = format_datetime(second)
+    _dates = (second, text)
+    return text
+
+
+def message_id(domain: str) -> str:
+    """A Message-ID value as ``email.utils.make_msgid(domain=...)`` makes it."""
+    return f"<{int(time.time() * 100)}.{os.getpid()}.{random.getrandbits(64)}@{domain}>"
+
+
+def text_message(headers: bytes, text: str | None, html: str | None) -> bytes:
+    """The whole message: ``headers`` (the fields after the MIME ones, each CRLF-terminated),
+    then the text and/or HTML part; both make a multipart/alternative. The boundary cannot occur
+    in the parts: a quoted-printable line never holds two '=' in a row."""
+    if text is not None and html is not None:
+        boundary = "=" * 15 + str(random.randrange(sys.maxsize)).zfill(_BOUNDARY_DIGITS) + "=="
+        delimiter = f"\r\n--{boundary}\r\n".encode()
+        return b"".join((
+            f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n'
+            "MIME-Version: 1.0\r\n".encode(), headers, b"\r\n", delimiter[2:],
+            _PART_HEADERS["plain"], b"\r\n", quoted_printable(text), delimiter,
+            _PART_HEADERS["html"], b"\r\n", quoted_printable(html),
+            f"\r\n--{boundary}--\r\n".encode()))
+    subtype, body = ("plain", text) if text is not None else ("html", html or "")
+    return b"".join((_PART_HEADERS[subtype], headers, b"\r\n", quoted_printable(body)))

@@ -37,6 +37,7 @@ _SCHEME = re.compile(r"^([a-z][a-z0-9+.\-]*):")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9\-]"
                      r"{0,61}[a-z0-9])?)*$")
 _UNCLEAN = re.compile(r"[\s\\\x00-\x1f\x7f]")
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,8 @@ def screen_links(value: Any, domains: tuple[str, ...], path: str,
                  dropped: list[DroppedLink], key: str | None = None, depth: int = 0) -> Any:
     """``value`` with every link-like string that fails :func:`link_problem` replaced by
     ``replace(report)``; the reports are appended to ``dropped``. Containers are copied."""
+    if type(value) in _SCALARS:  # most values: nothing to screen, no path to build
+        return value
     if isinstance(value, str):
         if not looks_like_link(key, value):
             return value
@@ -129,8 +132,9 @@ def screen_links(value: Any, domains: tuple[str, ...], path: str,
         dropped.append(report)
         return replace(report)
     if isinstance(value, Mapping):
-        return {name: screen_links(item, domains, f"{path}.{name}", replace, dropped,
-                                   name if isinstance(name, str) else None, depth + 1)
+        return {name: item if type(item) in _SCALARS else screen_links(
+                    item, domains, f"{path}.{name}", replace, dropped,
+                    name if isinstance(name, str) else None, depth + 1)
                 for name, item in value.items()}
     if isinstance(value, list | tuple):
         return [screen_links(item, domains, f"{path}[{index}]", replace, dropped, key, depth + 1)

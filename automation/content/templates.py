@@ -90,7 +90,8 @@ class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, Mapping):  # data, not dict methods: event.items is the items list
+        if type(obj) is dict or isinstance(obj, Mapping):  # data, not dict methods: event.items
+            # is the items list (the type test first: the ABC check is slow and data are dicts)
             try:
                 return obj[attribute]
             except (KeyError, TypeError):

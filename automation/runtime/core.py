@@ -201,15 +201,29 @@ class AutomationCore:
 
 
 async def _bounded(limit: int, coroutines: list[Coroutine[Any, Any, None]]) -> None:
-    """Run the coroutines, at most ``limit`` at once; the first error propagates after all
-    have finished (the caller then reloads its state)."""
-    semaphore = asyncio.Semaphore(limit)
+    """Run the coroutines in order, at most ``limit`` at once; the first error (in list order)
+    propagates after all have finished (the caller then reloads its state).
 
-    async def guarded(coroutine: Coroutine[Any, Any, None]) -> None:
-        async with semaphore:
-            await coroutine
+    ``limit`` workers take the next coroutine as they finish one: only ``limit`` tasks, however
+    many contacts a batch holds (a task and a semaphore wait per contact cost more than most
+    contacts' own work)."""
+    pending = iter(enumerate(coroutines))
+    errors: list[tuple[int, BaseException]] = []
 
-    results = await asyncio.gather(*(guarded(c) for c in coroutines), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+    async def worker() -> None:
+        for index, coroutine in pending:
+            try:
+                await coroutine
+            except BaseException as error:  # the others go on; the first is raised at the end
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # this run is being cancelled, not failing
+                errors.append((index, error))
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(limit, len(coroutines)))))
+    finally:
+        for _index, coroutine in pending:  # left when cancelled: never started
+            coroutine.close()
+    if errors:
+        raise min(errors, key=lambda item: item[0])[1]

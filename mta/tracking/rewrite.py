@@ -15,6 +15,7 @@ The text part is never touched.
 
 from __future__ import annotations
 
+import functools
 import html as html_text
 import re
 import uuid
@@ -30,7 +31,8 @@ MAX_URL = 2000
 UNSUBSCRIBE_PATH = "/v1/unsubscribe/"
 
 # A comment, or an <a ...> start tag whose quoted attribute values may hold '>'.
-_TOKEN = re.compile(r"""<!--.*?(?:-->|\Z)|<a(?=[\s>/])(?:[^>"']|"[^"]*"|'[^']*')*>""",
+# (Possessive runs: a long unterminated tag is given up at once, never backtracked through.)
+_TOKEN = re.compile(r"""<!--.*?(?:-->|\Z)|<a(?=[\s>/])(?:[^>"']++|"[^"]*+"|'[^']*+')*+>""",
                     re.IGNORECASE | re.DOTALL)
 _HREF = re.compile(r"""(?<=[\s"'/])href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+))""",
                    re.IGNORECASE)
@@ -48,6 +50,7 @@ class TrackedHtml:
 Tracker = Callable[[str, uuid.UUID], TrackedHtml]
 
 
+@functools.lru_cache(maxsize=1024)  # a template's links repeat in every message it makes
 def trackable(url: str) -> bool:
     """An absolute http(s) URL with a host, no whitespace or control characters, not too long."""
     if len(url) > MAX_URL or _BAD_CHARACTER.search(url):

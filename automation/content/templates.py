@@ -259,7 +259,7 @@ class TemplateSet:
         env = self._env
         for part, template in parts.items():
             try:
-                out[part] = env.concat(template.root_render_func(  # type: ignore[attr-defined]
+                out[part] = env.concat(template.root_render_func(
                     env.context_class(env, variables, template.name, template.blocks)))
             except Exception as exc:  # the Jinja boundary: any failure inside a template
                 raise RenderError(name, f"{PARTS[part]}: {_reason(exc)}") from None

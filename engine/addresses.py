@@ -92,6 +92,11 @@ def parse_address(text: str) -> Address:
     return _parse_address(text)
 
 
+def forget_cached_addresses() -> None:
+    """Drop every remembered address (a contact was erased: keep no copy of it here)."""
+    _parse_address.cache_clear()
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse_address(text: str) -> Address:
     """Cached (an Address is immutable): a send parses its recipient three times (the

@@ -14,7 +14,7 @@ import pytest
 
 from automation.live.webhooks import step_row
 from automation.runtime.interpreter import WebhookEffect
-from engine.addresses import parse_address
+from engine.addresses import _parse_address, parse_address
 from engine.database import Database
 from engine.outbox import store as outbox_store
 from herald.cli import main as cli_main
@@ -338,3 +338,12 @@ async def test_removing_an_erased_address_lifts_its_block(app: RunningApp) -> No
     assert logged["properties"]["reason"] == "erased"
     [left] = await fetch(app.database, "SELECT count(*) AS n FROM erased_addresses")
     assert left["n"] == 0
+
+
+async def test_an_erase_leaves_no_copy_in_the_address_cache(app: RunningApp) -> None:
+    await seed(app)
+    assert str(parse_address(EMAIL)) == "Ann.Privacy@example.org"  # now remembered
+    assert _parse_address.cache_info().currsize > 0
+    async with app.client() as client:
+        assert (await client.delete(f"/v1/contacts/{CONTACT}")).status_code == 200
+    assert _parse_address.cache_info().currsize == 0

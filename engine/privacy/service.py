@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from engine.addresses import forget_cached_addresses
 from engine.privacy import audit
 from engine.privacy.consent import consent_json
 from engine.privacy.contact_records import ContactRecords, find_subject
@@ -120,4 +121,5 @@ class Privacy:
             await connection.execute("SELECT pg_notify($1, $2)", ERASED_CHANNEL, contact_id)
             await audit.record(connection, audit.ERASE, actor, hashed, {"removed": removed},
                                now)
+        forget_cached_addresses()  # this process's parse cache keeps no copy of the address
         return Erasure(hashed, now, False, removed)

@@ -50,6 +50,11 @@ class TrackedHtml:
 Tracker = Callable[[str, uuid.UUID], TrackedHtml]
 
 
+def forget_cached_links() -> None:
+    """Drop the remembered link decisions (a contact was erased, and links may name people)."""
+    trackable.cache_clear()
+
+
 @functools.lru_cache(maxsize=1024)  # a template's links repeat in every message it makes
 def trackable(url: str) -> bool:
     """An absolute http(s) URL with a host, no whitespace or control characters, not too long."""

@@ -26,9 +26,14 @@ EVENTS_CHANNEL = "herald_events"
 # claiming the same id waits on the event_ids key until the first commits or rolls back; ids
 # are claimed in their sort order, so two batches sharing ids never wait on each other in a
 # cycle.
-INSERT_EVENTS = """
-    WITH batch AS (
+def insert_events_sql(before: str = "", batch_where: str = "") -> str:
+    """The statement that stores the rows of $1 as described above. ``before``: CTEs to run
+    first (ending with a comma); ``batch_where``: a condition on the batch rows that makes the
+    events wait for those CTEs (the intake's plain path writes its contacts first)."""
+    return f"""
+    WITH {before} batch AS (
         SELECT r, n FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS b(r, n)
+        {batch_where}
     ), claimed AS (
         INSERT INTO event_ids (event_id)
         SELECT r->>0 FROM batch WHERE r->>0 IS NOT NULL ORDER BY r->>0
@@ -45,6 +50,9 @@ INSERT_EVENTS = """
     ORDER BY n
     RETURNING event_id
 """
+
+
+INSERT_EVENTS = insert_events_sql()
 
 
 @dataclass(frozen=True, slots=True)

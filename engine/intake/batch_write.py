@@ -20,7 +20,13 @@ import asyncpg
 
 from engine.database import Database
 from engine.errors import DatabaseError
-from engine.eventlog import COPY_MIN_ROWS, EVENTS_CHANNEL, append_typed, copy_claimed
+from engine.eventlog import (
+    COPY_MIN_ROWS,
+    EVENTS_CHANNEL,
+    append_typed,
+    copy_claimed,
+    insert_events_sql,
+)
 from engine.intake.identities import (
     apply_identity,
     lock_and_resolve,
@@ -94,26 +100,8 @@ _PLAIN_CONTACTS = """
 # its contacts, then the events of $1 exactly as engine.eventlog.INSERT_EVENTS stores them
 # (ids claimed in event_ids, repeats skipped). A batch the database refuses leaves nothing
 # behind, not even a contact.
-WRITE_PLAIN = f"""
-    WITH {_PLAIN_CONTACTS}, batch AS (
-        SELECT r, n FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS b(r, n)
-        WHERE (SELECT n FROM contacts_done) >= 0
-    ), claimed AS (
-        INSERT INTO event_ids (event_id)
-        SELECT r->>0 FROM batch WHERE r->>0 IS NOT NULL ORDER BY r->>0
-        ON CONFLICT (event_id) DO NOTHING
-        RETURNING event_id
-    ), first AS (
-        SELECT min(n) AS n FROM batch JOIN claimed ON claimed.event_id = batch.r->>0
-        GROUP BY claimed.event_id
-    )
-    INSERT INTO events (event_id, type, contact_id, email, properties, occurred_at, source)
-    SELECT r->>0, r->>1, r->>2, r->>3, r->4, (r->>5)::timestamptz, r->>6
-    FROM batch
-    WHERE r->>0 IS NULL OR n IN (SELECT n FROM first)
-    ORDER BY n
-    RETURNING event_id
-"""
+WRITE_PLAIN = insert_events_sql(f"{_PLAIN_CONTACTS},",
+                                "WHERE (SELECT n FROM contacts_done) >= 0")
 
 # A large plain batch: its contacts, its ids ($1) claimed and the NOTIFY queued (delivered at
 # commit) in one statement, then COPY of the rows whose ids it claimed (engine.eventlog's

@@ -13,7 +13,8 @@ from automation.runtime.guards import parse_quiet_hours
 from automation.runtime.interpreter import Effects, Policy, RunInputs
 from automation.runtime.runs import Run
 from automation.settings import AutomationSettings
-from automation.stores.postgres import PgStore, RunOutcome
+from automation.stores.postgres import PgStore
+from automation.stores.transitions import RunOutcome
 from engine.database import Database
 from tests.support.automation import PUBLIC_URL, TEST_LINK_KEYS, example_catalog
 from tests.support.mta import identity_for, mta_settings

@@ -24,7 +24,7 @@ from automation.stats.settings import StatsSettings
 from automation.stats.significance import two_proportion_z
 from automation.stats.since import parse_since
 from automation.stats.store import fold_batch
-from automation.stores.postgres import LogBuffer
+from automation.stores.transitions import LogBuffer
 from engine.database import Database
 from engine.eventlog import LogEvent, append_events
 from tests.support.app import running_app

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,7 +40,16 @@ from automation.stores.group_sql import (
     RUN_COLUMNS,
 )
 from automation.stores.memory import reentry_key_text
-from automation.stores.workflow_events import INSERT_LOG_AND_EVENTS
+from automation.stores.transitions import (
+    AdvanceRun,
+    ExitRun,
+    LogBuffer,
+    PendingSend,
+    RunOutcome,
+    StartRun,
+    Transition,
+    transition_key,
+)
 from engine.contacts import UNCHANGED, ContactUpsert, upsert_contact
 from engine.database import Database
 from engine.eventlog_reader import LoggedEvent
@@ -52,7 +60,6 @@ from engine.privacy.consent_tokens import confirm_url
 from mta.compose import compose
 from mta.errors import InvalidMessage
 from mta.queue.enqueue import (
-    Enqueued,
     OutboundMessage,
     QueueIdentity,
     SuppressionsRead,
@@ -422,89 +429,3 @@ class PgStore:
             "sent_steps = $6, exit_reason = $7, updated_at = now() WHERE id = $1",
             [(run.id, run.state, run.pc, run.wake_at, run.waiting_since, run.sent_steps,
               run.exit_reason) for run in runs])
-
-
-@dataclass(frozen=True, slots=True)
-class StartRun:
-    fire: Fire
-    now: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class AdvanceRun:
-    run_id: int
-    resume: Resume
-    now: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ExitRun:
-    run_id: int
-    reason: str
-    now: datetime
-
-
-Transition = StartRun | AdvanceRun | ExitRun
-
-
-def transition_key(item: Transition) -> tuple[str, str | int]:
-    """Transitions with equal keys never share a group (the core already keeps each
-    contact's transitions one after another: each waits for the previous one's commit)."""
-    if isinstance(item, StartRun):
-        return ("contact", item.fire.contact_id)
-    return ("run", item.run_id)
-
-
-@dataclass(slots=True)
-class PendingSend:
-    """A send step's message, queued with the group's; its log row once that is done."""
-
-    step_id: str
-    template: str
-    message: OutboundMessage
-    result: Enqueued | None = None
-
-
-@dataclass(slots=True)
-class RunOutcome:
-    """One run's decision-log rows in order; sends wait for the group's enqueue."""
-
-    run: Run
-    now: datetime
-    rows: list[tuple[Any, ...] | PendingSend] = field(default_factory=list)
-
-    def add(self, step: str | None, action: str, detail: str) -> None:
-        self.rows.append(log_row(self.now, self.run.workflow, self.run.contact_id, self.run.id,
-                                 step, action, detail))
-
-    def sent_row(self, send: PendingSend) -> tuple[Any, ...]:
-        queued = send.result
-        assert queued is not None
-        if queued.suppressed:
-            action, detail = "skipped", f"suppressed: {queued.suppressed} (message {queued.id})"
-        else:
-            action, detail = "sent", f"{send.template} -> message {queued.id}"
-        return log_row(self.now, self.run.workflow, self.run.contact_id, self.run.id,
-                       send.step_id, action, detail)
-
-
-def log_row(at: datetime, workflow: str, contact_id: str, run_id: int | None,
-            step: str | None, action: str, detail: str) -> tuple[Any, ...]:
-    return (at.isoformat(), workflow, contact_id, run_id, step, action, detail[:1000])
-
-
-class LogBuffer:
-    """Decision-log rows gathered during one transaction and written with one statement."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[Any, ...]] = []
-
-    def add(self, at: datetime, workflow: str, contact_id: str, run_id: int | None,
-            step: str | None, action: str, detail: str) -> None:
-        self.rows.append(log_row(at, workflow, contact_id, run_id, step, action, detail))
-
-    async def flush(self, connection: asyncpg.Connection) -> None:
-        if self.rows:
-            # also queues the outcome webhooks of workflow events (entered, exit, completed)
-            await connection.execute(INSERT_LOG_AND_EVENTS, self.rows)
-            self.rows = []

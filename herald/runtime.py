@@ -48,8 +48,8 @@ async def serve(settings: Settings, role_names: list[str],
                     raise ServiceUnavailable(
                         f"role {role.name} cannot start: {exc.strerror or exc}") from None
                 started.append(role)
+            log.info("herald ready", extra={"roles": role_names})  # logged before READY=1
             sd_notify("READY=1")
-            log.info("herald ready", extra={"roles": role_names})
             await stop.wait()
         finally:
             sd_notify("STOPPING=1")

@@ -90,11 +90,9 @@ async def test_localhost_identities_hold_delivery_naming_the_keys(
     process = HeraldProcess(["run", "--role", "mta", "--role", "automation"],
                             {**clean, "HERALD_DATABASE_URL": database_url,
                              "HERALD_HTTP_PUBLIC_URL": "http://127.0.0.1:8025"}, log_path)
-    process.start()
-    try:
-        log = await asyncio.to_thread(log_path.read_text)
-    finally:
-        assert process.stop() == 0
+    await asyncio.to_thread(process.start)
+    assert process.stop() == 0
+    log = await asyncio.to_thread(log_path.read_text)  # complete once the process has exited
     assert "refusing to send mail as localhost" in log and "delivery held" in log
     for key in ("[mta] ehlo_name", "[mta] bounce_domain", "[automation] from_address",
                 "[mta] route"):
@@ -147,10 +145,8 @@ async def test_herald_run_with_nothing_configured_starts_every_role(
     log_path = tmp_path / "herald.log"
     process = HeraldProcess(["run"], {**clean, "HERALD_DATABASE_URL": database_url}, log_path)
     await asyncio.to_thread(process.start)
-    try:
-        log = await asyncio.to_thread(log_path.read_text)
-    finally:
-        assert process.stop() == 0
+    assert process.stop() == 0
+    log = await asyncio.to_thread(log_path.read_text)  # complete once the process has exited
     ready = [line for line in log.splitlines() if '"herald ready"' in line]
     assert len(ready) == 1
     for role in ("http", "mta", "automation", "inbound", "submission"):

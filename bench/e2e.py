@@ -15,7 +15,9 @@ sink's 250 for its message: the message's Subject carries the event's sequence n
 intended time, and the sink records the time of each answer. Retried messages include their
 backoff. Reported: sustained sends/s (250s during the load window over its length), latency
 p50/p95/p99, CPU seconds and peak memory of each part (bench/resources.py) and the
-database's growth, WAL bytes and WAL fsyncs over the run.
+database's growth (split by how long ``[retention]`` keeps it: the event log and its ids,
+message bodies, the rest kept forever; bench/sizing.py plans the disk from it), WAL bytes and
+WAL fsyncs over the run.
 
 Prints a summary on stderr and one JSON line on stdout.
 """
@@ -53,6 +55,7 @@ from bench.loadclient import percentile
 from bench.open_loop import LoadOutcome, open_loop
 from bench.resources import Part, PartUsage, ResourceSampler
 from bench.sink_record import FaultSinkProcess, SinkRecord
+from bench.sizing import BODIES, EVENTS, KEPT
 from engine.values import parse_duration
 from herald.database import migrate
 from mta.dkim.keys import write_keypair
@@ -267,6 +270,11 @@ def summarise(args: argparse.Namespace, load: LoadOutcome, record: SinkRecord, d
     sends = len(accepted)
     last = max(accepted.values(), default=load.started)
     growth = after["bytes"] - before["bytes"]
+    # The growth by how long [retention] keeps it (bench/sizing.py DATA_CLASSES): events and
+    # their ids, message bodies, and the rest, kept forever.
+    events = after["events_bytes"] - before["events_bytes"]
+    bodies = after["body_bytes"] - before["body_bytes"]
+    by_class = {EVENTS: events, BODIES: bodies, KEPT: growth - events - bodies}
     wal_bytes = after["wal_bytes"] - before["wal_bytes"]
     wal_syncs = after["wal_syncs"] - before["wal_syncs"]
     return {
@@ -306,7 +314,8 @@ def summarise(args: argparse.Namespace, load: LoadOutcome, record: SinkRecord, d
         "parts": {name: part.as_dict() for name, part in usage.items()},
         "postgres_measured": postgres_measured,
         "database": {"bytes_before": before["bytes"], "bytes_after": after["bytes"],
-                     "growth_bytes": growth, "wal_bytes": wal_bytes, "wal_syncs": wal_syncs,
+                     "growth_bytes": growth, "growth_by_class": by_class,
+                     "wal_bytes": wal_bytes, "wal_syncs": wal_syncs,
                      "bytes_per_send": round(growth / sends, 1) if sends else None,
                      "wal_bytes_per_send": round(wal_bytes / sends, 1) if sends else None,
                      "wal_syncs_per_send": round(wal_syncs / sends, 3) if sends else None},
@@ -336,8 +345,10 @@ def print_summary(result: dict[str, Any]) -> None:
                       str(part["peak_processes"]))
     STDERR.print(table)
     db = result["database"]
-    STDERR.print(f"database: +{db['growth_bytes'] / 1e6:.1f} MB ({db['bytes_per_send']} B/send), "
-                 f"WAL {db['wal_bytes_per_send']} B/send, {db['wal_syncs_per_send']} "
+    split = ", ".join(f"{name} {value / max(result['sends'], 1):,.0f}" for name, value in
+                      db["growth_by_class"].items())
+    STDERR.print(f"database: +{db['growth_bytes'] / 1e6:.1f} MB ({db['bytes_per_send']} B/send;"
+                 f" {split}), WAL {db['wal_bytes_per_send']} B/send, {db['wal_syncs_per_send']} "
                  "WAL fsyncs/send")
 
 

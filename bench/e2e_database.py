@@ -1,6 +1,7 @@
 """The database side of ``herald bench e2e``: its URL (embedded and measured, or given), the
 bench's API key, and the figures read before and after the run, each by ONE query outside the
-measured work (sizes and WAL counters; queue states; when each message was queued).
+measured work (sizes, with the part [retention] drops, and WAL counters; queue states; when
+each message was queued).
 """
 
 from __future__ import annotations
@@ -10,15 +11,28 @@ import asyncpg
 from bench.mta import wait_drained
 from engine.keys import create_key
 
+# The database's size and the part of it that [retention] drops (herald/retention.py): the
+# event log's partitions with the ids of their events (dropped after `events`), and the
+# messages' bodies (dropped after `message_bodies`; pg_column_size is their stored size,
+# compressed or TOASTed, read from the rows without detoasting). The rest stays forever.
+SIZES = """
+    SELECT pg_database_size(current_database()) AS size,
+           (SELECT coalesce(sum(pg_total_relation_size(relid)), 0)
+            FROM pg_partition_tree('events') WHERE isleaf)
+           + pg_total_relation_size('event_ids') AS events,
+           (SELECT coalesce(sum(pg_column_size(body)), 0) FROM outbound_messages) AS bodies
+"""
+
 
 async def database_figures(url: str) -> dict[str, int]:
     connection = await asyncpg.connect(url)
     try:
-        size = await connection.fetchval("SELECT pg_database_size(current_database())")
+        sizes = await connection.fetchrow(SIZES)
         wal = await connection.fetchrow("SELECT wal_bytes, wal_sync, wal_write FROM pg_stat_wal")
     finally:
         await connection.close()
-    return {"bytes": int(size), "wal_bytes": int(wal["wal_bytes"]),
+    return {"bytes": int(sizes["size"]), "events_bytes": int(sizes["events"]),
+            "body_bytes": int(sizes["bodies"]), "wal_bytes": int(wal["wal_bytes"]),
             "wal_syncs": int(wal["wal_sync"]), "wal_writes": int(wal["wal_write"])}
 
 

@@ -16,6 +16,10 @@ outcome events; engine.eventlog) and one queued message with a ``--body-size`` b
    bodies, attempts). Events and bodies stop growing at a plateau: the daily volume times the
    retention period, printed for ``--daily-messages``.
 
+The classes (events with their ids, message bodies, what stays: message rows and attempts) are
+those ``herald bench report`` plans the disk with (bench/sizing.py), each for the days
+``[retention]`` keeps it.
+
 Figures for a million messages are extrapolated linearly from ``--messages`` (said in the
 output); tables grow linearly in rows, so a few tens of thousands of messages give them well.
 """

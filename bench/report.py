@@ -6,8 +6,17 @@ JSON lines in ``DIR/results.jsonl``, and writes ``DIR/report.md`` with charts (t
 against concurrency, latency percentiles, CPU per send and memory per part) and a
 recommendation of cores, memory, disk and IOPS for that volume (bench/sizing.py: the per-send
 figures of the median e2e run x the planned peak, with documented headroom).
+
 ``--from-results FILE...`` reads saved JSON lines (e.g. a previous ``results.jsonl``, or
 ``herald bench e2e ... > e2e.jsonl``) instead of running anything.
+
+The disk follows ``[retention]``: the database's growth per send, split by e2e into the event
+log (kept ``--events-days``), message bodies (``--bodies-days``) and what no retention drops
+(message rows, attempts, the decision log: counted over ``--horizon-days``, default 365). The
+two retention periods default to ``[retention]``'s defaults (400 and 30 days), or to the
+``[retention]`` of ``--config FILE``; 0 keeps forever, as in the config. Saved results from
+before e2e recorded the split are sized with one figure, every byte kept ``--retention-days``
+(default 30), and the report says so.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ import orjson
 
 from bench.args import OneLineParser, fail, int_list, number_in, positive, positive_int
 from bench.sizing import (
+    DEFAULT_HORIZON_DAYS,
+    DEFAULT_RETENTION_DAYS,
     PRODUCTION_PARTS,
     Headroom,
     Load,
@@ -47,8 +58,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="messages to send per day")
     parser.add_argument("--peak-factor", type=number_in(1.0), default=5.0,
                         help="busiest hour's rate over the day's average (>= 1)")
-    parser.add_argument("--retention-days", type=positive, default=30.0,
-                        help="days the database keeps messages and events")
+    parser.add_argument("--events-days", type=number_in(0.0), default=None,
+                        help="days the event log is kept (default: [retention] events of "
+                             "--config, else 400; 0 = forever)")
+    parser.add_argument("--bodies-days", type=number_in(0.0), default=None,
+                        help="days message bodies are kept after their final state (default:"
+                             " [retention] message_bodies of --config, else 30; 0 = forever)")
+    parser.add_argument("--horizon-days", type=positive, default=DEFAULT_HORIZON_DAYS,
+                        help="days of sends the disk must hold of what is kept forever "
+                             "(message rows, attempts) and of anything kept longer")
+    parser.add_argument("--config", type=Path,
+                        help="a Herald config whose [retention] gives the events and bodies "
+                             "days")
+    parser.add_argument("--retention-days", type=positive, default=None,
+                        help="only for saved results without the per-class split: days every "
+                             f"database byte is kept (default {DEFAULT_RETENTION_DAYS:g})")
     parser.add_argument("--out", type=Path, required=True, help="directory for the report")
     parser.add_argument("--from-results", nargs="+", type=Path, metavar="FILE",
                         help="read saved bench JSON lines instead of running the benches")
@@ -122,8 +146,19 @@ def machine() -> dict[str, Any]:
             "system": platform.platform()}
 
 
+def retention_days(config: Path | None) -> tuple[float, float]:
+    """[retention] events and message_bodies in days: the defaults, or those of ``config``.
+    Raises engine.errors.ConfigError."""
+    from herald.retention import DAY, RetentionSettings
+    from herald.settings import load_settings
+
+    settings = RetentionSettings() if config is None else load_settings(config, {}).retention
+    return settings.events / DAY, settings.message_bodies / DAY
+
+
 def write_report(results: list[dict[str, Any]], load: Load, out: Path,
-                 headroom: Headroom | None = None) -> tuple[Path, Recommendation, list[str]]:
+                 headroom: Headroom | None = None, retention_days_given: bool = False
+                 ) -> tuple[Path, Recommendation, list[str]]:
     """Charts and ``report.md`` in ``out``; returns the Markdown's path, the plan and its
     warnings. Raises ValueError when the results cannot size anything."""
     from bench import charts
@@ -134,6 +169,10 @@ def write_report(results: list[dict[str, Any]], load: Load, out: Path,
                          "(herald bench e2e ... > e2e.jsonl, then --from-results e2e.jsonl)")
     measured = median_measured([measured_from_e2e(r) for r in e2e_runs])
     plan = recommend(load, measured, headroom)
+    if retention_days_given and plan.disk_by_class:
+        plan.notes.append("--retention-days is only for results without the per-class split;"
+                          " these have it, so the disk follows the events, bodies and horizon"
+                          " days instead")
     warnings = capacity_warnings(plan.peak_sends_per_s, [
         RunRate(r["offered_events_per_s"], r["sends_per_s"], r.get("permfail", 0.0))
         for r in e2e_runs])
@@ -162,22 +201,32 @@ def render_markdown(plan: Recommendation, measured: Measured, e2e_runs: list[dic
                     host: dict[str, Any], now: datetime, warnings: list[str]) -> str:
     """The report's text (pure)."""
     load = plan.load
+    if plan.disk_by_class:
+        kept = (f"events kept {days(load.events_days)}, message bodies "
+                f"{days(load.bodies_days)}, the rest (message rows, attempts) forever: disk "
+                f"planned for {load.horizon_days:g} days")
+        disk_from = ("sum over event log, bodies and the rest of (database bytes per send x "
+                     f"sends x days kept, at most {load.horizon_days:g}) x "
+                     f"{plan.headroom.disk_factor:g}")
+    else:
+        kept = f"every database byte kept {load.retention_days:g} days (see the note)"
+        disk_from = (f"database bytes per send x sends x {load.retention_days:g} days x "
+                     f"{plan.headroom.disk_factor:g}")
     lines = [
         "# Herald sizing report", "",
         f"Generated {now:%Y-%m-%d %H:%M} UTC on {host['cpus']} CPUs ({host['cpu_model'] or '?'}"
         f"), {host['memory_gib']} GiB, {host['system']}.", "",
         f"Plan: **{load.daily_sends:,.0f} sends a day**, peak factor {load.peak_factor:g}, "
-        f"retention {load.retention_days:g} days -> **{plan.peak_sends_per_s:.1f} sends/s at "
-        "peak**.", "",
+        f"{kept} -> **{plan.peak_sends_per_s:.1f} sends/s at peak**.", "",
         "## Recommendation", "",
         *[f"> **Warning:** {warning}.\n" for warning in warnings],
+        *[f"> **Note:** {note}.\n" for note in plan.notes],
         "| resource | recommended | from |", "|---|---|---|",
         f"| cores | **{plan.cores}** | {plan.busy_cores_at_peak:.2f} busy at peak / "
         f"{plan.headroom.cpu_target_utilisation:.0%} target |",
         f"| memory | **{plan.memory_gib} GiB** | peak of the parts x "
         f"{plan.headroom.memory_factor:g} |",
-        f"| disk | **{plan.disk_gib} GiB** | database bytes per send x sends x retention x "
-        f"{plan.headroom.disk_factor:g} |",
+        f"| disk | **{plan.disk_gib} GiB** | {disk_from} |",
         f"| write IOPS | **{plan.iops}** | WAL fsyncs + written pages per send x peak / "
         f"{plan.headroom.iops_target_utilisation:.0%} target |",
         f"| write bandwidth | {plan.write_bytes_per_s / MIB:.2f} MiB/s | WAL bytes x 2 "
@@ -210,9 +259,12 @@ def render_markdown(plan: Recommendation, measured: Measured, e2e_runs: list[dic
     for name, cpu in measured.cpu_s_per_send.items():
         lines.append(f"| {name} | {cpu * 1000:.2f} | "
                      f"{measured.memory_bytes[name] / MIB:.0f} |")
-    lines += ["", f"Database: {measured.db_bytes_per_send:,.0f} bytes per send, WAL "
-              f"{measured.wal_bytes_per_send:,.0f} bytes and {measured.wal_syncs_per_send:.3f}"
-              " fsyncs per send.", "",
+    split = measured.db_bytes_per_send_by_class
+    lines += ["", f"Database: {measured.db_bytes_per_send:,.0f} bytes per send ("
+              + ("no per-class split in these results" if split is None else ", ".join(
+                  f"{value:,.0f} {name}" for name, value in split.items()))
+              + f"), WAL {measured.wal_bytes_per_send:,.0f} bytes and "
+              f"{measured.wal_syncs_per_send:.3f} fsyncs per send.", "",
               f"![latency]({images['latency']})", "", f"![CPU per send]({images['cpu']})", "",
               f"![memory]({images['memory']})", ""]
     lines += ["## Measured: Herald against Postfix (herald bench compare-postfix)", ""]
@@ -236,15 +288,33 @@ def render_markdown(plan: Recommendation, measured: Measured, e2e_runs: list[dic
               "in the same run, and prefer medians of three runs (`--repeat 3`).",
               "- Memory is measured at bench scale; the headroom factor stands for caches and "
               "queues growing with volume and retention.",
+              "- Database bytes per send come from a short run: tables grow by whole pages, so "
+              "the split (event log, bodies, the rest) is coarse; the bodies are the bench "
+              "template's. `herald bench growth --body-size N` measures each table's growth "
+              "per million messages of your size, with and without retention.",
               "- Parts counted: " + ", ".join(
                   p for p in PRODUCTION_PARTS if p in measured.cpu_s_per_send) + ".", ""]
     return "\n".join(lines)
 
 
+def days(value: float) -> str:
+    return f"{value:g} days" if value else "forever"
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    from engine.errors import ConfigError
+
     try:
-        load = Load(args.daily_sends, args.peak_factor, args.retention_days)
+        events_days, bodies_days = retention_days(args.config)
+    except ConfigError as exc:
+        fail(PROG, f"--config: {exc}")
+    try:
+        load = Load(args.daily_sends, args.peak_factor,
+                    args.retention_days or DEFAULT_RETENTION_DAYS,
+                    events_days if args.events_days is None else args.events_days,
+                    bodies_days if args.bodies_days is None else args.bodies_days,
+                    args.horizon_days)
     except ValueError as exc:
         fail(PROG, str(exc))
     try:
@@ -266,13 +336,16 @@ def main(argv: list[str]) -> int:
         (args.out / "results.jsonl").write_bytes(
             b"".join(orjson.dumps(result) + b"\n" for result in results))
     try:
-        path, plan, warnings = write_report(results, load, args.out)
+        path, plan, warnings = write_report(results, load, args.out,
+                                            retention_days_given=args.retention_days is not None)
     except ValueError as exc:
         fail(PROG, f"cannot size from these results: {exc}")
     except KeyError as exc:
         fail(PROG, f"cannot size from these results: a result lacks the field {exc}")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    for note in plan.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"wrote {path} and its charts", file=sys.stderr)
     print(orjson.dumps({"bench": "report", "report": str(path),
                         "recommendation": plan.as_dict(), "warnings": warnings}).decode())

@@ -110,6 +110,12 @@ def test_e2e_delivers_each_event_once_and_reports_every_part(
     assert result["parts"]["postgres"]["peak_processes"] > 1  # the backends are counted
     database = result["database"]
     assert database["bytes_after"] == database["bytes_before"] + database["growth_bytes"]
+    # The growth split by how long [retention] keeps it: the run's events (and their ids) and
+    # its messages' bodies were measured; the rest (rows, attempts...) is what is left.
+    by_class = database["growth_by_class"]
+    assert set(by_class) == {"events", "message_bodies", "kept"}
+    assert by_class["events"] > 0 and by_class["message_bodies"] > 0
+    assert sum(by_class.values()) == database["growth_bytes"]
     assert database["wal_bytes"] > 0 and database["wal_syncs"] > 0
     assert result["sends_per_s"] >= 0 and result["dkim"] == "rsa-sha256 2048"
 
@@ -162,7 +168,9 @@ def test_report_from_saved_results_writes_markdown_and_charts(
             image.verify()
 
 
-def test_report_without_compare_results_still_sizes(tmp_path: Path) -> None:
+def saved_e2e(directory: Path, by_class: dict[str, int] | None = None) -> Path:
+    """A saved e2e result (10,000 database bytes per send; split as given, or not at all as
+    e2e recorded it before the split)."""
     part = {"cpu_s": 2.0, "peak_memory_mib": 50.0, "memory": "pss", "peak_processes": 1}
     e2e = {"bench": "e2e", "sends": 1000, "offered_events_per_s": 50, "duration_s": 20,
            "sends_per_s": 49.0, "bounced": 0, "deferrals": 0,
@@ -170,8 +178,15 @@ def test_report_without_compare_results_still_sizes(tmp_path: Path) -> None:
            "parts": {"herald-http": part, "herald-automation": {**part, "cpu_s": 3.0},
                      "herald-mta": {**part, "cpu_s": 20.0}, "postgres": {**part, "cpu_s": 4.0}},
            "database": {"growth_bytes": 10_000_000, "wal_bytes": 8_192_000, "wal_syncs": 2500}}
-    saved = tmp_path / "e2e.jsonl"
+    if by_class is not None:
+        e2e["database"]["growth_by_class"] = by_class  # type: ignore[index]
+    saved = directory / "e2e.jsonl"
     saved.write_text("a summary line\n" + json.dumps(e2e) + "\n")
+    return saved
+
+
+def test_report_without_compare_results_still_sizes(tmp_path: Path) -> None:
+    saved = saved_e2e(tmp_path)  # recorded before e2e split the database's growth
     result = bench("report", "--daily-sends", "1000000", "--peak-factor", "5", "--out",
                    str(tmp_path / "out"), "--from-results", str(saved))
     assert result.returncode == 0, result.stderr
@@ -183,6 +198,55 @@ def test_report_without_compare_results_still_sizes(tmp_path: Path) -> None:
     (warning,) = json_line(result.stdout)["warnings"]
     assert "best rate a run kept up with was 49" in warning and warning in text
     assert not (tmp_path / "out" / "throughput.png").exists()
+    # No split: the old single figure, 10,000 B x 1e6 x 30 days x 2 -> 559 GiB, with a note.
+    recommendation = json_line(result.stdout)["recommendation"]
+    assert recommendation["disk_gib"] == 559 and recommendation["retention_days"] == 30
+    (note,) = recommendation["notes"]
+    assert "no per-class split" in note and f"> **Note:** {note}." in text
+    assert f"note: {note}" in result.stderr
+    assert "| disk | **559 GiB** | database bytes per send x sends x 30 days x 2 |" in text
+
+
+def test_report_disk_follows_the_retention_days_given(tmp_path: Path) -> None:
+    saved = saved_e2e(tmp_path, {"events": 2_000_000, "message_bodies": 5_000_000,
+                                 "kept": 3_000_000})
+    result = bench("report", "--daily-sends", "1000000", "--out", str(tmp_path / "out"),
+                   "--from-results", str(saved), "--events-days", "90", "--bodies-days", "0",
+                   "--horizon-days", "180", "--no-compare")
+    assert result.returncode == 0, result.stderr
+    recommendation = json_line(result.stdout)["recommendation"]
+    # events 2,000 B x 1e6 x 90 days = 1.8e11; bodies kept forever: 5,000 x 1e6 x 180 (the
+    # horizon) = 9e11; the rest 3,000 x 1e6 x 180 = 5.4e11; x 2 = 3.24e12 B = 3017.5 GiB.
+    assert (recommendation["events_days"], recommendation["bodies_days"],
+            recommendation["horizon_days"]) == (90, 0, 180)
+    assert recommendation["disk_exact_gib"] == pytest.approx(3017.485, abs=1e-3)
+    assert recommendation["disk_gib"] == 3018 and recommendation["notes"] == []
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "events kept 90 days, message bodies forever" in text
+    assert "2,000 B per send x 1,000,000/day x 90 days ([retention] events 90d) = 167.6 GiB" \
+        in text
+    assert ("5,000 B per send x 1,000,000/day x 180 days ([retention] message_bodies = 0 keeps "
+            "them forever: the 180-day planning horizon) = 838.2 GiB") in text
+    assert "- disk: (167.6 + 838.2 + 502.9) GiB x 2 = 3017.5 GiB -> 3018 GiB after 180 days" \
+        in text
+    assert "| disk | **3018 GiB** |" in text
+
+
+def test_report_takes_the_retention_of_a_config_and_notes_an_unused_retention_days(
+        tmp_path: Path) -> None:
+    saved = saved_e2e(tmp_path, {"events": 2_000_000, "message_bodies": 5_000_000,
+                                 "kept": 3_000_000})
+    config = tmp_path / "herald.toml"
+    config.write_text('[retention]\nevents = "60d"\nmessage_bodies = "7d"\n')
+    result = bench("report", "--daily-sends", "1000000", "--out", str(tmp_path / "out"),
+                   "--from-results", str(saved), "--config", str(config), "--bodies-days",
+                   "14", "--retention-days", "30")
+    assert result.returncode == 0, result.stderr
+    recommendation = json_line(result.stdout)["recommendation"]
+    # The config's events (60 days); --bodies-days wins over its message_bodies (7 days).
+    assert (recommendation["events_days"], recommendation["bodies_days"]) == (60, 14)
+    (note,) = recommendation["notes"]
+    assert note.startswith("--retention-days is only for results without the per-class split")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -197,6 +261,15 @@ def test_report_without_compare_results_still_sizes(tmp_path: Path) -> None:
      "--peak-factor"),
     (("report", "--daily-sends", "1000", "--out", "x", "--from-results", "/nonexistent.jsonl"),
      "no such file"),
+    (("report", "--daily-sends", "1000", "--events-days", "-1", "--out", "x"), "--events-days"),
+    (("report", "--daily-sends", "1000", "--bodies-days", "a month", "--out", "x"),
+     "--bodies-days"),
+    (("report", "--daily-sends", "1000", "--horizon-days", "0", "--out", "x"),
+     "--horizon-days"),
+    (("report", "--daily-sends", "1000", "--retention-days", "0", "--out", "x"),
+     "--retention-days"),
+    (("report", "--daily-sends", "1000", "--config", "/nonexistent.toml", "--out", "x"),
+     "--config: config file /nonexistent.toml does not exist"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,8 +17,10 @@ from __future__ import annotations
 from sys import intern
 from typing import Any
 
+from orjson import dumps
+
 from automation.index.timers import TimerHeap
-from automation.index.types import ContactView, Interner, Packed, pack
+from automation.index.types import ContactView, Interner, Packed
 
 COMPACT_MIN = 4096
 SHARED_PACKED = 64  # packed properties up to this length are shared between contacts
@@ -51,8 +53,11 @@ class ContactTable:
     def pack(self, properties: Any) -> Packed:
         """:func:`~automation.index.types.pack`, sharing short texts (``{"path":"/"}``, a
         product view's SKU and price) between contacts through the bounded interner."""
-        packed = pack(properties)
-        if type(packed) is str and len(packed) <= SHARED_PACKED:
+        try:  # pack(), inlined: once per kept event
+            packed = dumps(properties).decode()
+        except TypeError:
+            return properties
+        if len(packed) <= SHARED_PACKED:
             return self.intern(packed)
         return packed
 

@@ -45,7 +45,15 @@ from typing import Any
 
 from automation.index.contact_state import ContactState, ContactTable
 from automation.index.plan import build_watchers
-from automation.index.types import ContactView, Fire, IndexEvent, from_us, to_us
+from automation.index.types import (
+    EPOCH,
+    MICROSECOND,
+    ContactView,
+    Fire,
+    IndexEvent,
+    from_us,
+    to_us,
+)
 from automation.index.watch_base import Handler, Out, Watcher
 from automation.model.definitions import CONTACT_UPDATED_EVENT, Workflow
 from engine.sources import ANONYMOUS_SOURCES, BROWSER_SOURCES
@@ -93,10 +101,14 @@ def _frames(data: memoryview) -> Iterator[Any]:
 
 
 def _ordered(out: Out) -> list[Fire]:
+    """The fires of ``out``'s groups by time, then rank (stable). One group is in that order
+    already: its fires share one time and its targets are in rank order."""
     if len(out) == 1:
-        return [out[0][2]]
-    out.sort(key=_AT_RANK)
-    return [fire for _, _, fire in out]
+        return out[0][2]
+    flat = [(at, rank, fire) for at, targets, fires in out
+            for (rank, _), fire in zip(targets, fires, strict=True)]
+    flat.sort(key=_AT_RANK)
+    return [fire for _, _, fire in flat]
 
 
 class TriggerIndex:
@@ -124,10 +136,12 @@ class TriggerIndex:
     def observe(self, event: IndexEvent) -> list[Fire]:
         """Update the state with one event (in log order); returns the fires it causes."""
         self.events_seen += 1
-        if event.position is not None:
-            self.position = event.position
-        if event.source in _UNTRUSTED_SOURCES:
-            if event.source in ANONYMOUS_SOURCES:
+        position = event.position
+        if position is not None:
+            self.position = position
+        source = event.source
+        if source in _UNTRUSTED_SOURCES:
+            if source in ANONYMOUS_SOURCES:
                 return []
             handlers = self._browser_routes.get(event.type)
         else:
@@ -135,7 +149,7 @@ class TriggerIndex:
         if handlers is None:
             return []
         self.events_used += 1
-        t = to_us(event.occurred_at)
+        t = (event.occurred_at - EPOCH) // MICROSECOND  # to_us(), inlined
         out: Out = []
         for handler in handlers:
             handler(event, t, out)
@@ -164,23 +178,35 @@ class TriggerIndex:
         """Evaluate every timer due at or before ``now``, in due order; returns the fires."""
         limit = to_us(now)
         table = self._table
+        pop_due = table.pop_due
+        timed = self._timed
         fires: list[Fire] = []
         while True:
-            popped = table.pop_due(limit)
+            popped = pop_due(limit)
             if popped is None:
                 return fires
             due, contact_id, contact = popped
             out: Out = []
-            for watcher in self._timed:
-                state = contact[watcher.slot]
+            soonest = None  # the contact's next due time once this one is done (_rearm's)
+            for watcher in timed:
+                slot = watcher.slot
+                state = contact[slot]
                 if state is None:
                     continue
                 next_due = watcher.next_due(state)
                 if next_due is not None and next_due <= due:
-                    contact[watcher.slot] = watcher.run_due(contact_id, state, due, out)
+                    state = contact[slot] = watcher.run_due(contact_id, state, due, out)
+                    if state is None:
+                        continue
+                    next_due = watcher.next_due(state)
+                if next_due is not None and (soonest is None or next_due < soonest):
+                    soonest = next_due
             if out:
                 fires.extend(_ordered(out))
-            self._rearm(contact_id, contact)
+            if soonest is not None:
+                table.arm(contact_id, contact, soonest)
+            elif contact_id in table.contacts:
+                table.release(contact_id, contact)
 
     def _contact_due(self, contact: ContactState) -> int | None:
         dues = [due for watcher in self._timed if contact[watcher.slot] is not None

@@ -78,7 +78,7 @@ def to_us(moment: datetime) -> int:
 
 
 def from_us(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
+    return EPOCH + timedelta(0, 0, us)  # positional: a keyword costs a third more
 
 
 def duration_us(seconds: float) -> int:

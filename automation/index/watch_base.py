@@ -10,8 +10,9 @@ keys across a reload or a restore mean "the same state": it is kept, and per-mem
 Watchers receive events through :meth:`Watcher.routes` (``(event type, handler)`` pairs, so an
 event of a type nobody watches costs the index one dict lookup) and, when stateful, keep their
 per-contact state in slot :attr:`Watcher.slot` of the :class:`ContactTable`. Fires are appended
-to an :data:`Out` list as ``(at_us, rank, Fire)``; the index orders them by time, then by the
-workflow's rank (higher priority first).
+to an :data:`Out` list one group per :func:`emit`, as ``(at_us, targets, fires)`` (one fire per
+target, in the targets' order, which is rank order); the index orders them by time, then by the
+workflow's rank (higher priority first). One group, the common case, is already in that order.
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ from automation.index.contact_state import ContactTable
 from automation.index.types import Fire, IndexEvent, event_ref
 from automation.model.definitions import EventCondition
 
-Out = list[tuple[int, int, Fire]]
+Targets = tuple[tuple[int, str], ...]  # (rank, workflow name), ascending rank
+Out = list[tuple[int, Targets, list[Fire]]]
 Handler = Callable[[IndexEvent, int, Out], None]
-Targets = tuple[tuple[int, str], ...]  # (rank, workflow name)
+_new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """The workflows (``targets``) that share a watcher with the same parameter ``param``."""
+    """The workflows (``targets``) that share a watcher with the same parameter ``param``,
+    in rank order (:func:`emit` relies on it)."""
 
     param: Any
     targets: Targets
@@ -49,7 +52,8 @@ class Watcher:
 
     def __init__(self, key: str, members: Sequence[Member], table: ContactTable) -> None:
         self.key = key
-        self.members = tuple(members)
+        self.members = tuple(Member(member.param, tuple(sorted(member.targets)))
+                             for member in members)
         self.params = tuple(member.param for member in self.members)
         self.table = table
         self.slot = -1
@@ -90,9 +94,11 @@ class Watcher:
 def emit(out: Out, targets: Targets, contact_id: str, at_us: int, at: datetime,
          trigger_type: str, properties: Mapping[str, Any], trigger_at: datetime,
          entry_key: str) -> None:
-    make = Fire._make
-    out += [(at_us, rank, make((workflow, contact_id, at, trigger_type, properties, trigger_at,
-                                entry_key))) for rank, workflow in targets]
+    """One fire per target (``targets`` in rank order), as one group of ``out``. The fires are
+    made with ``tuple.__new__`` (what :meth:`Fire._make` does, without its Python frame)."""
+    out.append((at_us, targets, [
+        _new_tuple(Fire, (workflow, contact_id, at, trigger_type, properties, trigger_at,
+                          entry_key)) for _, workflow in targets]))
 
 
 def emit_event(out: Out, targets: Targets, event: IndexEvent, at_us: int, kind: str) -> None:
@@ -109,6 +115,11 @@ def condition_key(condition: EventCondition | None) -> str:
     return orjson.dumps([sorted(condition.types), condition.where.spec,
                          None if link is None else [link.property.text, link.trigger.text]],
                         option=orjson.OPT_SORT_KEYS, default=str).decode()
+
+
+def all_targets(members: Sequence[Member]) -> Targets:
+    """Every member's targets, in rank order."""
+    return tuple(sorted(target for member in members for target in member.targets))
 
 
 def full_mask(count: int) -> int:

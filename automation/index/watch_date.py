@@ -22,7 +22,7 @@ from typing import Any
 
 from automation.index.contact_state import ContactTable
 from automation.index.types import IndexEvent, from_us, to_us
-from automation.index.watch_base import Handler, Member, Out, Watcher, emit
+from automation.index.watch_base import Handler, Member, Out, Watcher, all_targets, emit
 from automation.model.definitions import CONTACT_UPDATED_EVENT, DateTrigger
 from automation.model.durations import next_date_fire, parse_date_value, zone
 
@@ -46,7 +46,7 @@ class DateWatcher(Watcher):
                  trigger: DateTrigger) -> None:
         super().__init__(key, members, table)
         self.trigger = trigger
-        self.targets = tuple(t for member in self.members for t in member.targets)
+        self.targets = all_targets(self.members)
 
     def routes(self) -> Iterable[tuple[str, Handler]]:
         return [(CONTACT_UPDATED_EVENT, self.on_contact)]

@@ -82,18 +82,21 @@ class _DeadlineWatcher(Watcher):
 
     def fire(self, contact_id: str, item: Kept, limit: int, out: Out) -> None:
         """Fire the item's members due at or before ``limit`` that are not done."""
-        properties = None
-        for index, duration in enumerate(self.durations):
-            due = item.at + duration
-            if due > limit:
-                break
-            if item.done >> index & 1:
-                continue
+        at = item.at
+        durations = self.durations
+        due_members = [index for index, duration in enumerate(durations)
+                       if at + duration <= limit and not item.done >> index & 1]
+        if not due_members:
+            return
+        properties = unpack_properties(item.props)  # these three are the same for every member
+        trigger_at = from_us(at)
+        entry_key = self.entry_key(item)
+        members = self.members
+        for index in due_members:
             item.done |= 1 << index
-            if properties is None:
-                properties = unpack_properties(item.props)
-            emit(out, self.members[index].targets, contact_id, due, from_us(due), item.type,
-                 properties, from_us(item.at), self.entry_key(item))
+            due = at + durations[index]
+            emit(out, members[index].targets, contact_id, due, from_us(due), item.type,
+                 properties, trigger_at, entry_key)
 
     def entry_key(self, item: Kept) -> str:
         raise NotImplementedError
@@ -240,24 +243,28 @@ class InactivityWatcher(_DeadlineWatcher):
 
     def on_activity(self, event: IndexEvent, t: int, out: Out) -> None:
         contact_id = event.contact_id
-        contact = self.table.get(contact_id)
+        table = self.table
+        contact = table.contacts.get(contact_id)
         state = None if contact is None else contact[self.slot]
+        first = self.durations[0]
         if type(state) is Kept:
             if t < state.at:
                 return
-            if state.at + self.durations[0] <= t:
+            if state.at + first <= t:
                 self.fire(contact_id, state, t, out)
             state.at, state.type, state.props, state.done = (
-                t, self.table.intern(event.type), self.table.pack(event.properties), 0)
+                t, table.intern(event.type), table.pack(event.properties), 0)
         else:
             if state is not None and t < state:
                 return
             if contact is None:
-                contact = self.table.ensure(contact_id)
-            contact[self.slot] = Kept(t, self.table.intern(event.type),
-                                      self.table.pack(event.properties))
+                contact = table.ensure(contact_id)
+            contact[self.slot] = Kept(t, table.intern(event.type), table.pack(event.properties))
         assert contact is not None
-        self.table.arm(contact_id, contact, t + self.durations[0])
+        due = t + first
+        queued = contact.queued
+        if queued is None or due < queued:  # arm's own test: the deadline usually moves later
+            table.arm(contact_id, contact, due)
 
     def next_due(self, state: Any) -> int | None:
         return None if isinstance(state, int) else self.first_due(state)

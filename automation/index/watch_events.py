@@ -15,7 +15,7 @@ from typing import Any
 
 from automation.index.contact_state import ContactTable
 from automation.index.types import IndexEvent
-from automation.index.watch_base import Handler, Member, Out, Watcher, emit_event
+from automation.index.watch_base import Handler, Member, Out, Watcher, all_targets, emit_event
 from automation.model.definitions import (
     CONTACT_UPDATED_EVENT,
     AttributeChangeTrigger,
@@ -30,7 +30,7 @@ class EventWatcher(Watcher):
         super().__init__(key, members, table)
         self.where = condition.where
         self.types = condition.types
-        self.targets = tuple(t for member in self.members for t in member.targets)
+        self.targets = all_targets(self.members)
 
     def routes(self) -> Iterable[tuple[str, Handler]]:
         return [(event_type, self.on_event) for event_type in sorted(self.types)]
@@ -45,7 +45,7 @@ class AttributeChangeWatcher(Watcher):
                  trigger: AttributeChangeTrigger) -> None:
         super().__init__(key, members, table)
         self.trigger = trigger
-        self.targets = tuple(t for member in self.members for t in member.targets)
+        self.targets = all_targets(self.members)
 
     def routes(self) -> Iterable[tuple[str, Handler]]:
         return [(CONTACT_UPDATED_EVENT, self.on_event)]

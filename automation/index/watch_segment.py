@@ -30,7 +30,7 @@ from typing import Any
 
 from automation.index.contact_state import ContactTable
 from automation.index.types import DAY_US, IndexEvent, duration_us, from_us, iso
-from automation.index.watch_base import Handler, Member, Out, Watcher, emit, emit_event
+from automation.index.watch_base import Handler, Member, Out, Watcher, all_targets, emit, emit_event
 from automation.model.definitions import CONTACT_UPDATED_EVENT, Aggregate, Segment
 
 MAX_WINDOW = 1000
@@ -100,7 +100,7 @@ class SegmentWatcher(Watcher):
                  segment: Segment) -> None:
         super().__init__(key, members, table)
         self.segment = segment
-        self.targets = tuple(t for member in self.members for t in member.targets)
+        self.targets = all_targets(self.members)
         self.attribute_names = tuple(sorted({
             path.split(".")[1] for path in segment.condition.paths
             if path.startswith("attributes.")}))

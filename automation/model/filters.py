@@ -69,10 +69,10 @@ class PropertyPath:
 
     text: str
     segments: tuple[str, ...]
+    has_wildcard: bool = field(init=False, repr=False, compare=False)  # '*' in segments
 
-    @property
-    def has_wildcard(self) -> bool:
-        return "*" in self.segments
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "has_wildcard", "*" in self.segments)
 
     def values(self, data: Any) -> list[Any]:
         found: list[Any] = []
@@ -103,7 +103,7 @@ def parse_path(text: Any, where: str, *, allow_wildcard: bool = True) -> Propert
 def _get(data: Any, segments: tuple[str, ...]) -> Any:
     current = data
     for segment in segments:
-        if isinstance(current, Mapping):
+        if type(current) is dict or isinstance(current, Mapping):  # dict: no ABC check
             current = current.get(segment, _MISSING)
         elif isinstance(current, list | tuple) and ASCII_DIGITS.match(segment):
             index = int(segment)
@@ -123,9 +123,14 @@ def _collect(current: Any, segments: tuple[str, ...], start: int, found: list[An
                 for element in current:
                     _collect(element, segments, position + 1, found)
             return
-        current = _get(current, (segment,))
-        if current is _MISSING:
-            return
+        if type(current) is dict:  # _get's first case, without its call
+            current = current.get(segment)
+            if current is None:
+                return
+        else:
+            current = _get(current, (segment,))
+            if current is _MISSING:
+                return
     if current is not None and current is not _MISSING:
         found.append(current)
 

@@ -77,8 +77,8 @@ class AutomationCore:
             for ref in list(runs.values()):
                 await self._route(ref, event, now)
         fires = self.index.observe(event)
-        for fire in fires:
-            await self._enter(fire, now)
+        if fires:
+            await self._enter_all(fires, now)
 
     async def on_events(self, events: Sequence[IndexEvent], now: datetime,
                         concurrency: int = 1) -> None:
@@ -101,30 +101,41 @@ class AutomationCore:
 
     async def on_time(self, now: datetime, concurrency: int = 1) -> int:
         """Fire trigger timers and wake runs whose time has come; returns how many were due."""
-        work: dict[str, list[Fire | int]] = {}
-        for fire in self.index.fire_due(now):
-            work.setdefault(fire.contact_id, []).append(fire)
+        # per contact: its trigger fires, then its runs' wake-ups (the order they are done in)
+        work: dict[str, tuple[list[Fire], list[int]]] = {}
+        due_count = 0
+        contact_id = None
+        fires: list[Fire] = []
+        for fire in self.index.fire_due(now):  # a contact's fires come together: look it up once
+            if fire.contact_id != contact_id:
+                contact_id = fire.contact_id
+                found = work.get(contact_id)
+                if found is None:
+                    found = work[contact_id] = ([], [])
+                fires = found[0]
+            fires.append(fire)
+            due_count += 1
         while self._wakes and self._wakes[0][0] <= now:
             due, run_id = heapq.heappop(self._wakes)
             contact = self._contact_of.get(run_id)
             ref = self._runs.get(contact, {}).get(run_id) if contact else None
             if contact is None or ref is None or ref.wake_at != due:
                 continue  # the run moved on since this wake-up was scheduled
-            work.setdefault(contact, []).append(run_id)
+            work.setdefault(contact, ([], []))[1].append(run_id)
+            due_count += 1
 
-        async def one_contact(items: list[Fire | int]) -> None:
-            for item in items:
-                if isinstance(item, int):
-                    await self._advance(item, TimerResume(), now)
-                else:
-                    await self._enter(item, now)
+        async def one_contact(contact_fires: list[Fire], run_ids: list[int]) -> None:
+            if contact_fires:
+                await self._enter_all(contact_fires, now)
+            for run_id in run_ids:
+                await self._advance(run_id, TimerResume(), now)
 
         if concurrency <= 1:
-            for items in work.values():
-                await one_contact(items)
+            for contact_fires, run_ids in work.values():
+                await one_contact(contact_fires, run_ids)
         else:
-            await _bounded(concurrency, [one_contact(items) for items in work.values()])
-        return sum(len(items) for items in work.values())
+            await _bounded(concurrency, [one_contact(*items) for items in work.values()])
+        return due_count
 
     def timers_pending(self) -> int:
         """Trigger timers plus run wake-ups waiting (wake-ups may include superseded ones)."""
@@ -156,16 +167,17 @@ class AutomationCore:
                 await self._advance(ref.id, EventResume(event.type, dict(event.properties)),
                                     now)
 
-    async def _enter(self, fire: Fire, now: datetime) -> None:
-        workflow = self.catalog.current.get(fire.workflow)
-        if workflow is None or not workflow.enabled:
-            return
-        self.fires += 1
-        run = await self.store.start_run(fire, now)
-        if run is None:
-            return
-        if run.active:
-            self._track(run)
+    async def _enter_all(self, fires: list[Fire], now: datetime) -> None:
+        """Enter each fire's run, in order (one coroutine for all of them: a call per fire
+        cost more than the rest of the core's work on it)."""
+        for fire in fires:
+            workflow = self.catalog.current.get(fire.workflow)
+            if workflow is None or not workflow.enabled:
+                continue
+            self.fires += 1
+            run = await self.store.start_run(fire, now)
+            if run is not None and run.active:
+                self._track(run)
 
     async def _advance(self, run_id: int, resume: Resume, now: datetime) -> None:
         run = await self.store.advance(run_id, resume, now)

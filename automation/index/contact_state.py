@@ -30,7 +30,7 @@ class ContactState(list[Any]):
     __slots__ = ("queued", "view")
 
     def __init__(self, width: int) -> None:
-        super().__init__([None] * width)
+        self += [None] * width  # the list is new and empty: list.__init__ has nothing to do
         self.queued: int | None = None
         self.view: ContactView | None = None
 

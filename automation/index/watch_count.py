@@ -35,8 +35,7 @@ class CountState(list[Any]):
 
     __slots__ = ("unless",)
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self) -> None:  # list.__init__ not called: the list is new and empty
         self.unless: list[Any] | None = None
 
 

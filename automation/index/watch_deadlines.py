@@ -26,10 +26,11 @@ Inactivity: fires once per quiet period; after every member fired, only the late
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from automation.index.contact_state import ContactTable
-from automation.index.types import IndexEvent, Packed, compact_key, from_us, iso, key_text
+from automation.index.types import IndexEvent, Packed, compact_key, from_us, key_text
 from automation.index.types import unpack as unpack_properties
 from automation.index.watch_base import Handler, Member, Out, Watcher, emit, full_mask, remap_mask
 from automation.model.definitions import AbsenceTrigger, InactivityTrigger
@@ -90,7 +91,7 @@ class _DeadlineWatcher(Watcher):
             return
         properties = unpack_properties(item.props)  # these three are the same for every member
         trigger_at = from_us(at)
-        entry_key = self.entry_key(item)
+        entry_key = self.entry_key(item, trigger_at)
         members = self.members
         for index in due_members:
             item.done |= 1 << index
@@ -98,7 +99,8 @@ class _DeadlineWatcher(Watcher):
             emit(out, members[index].targets, contact_id, due, from_us(due), item.type,
                  properties, trigger_at, entry_key)
 
-    def entry_key(self, item: Kept) -> str:
+    def entry_key(self, item: Kept, at: datetime) -> str:
+        """The fires' entry key; ``at`` is ``from_us(item.at)``."""
         raise NotImplementedError
 
 
@@ -115,9 +117,9 @@ class AbsenceWatcher(_DeadlineWatcher):
         missing = [(t, self.on_missing) for t in sorted(self.trigger.missing.types)]
         return missing + [(t, self.on_trigger) for t in sorted(self.trigger.condition.types)]
 
-    def entry_key(self, item: Kept) -> str:
+    def entry_key(self, item: Kept, at: datetime) -> str:
         assert isinstance(item, Latest)
-        return f"absence:{key_text(item.key)}:{iso(item.at)}"
+        return f"absence:{key_text(item.key)}:{at.isoformat()}"  # isoformat(): iso(item.at)
 
     # state: one Latest, or a dict key -> Latest
 
@@ -236,8 +238,8 @@ class InactivityWatcher(_DeadlineWatcher):
     def routes(self) -> Iterable[tuple[str, Handler]]:
         return [(t, self.on_activity) for t in sorted(self.types)]
 
-    def entry_key(self, item: Kept) -> str:
-        return f"inactivity:{iso(item.at)}"
+    def entry_key(self, item: Kept, at: datetime) -> str:
+        return f"inactivity:{at.isoformat()}"  # isoformat(): iso(item.at)
 
     # state: a Kept, or the int time of the latest once every member fired
 

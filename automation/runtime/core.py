@@ -16,6 +16,8 @@ import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, Protocol
 
 from automation.index.trigger_index import Fire, IndexEvent, TriggerIndex
@@ -24,6 +26,7 @@ from automation.runtime import program as p
 from automation.runtime.runs import EventResume, Resume, Run, TimerResume
 
 log = logging.getLogger("herald.automation")
+_CONTACT = itemgetter(1)  # Fire.contact_id
 
 
 class Store(Protocol):
@@ -103,18 +106,14 @@ class AutomationCore:
         """Fire trigger timers and wake runs whose time has come; returns how many were due."""
         # per contact: its trigger fires, then its runs' wake-ups (the order they are done in)
         work: dict[str, tuple[list[Fire], list[int]]] = {}
-        due_count = 0
-        contact_id = None
-        fires: list[Fire] = []
-        for fire in self.index.fire_due(now):  # a contact's fires come together: look it up once
-            if fire.contact_id != contact_id:
-                contact_id = fire.contact_id
-                found = work.get(contact_id)
-                if found is None:
-                    found = work[contact_id] = ([], [])
-                fires = found[0]
-            fires.append(fire)
-            due_count += 1
+        fires = self.index.fire_due(now)
+        due_count = len(fires)
+        for contact_id, group in groupby(fires, _CONTACT):  # a contact's fires come together
+            found = work.get(contact_id)
+            if found is None:
+                work[contact_id] = (list(group), [])
+            else:
+                found[0].extend(group)
         while self._wakes and self._wakes[0][0] <= now:
             due, run_id = heapq.heappop(self._wakes)
             contact = self._contact_of.get(run_id)
@@ -124,15 +123,15 @@ class AutomationCore:
             work.setdefault(contact, ([], []))[1].append(run_id)
             due_count += 1
 
-        async def one_contact(contact_fires: list[Fire], run_ids: list[int]) -> None:
-            if contact_fires:
-                await self._enter_all(contact_fires, now)
+        async def one_contact(due_fires: list[Fire], run_ids: list[int]) -> None:
+            if due_fires:
+                await self._enter_all(due_fires, now)
             for run_id in run_ids:
                 await self._advance(run_id, TimerResume(), now)
 
         if concurrency <= 1:
-            for contact_fires, run_ids in work.values():
-                await one_contact(contact_fires, run_ids)
+            for due_fires, run_ids in work.values():
+                await one_contact(due_fires, run_ids)
         else:
             await _bounded(concurrency, [one_contact(*items) for items in work.values()])
         return due_count
@@ -170,12 +169,13 @@ class AutomationCore:
     async def _enter_all(self, fires: list[Fire], now: datetime) -> None:
         """Enter each fire's run, in order (one coroutine for all of them: a call per fire
         cost more than the rest of the core's work on it)."""
+        start_run = self.store.start_run
         for fire in fires:
             workflow = self.catalog.current.get(fire.workflow)
             if workflow is None or not workflow.enabled:
                 continue
             self.fires += 1
-            run = await self.store.start_run(fire, now)
+            run = await start_run(fire, now)
             if run is not None and run.active:
                 self._track(run)
 

@@ -35,7 +35,7 @@ class ContactState(list[Any]):
         self.view: ContactView | None = None
 
     def empty(self) -> bool:
-        return self.view is None and all(state is None for state in self)
+        return self.view is None and self.count(None) == len(self)  # states never equal None
 
 
 class ContactTable:

@@ -41,6 +41,8 @@ class CountState(list[Any]):
 
 def find(pairs: list[Any], key: Hashable) -> int:
     """The index of ``key`` among the keys (even positions) of a flat pair list, or -1."""
+    if key not in pairs:
+        return -1  # the common miss, without raising and catching ValueError
     start = 0
     while True:
         try:
@@ -64,10 +66,10 @@ class CountWatcher(Watcher):
         self.rules = tuple((int(m.param[0]), int(m.param[1]), m.targets) for m in self.members)
         self.keep = max(rule[0] for rule in self.rules)
         self.horizon = max(rule[1] for rule in self.rules)
-        self.where = trigger.condition.where
+        self.where = trigger.condition.where.predicate  # the Filter's own, without its call
         self.group_by = trigger.group_by
         unless = trigger.unless
-        self.unless_where = unless.where if unless is not None else None
+        self.unless_where = unless.where.predicate if unless is not None else None
         self.unless_link = unless.correlate if unless is not None else None
 
     def routes(self) -> Iterable[tuple[str, Handler]]:

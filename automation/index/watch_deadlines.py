@@ -112,6 +112,8 @@ class AbsenceWatcher(_DeadlineWatcher):
         super().__init__(key, members, table)
         self.trigger = trigger
         self.link = trigger.missing.correlate
+        self.where = trigger.condition.where.predicate  # the Filters' own, without their call
+        self.missing_where = trigger.missing.where.predicate
 
     def routes(self) -> Iterable[tuple[str, Handler]]:
         missing = [(t, self.on_missing) for t in sorted(self.trigger.missing.types)]
@@ -136,7 +138,7 @@ class AbsenceWatcher(_DeadlineWatcher):
             if t < old.at:
                 return  # older than the latest A of this key
             self.fire(contact_id, old, t, out)
-        if not self.trigger.condition.where(properties):
+        if not self.where(properties):
             if old is not None:
                 self.table.put(contact_id, self.slot, _without(state, key))
             return
@@ -148,7 +150,7 @@ class AbsenceWatcher(_DeadlineWatcher):
     def on_missing(self, event: IndexEvent, t: int, out: Out) -> None:
         contact_id = event.contact_id
         state = self.table.state(contact_id, self.slot)
-        if state is None or not self.trigger.missing.where(event.properties):
+        if state is None or not self.missing_where(event.properties):
             return
         link = self.link
         keys = [()] if link is None else [compact_key(value) for value in
@@ -165,8 +167,9 @@ class AbsenceWatcher(_DeadlineWatcher):
         self.table.put(contact_id, self.slot, state)
 
     def next_due(self, state: Any) -> int | None:
-        items = state.values() if isinstance(state, dict) else (state,)
-        dues = [due for due in map(self.first_due, items) if due is not None]
+        if not isinstance(state, dict):
+            return self.first_due(state)  # one key: the common case
+        dues = [due for due in map(self.first_due, state.values()) if due is not None]
         return min(dues) if dues else None
 
     def run_due(self, contact_id: str, state: Any, due: int, out: Out) -> Any:

@@ -28,7 +28,7 @@ class EventWatcher(Watcher):
     def __init__(self, key: str, members: Sequence[Member], table: ContactTable,
                  condition: EventCondition) -> None:
         super().__init__(key, members, table)
-        self.where = condition.where
+        self.where = condition.where.predicate  # the Filter's own, without its call
         self.types = condition.types
         self.targets = all_targets(self.members)
 
@@ -65,13 +65,14 @@ class MilestoneWatcher(Watcher):
         super().__init__(key, members, table)
         self.trigger = trigger
         self.thresholds = tuple((float(m.param), m.targets) for m in self.members)
+        self.where = trigger.condition.where.predicate
 
     def routes(self) -> Iterable[tuple[str, Handler]]:
         return [(event_type, self.on_event) for event_type in sorted(self.trigger.condition.types)]
 
     def on_event(self, event: IndexEvent, t: int, out: Out) -> None:
         properties = event.properties
-        if not self.trigger.condition.where(properties):
+        if not self.where(properties):
             return
         increment = self.trigger.increment(properties)
         if increment == 0.0:

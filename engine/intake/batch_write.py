@@ -221,8 +221,8 @@ async def write_plain_copy(database: Database, parts: list[RequestPart],
         flags = [email is None and contact_id in known_ids
                  for contact_id, email in zip(contact_ids, emails, strict=True)]
         ids = cast(list[str], [row[0] for row in built.rows if row[0] is not None])
-        await connection.execute(BEGIN_SHARED)
         try:
+            await connection.execute(BEGIN_SHARED)  # may wait for an erase to commit
             generation = NEVER
             unclaimed: set[str] = set()
             for row in await connection.fetch(CLAIM_PLAIN, ids, contact_ids, emails, flags,

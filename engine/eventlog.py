@@ -116,19 +116,23 @@ async def append_typed(connection: asyncpg.Connection, rows: list[tuple[Any, ...
 
 
 async def copy_claimed(connection: asyncpg.Connection, rows: list[tuple[Any, ...]],
-                       claimed: set[str]) -> None:
+                       claimed: set[str], all_new: bool = False) -> None:
     """COPY the rows without an id and the first row of each id in ``claimed`` (ids this
     transaction has just claimed in ``event_ids``); a repeat later in the batch is a
-    duplicate."""
-    pending = set(claimed)
-    new = []
-    for row in rows:
-        event_id = row[0]
-        if event_id is None:
-            new.append(row)
-        elif event_id in pending:
-            pending.discard(event_id)
-            new.append(row)
+    duplicate. ``all_new``: the caller knows every row is to be copied (no id repeats in
+    ``rows``, every id claimed)."""
+    if all_new:
+        new = rows
+    else:
+        pending = set(claimed)
+        new = []
+        for row in rows:
+            event_id = row[0]
+            if event_id is None:
+                new.append(row)
+            elif event_id in pending:
+                pending.discard(event_id)
+                new.append(row)
     if new:
         try:
             await connection.copy_records_to_table("events", records=new,

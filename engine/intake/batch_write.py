@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import cast
 
 import asyncpg
 
@@ -32,6 +33,7 @@ from engine.intake.identities import (
     lock_and_resolve,
     stored_joins,
 )
+from engine.intake.known_contacts import BEGIN_SHARED, GENERATION, NEVER, KnownContacts
 from engine.intake.rows import RequestPart, batch_rows, email_owners
 from engine.intake.validation import EventIn
 
@@ -78,9 +80,9 @@ async def transaction_with_notify(database: Database, managed: bool
 # ids in sort order, $3 an email or null each; new contacts inserted, missing emails filled
 # (rows the insert makes have theirs). ``contacts_done`` gates the claims, so every statement
 # writes contacts before event ids (one order: concurrent batches cannot deadlock on them).
-_PLAIN_CONTACTS = """
-    contact_rows AS (
-        SELECT * FROM unnest($2::text[], $3::text[]) AS u(contact_id, email)
+def _contacts_ctes(contact_rows: str) -> str:
+    return f"""
+    contact_rows AS ({contact_rows}
     ), inserted_contacts AS (
         INSERT INTO contacts (contact_id, email)
         SELECT contact_id, email FROM contact_rows
@@ -96,6 +98,16 @@ _PLAIN_CONTACTS = """
             AS n
     )"""
 
+
+_PLAIN_CONTACTS = _contacts_ctes(
+    "SELECT * FROM unnest($2::text[], $3::text[]) AS u(contact_id, email)")
+# The same with $4 (per contact: known to exist) and $5 (the generation that knowledge is
+# from): known contacts are left out unless the stored generation differs.
+_KNOWN_CONTACT_ROWS = """
+        SELECT contact_id, email
+        FROM unnest($2::text[], $3::text[], $4::boolean[]) AS u(contact_id, email, known)
+        WHERE NOT known OR (SELECT generation FROM generation) IS DISTINCT FROM $5"""
+
 # A small plain batch in ONE statement, autocommitted (so atomic and durable before any 202):
 # its contacts, then the events of $1 exactly as engine.eventlog.INSERT_EVENTS stores them
 # (ids claimed in event_ids, repeats skipped). A batch the database refuses leaves nothing
@@ -103,11 +115,14 @@ _PLAIN_CONTACTS = """
 WRITE_PLAIN = insert_events_sql(f"{_PLAIN_CONTACTS},",
                                 "WHERE (SELECT n FROM contacts_done) >= 0")
 
-# A large plain batch: its contacts, its ids ($1) claimed and the NOTIFY queued (delivered at
-# commit) in one statement, then COPY of the rows whose ids it claimed (engine.eventlog's
-# copy_claimed), in one transaction.
+# A large plain batch, in one transaction begun by BEGIN_SHARED (engine.intake.known_contacts):
+# this statement writes the contacts the process does not know to exist ($4 per contact: known;
+# $5 the generation that knowledge is from; all of them when the stored generation differs),
+# claims the ids of $1 and queues the NOTIFY (delivered at commit); then COPY of the rows whose
+# ids it claimed (engine.eventlog's copy_claimed). It returns the ids it did NOT claim (repeats
+# of stored ids: usually none, so no row per event) and one row with the generation it read.
 CLAIM_PLAIN = f"""
-    WITH {_PLAIN_CONTACTS}, claimed AS (
+    WITH generation AS ({GENERATION}), {_contacts_ctes(_KNOWN_CONTACT_ROWS)}, claimed AS (
         INSERT INTO event_ids (event_id)
         SELECT id FROM unnest($1::text[]) AS id
         WHERE (SELECT n FROM contacts_done) >= 0
@@ -115,9 +130,10 @@ CLAIM_PLAIN = f"""
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
     )
-    SELECT event_id FROM claimed
+    SELECT id AS event_id, NULL::bigint AS generation FROM unnest($1::text[]) AS id
+    WHERE id NOT IN (SELECT event_id FROM claimed)
     UNION ALL
-    SELECT NULL FROM pg_notify('{EVENTS_CHANNEL}', '')
+    SELECT NULL, (SELECT generation FROM generation) FROM pg_notify('{EVENTS_CHANNEL}', '')
 """
 
 
@@ -165,11 +181,11 @@ async def write_plain(database: Database, parts: list[RequestPart], events: list
 
 async def write_in_transaction(database: Database, parts: list[RequestPart],
                                events: list[EventIn], anonymous: list[str],
-                               commit: bool) -> set[str]:
+                               commit: bool, known: KnownContacts) -> set[str]:
     """Any batch in one transaction; with ``commit`` false it ends in :class:`DryRunDone`
-    (rolled back)."""
+    (rolled back). ``known``: the contacts the process knows (used by plain batches)."""
     if commit and has_no_identity_work(events, anonymous):
-        return await write_plain_copy(database, parts, events)
+        return await write_plain_copy(database, parts, events, known)
     # Trait updates (upsert_contact) use a savepoint: those batches need asyncpg's own.
     managed = any(event.traits is not None for event in events)
     async with transaction_with_notify(database, managed) as (connection, notify):
@@ -191,17 +207,36 @@ async def write_in_transaction(database: Database, parts: list[RequestPart],
 
 
 async def write_plain_copy(database: Database, parts: list[RequestPart],
-                           events: list[EventIn]) -> set[str]:
+                           events: list[EventIn], known: KnownContacts) -> set[str]:
     """A large plain batch: its rows built before the transaction opens, then three round
-    trips in it (BEGIN, CLAIM_PLAIN, the COPY) and the COMMIT. Returns the stored ids."""
+    trips in it (BEGIN_SHARED, CLAIM_PLAIN, the COPY) and the COMMIT. Returns the stored ids;
+    ``known`` learns the batch's contacts once it committed."""
     async with database.connection() as connection:
         email_owner = await email_owners(connection, events)
         built = batch_rows(parts, email_owner, {}, set())
         contact_ids = sorted(built.contacts)  # one lock order for every batch
-        ids = [row[0] for row in built.rows if row[0] is not None]
-        async with connection.transaction():
-            claimed = {row["event_id"] for row in await connection.fetch(
-                CLAIM_PLAIN, ids, contact_ids, [built.contacts[c] for c in contact_ids])}
-            claimed.discard(None)  # the notification's row
-            await copy_claimed(connection, built.rows, claimed)
+        emails = [built.contacts[c] for c in contact_ids]
+        known_ids = known.ids
+        # A contact with an address is always written (its address may fill a missing one).
+        flags = [email is None and contact_id in known_ids
+                 for contact_id, email in zip(contact_ids, emails, strict=True)]
+        ids = cast(list[str], [row[0] for row in built.rows if row[0] is not None])
+        try:
+            await connection.execute(BEGIN_SHARED)  # may wait for an erase to commit
+            generation = NEVER
+            unclaimed: set[str] = set()
+            for row in await connection.fetch(CLAIM_PLAIN, ids, contact_ids, emails, flags,
+                                              known.generation):
+                if row["event_id"] is None:
+                    generation = row["generation"]
+                else:
+                    unclaimed.add(row["event_id"])
+            claimed = set(ids) - unclaimed if unclaimed else set(ids)
+            await copy_claimed(connection, built.rows, claimed, all_new=not unclaimed)
+        except BaseException:
+            with contextlib.suppress(Exception):  # a broken connection: the pool drops it
+                await connection.execute("ROLLBACK")
+            raise
+        await connection.execute("COMMIT")
+    known.learn(generation, contact_ids)
     return claimed

@@ -161,13 +161,12 @@ async def joined_contact(connection: asyncpg.Connection, anonymous_id: str) -> s
 def anonymous_ids(events: Iterable[EventIn]) -> list[str]:
     """Every anonymous id the batch resolves, joins or stores under (``anon:<id>``)."""
     found: set[str] = set()
+    prefix, skip = ANONYMOUS_PREFIX, len(ANONYMOUS_PREFIX)
     for event in events:
         if event.anonymous_id is not None:
             found.add(event.anonymous_id)
-        elif event.contact_id is not None:
-            anonymous = anonymous_id_of(event.contact_id)
-            if anonymous is not None:
-                found.add(anonymous)
+        elif (contact_id := event.contact_id) is not None and contact_id.startswith(prefix):
+            found.add(contact_id[skip:])  # anonymous_id_of, inlined: once per event
     return sorted(found)
 
 

@@ -42,6 +42,7 @@ from engine.errors import (
 from engine.intake.batch_write import DryRunDone, is_plain, write_in_transaction, write_plain
 from engine.intake.held_connection import HeldConnection
 from engine.intake.identities import anonymous_ids
+from engine.intake.known_contacts import KnownContacts
 from engine.intake.rows import RequestPart
 from engine.intake.validation import EventIn
 from engine.metrics import (
@@ -107,6 +108,7 @@ class EventWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
+        self._known_contacts = KnownContacts()  # contacts that exist (per database)
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run(), name=f"intake-writer-{i}")
@@ -317,7 +319,7 @@ class EventWriter:
             await write_plain(database, _parts(batch), events, answer)
             return results
         stored_ids = await write_in_transaction(database, _parts(batch), events,
-                                                anonymous, commit)
+                                                anonymous, commit, self._known_contacts)
         return self._results(batch, stored_ids)
 
     def _results(self, batch: list[_Request], stored_ids: set[str]) -> list[StoreResult]:

@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 
 from engine.addresses import forget_cached_addresses
+from engine.intake.known_contacts import ERASE_BARRIER
 from engine.privacy import audit
 from engine.privacy.consent import consent_json
 from engine.privacy.contact_records import ContactRecords, find_subject
@@ -101,8 +102,13 @@ class Privacy:
 
     async def erase(self, connection: asyncpg.Connection, contact_id: str, actor: str,
                     now: datetime) -> Erasure | None:
-        """Erase in one transaction; None when the contact is unknown and was never erased."""
-        async with connection.transaction():
+        """Erase in one transaction; None when the contact is unknown and was never erased.
+        It first takes the intake's contacts lock and moves the erasure generation on
+        (:mod:`engine.intake.known_contacts`): intake processes then write this contact's
+        row again for its later events. Read committed, so that its deletes see every batch
+        that committed while it waited for the lock."""
+        async with connection.transaction(isolation="read_committed"):
+            await connection.execute(ERASE_BARRIER)
             key = await load_key(connection)
             hashed = contact_hash(key, contact_id)
             await connection.execute("SELECT 1 FROM contacts WHERE contact_id = $1 FOR UPDATE",

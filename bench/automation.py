@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 import uvloop
 
 from automation.content.templates import TemplateSet
@@ -223,7 +224,50 @@ def probe_directories(root: Path) -> tuple[Path, Path]:
     return workflows, templates
 
 
-async def live_phase(url: str, rate: float, seconds: float, burst: int) -> dict[str, Any]:
+class CpuMeter:
+    """CPU seconds (user + system) of the engine process and of the Postgres server (the
+    postmaster and every backend), between :meth:`start` and :meth:`stop`: where the burst's
+    CPU goes, per transition."""
+
+    def __init__(self, engine_pid: int | None, pgdata: Path | None) -> None:
+        self.engine_pid = engine_pid
+        self.postmaster_pid: int | None = None
+        if pgdata is not None and (pgdata / "postmaster.pid").exists():
+            self.postmaster_pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        self._start: dict[str, dict[int, float]] = {}
+
+    def _read(self) -> dict[str, dict[int, float]]:
+        parts: dict[str, dict[int, float]] = {"engine": {}, "postgres": {}}
+        for part, pid in (("engine", self.engine_pid), ("postgres", self.postmaster_pid)):
+            if pid is None:
+                continue
+            try:
+                root = psutil.Process(pid)
+                processes = [root, *root.children(recursive=True)] if part == "postgres" \
+                    else [root]
+            except psutil.Error:
+                continue
+            for process in processes:
+                try:
+                    times = process.cpu_times()
+                except psutil.Error:
+                    continue
+                parts[part][process.pid] = times.user + times.system
+        return parts
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds per part since :meth:`start` (processes started since count whole)."""
+        end = self._read()
+        return {part: sum(seconds - self._start.get(part, {}).get(pid, 0.0)
+                          for pid, seconds in pids.items())
+                for part, pids in end.items()}
+
+
+async def live_phase(url: str, rate: float, seconds: float, burst: int,
+                     meter: CpuMeter | None = None) -> dict[str, Any]:
     connection = await connect_one(url)
     try:
         started = time.monotonic()
@@ -261,7 +305,7 @@ async def live_phase(url: str, rate: float, seconds: float, burst: int) -> dict[
                       AS ms
                FROM workflow_log l JOIN workflow_runs r ON r.id = l.run_id
                WHERE r.workflow = 'timer-probe' AND l.action = 'sent' ORDER BY 1""")
-        burst_result = await burst_phase(connection, burst) if burst else None
+        burst_result = await burst_phase(connection, burst, meter) if burst else None
         anchor = await commit_anchor(connection)
     finally:
         await connection.close()
@@ -291,10 +335,15 @@ async def post(connection: Any, batch: list[LogEvent]) -> None:
         await append_events(connection, batch)
 
 
-async def burst_phase(connection: Any, count: int) -> dict[str, Any]:
+async def burst_phase(connection: Any, count: int, meter: CpuMeter | None = None
+                      ) -> dict[str, Any]:
     """``count`` sign-ups committed at once: each is one run transition (enter, send
-    welcome-1, wait); transitions/s from the commit of the events to the last message."""
+    welcome-1, wait); transitions/s from the commit of the events to the last message, and
+    the CPU the engine and Postgres spent meanwhile, per transition (this bench's own polling
+    included in Postgres's: one count a tenth of a second)."""
     now = datetime.now(UTC)
+    if meter is not None:
+        meter.start()
     await post(connection, [LogEvent("signed_up", f"burst-{i}", f"burst{i}@example.test", {},
                                      now, "bench") for i in range(count)])
     deadline = time.monotonic() + 120
@@ -305,6 +354,7 @@ async def burst_phase(connection: Any, count: int) -> dict[str, Any]:
         if done >= count:
             break
         await asyncio.sleep(0.1)
+    cpu = meter.stop() if meter is not None else {}
     span = await connection.fetchval(
         """SELECT extract(epoch FROM (SELECT max(created_at) FROM outbound_messages
                                       WHERE contact_id LIKE 'burst-%')
@@ -316,7 +366,9 @@ async def burst_phase(connection: Any, count: int) -> dict[str, Any]:
         "WHERE contact_id LIKE 'burst-%'")
     return {"transitions": done, "seconds": round(float(span or 0), 3),
             "transitions_per_s": round(done / float(span)) if span else None,
-            "transitions_per_commit": round(done / transactions, 1) if transactions else None}
+            "transitions_per_commit": round(done / transactions, 1) if transactions else None,
+            **{f"{part}_cpu_ms_per_transition": round(1000 * seconds / done, 3)
+               for part, seconds in cpu.items() if done}}
 
 
 async def commit_anchor(connection: Any, seconds: float = 2.0) -> int:
@@ -357,7 +409,10 @@ def main(argv: list[str]) -> int:
         engine = HeraldProcess(["run", "--role", "automation"], env)
         try:
             engine.start()
-            live = uvloop.run(live_phase(embedded.url, args.rate, args.seconds, args.burst))
+            assert engine.process is not None
+            meter = CpuMeter(engine.process.pid, embedded.data_dir)
+            live = uvloop.run(live_phase(embedded.url, args.rate, args.seconds, args.burst,
+                                         meter))
         finally:
             if engine.process is not None:
                 engine.stop()
@@ -368,7 +423,9 @@ def main(argv: list[str]) -> int:
         if live["burst"]:
             print(f"live: burst of {live['burst']['transitions']} sign-ups at "
                   f"{live['burst']['transitions_per_s']} transitions/s; single-row commits "
-                  f"{live['single_commit_inserts_per_s']}/s", file=sys.stderr)
+                  f"{live['single_commit_inserts_per_s']}/s; CPU per transition: engine "
+                  f"{live['burst'].get('engine_cpu_ms_per_transition')} ms, Postgres "
+                  f"{live['burst'].get('postgres_cpu_ms_per_transition')} ms", file=sys.stderr)
     print(orjson.dumps({"bench": "automation", "evaluation": evaluation, "live": live}).decode())
     return 0
 

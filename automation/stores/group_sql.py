@@ -68,3 +68,16 @@ RECENT_EVENTS = """
         ORDER BY position DESC LIMIT 1000) e
     ORDER BY q.n, e.position DESC
 """
+
+# Every run of the group written back at once (a run appears once per group). sent_steps is a
+# JSON text per run: text[] arrays of different lengths cannot be unnested side by side.
+SAVE_RUNS = """
+    UPDATE workflow_runs w
+    SET state = q.state, pc = q.pc, wake_at = q.wake_at, waiting_since = q.waiting_since,
+        sent_steps = ARRAY(SELECT jsonb_array_elements_text(q.sent_steps::jsonb)),
+        exit_reason = q.exit_reason, updated_at = now()
+    FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::timestamptz[],
+                $5::timestamptz[], $6::text[], $7::text[])
+         AS q(id, state, pc, wake_at, waiting_since, sent_steps, exit_reason)
+    WHERE w.id = q.id
+"""

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 
 from automation.content.links import list_unsubscribe, send_message_id, unsubscribe_url
 from automation.content.recommend import engagement, recommend
@@ -38,6 +39,7 @@ from automation.stores.group_sql import (
     RECENT_EVENTS,
     REENTRY,
     RUN_COLUMNS,
+    SAVE_RUNS,
 )
 from automation.stores.memory import reentry_key_text
 from automation.stores.transitions import (
@@ -424,8 +426,17 @@ class PgStore:
                     self.sent += 1
 
     async def _save_runs(self, connection: asyncpg.Connection, runs: list[Run]) -> None:
-        await connection.executemany(
-            "UPDATE workflow_runs SET state = $2, pc = $3, wake_at = $4, waiting_since = $5, "
-            "sent_steps = $6, exit_reason = $7, updated_at = now() WHERE id = $1",
-            [(run.id, run.state, run.pc, run.wake_at, run.waiting_since, run.sent_steps,
-              run.exit_reason) for run in runs])
+        if len(runs) == 1:
+            run = runs[0]
+            await connection.execute(
+                "UPDATE workflow_runs SET state = $2, pc = $3, wake_at = $4, "
+                "waiting_since = $5, sent_steps = $6, exit_reason = $7, updated_at = now() "
+                "WHERE id = $1", run.id, run.state, run.pc, run.wake_at, run.waiting_since,
+                run.sent_steps, run.exit_reason)
+            return
+        await connection.execute(
+            SAVE_RUNS, [run.id for run in runs], [run.state for run in runs],
+            [run.pc for run in runs], [run.wake_at for run in runs],
+            [run.waiting_since for run in runs],
+            [orjson.dumps(run.sent_steps).decode() for run in runs],
+            [run.exit_reason for run in runs])

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 
 from engine.addresses import Address
 from engine.eventlog import append_rows
@@ -32,6 +33,27 @@ _INSERT = """
          metadata, source, idempotency_key, body, next_attempt_at, expires_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
     ON CONFLICT (idempotency_key) DO NOTHING
+"""
+
+# Several messages in one statement (one row each, in the order of the arrays); the ids
+# returned are those inserted (the others' idempotency keys were taken, in the table or by an
+# earlier row of the same statement). Tags are a JSON text per message: text[] arrays of
+# different lengths cannot be unnested side by side (nor lists passed as jsonb[] elements:
+# asyncpg takes nested lists for a multidimensional array).
+_INSERT_MANY = """
+    INSERT INTO outbound_messages
+        (id, header_from, envelope_from, recipient, recipient_domain, contact_id, tags,
+         metadata, source, idempotency_key, body, next_attempt_at, expires_at)
+    SELECT q.id, q.header_from, q.envelope_from, q.recipient, q.recipient_domain, q.contact_id,
+           ARRAY(SELECT jsonb_array_elements_text(q.tags::jsonb)), q.metadata, q.source,
+           q.idempotency_key, q.body, q.next_attempt_at, q.expires_at
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::bytea[],
+                $12::timestamptz[], $13::timestamptz[])
+         AS q(id, header_from, envelope_from, recipient, recipient_domain, contact_id, tags,
+              metadata, source, idempotency_key, body, next_attempt_at, expires_at)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id
 """
 
 _SUPPRESSED = """
@@ -101,7 +123,7 @@ async def enqueue_many(connection: asyncpg.Connection, identity: QueueIdentity,
                        messages: Sequence[OutboundMessage], now: datetime | None = None,
                        notify: bool = True, known_suppressions: SuppressionsRead | None = None
                        ) -> list[Enqueued]:
-    """:func:`enqueue` for several messages in a few round trips (one pipelined insert, one
+    """:func:`enqueue` for several messages in a few round trips (one insert, one
     suppression look-up, one NOTIFY), with exactly its results, in order.
 
     ``known_suppressions``: what the caller read of the suppression list in this transaction;
@@ -211,15 +233,14 @@ async def enqueue_durably(connection: asyncpg.Connection, identity: QueueIdentit
 
 async def _insert(connection: asyncpg.Connection, rows: list[tuple[Any, ...]]
                   ) -> set[uuid.UUID]:
-    """The ids of the rows inserted (the others' idempotency keys were taken)."""
+    """The ids of the rows inserted (the others' idempotency keys were taken), in one
+    statement."""
     if len(rows) == 1:
         row = await connection.fetchrow(_INSERT + " RETURNING id", *rows[0])
         return {row["id"]} if row is not None else set()
-    await connection.executemany(_INSERT, rows)
-    if all(row[9] is None for row in rows):  # no idempotency key: every row was inserted
-        return {row[0] for row in rows}
-    return {row["id"] for row in await connection.fetch(
-        "SELECT id FROM outbound_messages WHERE id = ANY($1::uuid[])", [r[0] for r in rows])}
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    columns[6] = [orjson.dumps(tags).decode() for tags in columns[6]]
+    return {row["id"] for row in await connection.fetch(_INSERT_MANY, *columns)}
 
 
 async def _suppress(connection: asyncpg.Connection,

@@ -23,12 +23,13 @@ class AutomationSettings:
     # The follower: events per read, and how often the trigger index is snapshotted.
     read_batch: int = 5000
     # Contacts whose run transitions may be in flight at once (each contact stays in order).
-    concurrency: int = 256
+    concurrency: int = 512
     # Group commit: transitions of different contacts are handled in groups, one transaction
     # and a few set-based statements per group, at most commit_batch per group, on at most
-    # commit_connections at once.
+    # commit_connections at once. concurrency = 2 x commit_batch keeps a second group forming
+    # while one is written (docs/PERFORMANCE.md, "Live transitions").
     commit_connections: int = 4
-    commit_batch: int = 64
+    commit_batch: int = 256
     snapshot_interval: float = duration("5m")
     # Replaced by [webhooks] allow (which governs every outbound HTTP call): setting it is an
     # error that says so.
@@ -61,8 +62,8 @@ class AutomationSettings:
         normalize_domains(self.link_domains)  # a bad entry fails at start, naming the key
         if self.frequency_cap < 1:
             raise ValueError("frequency_cap must be at least 1")
-        if not 1 <= self.concurrency <= 256:
-            raise ValueError("concurrency must be between 1 and 256")
+        if not 1 <= self.concurrency <= 1024:
+            raise ValueError("concurrency must be between 1 and 1024")
         if not 1 <= self.commit_connections <= 16:
             raise ValueError("commit_connections must be between 1 and 16")
         if not 1 <= self.commit_batch <= 1000:

@@ -59,3 +59,31 @@ async def test_suppression_entries_read_by_the_caller_are_used_and_the_rest_look
             message("a@example.org"), message("b@example.org"), message("gone@example.org")],
             known_suppressions=known)
     assert [m.suppressed for m in many] == ["complaint", None, "manual"]
+
+async def test_one_statement_keeps_each_rows_tags_and_skips_a_key_repeated_in_the_batch(
+        database: Database) -> None:
+    """The messages go in with one INSERT … unnest: tags of different lengths, metadata and
+    bodies land on their own rows, and a key given twice in one call is inserted once (the
+    second is a duplicate of the first, as one enqueue after another would say)."""
+    identity = await identity_for(database, mta_settings())
+
+    def tagged(to: str, key: str | None, tags: tuple[str, ...]) -> OutboundMessage:
+        composed = compose({"from": "news@shop.test", "to": to, "subject": to, "text": to})
+        return OutboundMessage(composed.header_from, parse_address(to), composed.body,
+                               idempotency_key=key, tags=tags, metadata={"to": to})
+
+    async with database.transaction() as connection:
+        many = await enqueue_many(connection, identity, [
+            tagged("a@example.org", "k1", ()), tagged("b@example.org", "k2", ("x", "y, z")),
+            tagged("c@example.org", "k1", ("w",)), tagged("d@example.org", None, ("q",))])
+    assert [m.duplicate for m in many] == [False, False, True, False]
+    assert many[2].id == many[0].id
+    rows = {r["recipient"]: r for r in await fetch(
+        database, "SELECT id, recipient, tags, metadata, body FROM outbound_messages")}
+    assert set(rows) == {"a@example.org", "b@example.org", "d@example.org"}
+    assert [list(rows[to]["tags"]) for to in ("a@example.org", "b@example.org",
+                                               "d@example.org")] == [[], ["x", "y, z"], ["q"]]
+    for to, row in rows.items():
+        assert row["metadata"] == {"to": to}
+        assert f"Subject: {to}".encode() in bytes(row["body"])
+    assert rows["a@example.org"]["id"] == many[0].id

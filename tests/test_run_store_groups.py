@@ -55,7 +55,8 @@ async def add_contacts(database: Database, contacts: list[str]) -> None:
 async def state(database: Database) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
     async with database.connection() as connection:
         runs = {r["contact_id"]: r for r in await connection.fetch(
-            "SELECT contact_id, state, xmin::text AS tx FROM workflow_runs")}
+            "SELECT contact_id, state, pc, sent_steps, wake_at, xmin::text AS tx "
+            "FROM workflow_runs")}
         messages = {r["contact_id"]: r for r in await connection.fetch(
             "SELECT contact_id, metadata->>'step' AS step, xmin::text AS tx "
             "FROM outbound_messages")}
@@ -77,6 +78,11 @@ async def test_concurrent_starts_share_transactions_with_their_messages(
     for contact in contacts:  # the run and its message committed in one transaction
         assert stored[contact]["tx"] == messages[contact]["tx"]
         assert messages[contact]["step"] == "welcome-1"
+        # each run written back (one statement for the group) with its own pause
+        run = stored[contact]
+        assert (run["state"], run["pc"], list(run["sent_steps"])) == (
+            "waiting", 1, ["welcome-1"])
+        assert run["wake_at"] is not None and run["wake_at"] > now
         assert [r["action"] for r in logs if r["contact_id"] == contact][:2] == [
             "entered", "sent"]
     assert store.commits.commits < len(contacts)  # grouped

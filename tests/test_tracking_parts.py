@@ -19,8 +19,14 @@ from mta.tracking.machine import (
     RecentClicks,
     classify,
 )
-from mta.tracking.rewrite import MAX_LINKS, rewrite_links, track_html
-from mta.tracking.tokens import read_tracking_token, tracking_token
+from mta.tracking.rewrite import (
+    MAX_LINKS,
+    _link_of,
+    forget_cached_links,
+    rewrite_links,
+    track_html,
+)
+from mta.tracking.tokens import TrackingRef, read_tracking_token, tracking_token
 
 KEYS = LinkKeys("k1", {"k1": b"s" * 32})
 ROTATED = LinkKeys("k2", {"k2": b"t" * 32, "k1": b"s" * 32})
@@ -156,6 +162,29 @@ def test_already_tracked_links_and_the_link_cap() -> None:
     capped = rewrite_links(many, lambda p: f"https://t/{p}", None)
     assert len(capped.links) == MAX_LINKS
     assert f'<a href="https://shop.test/{MAX_LINKS}">' in capped.html
+
+
+def test_a_remembered_tag_gives_each_message_its_own_tokens_and_is_forgotten() -> None:
+    """Each <a> tag's parse is remembered (a template's tags repeat in every message): a second
+    message with the same document gets its own tokens, a later call with another public URL
+    still leaves that URL's own links alone, and forgetting drops the remembered tags (they may
+    hold personal URLs)."""
+    other = uuid.UUID("1f0c3a4e-0000-4000-8000-000000000002")
+    first = track_html(DOCUMENT, PUBLIC, KEYS, MESSAGE)
+    second = track_html(DOCUMENT, PUBLIC, KEYS, other)
+    assert first.links == second.links and first.html != second.html
+    tokens = [href.rsplit("/", 1)[1] for href in second.html.split('"')
+              if href.startswith(f"{PUBLIC}/t/c/")]
+    assert [read_tracking_token(KEYS, "click", token) for token in tokens] == [
+        TrackingRef("click", other, position) for position in range(len(second.links))]
+    assert _link_of.cache_info().currsize > 0
+    # Under another public URL the same tags are tracked, and that URL's own links are not.
+    own = '<a href="https://shop.test/a">a</a><a href="https://shop.test/t/c/k1.x">t</a>'
+    elsewhere = track_html(own, "https://shop.test", KEYS, MESSAGE)
+    assert elsewhere.links == ("https://shop.test/a",)
+    assert '<a href="https://shop.test/t/c/k1.x">' in elsewhere.html
+    forget_cached_links()
+    assert _link_of.cache_info().currsize == 0
 
 
 # --- machine classifier -------------------------------------------------------------------

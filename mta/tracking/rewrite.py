@@ -53,6 +53,7 @@ Tracker = Callable[[str, uuid.UUID], TrackedHtml]
 def forget_cached_links() -> None:
     """Drop the remembered link decisions (a contact was erased, and links may name people)."""
     trackable.cache_clear()
+    _link_of.cache_clear()
 
 
 @functools.lru_cache(maxsize=1024)  # a template's links repeat in every message it makes
@@ -67,6 +68,20 @@ def trackable(url: str) -> bool:
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
+@functools.lru_cache(maxsize=1024)  # a template's <a> tags repeat in every message it makes
+def _link_of(text: str) -> tuple[str, str, str] | None:
+    """An ``<a>`` tag with a trackable first ``href``: the text before its ``href=...``, the URL
+    (unescaped) and the text after; None for any other tag."""
+    href = _HREF.search(text)
+    if href is None:
+        return None
+    raw = next(group for group in href.groups() if group is not None)
+    url = html_text.unescape(raw).strip()
+    if not trackable(url):
+        return None
+    return text[:href.start()], url, text[href.end():]
+
+
 def rewrite_links(document: str, click: Callable[[int], str], pixel: str | None,
                   skip: Callable[[str], bool] = lambda _url: False) -> TrackedHtml:
     """``click(position)`` gives the tracking URL of a link; ``pixel`` the open pixel's URL
@@ -77,16 +92,13 @@ def rewrite_links(document: str, click: Callable[[int], str], pixel: str | None,
         text = match.group(0)
         if text.startswith("<!--") or len(links) >= MAX_LINKS:
             return text
-        href = _HREF.search(text)
-        if href is None:
+        link = _link_of(text)
+        if link is None or skip(link[1]):
             return text
-        raw = next(group for group in href.groups() if group is not None)
-        url = html_text.unescape(raw).strip()
-        if not trackable(url) or skip(url):
-            return text
+        before, url, after = link
         replacement = f'href="{html_text.escape(click(len(links)), quote=True)}"'
         links.append(url)
-        return text[:href.start()] + replacement + text[href.end():]
+        return before + replacement + after
 
     rewritten = _TOKEN.sub(tag, document)
     if pixel is not None:

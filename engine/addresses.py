@@ -35,6 +35,9 @@ LINE_BREAKS = frozenset("\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 ATEXT = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
 )
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ATOM = "[A-Za-z0-9!#$%&'*+\\-/=?^_`{|}~]+"
+_ASCII_DOT_STRING = re.compile(rf"{_ATOM}(?:\.{_ATOM})*\Z")  # ATEXT atoms joined by dots
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 class AddressError(HeraldError, ValueError):
@@ -159,6 +162,10 @@ def normalize_email(text: str) -> str:
 
 def check_text(text: str, what: str) -> None:
     """Reject line breaks, controls, invisible format characters and lone surrogates."""
+    if text.isascii():  # the common case, without a loop over the characters
+        if _ASCII_CONTROL.search(text):
+            raise AddressError(f"{what} contains a control character")
+        return
     for char in text:
         if char.isascii():
             if char < " " or char == "\x7f":
@@ -180,6 +187,8 @@ def _check_dot_string(local: str) -> None:
     """Validate an unquoted (Dot-string) local part, with a specific message for each fault."""
     if not local:
         raise AddressError("local part is empty")
+    if local.isascii() and _ASCII_DOT_STRING.match(local):  # the common case: nothing to report
+        return
     for char in local:
         if char in ATEXT or char == "." or (not char.isascii() and not char.isspace()):
             continue
@@ -231,7 +240,7 @@ def _check_local(local: str) -> None:
         raise AddressError("local part is empty")
     if "<" in local or ">" in local:
         raise AddressError("address contains '<' or '>'")
-    if any(not char.isascii() and char.isspace() for char in local):
+    if not local.isascii() and any(not char.isascii() and char.isspace() for char in local):
         raise AddressError("local part contains non-ASCII whitespace")
     octets = len(_wire_local(local).encode("utf-8"))
     if octets > MAX_LOCAL_OCTETS:
@@ -241,6 +250,8 @@ def _check_local(local: str) -> None:
 @functools.lru_cache(maxsize=4096)
 def _is_dot_string(local: str) -> bool:
     """Cached: every parse of an address asks it, and a mail stream repeats its senders."""
+    if local.isascii():
+        return _ASCII_DOT_STRING.match(local) is not None
     atoms = local.split(".")
     return all(atoms) and all(c in ATEXT or not c.isascii() for atom in atoms for c in atom)
 

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from engine.addresses import Address, AddressError, normalize_email, parse_address
+from engine.addresses import (
+    ATEXT,
+    Address,
+    AddressError,
+    _is_dot_string,
+    check_text,
+    normalize_email,
+    parse_address,
+)
 from engine.errors import HeraldError
 from engine.mailboxes import HeaderError, check_header_value, format_mailbox, parse_mailbox
 
@@ -437,3 +445,26 @@ def test_formatted_mailbox_parses_back_with_email_headerregistry(
     else:
         assert parsed_name == name
         assert parse_mailbox(formatted) == (name, address)
+
+
+def test_the_ascii_fast_paths_agree_with_the_character_rules() -> None:
+    """ASCII text skips the per-character loops (a regex each): every ASCII character, alone,
+    inside, around and beside dots, is judged as the character rules judge it."""
+    for code in range(128):
+        char = chr(code)
+        is_control = code < 32 or code == 127
+        for text in (char, f"a{char}b", f".{char}", f"{char}.", f"a.{char}.b", f"a{char}{char}"):
+            atoms = text.split(".")
+            expected = all(atoms) and all(c in ATEXT for atom in atoms for c in atom)
+            assert _is_dot_string(text) == expected, repr(text)
+            if is_control:
+                with pytest.raises(AddressError, match="control character"):
+                    check_text(text, "address")
+            else:
+                check_text(text, "address")
+            address = f"{text}@example.com"
+            if is_control or not expected:
+                with pytest.raises(AddressError):
+                    parse_address(address)
+            elif char not in ("<", ">"):
+                assert parse_address(address).local == text

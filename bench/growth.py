@@ -43,6 +43,7 @@ import uvloop
 from engine import partitions
 from engine.addresses import parse_address
 from engine.database import connect_one
+from engine.database_creation import create_database
 from engine.migrations import apply_migrations
 from herald.database import MIGRATION_SOURCES
 from herald.retention import RetentionSettings, run_pass
@@ -253,7 +254,7 @@ async def on_server(admin_url: str, args: argparse.Namespace) -> dict[str, Any]:
     admin = await asyncpg.connect(admin_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await create_database(admin, name)
     finally:
         await admin.close()
     try:

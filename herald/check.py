@@ -1,6 +1,7 @@
 """``herald check``: is this server set up to deliver? The config loads, and DNS says what
 receivers will check: SPF for the From and bounce domains, each DKIM key's published half, DMARC,
-the bounce domain's MX, and the sending IP's PTR matching the EHLO name (and back).
+the bounce domain's MX, and the sending IP's PTR matching the EHLO name (and back). With a
+configured database URL, a note on its collation (``C`` is faster; optional).
 
 Every finding is one line: ``ok`` or ``FAIL`` (with how to fix it) or ``warn``. Exit 0 when all
 is well, 1 when something needs fixing, 69 when DNS cannot be reached (78, bad config, is the
@@ -21,6 +22,10 @@ import dns.resolver
 import dns.reversename
 
 from automation.errors import DefinitionError
+from engine.database import connect_one
+from engine.database_creation import FAST_COLLATIONS, database_collation
+from engine.db_errors import database_errors
+from engine.errors import DatabaseError
 from engine.mailboxes import parse_mailbox
 from herald.dns_records import dmarc_policy, spf_allows, spf_record, tag_list
 from herald.exit_codes import ServiceUnavailable
@@ -113,6 +118,7 @@ async def run_check(settings: Settings, ip: str | None) -> list[Finding]:
     except DefinitionError as exc:
         add(Finding("FAIL", "workflows", str(exc).splitlines()[0]))
     keys = _dkim_keys(settings, add)
+    await _check_database_collation(settings, add)
 
     from_domain = _from_domain(settings)
     ehlo = settings.mta.ehlo_name.lower().rstrip(".")
@@ -137,6 +143,30 @@ async def run_check(settings: Settings, ip: str | None) -> list[Finding]:
         add(Finding("FAIL", "DNS", f"{failed}: the server answered SERVFAIL/REFUSED; is the "
                                    "zone served and its DNSSEC valid?"))
     return findings
+
+
+async def _check_database_collation(settings: Settings, add: Add) -> None:
+    """A configured database's collation: "C" lets Postgres compare text keys by bytes (the
+    embedded cluster is made so). Anything else is a note, never a failure."""
+    url = settings.engine.database_url
+    if url is None:
+        return
+    try:
+        connection = await connect_one(url, timeout=settings.engine.database_connect_timeout)
+        try:
+            with database_errors():
+                collation = await database_collation(connection)
+        finally:
+            await connection.close()
+    except DatabaseError as exc:
+        add(Finding("warn", "database", f"cannot read its collation: {exc}"))
+        return
+    if collation in FAST_COLLATIONS:
+        add(Finding("ok", "database collation", collation))
+    else:
+        add(Finding("warn", "database collation",
+                    f"{collation}: optional, but text keys compare faster in a database "
+                    "created with TEMPLATE template0 LC_COLLATE 'C' (see README)"))
 
 
 def _from_domain(settings: Settings) -> str | None:

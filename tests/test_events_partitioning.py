@@ -13,6 +13,7 @@ import asyncpg
 
 from automation.migrations import AUTOMATION_MIGRATIONS
 from engine.database import Database, connect_one
+from engine.database_creation import create_database
 from engine.db_errors import classify
 from engine.errors import DatabaseRejected
 from engine.eventlog import (
@@ -50,7 +51,7 @@ async def _old_layout_database(test_databases: test_postgres.TestDatabases, tmp_
     name = f"herald_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(test_databases.admin_url)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await create_database(admin, name)
     finally:
         await admin.close()
     url = test_postgres.with_database(test_databases.admin_url, name)

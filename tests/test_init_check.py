@@ -8,11 +8,14 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from herald.settings import load_settings
+from tests.support import postgres as test_postgres
 from tests.support.dns_server import DnsTestServer, zone_text
 
 DOMAIN = "shop.test"
@@ -163,6 +166,32 @@ async def test_check_with_the_defaults_names_the_localhost_identities(tmp_path: 
     assert code == 1
     assert "FAIL identity: mta.ehlo_name is 'localhost'" in out
     assert "FAIL DKIM: no [[mta.dkim]] keys" in out
+
+
+async def test_check_notes_a_configured_database_collation(
+        database_url: str, test_databases: test_postgres.TestDatabases) -> None:
+    code, out, _err = await herald_async("check", "--ip", IP, HERALD_DATABASE_URL=database_url)
+    assert code == 1  # the localhost identities, not the collation
+    assert "ok   database collation: C\n" in out
+    admin = await asyncpg.connect(test_databases.admin_url)
+    try:
+        ctype = await admin.fetchval("SELECT datctype FROM pg_database WHERE datname = 'template0'")
+        if ctype in ("C", "POSIX"):
+            pytest.skip("the server has no other collation to create a database with")
+        name = f"herald_test_{uuid.uuid4().hex[:12]}"
+        await admin.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 "
+                            f"LC_COLLATE '{ctype}' LC_CTYPE '{ctype}'")
+        try:
+            other = test_postgres.with_database(database_url, name)
+            code, out, _err = await herald_async("check", "--ip", IP, HERALD_DATABASE_URL=other)
+        finally:
+            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    assert code == 1  # a note only: the failures are the identities' and DKIM's
+    [line] = [line for line in out.splitlines() if "database collation" in line]
+    assert line.startswith(f"warn database collation: {ctype}: optional")
+    assert "LC_COLLATE 'C'" in line
 
 
 def test_check_with_a_bad_config_exits_78(tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from engine.database_creation import create_database
+from engine.embedded_postgres import c_collation_for_initdb
 from engine.migrations import apply_migrations
 from herald.database import MIGRATION_SOURCES
 
@@ -31,7 +33,9 @@ class EmbeddedTestServer:
         import pgserver
 
         self.directory = Path(directory or tempfile.mkdtemp(prefix="herald-pg-"))
-        self._server = pgserver.get_server(self.directory / "pgdata", cleanup_mode="delete")
+        pgdata = self.directory / "pgdata"
+        with c_collation_for_initdb(pgdata):  # like production's embedded cluster
+            self._server = pgserver.get_server(pgdata, cleanup_mode="delete")
         self.url = self._server.get_uri()
 
     def stop_server(self) -> None:
@@ -59,7 +63,8 @@ class TestDatabases:
         admin = await asyncpg.connect(self.admin_url)
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
-            await admin.execute(f'CREATE DATABASE "{self.template}"')
+            # the clones inherit its collation: "C", as the embedded cluster Herald makes
+            await create_database(admin, self.template)
         finally:
             await admin.close()
         connection = await asyncpg.connect(with_database(self.admin_url, self.template))

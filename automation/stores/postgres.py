@@ -105,7 +105,8 @@ class PgStore:
         self.sent = 0
         self.commits: GroupCommit[Transition, Run | None] = GroupCommit(
             database, self._transitions, key=transition_key,
-            connections=settings.commit_connections, max_batch=settings.commit_batch)
+            connections=settings.commit_connections, max_batch=settings.commit_batch,
+            min_batch=min(settings.commit_batch, settings.commit_batch_min))
 
     async def save_versions(self) -> None:
         async with self.database.connection() as connection:

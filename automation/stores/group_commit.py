@@ -22,10 +22,11 @@ transaction, so the handler can serve the whole group with a few set-based state
   transition waits for nobody); while all are busy, newcomers gather into the next group;
 * **sized to the backlog**: a group takes at most ``cap`` transitions; the cap starts at
   ``min_batch``, doubles (up to ``max_batch``) each time a group leaves transitions waiting
-  behind it, and is back at ``min_batch`` once a group takes half of that or less. A
-  short backlog is so drained by several smaller groups in flight at once (each member
-  returns only when its whole group committed, so one large group would hold its first
-  members back), and a lasting one (a burst) by large groups, which cost less per transition.
+  behind it, and is back at ``min_batch`` once the queue drained and no group is in
+  flight. A short backlog is so drained by several smaller groups in flight at once (each
+  member returns only when its whole group committed, so one large group would hold its
+  first members back), and a lasting one (a burst) by large groups, which cost less per
+  transition.
 """
 
 from __future__ import annotations
@@ -95,8 +96,6 @@ class GroupCommit(Generic[T, R]):
         batch = self._take_up_to(self.cap)
         if self._pending:  # a backlog longer than a group: larger groups
             self.cap = min(self.max_batch, self.cap * 2)
-        elif batch and len(batch) <= self.min_batch // 2:  # a light load: small again
-            self.cap = self.min_batch
         return batch
 
     def _take_up_to(self, size: int) -> list[tuple[T, asyncio.Future[R]]]:
@@ -125,6 +124,8 @@ class GroupCommit(Generic[T, R]):
                 await self._group(batch)
         finally:
             self._workers -= 1
+            if not self._workers:  # drained, every connection idle: small groups again
+                self.cap = self.min_batch
 
     async def _group(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in batch]

@@ -27,9 +27,13 @@ class AutomationSettings:
     # Group commit: transitions of different contacts are handled in groups, one transaction
     # and a few set-based statements per group, at most commit_batch per group, on at most
     # commit_connections at once. concurrency = 2 x commit_batch keeps a second group forming
-    # while one is written (docs/PERFORMANCE.md, "Live transitions").
+    # while one is written (docs/PERFORMANCE.md, "Live transitions"). The group size cap
+    # starts at commit_batch_min and doubles while a backlog outlasts a group (up to
+    # commit_batch), halving when the queue is short: a short backlog goes in several smaller
+    # groups at once, a lasting one (a burst) in groups of commit_batch.
     commit_connections: int = 4
     commit_batch: int = 256
+    commit_batch_min: int = 64
     snapshot_interval: float = duration("5m")
     # Replaced by [webhooks] allow (which governs every outbound HTTP call): setting it is an
     # error that says so.
@@ -68,5 +72,7 @@ class AutomationSettings:
             raise ValueError("commit_connections must be between 1 and 16")
         if not 1 <= self.commit_batch <= 1000:
             raise ValueError("commit_batch must be between 1 and 1000")
+        if not 1 <= self.commit_batch_min <= 1000:
+            raise ValueError("commit_batch_min must be between 1 and 1000")
         if not 1 <= self.read_batch <= 100_000:
             raise ValueError("read_batch must be between 1 and 100000")

@@ -103,6 +103,36 @@ async def test_each_transition_of_one_caller_sees_the_previous_committed(
     assert set(await rows(database)) == {"first", "second"}
 
 
+async def test_a_backlog_grows_the_groups_from_min_batch_and_they_shrink_once_drained(
+        database: Database) -> None:
+    await make_table(database)
+    commits: GroupCommit[str, int] = GroupCommit(database, insert_all, connections=2,
+                                                 max_batch=20, min_batch=4)
+    txids = await asyncio.gather(*(commits.run(f"t{i}") for i in range(60)))
+    assert set(await rows(database)) == {f"t{i}" for i in range(60)}
+    first_seen = list(dict.fromkeys(txids))  # groups in the order their members were queued
+    sizes = [txids.count(t) for t in first_seen]
+    # 60 waiting: the groups double from min_batch while transitions stay behind them, up to
+    # max_batch (not one group of all that waits)
+    assert sizes == [4, 8, 16, 20, 12]
+    assert commits.cap == 4  # drained, no group in flight: back to min_batch
+    more = await asyncio.gather(*(commits.run(f"u{i}") for i in range(10)))
+    assert [more.count(t) for t in dict.fromkeys(more)] == [4, 6]
+
+
+async def test_without_min_batch_a_free_connection_takes_all_that_waits(
+        database: Database) -> None:
+    await make_table(database)
+    whole: GroupCommit[str, int] = GroupCommit(database, insert_all, connections=4,
+                                               max_batch=100)
+    txids = await asyncio.gather(*(whole.run(f"b{i}") for i in range(40)))
+    assert len(set(txids)) == 1
+
+
 def test_bounds_are_checked() -> None:
     with pytest.raises(ValueError):
         GroupCommit(None, insert_all, connections=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        GroupCommit(None, insert_all, max_batch=8, min_batch=9)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        GroupCommit(None, insert_all, max_batch=8, min_batch=0)  # type: ignore[arg-type]

@@ -106,3 +106,43 @@ async def test_a_failing_transition_leaves_no_trace_and_the_others_commit(
     assert set(stored) == set(messages) == {"a", "b", "c"}
     assert "bug" not in {r["contact_id"] for r in logs}
     assert store.commits.retried == 1  # one group, rolled back, then each alone
+
+
+class RacingStore(PgStore):
+    """Another transaction starts the run of contact ``raced``'s fire (and commits) after
+    this group's re-entry read, before this group inserts its new runs."""
+
+    raced = False
+
+    async def _begin_all(self, connection: Any, starts: Any, logs: Any) -> Any:
+        runs = await super()._begin_all(connection, starts, logs)
+        if not self.raced and any(s.fire.contact_id == "raced" for s in starts):
+            self.raced = True
+            async with self.database.connection() as other:
+                await other.execute(
+                    "INSERT INTO workflow_runs (workflow, version, contact_id, reentry_key, "
+                    "entry_key, state, entered_at, trigger_type) SELECT 'welcome', "
+                    "version, 'raced', reentry_key, entry_key, 'completed', entered_at, "
+                    "'signed_up' FROM unnest($1::text[], $2::text[], $3::text[], "
+                    "$4::timestamptz[]) AS q(version, reentry_key, entry_key, entered_at)",
+                    [r.version for r in runs if r and r.contact_id == "raced"],
+                    [r.reentry_key for r in runs if r and r.contact_id == "raced"],
+                    [r.entry_key for r in runs if r and r.contact_id == "raced"],
+                    [r.entered_at for r in runs if r and r.contact_id == "raced"])
+        return runs
+
+
+async def test_a_run_started_meanwhile_by_another_transaction_is_not_started_twice(
+        database: Database) -> None:
+    contacts = ["a", "raced", "b"]
+    await add_contacts(database, contacts)
+    store = await make_store(database, RacingStore)
+    now = datetime.now(UTC)
+    results = await asyncio.gather(*(store.start_run(fire(c, now), now) for c in contacts))
+    assert results[1] is None  # alone again, it finds the other transaction's run
+    assert isinstance(results[0], Run) and isinstance(results[2], Run)
+    stored, messages, logs = await state(database)
+    assert set(stored) == set(contacts) and stored["raced"]["state"] == "completed"
+    assert set(messages) == {"a", "b"}  # nothing of the raced attempt is left
+    assert "raced" not in {r["contact_id"] for r in logs}
+    assert store.commits.retried == 1

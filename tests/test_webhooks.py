@@ -81,7 +81,7 @@ async def _delivered(database: Database) -> bool:
 class FailingSave(PgStore):
     """Every transition fails after its effects (the webhook row included) were written."""
 
-    async def _save_runs(self, connection: Any, runs: list[Run]) -> None:
+    async def _save_runs(self, connection: Any, runs: list[Run], started: set[int]) -> None:
         raise RuntimeError("the transition fails after the webhook step")
 
 

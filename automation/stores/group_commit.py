@@ -18,8 +18,15 @@ transaction, so the handler can serve the whole group with a few set-based state
   follower's cursor) builds on committed state; a contact's transitions therefore stay in log
   order. Items with the same ``key`` (a contact) never share a group;
 * **bounded**: at most ``connections`` groups are in flight at once, each of at most
-  ``max_batch`` transitions. A free connection takes whatever is waiting at once (a lone
-  transition waits for nobody); while all are busy, newcomers gather into the next group.
+  ``max_batch`` transitions. A free connection takes what is waiting at once (a lone
+  transition waits for nobody); while all are busy, newcomers gather into the next group;
+* **sized to the backlog**: a group takes at most ``cap`` transitions; the cap starts at
+  ``min_batch``, doubles (up to ``max_batch``) each time a group leaves transitions waiting
+  behind it, and is back at ``min_batch`` once the queue drained and no group is in
+  flight. A short backlog is so drained by several smaller groups in flight at once (each
+  member returns only when its whole group committed, so one large group would hold its
+  first members back), and a lasting one (a burst) by large groups, which cost less per
+  transition.
 """
 
 from __future__ import annotations
@@ -47,17 +54,24 @@ class GroupFailed(Exception):
 class GroupCommit(Generic[T, R]):
     def __init__(self, database: Database, handle: Handler[T, R], *,
                  key: Callable[[T], Hashable] | None = None, connections: int = 8,
-                 max_batch: int = 8) -> None:
+                 max_batch: int = 8, min_batch: int | None = None) -> None:
         """``handle(connection, items)`` runs inside the group's transaction and returns one
         result per item, in order. ``key(item)``: items with equal keys go to different
-        groups (in submission order)."""
+        groups (in submission order). Groups are sized between ``min_batch`` (default
+        ``max_batch``: take all that waits) and ``max_batch`` by the backlog (see above)."""
         if connections < 1 or max_batch < 1:
             raise ValueError("group commit needs connections >= 1 and max_batch >= 1")
+        if min_batch is None:
+            min_batch = max_batch
+        if not 1 <= min_batch <= max_batch:
+            raise ValueError("group commit needs 1 <= min_batch <= max_batch")
         self.database = database
         self.handle = handle
         self.key = key
         self.connections = connections
         self.max_batch = max_batch
+        self.min_batch = min_batch
+        self.cap = min_batch  # the next group's size at most
         self._pending: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._workers = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -79,14 +93,20 @@ class GroupCommit(Generic[T, R]):
         return await asyncio.shield(future)
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+        batch = self._take_up_to(self.cap)
+        if self._pending:  # a backlog longer than a group: larger groups
+            self.cap = min(self.max_batch, self.cap * 2)
+        return batch
+
+    def _take_up_to(self, size: int) -> list[tuple[T, asyncio.Future[R]]]:
         batch: list[tuple[T, asyncio.Future[R]]] = []
         if self.key is None:
-            while self._pending and len(batch) < self.max_batch:
+            while self._pending and len(batch) < size:
                 batch.append(self._pending.popleft())
             return batch
         keys: set[Hashable] = set()
         later: list[tuple[T, asyncio.Future[R]]] = []
-        while self._pending and len(batch) < self.max_batch:
+        while self._pending and len(batch) < size:
             entry = self._pending.popleft()
             key = self.key(entry[0])
             if key in keys:
@@ -104,6 +124,8 @@ class GroupCommit(Generic[T, R]):
                 await self._group(batch)
         finally:
             self._workers -= 1
+            if not self._workers:  # drained, every connection idle: small groups again
+                self.cap = self.min_batch
 
     async def _group(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in batch]

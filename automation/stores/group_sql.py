@@ -23,17 +23,32 @@ REENTRY = f"""
     GROUP BY q.n, q.contact_id
 """
 
-INSERT_RUNS = f"""
-    INSERT INTO workflow_runs (workflow, version, contact_id, reentry_key, entry_key, state, pc,
-                               entered_at, trigger_type, trigger_properties)
-    SELECT q.workflow, q.version, q.contact_id, q.reentry_key, q.entry_key, 'running', 0,
-           q.entered_at, q.trigger_type, q.trigger_properties
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                $6::timestamptz[], $7::text[], $8::jsonb[])
-         AS q(workflow, version, contact_id, reentry_key, entry_key, entered_at, trigger_type,
-              trigger_properties)
+# Ids for the runs a group starts, taken before their first steps run (messages name their
+# run), so that each new run is inserted once, in the state its first steps left it in.
+NEW_RUN_IDS = """
+    SELECT nextval(pg_get_serial_sequence('workflow_runs', 'id'))::bigint AS id
+    FROM generate_series(1, $1)
+"""
+
+# The group's new runs, in their state after their first steps. A fire whose run another
+# transaction inserted meanwhile (two engines) is not inserted: the caller sees fewer ids back.
+INSERT_RUNS = """
+    INSERT INTO workflow_runs (id, workflow, version, contact_id, reentry_key, entry_key, state,
+                               pc, entered_at, trigger_type, trigger_properties, wake_at,
+                               waiting_since, sent_steps, exit_reason)
+    OVERRIDING SYSTEM VALUE
+    SELECT q.id, q.workflow, q.version, q.contact_id, q.reentry_key, q.entry_key, q.state,
+           q.pc, q.entered_at, q.trigger_type, q.trigger_properties, q.wake_at,
+           q.waiting_since, ARRAY(SELECT jsonb_array_elements_text(q.sent_steps::jsonb)),
+           q.exit_reason
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::integer[], $9::timestamptz[], $10::text[], $11::jsonb[],
+                $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[])
+         AS q(id, workflow, version, contact_id, reentry_key, entry_key, state, pc, entered_at,
+              trigger_type, trigger_properties, wake_at, waiting_since, sent_steps,
+              exit_reason)
     ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
-    RETURNING {RUN_COLUMNS}
+    RETURNING id
 """
 
 EXIT_RUNS = f"""
@@ -69,7 +84,8 @@ RECENT_EVENTS = """
     ORDER BY q.n, e.position DESC
 """
 
-# Every run of the group written back at once (a run appears once per group). sent_steps is a
+# Every run of the group that existed before it, written back at once (a run appears once
+# per group). sent_steps is a
 # JSON text per run: text[] arrays of different lengths cannot be unnested side by side.
 SAVE_RUNS = """
     UPDATE workflow_runs w

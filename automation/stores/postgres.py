@@ -36,6 +36,7 @@ from automation.stores.group_sql import (
     CONTACTS,
     EXIT_RUNS,
     INSERT_RUNS,
+    NEW_RUN_IDS,
     RECENT_EVENTS,
     REENTRY,
     RUN_COLUMNS,
@@ -105,7 +106,8 @@ class PgStore:
         self.sent = 0
         self.commits: GroupCommit[Transition, Run | None] = GroupCommit(
             database, self._transitions, key=transition_key,
-            connections=settings.commit_connections, max_batch=settings.commit_batch)
+            connections=settings.commit_connections, max_batch=settings.commit_batch,
+            min_batch=min(settings.commit_batch, settings.commit_batch_min))
 
     async def save_versions(self) -> None:
         async with self.database.connection() as connection:
@@ -197,16 +199,19 @@ class PgStore:
                 if run is not None and run.active:
                     moving.append((n, run, item.resume, item.now))
         starts = [(n, item) for n, item in enumerate(items) if isinstance(item, StartRun)]
+        started: set[int] = set()
         if starts:
             begun = await self._begin_all(connection, [item for _, item in starts], logs)
             for (n, start), run in zip(starts, begun, strict=True):
                 results[n] = run
-                if run is not None and run.active:
+                if run is not None:  # a new run: active, inserted once its first steps ran
+                    started.add(run.id)
                     moving.append((n, run, None, start.now))
         if moving:
             moving.sort(key=lambda entry: entry[0])
             await self._advance_all(connection, [(run, resume, now)
-                                                 for _, run, resume, now in moving], logs)
+                                                 for _, run, resume, now in moving], logs,
+                                    started)
         await logs.flush(connection)
         return results
 
@@ -223,7 +228,10 @@ class PgStore:
 
     async def _begin_all(self, connection: asyncpg.Connection, starts: list[StartRun],
                          logs: LogBuffer) -> list[Run | None]:
-        """Re-entry for every fire in one read, the runs it allows in one insert."""
+        """Re-entry for every fire in one read; the runs it allows, not yet inserted (their
+        ids taken from the sequence): :meth:`_save_runs` inserts them after their first
+        steps, in the state those left them in (one write per new run, not an insert and an
+        update)."""
         workflows = [self.catalog.current[item.fire.workflow] for item in starts]
         keys = [reentry_key_text(workflow.reentry.key_of(item.fire.trigger_properties))
                 for workflow, item in zip(workflows, starts, strict=True)]
@@ -250,27 +258,22 @@ class PgStore:
         runs: list[Run | None] = [None] * len(starts)
         if not admitted:
             return runs
-        rows = await connection.fetch(
-            INSERT_RUNS, [workflows[n].name for n in admitted],
-            [workflows[n].version for n in admitted],
-            [starts[n].fire.contact_id for n in admitted], [keys[n] for n in admitted],
-            [starts[n].fire.entry_key for n in admitted], [starts[n].now for n in admitted],
-            [starts[n].fire.trigger_type for n in admitted],
-            [dict(starts[n].fire.trigger_properties) for n in admitted])
-        inserted = {(row["workflow"], row["contact_id"], row["entry_key"]): run_from(row)
-                    for row in rows}
-        for n in admitted:
-            fire = starts[n].fire
-            run = inserted.get((workflows[n].name, fire.contact_id, fire.entry_key))
-            if run is not None:
-                runs[n] = run
-                logs.add(starts[n].now, run.workflow, run.contact_id, run.id, None, "entered",
-                         fire.trigger_type)
+        ids = [row["id"] for row in await connection.fetch(NEW_RUN_IDS, len(admitted))]
+        for n, run_id in zip(admitted, ids, strict=True):
+            fire, now = starts[n].fire, starts[n].now
+            run = Run(run_id, workflows[n].name, workflows[n].version, fire.contact_id, keys[n],
+                      fire.entry_key, "running", 0, now, fire.trigger_type,
+                      dict(fire.trigger_properties))
+            runs[n] = run
+            logs.add(now, run.workflow, run.contact_id, run.id, None, "entered",
+                     fire.trigger_type)
         return runs
 
     async def _advance_all(self, connection: asyncpg.Connection,
-                           moving: list[tuple[Run, Resume, datetime]], logs: LogBuffer) -> None:
-        """Advance locked, active runs (of different contacts) to their next pause."""
+                           moving: list[tuple[Run, Resume, datetime]], logs: LogBuffer,
+                           started: set[int]) -> None:
+        """Advance locked, active runs (of different contacts) to their next pause; those
+        whose ids are in ``started`` are new (not inserted yet)."""
         programs: list[tuple[Any, Any] | None] = []
         for run, _, _ in moving:
             programs.append(await self._program(connection, run))
@@ -289,7 +292,7 @@ class PgStore:
                 if isinstance(row, PendingSend):
                     row = outcome.sent_row(row)
                 logs.rows.append(row)
-        await self._save_runs(connection, [run for run, _, _ in moving])
+        await self._save_runs(connection, [run for run, _, _ in moving], started)
 
     async def _program(self, connection: asyncpg.Connection, run: Run
                        ) -> tuple[Any, Any] | None:
@@ -425,7 +428,28 @@ class PgStore:
                 if not result.suppressed:
                     self.sent += 1
 
-    async def _save_runs(self, connection: asyncpg.Connection, runs: list[Run]) -> None:
+    async def _save_runs(self, connection: asyncpg.Connection, runs: list[Run],
+                         started: set[int]) -> None:
+        """Insert the new runs (ids in ``started``), update the others. A new run that another
+        transaction inserted meanwhile (the same fire on two engines) fails the transition:
+        alone, it then finds that run and does nothing."""
+        new = [run for run in runs if run.id in started]
+        if new:
+            inserted = await connection.fetch(
+                INSERT_RUNS, [run.id for run in new], [run.workflow for run in new],
+                [run.version for run in new], [run.contact_id for run in new],
+                [run.reentry_key for run in new], [run.entry_key for run in new],
+                [run.state for run in new], [run.pc for run in new],
+                [run.entered_at for run in new], [run.trigger_type for run in new],
+                [run.trigger_properties for run in new], [run.wake_at for run in new],
+                [run.waiting_since for run in new],
+                [orjson.dumps(run.sent_steps).decode() for run in new],
+                [run.exit_reason for run in new])
+            if len(inserted) != len(new):
+                raise RuntimeError("a run of the same fire was started by another transaction")
+        runs = [run for run in runs if run.id not in started]
+        if not runs:
+            return
         if len(runs) == 1:
             run = runs[0]
             await connection.execute(

@@ -121,7 +121,7 @@ class HttpSettings:
 class IntakeSettings:
     # Group commit: events from concurrent requests share one transaction.
     commit_max_events: int = 5000
-    commit_max_wait: float = duration("2ms")
+    commit_max_wait: float = duration("0s")
     # Bound on events waiting for the writer; past it requests get 503 instead of piling up.
     queue_max_events: int = 50_000
 

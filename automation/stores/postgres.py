@@ -31,6 +31,7 @@ from automation.loading.catalog import Catalog
 from automation.runtime.interpreter import Effects, Policy, RunInputs, SendEffect, interpret
 from automation.runtime.runs import Resume, Run
 from automation.settings import AutomationSettings
+from automation.stores.event_needs import EventNeeds
 from automation.stores.group_commit import GroupCommit
 from automation.stores.group_sql import (
     CONTACTS,
@@ -104,6 +105,7 @@ class PgStore:
         self.public_url = public_url
         self.track = track
         self.sent = 0
+        self.event_needs = EventNeeds(policy.templates)
         self.commits: GroupCommit[Transition, Run | None] = GroupCommit(
             database, self._transitions, key=transition_key,
             connections=settings.commit_connections, max_batch=settings.commit_batch,
@@ -279,8 +281,9 @@ class PgStore:
             programs.append(await self._program(connection, run))
         ready = [(entry, program) for entry, program in zip(moving, programs, strict=True)
                  if program is not None]
-        inputs, found = await self._inputs_all(connection,
-                                               [(run, now) for (run, _, now), _ in ready])
+        inputs, found = await self._inputs_all(connection, [
+            (run, now, self.event_needs.needed(program, run.pc, entering=run.id in started))
+            for (run, _, now), (_, program) in ready])
         outcomes: list[RunOutcome] = []
         for ((run, resume, now), (workflow, program)), run_inputs in zip(ready, inputs,
                                                                          strict=True):
@@ -312,26 +315,31 @@ class PgStore:
         return self.catalog.add_version(run.workflow, run.version, source)
 
     async def _inputs_all(self, connection: asyncpg.Connection,
-                          runs: list[tuple[Run, datetime]]
+                          runs: list[tuple[Run, datetime, bool]]
                           ) -> tuple[list[RunInputs], SuppressionsRead]:
         """What the runs' steps read, with one statement each for contacts, events and
-        suppressions (the entries found, by normalised address, are returned too)."""
+        suppressions (the entries found, by normalised address, are returned too). The
+        recent events are read only for the runs whose flag says their next steps read them
+        (:mod:`automation.stores.event_needs`); the others get none."""
         if not runs:
             return [], SuppressionsRead(frozenset(), {})
-        contact_ids = [run.contact_id for run, _ in runs]
+        contact_ids = [run.contact_id for run, _, _ in runs]
         window = timedelta(seconds=self.settings.frequency_window)
         contacts = {row["n"]: row for row in await connection.fetch(
-            CONTACTS, contact_ids, [now - window for _, now in runs])}
+            CONTACTS, contact_ids, [now - window for _, now, _ in runs])}
         events: dict[int, list[asyncpg.Record]] = {}
-        for row in await connection.fetch(RECENT_EVENTS, contact_ids,
-                                          [run.entered_at for run, _ in runs]):
-            events.setdefault(row["n"], []).append(row)
+        reading = [n for n, (_, _, needed) in enumerate(runs, start=1) if needed]
+        if reading:
+            for row in await connection.fetch(
+                    RECENT_EVENTS, [runs[n - 1][0].contact_id for n in reading],
+                    [runs[n - 1][0].entered_at for n in reading]):
+                events.setdefault(reading[row["n"] - 1], []).append(row)
         emails = {n: normalise_lenient(row["email"]) for n, row in contacts.items()
                   if row["email"]}
         found = await suppressions.lookup(connection, emails.values()) if emails else {}
         return [self._run_inputs(run, now, contacts.get(n), events.get(n, []),
                                  tuple(found.get(emails[n], ())) if n in emails else ())
-                for n, (run, now) in enumerate(runs, start=1)], SuppressionsRead(
+                for n, (run, now, _) in enumerate(runs, start=1)], SuppressionsRead(
                     frozenset(emails.values()), found)
 
     def _run_inputs(self, run: Run, now: datetime, contact: asyncpg.Record | None,

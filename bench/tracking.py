@@ -75,14 +75,13 @@ async def store_messages(url: str, count: int) -> list[uuid.UUID]:
         ids = [uuid.uuid4() for _ in range(count)]
         await connection.executemany(
             """INSERT INTO outbound_messages (id, header_from, envelope_from, recipient,
-                   recipient_domain, contact_id, body, expires_at, state, finished_at, metadata)
+                   recipient_domain, contact_id, body, expires_at, state, finished_at, metadata,
+                   tracked_links)
                VALUES ($1, 'news@shop.test', 'b@bounces.test', 'c@example.org', 'example.org',
                    $2, '', now() + interval '1 day', 'delivered', now() - interval '1 hour',
-                   '{"workflow": "bench", "step": "s1", "run_id": 1}')""",
-            [(i, f"c{n}") for n, i in enumerate(ids)])
-        await connection.executemany(
-            "INSERT INTO tracked_links (message_id, links) VALUES ($1, $2)",
-            [(i, [f"https://shop.test/{n}/{k}" for k in range(3)]) for n, i in enumerate(ids)])
+                   '{"workflow": "bench", "step": "s1", "run_id": 1}', $3)""",
+            [(i, f"c{n}", [f"https://shop.test/{n}/{k}" for k in range(3)])
+             for n, i in enumerate(ids)])
     finally:
         await connection.close()
     return ids

@@ -11,6 +11,7 @@ from mta.compose import compose
 from mta.queue.enqueue import OutboundMessage, SuppressionsRead, enqueue, enqueue_many
 from mta.suppression import store as suppressions
 from mta.suppression.rules import Suppression
+from mta.tracking.store import tracked_messages
 from tests.support.mta import fetch, identity_for, mta_settings
 
 
@@ -87,3 +88,32 @@ async def test_one_statement_keeps_each_rows_tags_and_skips_a_key_repeated_in_th
         assert row["metadata"] == {"to": to}
         assert f"Subject: {to}".encode() in bytes(row["body"])
     assert rows["a@example.org"]["id"] == many[0].id
+
+
+async def test_tracked_links_are_stored_in_order_with_their_message_and_older_ones_found(
+        database: Database) -> None:
+    identity = await identity_for(database, mta_settings())
+    links = tuple(f"https://shop.test/{n}" for n in (9, 1, 5, 3, 7, 2, 8, 4, 6, 10, 0))
+
+    def tracked(to: str, urls: tuple[str, ...]) -> OutboundMessage:
+        plain = message(to)
+        return OutboundMessage(plain.header_from, plain.recipient, plain.body,
+                               tracked_links=urls)
+
+    async with database.transaction() as connection:
+        many = await enqueue_many(connection, identity, [
+            tracked("a@example.org", links), message("b@example.org"),
+            tracked("c@example.org", links[:1])])
+        [one] = await enqueue_many(connection, identity, [tracked("d@example.org", links[2:])])
+        # a message queued before mta 0008: its links in tracked_links
+        [old] = await enqueue_many(connection, identity, [message("e@example.org")])
+        await connection.execute(
+            "INSERT INTO tracked_links (message_id, links) VALUES ($1, $2)", old.id,
+            ["https://shop.test/old"])
+        found = await tracked_messages(connection, [*(m.id for m in many), one.id, old.id])
+    assert [found[m.id].links for m in many] == [links, (), links[:1]]
+    assert found[one.id].links == links[2:]
+    assert found[old.id].links == ("https://shop.test/old",)
+    assert found[many[0].id].url(0) == "https://shop.test/9"
+    assert [r["n"] for r in await fetch(database, "SELECT count(*) AS n FROM tracked_links")] \
+        == [1]  # the new links went into their messages' rows

@@ -23,35 +23,38 @@ from mta.queue.return_paths import bounce_address
 from mta.suppression import store as suppressions
 from mta.suppression.addresses import normalise_lenient
 from mta.suppression.rules import blocking_reason, is_transactional, message_category
-from mta.tracking.store import store_links
 
 OUTBOUND_CHANNEL = "herald_outbound"
 
 _INSERT = """
     INSERT INTO outbound_messages
         (id, header_from, envelope_from, recipient, recipient_domain, contact_id, tags,
-         metadata, source, idempotency_key, body, next_attempt_at, expires_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         metadata, source, idempotency_key, body, next_attempt_at, expires_at, tracked_links)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
     ON CONFLICT (idempotency_key) DO NOTHING
 """
 
 # Several messages in one statement (one row each, in the order of the arrays); the ids
 # returned are those inserted (the others' idempotency keys were taken, in the table or by an
-# earlier row of the same statement). Tags are a JSON text per message: text[] arrays of
-# different lengths cannot be unnested side by side (nor lists passed as jsonb[] elements:
-# asyncpg takes nested lists for a multidimensional array).
+# earlier row of the same statement). Tags and tracked links are a JSON text per message:
+# text[] arrays of different lengths cannot be unnested side by side (nor lists passed as
+# jsonb[] elements: asyncpg takes nested lists for a multidimensional array). Links keep their
+# order (a click token names a position).
 _INSERT_MANY = """
     INSERT INTO outbound_messages
         (id, header_from, envelope_from, recipient, recipient_domain, contact_id, tags,
-         metadata, source, idempotency_key, body, next_attempt_at, expires_at)
+         metadata, source, idempotency_key, body, next_attempt_at, expires_at, tracked_links)
     SELECT q.id, q.header_from, q.envelope_from, q.recipient, q.recipient_domain, q.contact_id,
            ARRAY(SELECT jsonb_array_elements_text(q.tags::jsonb)), q.metadata, q.source,
-           q.idempotency_key, q.body, q.next_attempt_at, q.expires_at
+           q.idempotency_key, q.body, q.next_attempt_at, q.expires_at,
+           CASE WHEN q.links IS NOT NULL THEN
+               ARRAY(SELECT link FROM jsonb_array_elements_text(q.links::jsonb)
+                                      WITH ORDINALITY AS l(link, n) ORDER BY n) END
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                 $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::bytea[],
-                $12::timestamptz[], $13::timestamptz[])
+                $12::timestamptz[], $13::timestamptz[], $14::text[])
          AS q(id, header_from, envelope_from, recipient, recipient_domain, contact_id, tags,
-              metadata, source, idempotency_key, body, next_attempt_at, expires_at)
+              metadata, source, idempotency_key, body, next_attempt_at, expires_at, links)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id
 """
@@ -124,7 +127,8 @@ async def enqueue_many(connection: asyncpg.Connection, identity: QueueIdentity,
                        notify: bool = True, known_suppressions: SuppressionsRead | None = None
                        ) -> list[Enqueued]:
     """:func:`enqueue` for several messages in a few round trips (one insert, one
-    suppression look-up, one NOTIFY), with exactly its results, in order.
+    suppression look-up, one NOTIFY), with exactly its results, in order. A message's tracked
+    links are stored in its row by the same insert.
 
     ``known_suppressions``: what the caller read of the suppression list in this transaction;
     only recipients it did not cover are looked up."""
@@ -141,7 +145,8 @@ async def enqueue_many(connection: asyncpg.Connection, identity: QueueIdentity,
             bounce_address(identity.bounce_secret, message_id, identity.bounce_domain),
             recipient, message.recipient.domain, message.contact_id or recipient.lower(),
             list(message.tags), message.metadata, message.source, message.idempotency_key,
-            message.body, message.send_at or now, due + identity.expire))
+            message.body, message.send_at or now, due + identity.expire,
+            list(message.tracked_links) if message.tracked_links else None))
     inserted = await _insert(connection, rows)
     keys = [m.idempotency_key for m, i in zip(messages, ids, strict=True) if i not in inserted]
     existing = {row["idempotency_key"]: row["id"] for row in await connection.fetch(
@@ -163,11 +168,6 @@ async def enqueue_many(connection: asyncpg.Connection, identity: QueueIdentity,
         results.append(Enqueued(message_id, duplicate=False, suppressed=reason or None))
     if suppressed:
         await _suppress(connection, suppressed, now)
-    tracked = [(message_id, list(message.tracked_links))
-               for message, message_id in zip(messages, ids, strict=True)
-               if message.tracked_links and message_id in inserted]
-    if tracked:
-        await store_links(connection, tracked)
     if notify and len(suppressed) < len(inserted):
         await wake_delivery(connection)
     return results
@@ -240,6 +240,8 @@ async def _insert(connection: asyncpg.Connection, rows: list[tuple[Any, ...]]
         return {row["id"]} if row is not None else set()
     columns = [list(column) for column in zip(*rows, strict=True)]
     columns[6] = [orjson.dumps(tags).decode() for tags in columns[6]]
+    columns[13] = [None if links is None else orjson.dumps(links).decode()
+                   for links in columns[13]]
     return {row["id"] for row in await connection.fetch(_INSERT_MANY, *columns)}
 
 

@@ -5,25 +5,20 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-_STORE = """
-    INSERT INTO tracked_links (message_id, links)
-    SELECT (m->>0)::uuid, ARRAY(SELECT link FROM jsonb_array_elements_text(m->1)
-                                 WITH ORDINALITY AS l(link, n) ORDER BY n)
-    FROM jsonb_array_elements($1::jsonb) AS batch(m)
-    ON CONFLICT (message_id) DO NOTHING
-"""
+# A message's links are in its row (mta 0008), or in tracked_links for one queued before.
 _MESSAGES = """
-    SELECT m.id, m.contact_id, m.metadata, m.state, m.finished_at, t.links
+    SELECT m.id, m.contact_id, m.metadata, m.state, m.finished_at,
+           coalesce(m.tracked_links, t.links) AS links
     FROM outbound_messages m LEFT JOIN tracked_links t ON t.message_id = m.id
     WHERE m.id = ANY($1::uuid[])
 """
+
 
 @dataclass(frozen=True, slots=True)
 class TrackedMessage:
@@ -35,13 +30,6 @@ class TrackedMessage:
 
     def url(self, position: int) -> str | None:
         return self.links[position] if 0 <= position < len(self.links) else None
-
-
-async def store_links(connection: asyncpg.Connection,
-                      messages: Sequence[tuple[uuid.UUID, list[str]]]) -> None:
-    """Inside the enqueue's transaction; one statement (Postgres has no ragged arrays, so the
-    rows travel as one JSON array)."""
-    await connection.execute(_STORE, [[str(message_id), links] for message_id, links in messages])
 
 
 async def tracked_messages(connection: asyncpg.Connection, message_ids: list[uuid.UUID]

@@ -187,3 +187,19 @@ def test_the_shipped_workflows_read_them_where_their_steps_need_them() -> None:
     assert needs.needed(welcome, welcome.pc_of("welcome-2") - 1, entering=False)
     assert needs.template_reads("browse-followup") and needs.template_reads("welcome-3")
     assert needs.needed(program("browse-abandonment"), 0, entering=True)
+
+
+def test_templates_using_heralds_own_filters_are_analysed_with_them() -> None:
+    """A template is analysed in the environment it was compiled in: Herald's filters
+    (``money``, ``datetime``) are known there, so the answer is the template's own, and a
+    body nothing can analyse counts as reading."""
+    templates = TemplateSet.from_sources({
+        "price/subject.txt": "Total {{ amount | money('EUR') }}",
+        "price/body.txt": "{{ amount | money('EUR') }} {{ unsubscribe_url }}",
+        "price-recs/subject.txt": "{{ amount | money('EUR') }}",
+        "price-recs/body.txt": "{% for r in recommendations %}{{ r.sku }}{% endfor %}",
+    })
+    needs = EventNeeds(templates)
+    assert needs.template_reads("price") is False
+    assert needs.template_reads("price-recs") is True
+    assert needs.template_reads("missing") is True

@@ -179,6 +179,12 @@ class TemplateSet:
         # The texts it was compiled from (compiled templates cannot cross to a worker process).
         self.sources: dict[str, str] = dict(sources or {})
 
+    @property
+    def environment(self) -> jinja2.Environment:
+        """The environment the templates were compiled in (its filters and tests), for
+        analysing their sources."""
+        return self._env
+
     @classmethod
     def load(cls, directory: Path) -> TemplateSet:
         if not directory.is_dir():

@@ -130,10 +130,10 @@ class EventNeeds:
             if source is None:
                 return True
             try:
-                tree = _ENV.parse(source)
-            except jinja2.TemplateSyntaxError:
-                return True
-            if RECOMMENDATIONS in meta.find_undeclared_variables(tree):
+                tree = self.templates.environment.parse(source)
+                if RECOMMENDATIONS in meta.find_undeclared_variables(tree):
+                    return True
+            except jinja2.TemplateError:  # not parsed or not analysed: may read
                 return True
             for reference in meta.find_referenced_templates(tree):
                 if reference is None:  # a computed name: could be anything
@@ -150,10 +150,10 @@ def _source_reads(text: str) -> bool:
         return False
     try:
         tree = _ENV.parse(text)
-    except jinja2.TemplateSyntaxError:
+        return RECOMMENDATIONS in meta.find_undeclared_variables(tree) or any(
+            True for _ in meta.find_referenced_templates(tree))
+    except jinja2.TemplateError:  # not parsed or not analysed (an unknown filter): may read
         return True
-    return RECOMMENDATIONS in meta.find_undeclared_variables(tree) or any(
-        True for _ in meta.find_referenced_templates(tree))
 
 
 def _string_leaves(value: Any) -> Iterator[str]:

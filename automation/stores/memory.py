@@ -22,6 +22,7 @@ from automation.index.trigger_index import Fire, IndexEvent
 from automation.loading.catalog import Catalog
 from automation.runtime.interpreter import Policy, RunInputs, interpret
 from automation.runtime.runs import Resume, Run
+from automation.stores.event_needs import EventNeeds
 from engine.privacy.consent import consent_from_event
 from mta.suppression.addresses import normalise_lenient
 from mta.suppression.rules import from_event
@@ -50,6 +51,7 @@ class MemoryStore:
                  recommendations: int = 4) -> None:
         self.catalog = catalog
         self.policy = policy
+        self.event_needs = EventNeeds(policy.templates)
         self.frequency_window = timedelta(seconds=frequency_window)
         self.recommendations = recommendations
         self.contacts: dict[str, SimContact] = {}
@@ -155,10 +157,14 @@ class MemoryStore:
         window_start = now - self.frequency_window
         recent = sum(1 for at, transactional in contact.sends
                      if at > window_start and not transactional)
-        since = [(t, props) for at, t, props in contact.events if at >= run.entered_at]
+        # The same events as the live store reads: none where the next steps cannot use them
+        # (automation.stores.event_needs), so that both log the same decisions.
+        events = contact.events if self.event_needs.needed(
+            program, run.pc, entering=run.pc == 0 and run.entered_at == now) else []
+        since = [(t, props) for at, t, props in events if at >= run.entered_at]
         opened, clicked = engagement(since, run.workflow, run.id)
         opened_all, clicked_all = engagement(since, run.workflow, run.id, include_machine=True)
-        views = [props for _at, t, props in reversed(contact.events) if t == "product_viewed"]
+        views = [props for _at, t, props in reversed(events) if t == "product_viewed"]
         entries = self.suppressions.get(normalise_lenient(contact.email or ""), {})
         inputs = RunInputs(
             contact.email, dict(contact.attributes), contact.timezone,

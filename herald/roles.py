@@ -25,7 +25,7 @@ from automation.stores.postgres import PgStore
 from automation.tools.simulation_pool import SimulationPool
 from engine.database import Database
 from engine.errors import ConfigError
-from engine.http import privacy_routes, segment_routes
+from engine.http import gc_policy, privacy_routes, segment_routes
 from engine.http.access_log import AccessLog
 from engine.http.app import FastPaths, build_app
 from engine.http.auth import Authenticator
@@ -175,6 +175,7 @@ class HttpRole:
                                  keep_alive_timeout=http.keep_alive_timeout)
         await self.writer.start()
         await self.server.start()
+        gc_policy.settle()  # what start-up built lives as long as the process
         log.info("http listening", extra={"address": f"{self.settings.http.listen.host}:"
                                                      f"{self.server.port}"})
 

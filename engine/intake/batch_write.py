@@ -103,10 +103,13 @@ _PLAIN_CONTACTS = _contacts_ctes(
     "SELECT * FROM unnest($2::text[], $3::text[]) AS u(contact_id, email)")
 # The same with $4 (per contact: known to exist) and $5 (the generation that knowledge is
 # from): known contacts are left out unless the stored generation differs.
+# Its arrays travel as JSON text (asyncpg checks every element of a text[] against two abstract
+# base classes in Python, ~0.3 µs each: about 1 µs of the HTTP process's CPU per event).
 _KNOWN_CONTACT_ROWS = """
         SELECT contact_id, email
-        FROM unnest($2::text[], $3::text[], $4::boolean[]) AS u(contact_id, email, known)
-        WHERE NOT known OR (SELECT generation FROM generation) IS DISTINCT FROM $5"""
+        FROM ROWS FROM (json_array_elements_text($2::json), json_array_elements_text($3::json),
+                        json_array_elements_text($4::json)) AS u(contact_id, email, known)
+        WHERE known = 'false' OR (SELECT generation FROM generation) IS DISTINCT FROM $5"""
 
 # A small plain batch in ONE statement, autocommitted (so atomic and durable before any 202):
 # its contacts, then the events of $1 exactly as engine.eventlog.INSERT_EVENTS stores them
@@ -124,13 +127,14 @@ WRITE_PLAIN = insert_events_sql(f"{_PLAIN_CONTACTS},",
 CLAIM_PLAIN = f"""
     WITH generation AS ({GENERATION}), {_contacts_ctes(_KNOWN_CONTACT_ROWS)}, claimed AS (
         INSERT INTO event_ids (event_id)
-        SELECT id FROM unnest($1::text[]) AS id
+        SELECT id FROM json_array_elements_text($1::json) AS id
         WHERE (SELECT n FROM contacts_done) >= 0
         ORDER BY id
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
     )
-    SELECT id AS event_id, NULL::bigint AS generation FROM unnest($1::text[]) AS id
+    SELECT id AS event_id, NULL::bigint AS generation
+    FROM json_array_elements_text($1::json) AS id
     WHERE id NOT IN (SELECT event_id FROM claimed)
     UNION ALL
     SELECT NULL, (SELECT generation FROM generation) FROM pg_notify('{EVENTS_CHANNEL}', '')

@@ -11,6 +11,10 @@ transaction that commits or rolls back; ``set_config(..., true)`` lasts until th
 own statement's transaction), so the reset is only worth it after something went wrong: after
 any error in a block the connection goes back to the pool (reset, or dropped when broken) and
 the next block acquires another. Not for concurrent use: one per writer task.
+
+While held, the connection encodes ``timestamptz`` with :mod:`engine.intake.timestamp_codec`
+(a batch's repeated ``occurred_at`` encoded once); asyncpg's codec is put back before the
+connection returns to the pool.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncpg
 
 from engine.database import Database
 from engine.db_errors import database_errors
+from engine.intake import timestamp_codec
 
 
 class HeldConnection(Database):
@@ -37,7 +42,13 @@ class HeldConnection(Database):
         in the block leave as :mod:`engine.errors` types, and give the connection back."""
         with database_errors():
             if self._held is None:
-                self._held = await self.pool.acquire(timeout=timeout or self.timeouts.acquire)
+                held = await self.pool.acquire(timeout=timeout or self.timeouts.acquire)
+                try:
+                    await timestamp_codec.install(held)
+                except BaseException:
+                    await self.pool.release(held)
+                    raise
+                self._held = held
             try:
                 yield self._held
             except BaseException:
@@ -49,6 +60,10 @@ class HeldConnection(Database):
         held, self._held = self._held, None
         if held is None:
             return
+        try:
+            await timestamp_codec.remove(held)
+        except Exception:  # a connection that cannot be restored is of no use
+            held.terminate()  # the pool replaces it
         try:
             await self.pool.release(held, timeout=self.timeouts.acquire)
         except Exception:  # a connection that cannot be reset is of no use

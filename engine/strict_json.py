@@ -19,7 +19,8 @@ value) runs only when a cheap test says one of them is possible:
   drops a key and its separator, so the counts differ;
 * big integers: an integer past 64 bits has 19 digits or more; a run of 19 digits anywhere
   (even inside a string) sends the body to the exact path;
-* depth: a body with at most :data:`MAX_DEPTH` ``{`` and ``[`` cannot nest deeper; others are
+* depth: a body with at most :data:`MAX_DEPTH` ``{`` and ``[`` cannot nest deeper (counted
+  only in bodies of a few KB: a batch has more, and wrapping costs less than counting); others are
   wrapped in enough lists that orjson's own depth limit (found once at import) falls at
   :data:`MAX_DEPTH`, and only a value it refuses is walked to name the field.
 """
@@ -68,6 +69,8 @@ def _orjson_max_depth() -> int:
 
 # Wrapped in this many lists, a value orjson can encode nests at most MAX_DEPTH levels.
 _WRAP = _orjson_max_depth() - MAX_DEPTH
+# Past this size a body is wrapped without counting its brackets first.
+_COUNT_MAX_BYTES = 4096
 
 
 def loads(body: bytes) -> Any:
@@ -77,7 +80,8 @@ def loads(body: bytes) -> Any:
     if not isinstance(value, dict | list):
         return value
     wrapped = value
-    if body.count(b"{") + body.count(b"[") > MAX_DEPTH:
+    # Counting brackets costs more than wrapping past a few KB (a batch always has more).
+    if len(body) > _COUNT_MAX_BYTES or body.count(b"{") + body.count(b"[") > MAX_DEPTH:
         for _ in range(_WRAP):
             wrapped = [wrapped]
     try:
@@ -86,7 +90,7 @@ def loads(body: bytes) -> Any:
         _check_depth(value)
         raise
     colons = body.count(b":")
-    if b"\\u" in body:
+    if b"\\" in body and b"\\u" in body:  # one byte: memchr, ~40x faster on a batch
         colons += body.count(b"\\u003a") + body.count(b"\\u003A")
     if colons != encoded.count(b":") or _LONG_DIGITS in body.translate(_DIGITS_AS_ZERO):
         return _exact(body)

@@ -61,7 +61,7 @@ def test_a_repeated_datetime_is_encoded_once_and_others_each_time() -> None:
 
 
 def test_other_types_are_refused_as_asyncpg_does() -> None:
-    with pytest.raises(TypeError, match="expected a datetime.date or datetime.datetime"):
+    with pytest.raises(TypeError, match=r"expected a datetime\.date or datetime\.datetime"):
         TimestampCodec().encode("2026-01-01")  # type: ignore[arg-type]
 
 

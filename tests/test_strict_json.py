@@ -65,3 +65,18 @@ def test_limits_of_what_is_accepted() -> None:
         strict_json.loads(b"[" * 1000 + b"]" * 1000)
     assert strict_json.loads(b'"12345678901234567890123"') == "12345678901234567890123"
     assert strict_json.loads(b'{"s": "\\\\u003a"}') == {"s": "\\u003a"}
+
+
+def test_limits_hold_in_a_large_body() -> None:
+    # Past a few KB the brackets are not counted: the body is always wrapped.
+    padding = {"pad": "x" * 5000, "colon": "a:b", "escaped": "\\u003a\\n"}
+    deepest = {"events": [padding, nest(MAX_DEPTH - 2)]}
+    assert strict_json.loads(json.dumps(deepest).encode()) == deepest
+    with pytest.raises(JsonRefused, match="nests deeper than 32"):
+        strict_json.loads(json.dumps({"events": [padding, nest(MAX_DEPTH - 1)]}).encode())
+    duplicate = json.dumps(padding)[:-1] + ', "pad": 1}'
+    with pytest.raises(JsonRefused, match="the key appears twice"):
+        strict_json.loads(duplicate.encode())
+    spelled = json.dumps(padding)[:-1] + ', "p": "\\u003a", "p": 2}'
+    with pytest.raises(JsonRefused, match="the key appears twice"):
+        strict_json.loads(spelled.encode())

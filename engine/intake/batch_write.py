@@ -101,15 +101,22 @@ def _contacts_ctes(contact_rows: str) -> str:
 
 _PLAIN_CONTACTS = _contacts_ctes(
     "SELECT * FROM unnest($2::text[], $3::text[]) AS u(contact_id, email)")
-# The same with $4 (per contact: known to exist) and $5 (the generation that knowledge is
-# from): known contacts are left out unless the stored generation differs.
-# Its arrays travel as JSON text (asyncpg checks every element of a text[] against two abstract
-# base classes in Python, ~0.3 µs each: about 1 µs of the HTTP process's CPU per event).
+# The large batches' contacts: $2 those to write (not known to exist, or with an address, which
+# may fill a missing one) and $3 an email or null each, $4 those known to exist (in sort
+# order, like $2) and $5 the generation that knowledge is from: the known ones are written
+# too only when the stored generation differs (a one-time filter: otherwise $4 is not even
+# read), and the rows are then merged into one sort order. The arrays travel as JSON text
+# (asyncpg checks every element of a text[] against two abstract base classes in Python,
+# ~0.3 µs each: about 1 µs of the HTTP process's CPU per event).
 _KNOWN_CONTACT_ROWS = """
-        SELECT contact_id, email
-        FROM ROWS FROM (json_array_elements_text($2::json), json_array_elements_text($3::json),
-                        json_array_elements_text($4::json)) AS u(contact_id, email, known)
-        WHERE known = 'false' OR (SELECT generation FROM generation) IS DISTINCT FROM $5"""
+        SELECT contact_id, email FROM (
+            SELECT contact_id, email
+            FROM ROWS FROM (json_array_elements_text($2::json),
+                            json_array_elements_text($3::json)) AS u(contact_id, email)
+            UNION ALL
+            SELECT contact_id, NULL FROM json_array_elements_text($4::json) AS contact_id
+            WHERE (SELECT generation FROM generation) IS DISTINCT FROM $5
+        ) AS u ORDER BY contact_id"""
 
 # A small plain batch in ONE statement, autocommitted (so atomic and durable before any 202):
 # its contacts, then the events of $1 exactly as engine.eventlog.INSERT_EVENTS stores them
@@ -119,11 +126,11 @@ WRITE_PLAIN = insert_events_sql(f"{_PLAIN_CONTACTS},",
                                 "WHERE (SELECT n FROM contacts_done) >= 0")
 
 # A large plain batch, in one transaction begun by BEGIN_SHARED (engine.intake.known_contacts):
-# this statement writes the contacts the process does not know to exist ($4 per contact: known;
-# $5 the generation that knowledge is from; all of them when the stored generation differs),
-# claims the ids of $1 and queues the NOTIFY (delivered at commit); then COPY of the rows whose
-# ids it claimed (engine.eventlog's copy_claimed). It returns the ids it did NOT claim (repeats
-# of stored ids: usually none, so no row per event) and one row with the generation it read.
+# this statement writes the contacts the process does not know to exist ($2, $3; those of $4
+# too when the stored generation is not $5, see _KNOWN_CONTACT_ROWS), claims the ids of $1 and
+# queues the NOTIFY (delivered at commit); then COPY of the rows whose ids it claimed
+# (engine.eventlog's copy_claimed). It returns the ids it did NOT claim (repeats of stored
+# ids: usually none, so no row per event) and one row with the generation it read.
 CLAIM_PLAIN = f"""
     WITH generation AS ({GENERATION}), {_contacts_ctes(_KNOWN_CONTACT_ROWS)}, claimed AS (
         INSERT INTO event_ids (event_id)
@@ -219,17 +226,24 @@ async def write_plain_copy(database: Database, parts: list[RequestPart],
         email_owner = await email_owners(connection, events)
         built = batch_rows(parts, email_owner, {}, set())
         contact_ids = sorted(built.contacts)  # one lock order for every batch
-        emails = [built.contacts[c] for c in contact_ids]
         known_ids = known.ids
         # A contact with an address is always written (its address may fill a missing one).
-        flags = [email is None and contact_id in known_ids
-                 for contact_id, email in zip(contact_ids, emails, strict=True)]
+        written: list[str] = []
+        emails: list[str | None] = []
+        skipped: list[str] = []
+        for contact_id in contact_ids:
+            email = built.contacts[contact_id]
+            if email is None and contact_id in known_ids:
+                skipped.append(contact_id)
+            else:
+                written.append(contact_id)
+                emails.append(email)
         ids = cast(list[str], [row[0] for row in built.rows if row[0] is not None])
         try:
             await connection.execute(BEGIN_SHARED)  # may wait for an erase to commit
             generation = NEVER
             unclaimed: set[str] = set()
-            for row in await connection.fetch(CLAIM_PLAIN, ids, contact_ids, emails, flags,
+            for row in await connection.fetch(CLAIM_PLAIN, ids, written, emails, skipped,
                                               known.generation):
                 if row["event_id"] is None:
                     generation = row["generation"]

@@ -174,8 +174,8 @@ class HttpRole:
                                                      http.max_connections_per_client),
                                  keep_alive_timeout=http.keep_alive_timeout)
         await self.writer.start()
+        gc_policy.settle()  # what start-up built lives as long as the process (before serving)
         await self.server.start()
-        gc_policy.settle()  # what start-up built lives as long as the process
         log.info("http listening", extra={"address": f"{self.settings.http.listen.host}:"
                                                      f"{self.server.port}"})
 

@@ -96,10 +96,45 @@ def _split_point(line: list[tuple[str, str]]) -> int | None:
 def quoted_printable(text: str) -> bytes:
     """UTF-8 quoted-printable with CRLF line ends and lines of at most 76 octets (CR, LF and
     CRLF in ``text`` are line ends, as for the ``email`` package); raises UnicodeEncodeError
-    for a lone surrogate."""
+    for a lone surrogate.
+
+    Encoded line by line, each line as :func:`binascii.b2a_qp` encodes it inside the whole text
+    (its encoding of a line depends on that line alone, and on whether a line end follows); the
+    lines of the templates repeat in every message, so their encodings are remembered
+    (:data:`_QP_LINES`)."""
     data = text.encode("utf-8")
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    lines = data.split(b"\n")
+    last = lines.pop()
+    cache = _qp_lines
+    out = []
+    for line in lines:
+        encoded = cache.get(line)
+        if encoded is None:
+            encoded = _qp_line(line + b"\n")[:-2]  # a line end follows: its own CRLF dropped
+            if len(cache) >= _QP_LINES:
+                cache.clear()
+            cache[line] = encoded
+        out.append(encoded)
+    out.append(_qp_line(last))
+    return b"\r\n".join(out)
+
+
+# Encoded lines remembered (cleared when full, and by :func:`forget_cached_lines`): a template's
+# constant lines are encoded once, not in every message.
+_QP_LINES = 4096
+_qp_lines: dict[bytes, bytes] = {}
+
+
+def forget_cached_lines() -> None:
+    """Drop the remembered encodings (a contact was erased, and lines may name people)."""
+    _qp_lines.clear()
+
+
+def _qp_line(data: bytes) -> bytes:
+    """One line of text (and its line end, if any) as CRLF-terminated quoted-printable lines
+    (b2a_qp's soft line breaks included)."""
     lines = binascii.b2a_qp(data, istext=True).split(b"\n")
     if max(map(len, lines)) > _QP_LINE:  # b2a_qp's escaped white space ending a line
         _soft_breaks(lines)

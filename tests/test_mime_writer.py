@@ -17,7 +17,7 @@ from pathlib import Path
 
 import dkim
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from automation.content.links import list_unsubscribe, send_message_id
@@ -95,6 +95,34 @@ def test_quoted_printable_decodes_to_the_text_in_short_clean_lines(text: str) ->
     assert b"\r\n.\r\n" not in b"\r\n" + encoded + b"\r\n"  # never SMTP's end of data
     assert not encoded.translate(None, bytes([9, 10, 13, *range(0x20, 0x7F)]))  # 7-bit clean
     assert b"\r" not in encoded.replace(b"\r\n", b"")
+
+
+def whole_text_quoted_printable(text: str) -> bytes:
+    """The encoding of the text at once (before the line-by-line encoder with its cache)."""
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    lines = binascii.b2a_qp(data, istext=True).split(b"\n")
+    mime_writer._soft_breaks(lines)
+    return b"\r\n".join(lines)
+
+
+@given(st.lists(st.one_of(edge_text, st.text(max_size=120)), min_size=1, max_size=4))
+@example(["x" * 74 + " \n" + "y" * 75 + "\t", ".\n.\r\n. \n", " \n\t\n", "=" * 80 + "\n"])
+@settings(max_examples=1500)
+def test_quoted_printable_line_by_line_is_the_whole_text_encoding(texts: list[str]) -> None:
+    # the same lines again (from the cache) and in other texts encode as the first time
+    for text in [*texts, *texts]:
+        try:
+            expected = whole_text_quoted_printable(text)
+        except UnicodeEncodeError:
+            continue
+        assert mime_writer.quoted_printable(text) == expected
+
+
+def test_forgetting_cached_lines_empties_the_cache() -> None:
+    mime_writer.quoted_printable("Hello Ann,\nsee you\n")
+    assert mime_writer._qp_lines
+    mime_writer.forget_cached_lines()
+    assert not mime_writer._qp_lines
 
 
 def test_white_space_before_a_line_end_never_makes_a_line_longer_than_76() -> None:

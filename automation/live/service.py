@@ -41,6 +41,7 @@ from engine.errors import DatabaseError
 from engine.eventlog import EVENTS_CHANNEL
 from engine.eventlog_reader import LogCursor, LoggedEvent, head, read_after
 from engine.privacy.service import ERASED_CHANNEL
+from mta.mime_writer import forget_cached_lines
 from mta.tracking.rewrite import forget_cached_links
 
 log = logging.getLogger("herald.automation.service")
@@ -202,6 +203,7 @@ class AutomationService:
     def _on_erased(self, *args: Any) -> None:
         forget_cached_addresses()  # the in-process caches keep no copy of an erased address
         forget_cached_links()
+        forget_cached_lines()
         if len(self._erased) < MAX_ERASED:
             self._erased.add(str(args[3]))  # (connection, pid, channel, payload)
         self._wake.set()

@@ -72,26 +72,39 @@ def trackable(url: str) -> bool:
 def _link_of(text: str) -> tuple[str, str, str] | None:
     """An ``<a>`` tag with a trackable first ``href``: the text before its ``href=...``, the URL
     (unescaped) and the text after; None for any other tag."""
+    link = _href_of(text)
+    if link is None or not trackable(link[1]):
+        return None
+    return link
+
+
+def _href_of(text: str) -> tuple[str, str, str] | None:
+    """An ``<a>`` tag's first ``href``: the text before it, the URL (unescaped) and the text
+    after; None if it has none."""
     href = _HREF.search(text)
     if href is None:
         return None
     raw = next(group for group in href.groups() if group is not None)
-    url = html_text.unescape(raw).strip()
-    if not trackable(url):
-        return None
-    return text[:href.start()], url, text[href.end():]
+    return text[:href.start()], html_text.unescape(raw).strip(), text[href.end():]
 
 
 def rewrite_links(document: str, click: Callable[[int], str], pixel: str | None,
-                  skip: Callable[[str], bool] = lambda _url: False) -> TrackedHtml:
+                  skip: Callable[[str], bool] = lambda _url: False,
+                  own: tuple[str, ...] = ()) -> TrackedHtml:
     """``click(position)`` gives the tracking URL of a link; ``pixel`` the open pixel's URL
-    (None: no pixel)."""
+    (None: no pixel). ``own``: URL prefixes that ``skip`` rejects (Herald's own links): a tag
+    that spells one out is judged without being remembered (its link is one message's own,
+    an unsubscribe link, so remembering it would only push the template's links out)."""
     links: list[str] = []
 
     def tag(match: re.Match[str]) -> str:
         text = match.group(0)
         if text.startswith("<!--") or len(links) >= MAX_LINKS:
             return text
+        if own and any(prefix in text for prefix in own):
+            href = _href_of(text)
+            if href is None or href[1].startswith(own):
+                return text
         link = _link_of(text)
         if link is None or skip(link[1]):
             return text
@@ -116,10 +129,16 @@ def rewrite_links(document: str, click: Callable[[int], str], pixel: str | None,
 def track_html(document: str, public_url: str, keys: LinkKeys,
                message_id: uuid.UUID) -> TrackedHtml:
     """Herald's own links (unsubscribe, tracking) under ``public_url`` stay as they are."""
-    base = public_url.rstrip("/")
-    own = tuple(base + path for path in (UNSUBSCRIBE_PATH, CLICK_PATH, OPEN_PATH))
+    base, own = _own_links(public_url)
     return rewrite_links(document, lambda position: click_url(base, keys, message_id, position),
-                         open_url(base, keys, message_id), lambda url: url.startswith(own))
+                         open_url(base, keys, message_id), lambda url: url.startswith(own), own)
+
+
+@functools.lru_cache(maxsize=16)
+def _own_links(public_url: str) -> tuple[str, tuple[str, ...]]:
+    """The base URL and the prefixes of Herald's own links under it."""
+    base = public_url.rstrip("/")
+    return base, tuple(base + path for path in (UNSUBSCRIBE_PATH, CLICK_PATH, OPEN_PATH))
 
 
 def tracker(public_url: str, keys: LinkKeys) -> Tracker:

@@ -47,6 +47,7 @@ from automation.loading.catalog import Catalog
 from automation.runtime.interpreter import Policy, RunInputs, interpret
 from automation.runtime.runs import Run
 from automation.stores.memory import reentry_key_text
+from automation.stores.transitions import log_row
 from bench.args import OneLineParser, positive_int
 from engine.link_keys import LinkKeys
 from engine.privacy.consent_tokens import confirm_url
@@ -114,8 +115,8 @@ class Transitions:
         key = reentry_key_text(self.workflow.reentry.key_of(properties))
         run = Run(number, self.name, self.workflow.version, contact_id, key, f"entry-{number}",
                   "running", 0, now, self.trigger, properties)
-        logs.append((now.isoformat(), run.workflow, contact_id, run.id, None, "entered",
-                     self.trigger[:1000]))
+        logs.append(log_row(now, run.workflow, contact_id, run.id, None, "entered",
+                            self.trigger))
         # _inputs
         since: list[tuple[str, dict[str, Any]]] = []
         opened, clicked = engagement(since, run.workflow, run.id)
@@ -168,8 +169,7 @@ class Transitions:
              message.recipient.domain, message.contact_id, list(message.tags), message.metadata,
              normalise_lenient(recipient))
         for step, action, detail in effects.log:
-            logs.append((now.isoformat(), run.workflow, contact_id, run.id, step, action,
-                         detail[:1000]))
+            logs.append(log_row(now, run.workflow, contact_id, run.id, step, action, detail))
         if stages:
             stages.queue_and_log += clock() - started
         return size

@@ -27,6 +27,7 @@ a CLDR pattern, or a ``strftime`` format).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,12 +87,17 @@ def _locale_of(context: Context) -> str | None:
     return locale if isinstance(locale, str) else None
 
 
+_MISSING = object()
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict or isinstance(obj, Mapping):  # data, not dict methods: event.items
-            # is the items list (the type test first: the ABC check is slow and data are dicts)
+        if type(obj) is dict:  # data, not dict methods: event.items is the items list
+            value = obj.get(attribute, _MISSING)  # (a missing key costs no exception)
+            return self.undefined(obj=obj, name=attribute) if value is _MISSING else value
+        if isinstance(obj, Mapping):  # the type test first: the ABC check is slow
             try:
                 return obj[attribute]
             except (KeyError, TypeError):
@@ -113,8 +119,9 @@ def _environment(sources: Mapping[str, str]) -> _Environment:
     env = _Environment(
         loader=jinja2.DictLoader(dict(sources)),
         undefined=StrictChainableUndefined,
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html",),
-                                            default_for_string=False, default=False),
+        # asked once per template per render: the answers are remembered (one per file)
+        autoescape=functools.lru_cache(maxsize=MAX_FILES + 1)(jinja2.select_autoescape(
+            enabled_extensions=("html",), default_for_string=False, default=False)),
         cache_size=-1,  # every template stays compiled; their number is bounded by MAX_FILES
         auto_reload=False,
     )

@@ -22,6 +22,7 @@ import sys
 import time
 from datetime import datetime
 from email.utils import format_datetime
+from typing import cast
 
 MAX_COLUMNS = 78  # compat32's folding width (RFC 5322 2.1.1's recommendation)
 _WIRE = email.policy.compat32.clone(linesep="\r\n", max_line_length=MAX_COLUMNS)
@@ -108,17 +109,18 @@ def quoted_printable(text: str) -> bytes:
     lines = data.split(b"\n")
     last = lines.pop()
     cache = _qp_lines
-    out = []
-    for line in lines:
-        encoded = cache.get(line)
-        if encoded is None:
-            encoded = _qp_line(line + b"\n")[:-2]  # a line end follows: its own CRLF dropped
-            if len(cache) >= _QP_LINES:
-                cache.clear()
-            cache[line] = encoded
-        out.append(encoded)
+    out: list[bytes | None] = list(map(cache.get, lines))
+    if None in out:
+        for index, encoded in enumerate(out):
+            if encoded is None:
+                line = lines[index]
+                # a line end follows: its own CRLF dropped
+                encoded = out[index] = _qp_line(line + b"\n")[:-2]
+                if len(cache) >= _QP_LINES:
+                    cache.clear()
+                cache[line] = encoded
     out.append(_qp_line(last))
-    return b"\r\n".join(out)
+    return b"\r\n".join(cast(list[bytes], out))  # no None is left
 
 
 # Encoded lines remembered (cleared when full, and by :func:`forget_cached_lines`): a template's

@@ -229,7 +229,12 @@ class TemplateSet:
         compiled: dict[str, jinja2.Template] = {}
         for name, source in sorted(sources.items()):
             try:
-                compiled[name] = env.get_template(name)
+                compiled[name] = template = env.get_template(name)
+                # Jinja gives each template a ChainMap over the environment's globals, which
+                # every include and import walks in Python (set(globals)); no template has
+                # globals of its own and the environment's never change after loading, so a
+                # plain dict with the same items serves.
+                template.globals = dict(template.globals)
                 references = meta.find_referenced_templates(env.parse(source))
             except jinja2.TemplateSyntaxError as exc:
                 problems.append(f"{origin}/{name}:{exc.lineno}: {exc.message}")

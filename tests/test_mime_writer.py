@@ -265,3 +265,11 @@ def test_parsed_addresses_are_shared_and_errors_are_not_cached() -> None:
             parse_address("not an address")
     with pytest.raises(AddressError):
         parse_address(["ann@example.com"])  # type: ignore[arg-type]
+
+
+@given(st.integers(min_value=1, max_value=2**63 - 1),
+       st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40))
+@settings(max_examples=300)
+def test_a_send_message_id_is_the_uuid5_of_its_run_and_step(run_id: int, step_id: str) -> None:
+    namespace = uuid.UUID("6f1d2a8e-52c4-4d0b-9a57-8d0f6d1b7c11")
+    assert send_message_id(run_id, step_id) == uuid.uuid5(namespace, f"run:{run_id}:{step_id}")

@@ -118,6 +118,8 @@ def screen_links(value: Any, domains: tuple[str, ...], path: str,
     ``replace(report)``; the reports are appended to ``dropped``. Containers are copied."""
     if type(value) in _SCALARS:  # most values: nothing to screen, no path to build
         return value
+    if type(value) is dict and depth < MAX_DEPTH:  # the Mapping branch below, no ABC check
+        return _screen_mapping(value, domains, path, replace, dropped, depth)
     if isinstance(value, str):
         if not looks_like_link(key, value):
             return value
@@ -132,11 +134,17 @@ def screen_links(value: Any, domains: tuple[str, ...], path: str,
         dropped.append(report)
         return replace(report)
     if isinstance(value, Mapping):
-        return {name: item if type(item) in _SCALARS else screen_links(
-                    item, domains, f"{path}.{name}", replace, dropped,
-                    name if isinstance(name, str) else None, depth + 1)
-                for name, item in value.items()}
+        return _screen_mapping(value, domains, path, replace, dropped, depth)
     if isinstance(value, list | tuple):
         return [screen_links(item, domains, f"{path}[{index}]", replace, dropped, key, depth + 1)
                 for index, item in enumerate(value)]
     return value
+
+
+def _screen_mapping(value: Mapping[Any, Any], domains: tuple[str, ...], path: str,
+                    replace: Callable[[DroppedLink], Any], dropped: list[DroppedLink],
+                    depth: int) -> dict[Any, Any]:
+    return {name: item if type(item) in _SCALARS else screen_links(
+                item, domains, f"{path}.{name}", replace, dropped,
+                name if isinstance(name, str) else None, depth + 1)
+            for name, item in value.items()}

@@ -178,9 +178,21 @@ def date_value(now: datetime) -> str:
     return text
 
 
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def message_id(domain: str) -> str:
-    """A Message-ID value as ``email.utils.make_msgid(domain=...)`` makes it."""
-    return f"<{int(time.time() * 100)}.{os.getpid()}.{random.getrandbits(64)}@{domain}>"
+    """A Message-ID value as ``email.utils.make_msgid(domain=...)`` makes it (the process id
+    read once, and again in a forked child, instead of a system call per message)."""
+    return f"<{int(time.time() * 100)}.{_pid}.{random.getrandbits(64)}@{domain}>"
 
 
 def text_message(headers: bytes, text: str | None, html: str | None) -> bytes:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import idna
 
 from engine.errors import HeraldError
+from engine.privacy.forgetting import remembers_personal_data
 
 MAX_LOCAL_OCTETS = 64  # RFC 5321 4.5.3.1.1
 MAX_DOMAIN_OCTETS = 253  # RFC 1035 (255 on the wire, less the length octets)
@@ -95,9 +96,11 @@ def parse_address(text: str) -> Address:
     return _parse_address(text)
 
 
+@remembers_personal_data
 def forget_cached_addresses() -> None:
     """Drop every remembered address (a contact was erased: keep no copy of it here)."""
     _parse_address.cache_clear()
+    _is_dot_string.cache_clear()  # local parts
 
 
 @functools.lru_cache(maxsize=4096)

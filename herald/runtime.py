@@ -17,6 +17,7 @@ from engine.http.metrics_server import MetricsServer
 from engine.lifecycle import install_stop_signals, sd_notify, watchdog_interval, watchdog_pings
 from engine.log import configure_separate_log
 from engine.metrics import BUILD_INFO
+from engine.privacy.erasure_listener import erasures_heard
 from herald.database import open_database
 from herald.exit_codes import ServiceUnavailable
 from herald.identity import identity_problems, refusal
@@ -36,8 +37,8 @@ async def serve(settings: Settings, role_names: list[str],
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     configure_observability(settings, role_names)
-    async with watchdog(), open_database(settings) as database, metrics_endpoint(settings,
-                                                                                 role_names):
+    async with watchdog(), open_database(settings) as database, metrics_endpoint(
+            settings, role_names), erasures_heard(database):
         roles = build_roles(role_names, settings, database, held)
         started: list[Role] = []
         try:

@@ -24,6 +24,8 @@ from datetime import datetime
 from email.utils import format_datetime
 from typing import cast
 
+from engine.privacy.forgetting import remembers_personal_data
+
 MAX_COLUMNS = 78  # compat32's folding width (RFC 5322 2.1.1's recommendation)
 _WIRE = email.policy.compat32.clone(linesep="\r\n", max_line_length=MAX_COLUMNS)
 # Printable ASCII words separated by single spaces: the values :func:`_fold_plain` folds.
@@ -129,6 +131,7 @@ _QP_LINES = 4096
 _qp_lines: dict[bytes, bytes] = {}
 
 
+@remembers_personal_data
 def forget_cached_lines() -> None:
     """Drop the remembered encodings (a contact was erased, and lines may name people)."""
     _qp_lines.clear()

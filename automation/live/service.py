@@ -34,15 +34,13 @@ from automation.metrics import (
 from automation.runtime.core import AutomationCore
 from automation.settings import AutomationSettings
 from automation.stores.postgres import PgStore
-from engine.addresses import forget_cached_addresses
 from engine.database import Database, connect_one
 from engine.db_errors import database_errors
 from engine.errors import DatabaseError
 from engine.eventlog import EVENTS_CHANNEL
 from engine.eventlog_reader import LogCursor, LoggedEvent, head, read_after
+from engine.privacy.forgetting import forget_personal_data
 from engine.privacy.service import ERASED_CHANNEL
-from mta.mime_writer import forget_cached_lines
-from mta.tracking.rewrite import forget_cached_links
 
 log = logging.getLogger("herald.automation.service")
 
@@ -201,9 +199,7 @@ class AutomationService:
         await self._save_snapshot()
 
     def _on_erased(self, *args: Any) -> None:
-        forget_cached_addresses()  # the in-process caches keep no copy of an erased address
-        forget_cached_links()
-        forget_cached_lines()
+        forget_personal_data()  # the in-process caches keep no copy of an erased contact
         if len(self._erased) < MAX_ERASED:
             self._erased.add(str(args[3]))  # (connection, pid, channel, payload)
         self._wake.set()

@@ -19,11 +19,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-from engine.addresses import forget_cached_addresses
 from engine.intake.known_contacts import ERASE_BARRIER
 from engine.privacy import audit
 from engine.privacy.consent import consent_json
 from engine.privacy.contact_records import ContactRecords, find_subject
+from engine.privacy.forgetting import forget_personal_data
 from engine.privacy.hashing import contact_hash, load_key
 from engine.privacy.parts import PrivacyPart, Subject
 from engine.timestamps import format_rfc3339
@@ -127,5 +127,5 @@ class Privacy:
             await connection.execute("SELECT pg_notify($1, $2)", ERASED_CHANNEL, contact_id)
             await audit.record(connection, audit.ERASE, actor, hashed, {"removed": removed},
                                now)
-        forget_cached_addresses()  # this process's parse cache keeps no copy of the address
+        forget_personal_data()  # this process's caches keep no copy of the contact's data
         return Erasure(hashed, now, False, removed)

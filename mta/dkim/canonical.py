@@ -14,6 +14,8 @@ import itertools
 import re
 from typing import Final
 
+from engine.privacy.forgetting import remembers_personal_data
+
 Header = tuple[bytes, bytes]
 
 _HEADER_END: Final = re.compile(rb"\n(?:\r?\n|\Z)")
@@ -110,6 +112,7 @@ def relaxed_field(name: bytes, value: bytes) -> bytes:
 #: :func:`relaxed_field`, cached: most fields of a campaign's messages (From, Subject, Date,
 #: MIME headers) repeat.
 relaxed_header: Final = functools.lru_cache(maxsize=4096)(relaxed_field)
+remembers_personal_data(relaxed_header.cache_clear)  # To and Subject may name people
 
 
 def relaxed_body(body: bytes) -> bytes:

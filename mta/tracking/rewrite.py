@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from engine.link_keys import LinkKeys
+from engine.privacy.forgetting import remembers_personal_data
 from mta.tracking.tokens import CLICK_PATH, OPEN_PATH, click_url, open_url
 
 MAX_LINKS = 500
@@ -51,6 +52,7 @@ class TrackedHtml:
 Tracker = Callable[[str, uuid.UUID], TrackedHtml]
 
 
+@remembers_personal_data
 def forget_cached_links() -> None:
     """Drop the remembered link decisions (a contact was erased, and links may name people)."""
     trackable.cache_clear()

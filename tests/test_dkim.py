@@ -24,6 +24,7 @@ from dkim.util import parse_tag_value
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.privacy.forgetting import forget_personal_data
 from mta.dkim import signed_fields
 from mta.dkim.canonical import relaxed_header
 from mta.dkim.keys import dns_txt_record, generate_key, normalize_domain, write_keypair
@@ -579,3 +580,25 @@ def test_mail_from_an_idn_domain_is_signed_with_its_key(
         signed = signer.sign(message(sender=sender))
         assert [(t[b"d"], t[b"s"]) for t in signatures(signed)] == [(a_labels.encode(), b"s1")]
         assert verify_all(signed, keys.dnsfunc) == [True]
+
+
+def test_a_signing_worker_empties_its_header_cache_once_an_erasure_reaches_it(
+        keys: Keys) -> None:
+    """Signed header fields (To, Subject) may name people: an erasure heard by the parent
+    (its count in every chunk) empties a worker's cache before the worker signs again."""
+    from mta.dkim import signing_pool
+    from mta.dkim.canonical import relaxed_header
+
+    signing_pool._init_worker([keys.add("example.com", "rsa1")])  # this process as the worker
+    before = signing_pool._erasures
+    signing_pool._sign_chunk([message()], before)
+    signing_pool._sign_chunk([message()], before)
+    relaxed_header(b"To", b" alice.smith@example.com\r\n")
+    kept = relaxed_header.cache_info().currsize
+    assert signing_pool._sign_chunk([], before) == []
+    assert relaxed_header.cache_info().currsize == kept  # no erasure: kept
+    forget_personal_data()  # the parent hears an erasure
+    assert signing_pool._erasures == before + 1
+    relaxed_header(b"To", b" alice.smith@example.com\r\n")  # (the parent's own, emptied)
+    signing_pool._sign_chunk([], signing_pool._erasures)
+    assert relaxed_header.cache_info().currsize == 0

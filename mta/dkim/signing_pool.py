@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from engine.privacy.forgetting import forget_personal_data, remembers_personal_data
 from mta.dkim.signer import DkimKeyConfig, DkimSigner
 from mta.errors import DkimError
 
@@ -23,15 +24,32 @@ log = logging.getLogger("herald.mta.signing")
 
 _SIGNER: DkimSigner | None = None
 
+# Erasures this process has heard of. The workers' caches (header fields, which may name
+# people) are emptied by the first chunk that brings a newer count: an erasure reaches every
+# worker before it signs again.
+_erasures = 0
+_worker_erasures = 0
+
+
+@remembers_personal_data
+def _count_erasure() -> None:
+    global _erasures
+    _erasures += 1
+
 
 def _init_worker(configs: Sequence[DkimKeyConfig]) -> None:
     global _SIGNER
     _SIGNER = DkimSigner.from_configs(configs)
 
 
-def _sign_chunk(messages: list[bytes]) -> list[bytes | str]:
-    """The signature header lines for each message (b"" when unsigned), or an error text."""
+def _sign_chunk(messages: list[bytes], erasures: int = 0) -> list[bytes | str]:
+    """The signature header lines for each message (b"" when unsigned), or an error text;
+    ``erasures``: the parent's count (a newer one empties this worker's caches first)."""
+    global _worker_erasures
     assert _SIGNER is not None
+    if erasures != _worker_erasures:
+        forget_personal_data()
+        _worker_erasures = erasures
     out: list[bytes | str] = []
     for message in messages:
         try:
@@ -61,7 +79,7 @@ class SigningPool:
         chunks = [list(messages[i:i + size]) for i in range(0, len(messages), size)]
         try:
             results = await asyncio.gather(*(loop.run_in_executor(
-                self._executor, _sign_chunk, chunk) for chunk in chunks))
+                self._executor, _sign_chunk, chunk, _erasures) for chunk in chunks))
         except BrokenProcessPool:
             log.error("a DKIM worker process died; restarting the pool")
             self._executor.shutdown(wait=False, cancel_futures=True)

@@ -12,6 +12,7 @@ import logging
 import platform
 from collections.abc import AsyncIterator
 
+from engine import gc_policy
 from engine.errors import ConfigError
 from engine.http.metrics_server import MetricsServer
 from engine.lifecycle import install_stop_signals, sd_notify, watchdog_interval, watchdog_pings
@@ -49,6 +50,9 @@ async def serve(settings: Settings, role_names: list[str],
                     raise ServiceUnavailable(
                         f"role {role.name} cannot start: {exc.strerror or exc}") from None
                 started.append(role)
+            # What start-up built lives as long as the process: out of the collector's way.
+            gc_policy.tune()
+            gc_policy.settle()
             log.info("herald ready", extra={"roles": role_names})  # logged before READY=1
             sd_notify("READY=1")
             await stop.wait()

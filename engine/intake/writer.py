@@ -29,6 +29,7 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.config import IntakeSettings
 from engine.database import Database
@@ -341,9 +342,22 @@ class EventWriter:
             EVENT_DUPLICATES.inc(all_duplicates)
         for source, accepted in stored_by_source.items():
             if accepted:
-                EVENTS_STORED.labels(source).inc(accepted)
+                _stored_counter(source).inc(accepted)
         INTAKE_BATCH_EVENTS.observe(sum(stored_by_source.values()))
         return results
+
+
+# The events_stored counter of each source (a handful: the API, the pixel, Segment's), looked up
+# once: ``labels()`` validates and hashes its values on every call.
+_STORED_COUNTERS: dict[str, Any] = {}
+
+
+def _stored_counter(source: str) -> Any:
+    counter = _STORED_COUNTERS.get(source)
+    if counter is None:
+        counter = _STORED_COUNTERS[source] = EVENTS_STORED.labels(source)
+    return counter
+
 
 def _events(batch: list[_Request]) -> list[EventIn]:
     return [event for request in batch for event in request.events]

@@ -1,0 +1,43 @@
+"""A serving process keeps what start-up built out of the collector's way."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from automation.live import gc_policy as automation_gc_policy
+from engine import gc_policy
+
+
+@pytest.fixture
+def restored_collector() -> Iterator[None]:
+    thresholds = gc.get_threshold()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+def test_settle_collects_start_up_garbage_then_freezes_the_rest(
+        restored_collector: None) -> None:
+    class Node:
+        def __init__(self) -> None:
+            self.me = self
+
+    alive = Node()
+    garbage = weakref.ref(Node())  # a cycle nobody holds
+    gc.unfreeze()
+    gc_policy.settle()
+    assert garbage() is None  # collected, not frozen for good
+    assert gc.get_freeze_count() > 0
+    assert alive.me is alive
+
+
+def test_tune_raises_the_young_threshold_for_every_role(restored_collector: None) -> None:
+    gc_policy.tune()
+    assert gc.get_threshold() == (gc_policy.YOUNG_THRESHOLD, *gc_policy.OLDER_THRESHOLDS)
+    assert automation_gc_policy.tune is gc_policy.tune

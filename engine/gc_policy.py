@@ -7,11 +7,13 @@ allocates short-lived objects that live across an await (an intake request's fut
 wait for their group commit), so the young generation fills and is promoted steadily and full
 collections come every few seconds, each tens of milliseconds of CPU on the event loop.
 
-:func:`settle` runs once every role has started: one collection of what start-up left as
-garbage, then ``gc.freeze()`` moves everything still alive into the permanent generation,
-which no collection walks. :func:`tune` raises the young threshold so a young collection walks
-a larger batch less often. Reference counting frees everything acyclic as before; only cycles
-wait a little longer.
+:func:`settle` runs once every role has started: a collection of the young generations (what
+start-up left as garbage lately), then ``gc.freeze()`` moves everything still alive into the
+permanent generation, which no collection walks. Never a full collection there: the automation
+role may be restoring its index (millions of objects) at that moment, with the collector off
+while it builds a piece; then nothing is collected, only frozen. :func:`tune` raises the young
+threshold so a young collection walks a larger batch less often. Reference counting frees
+everything acyclic as before; only cycles wait a little longer.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def tune() -> None:
 
 
 def settle() -> None:
-    """Collect start-up's garbage, then keep what is left out of every later collection."""
-    gc.collect()
+    """Collect start-up's recent garbage, then keep what is left out of every later
+    collection (freezing is a list splice: it costs nothing however large the heap)."""
+    if gc.isenabled():
+        gc.collect(1)
     gc.freeze()

@@ -37,6 +37,21 @@ def test_settle_collects_start_up_garbage_then_freezes_the_rest(
     assert alive.me is alive
 
 
+def test_settle_collects_nothing_while_the_collector_is_off(restored_collector: None) -> None:
+    class Node:
+        def __init__(self) -> None:
+            self.me = self
+
+    garbage = weakref.ref(Node())
+    gc.disable()  # as while the automation role builds a piece of its index
+    try:
+        gc_policy.settle()
+    finally:
+        gc.enable()
+    assert garbage() is not None  # frozen, not walked
+    assert gc.get_freeze_count() > 0
+
+
 def test_tune_raises_the_young_threshold_for_every_role(restored_collector: None) -> None:
     gc_policy.tune()
     assert gc.get_threshold() == (gc_policy.YOUNG_THRESHOLD, *gc_policy.OLDER_THRESHOLDS)

@@ -23,9 +23,10 @@ from automation.stats import api as stats_api
 from automation.stats.follower import StatsFollower
 from automation.stores.postgres import PgStore
 from automation.tools.simulation_pool import SimulationPool
+from engine import gc_policy
 from engine.database import Database
 from engine.errors import ConfigError
-from engine.http import gc_policy, privacy_routes, segment_routes
+from engine.http import privacy_routes, segment_routes
 from engine.http.access_log import AccessLog
 from engine.http.app import FastPaths, build_app
 from engine.http.auth import Authenticator
@@ -174,7 +175,10 @@ class HttpRole:
                                                      http.max_connections_per_client),
                                  keep_alive_timeout=http.keep_alive_timeout)
         await self.writer.start()
-        gc_policy.settle()  # what start-up built lives as long as the process (before serving)
+        # what start-up built lives as long as the process: out of the collector's way before
+        # the first request (herald run settles again once every role has started)
+        gc_policy.tune()
+        gc_policy.settle()
         await self.server.start()
         log.info("http listening", extra={"address": f"{self.settings.http.listen.host}:"
                                                      f"{self.server.port}"})

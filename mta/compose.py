@@ -97,16 +97,25 @@ def _extra_headers(value: Any) -> list[tuple[str, str]]:
     for name, text in value.items():
         if not isinstance(text, str):
             raise _field("must be a string", f"headers.{name}")
-        if name.lower() in RESERVED_HEADERS:
-            raise _field("is set by Herald and cannot be given here", f"headers.{name}")
-        if _receiver_header(name):
-            raise _field("only a receiving system may add it", f"headers.{name}")
+        refused = _refused_name(name)
+        if refused is not None:
+            raise _field(refused, f"headers.{name}")
         try:
             check_header_value(name, text)
         except HeaderError as exc:
             raise _field(str(exc), f"headers.{name}") from None
         headers.append((name, text))
     return headers
+
+
+@functools.lru_cache(maxsize=256)  # a few names (List-Unsubscribe, ...) in every message
+def _refused_name(name: str) -> str | None:
+    """Why a header of this name may not be given, or None."""
+    if name.lower() in RESERVED_HEADERS:
+        return "is set by Herald and cannot be given here"
+    if _receiver_header(name):
+        return "only a receiving system may add it"
+    return None
 
 
 def parse_tags(value: Any) -> list[str]:

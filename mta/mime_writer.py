@@ -166,18 +166,26 @@ def _soft_breaks(lines: list[bytes]) -> None:
 
 
 _dates: tuple[datetime, str] | None = None
+# The last datetime asked for and its value (datetimes are immutable: the same object, the same
+# text).
+_last_date: tuple[datetime | None, str] = (None, "")
 
 
 def date_value(now: datetime) -> str:
     """The Date header's value for ``now`` (``email.utils.format_datetime``; the last one is
     kept, since many messages of the same second share it)."""
-    global _dates
+    global _dates, _last_date
+    last = _last_date
+    if last[0] is now:  # the very datetime again (a group's messages share their clock reading)
+        return last[1]
     second = now.replace(microsecond=0)
     cached = _dates
     if cached is not None and cached[0] == second and cached[0].tzinfo is second.tzinfo:
-        return cached[1]
-    text = format_datetime(second)
-    _dates = (second, text)
+        text = cached[1]
+    else:
+        text = format_datetime(second)
+        _dates = (second, text)
+    _last_date = (now, text)
     return text
 
 

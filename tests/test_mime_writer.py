@@ -9,6 +9,7 @@ import base64
 import binascii
 import email
 import email.policy
+import email.utils
 import hmac
 import random
 import uuid
@@ -236,6 +237,14 @@ def test_date_header_follows_the_second() -> None:
     assert mime_writer.date_value(NOW.replace(second=6)) == "Sun, 01 Mar 2026 12:30:06 +0000"
 
 
+def test_date_header_of_the_same_datetime_again_and_of_others_between() -> None:
+    # the last datetime asked for is answered from memory; any other is formatted as before
+    later = NOW.replace(minute=31)
+    for when in (NOW, NOW, later, later, NOW, later.replace(microsecond=5), NOW):
+        assert mime_writer.date_value(when) == email.utils.format_datetime(
+            when.replace(microsecond=0))
+
+
 @given(st.binary(max_size=80))
 def test_base32_is_the_standard_spelling(data: bytes) -> None:
     assert b32_lower(data) == base64.b32encode(data).decode().rstrip("=").lower()
@@ -273,3 +282,16 @@ def test_parsed_addresses_are_shared_and_errors_are_not_cached() -> None:
 def test_a_send_message_id_is_the_uuid5_of_its_run_and_step(run_id: int, step_id: str) -> None:
     namespace = uuid.UUID("6f1d2a8e-52c4-4d0b-9a57-8d0f6d1b7c11")
     assert send_message_id(run_id, step_id) == uuid.uuid5(namespace, f"run:{run_id}:{step_id}")
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("Message-ID", "is set by Herald and cannot be given here"),
+    ("Authentication-Results", "only a receiving system may add it"),
+    ("ARC-Seal", "only a receiving system may add it")])
+def test_refused_header_names_are_refused_every_time(name: str, reason: str) -> None:
+    # the judgement of a name is remembered; asking again refuses it the same way
+    for _ in range(2):
+        with pytest.raises(compose_module.InvalidMessage) as caught:
+            compose_module._extra_headers({"X-Fine": "yes", name: "value"})
+        assert str(caught.value) == f"headers.{name}: {reason}"
+    assert compose_module._extra_headers({"X-Fine": "yes"}) == [("X-Fine", "yes")]

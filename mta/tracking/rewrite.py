@@ -99,9 +99,7 @@ def rewrite_links(document: str, click: Callable[[int], str], pixel: str | None,
     that spells one out is judged without being remembered (its link is one message's own,
     an unsubscribe link, so remembering it would only push the template's links out)."""
     links: list[str] = []
-    # text that every own link spells out: one substring test per tag (empty: none); the
-    # common prefix of the strings, character by character, is what is meant here
-    hint = os.path.commonprefix(own) if own else ""  # noqa: RUF071
+    hint = _common_prefix(own)
 
     def tag(match: re.Match[str]) -> str:
         text = match.group(0)
@@ -130,6 +128,13 @@ def rewrite_links(document: str, click: Callable[[int], str], pixel: str | None,
         else:
             rewritten += image
     return TrackedHtml(rewritten, tuple(links))
+
+
+@functools.lru_cache(maxsize=16)  # the same few prefixes for every message
+def _common_prefix(own: tuple[str, ...]) -> str:
+    """Text that every own link spells out: one substring test per tag (empty: none); the
+    common prefix of the strings, character by character, is what is meant here."""
+    return os.path.commonprefix(own) if own else ""  # noqa: RUF071
 
 
 def track_html(document: str, public_url: str, keys: LinkKeys,

@@ -30,7 +30,9 @@ MAX_COLUMNS = 78  # compat32's folding width (RFC 5322 2.1.1's recommendation)
 _WIRE = email.policy.compat32.clone(linesep="\r\n", max_line_length=MAX_COLUMNS)
 # Printable ASCII words separated by single spaces: the values :func:`_fold_plain` folds.
 _PLAIN = re.compile(r"[!-~]+(?: [!-~]+)*\Z")
-_SPLIT_CHARS = ";, "  # compat32's preference order for folding points (tabs never occur here)
+# compat32's preference order for folding points: after ';', after ',', then at a space (tabs
+# never occur here)
+_SPLIT_AFTER = ";,"
 _BOUNDARY_DIGITS = len(repr(sys.maxsize - 1))
 _QP_LINE = 76  # RFC 2045 6.7: encoded lines of at most 76 characters
 _EQUALS = ord("=")
@@ -58,42 +60,45 @@ def _fold_plain(name: str, value: str) -> str:
     a first word too long for the line after the field name starts on the next line)."""
     if len(name) + 2 + len(value) <= MAX_COLUMNS:
         return f"{name}: {value}\r\n"
-    words = value.split(" ")
     lines: list[str] = []
-    line: list[tuple[str, str]] = []  # (folding white space, word)
+    # the line's pieces: each word with the folding white space before it (the value's first
+    # word has none); words are never empty (single spaces between printable words)
+    line: list[str] = []
     initial = len(name) + 2  # the field name and ": " on the first line
     length = initial
-    for index, word in enumerate(words):
-        space = " " if index else ""
-        line.append((space, word))
-        length += len(space) + len(word)
+    space = ""
+    for word in value.split(" "):
+        piece = space + word
+        space = " "
+        line.append(piece)
+        length += len(piece)
         if length <= MAX_COLUMNS:
             continue
         split = _split_point(line)
         if split is None:  # one word on the line: it stays over long
             if initial:  # the field name alone on the first line, the word on the next
                 line.pop()
-                lines.append("".join(s + w for s, w in line))
-                line, initial = [(space or " ", word)], 0
-                length = len(space or " ") + len(word)
+                lines.append("".join(line))
+                piece = " " + word
+                line, initial = [piece], 0
+                length = len(piece)
             continue
-        lines.append("".join(s + w for s, w in line[:split]))
+        lines.append("".join(line[:split]))
         line, initial = line[split:], 0
-        length = sum(len(s) + len(w) for s, w in line)
+        length = sum(map(len, line))
     if line or initial:
-        lines.append("".join(s + w for s, w in line))
+        lines.append("".join(line))
     return f"{name}: " + "\r\n".join(lines) + "\r\n"
 
 
-def _split_point(line: list[tuple[str, str]]) -> int | None:
-    for char in _SPLIT_CHARS:
+def _split_point(line: list[str]) -> int | None:
+    """Where compat32 splits an over-long line: after the last piece ending in ';', else ',',
+    else before the last piece (every piece but the first follows a space); None for one."""
+    for char in _SPLIT_AFTER:
         for index in range(len(line) - 1, 0, -1):
-            if char == " ":
-                if line[index][0] == " ":
-                    return index
-            elif line[index - 1][1].endswith(char):
+            if line[index - 1].endswith(char):
                 return index
-    return None
+    return len(line) - 1 if len(line) > 1 else None
 
 
 def quoted_printable(text: str) -> bytes:

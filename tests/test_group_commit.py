@@ -129,6 +129,28 @@ async def test_without_min_batch_a_free_connection_takes_all_that_waits(
     assert len(set(txids)) == 1
 
 
+async def test_a_caller_cancelled_while_its_group_runs_leaves_the_group_whole(
+        database: Database) -> None:
+    await make_table(database)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held(connection: Any, names: Sequence[str]) -> list[int]:
+        entered.set()
+        await release.wait()
+        return await insert_all(connection, names)
+
+    commits: GroupCommit[str, int] = GroupCommit(database, held, connections=1, max_batch=10)
+    tasks = [asyncio.create_task(commits.run(name)) for name in ("a", "b", "c")]
+    await entered.wait()  # the three are in one group, its transaction open
+    tasks[1].cancel()
+    release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[1], asyncio.CancelledError)
+    # the cancelled caller's transition was handled with its group all the same
+    assert await rows(database) == {"a": results[0], "b": results[0], "c": results[2]}
+    assert commits.committed == 3 and commits.commits == 1
+
+
 def test_bounds_are_checked() -> None:
     with pytest.raises(ValueError):
         GroupCommit(None, insert_all, connections=0)  # type: ignore[arg-type]

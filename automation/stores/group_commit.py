@@ -90,7 +90,10 @@ class GroupCommit(Generic[T, R]):
             task = asyncio.create_task(self._work())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(future)
+        # Not shielded: a caller cancelled meanwhile cancels its own future, which the group
+        # then leaves alone (it sets only futures not done); its transition is handled all the
+        # same, as a shielded one was.
+        return await future
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
         batch = self._take_up_to(self.cap)

@@ -203,3 +203,26 @@ def test_templates_using_heralds_own_filters_are_analysed_with_them() -> None:
     assert needs.template_reads("price") is False
     assert needs.template_reads("price-recs") is True
     assert needs.template_reads("missing") is True
+
+
+def test_webhook_bodies_are_analysed_like_templates() -> None:
+    """A webhook body's strings are templates of the same environment: one using Herald's
+    filters and no recommendations skips the read; one naming them, directly or through a
+    partial it includes, reads them."""
+    templates = TemplateSet.from_sources({
+        **TEMPLATES, "_partials/recs.txt": "{{ recommendations | length }}"})
+
+    def webhook(name: str, body: str) -> Any:
+        return parse_workflow(
+            "trigger: {type: event, event: signed_up}\n"
+            f"steps:\n  - id: call\n    webhook:\n      url: https://hooks.example.com/x\n"
+            f"      body: {body}\n", name, templates, default_name=name)
+
+    plain = webhook("plain-hook", "{total: \"{{ contact.id }} {{ 12 | money('EUR') }}\"}")
+    direct = webhook("direct-hook", "{items: \"{{ recommendations | length }}\"}")
+    partial = webhook("partial-hook", "{items: \"{% include '_partials/recs.txt' %}\"}")
+    workflows = Catalog([plain, direct, partial], templates)
+    needs = EventNeeds(templates)
+    assert not needs.needed(compile_program(workflows.current["plain-hook"]), 0, entering=True)
+    assert needs.needed(compile_program(workflows.current["direct-hook"]), 0, entering=True)
+    assert needs.needed(compile_program(workflows.current["partial-hook"]), 0, entering=True)

@@ -80,7 +80,7 @@ class EventNeeds:
         if isinstance(instruction, p.CallWebhook):
             body = instruction.step.body
             return body is not None and any(
-                _source_reads(text) for text in _string_leaves(body.source))
+                self._source_reads(text) for text in _string_leaves(body.source))
         return False
 
     @staticmethod
@@ -118,42 +118,42 @@ class EventNeeds:
             self._templates[name] = known
         return known
 
-    def _files_read(self, files: list[str]) -> bool:
+    def _files_read(self, files: list[str | None]) -> bool:
+        """Any of the template files (or a file they reach) names ``recommendations``; None
+        is a name computed at render time, which could be anything."""
         sources = self.templates.sources
         seen: set[str] = set()
         while files:
             name = files.pop()
+            if name is None:
+                return True
             if name in seen:
                 continue
             seen.add(name)
             source = sources.get(name)
-            if source is None:
+            if source is None or self._names_recommendations(source, files):
                 return True
-            try:
-                tree = self.templates.environment.parse(source)
-                if RECOMMENDATIONS in meta.find_undeclared_variables(tree):
-                    return True
-            except jinja2.TemplateError:  # not parsed or not analysed: may read
-                return True
-            for reference in meta.find_referenced_templates(tree):
-                if reference is None:  # a computed name: could be anything
-                    return True
-                files.append(reference)
         return False
 
+    def _source_reads(self, text: str) -> bool:
+        """A webhook body's string leaf (a template compiled in the same environment)."""
+        if "{" not in text:
+            return False
+        references: list[str | None] = []
+        return self._names_recommendations(text, references) or self._files_read(references)
 
-_ENV = jinja2.Environment(autoescape=False)  # parsing only: the syntax of templates.py's
-
-
-def _source_reads(text: str) -> bool:
-    if "{" not in text:
+    def _names_recommendations(self, source: str, references: list[str | None]) -> bool:
+        """The source names ``recommendations``, or cannot be analysed; otherwise the names
+        of the templates it extends, includes or imports are added to ``references``. Parsed
+        in the environment the templates were compiled in (its filters and tests known)."""
+        try:
+            tree = self.templates.environment.parse(source)
+            if RECOMMENDATIONS in meta.find_undeclared_variables(tree):
+                return True
+        except jinja2.TemplateError:  # not parsed or not analysed: may read
+            return True
+        references.extend(meta.find_referenced_templates(tree))
         return False
-    try:
-        tree = _ENV.parse(text)
-        return RECOMMENDATIONS in meta.find_undeclared_variables(tree) or any(
-            True for _ in meta.find_referenced_templates(tree))
-    except jinja2.TemplateError:  # not parsed or not analysed (an unknown filter): may read
-        return True
 
 
 def _string_leaves(value: Any) -> Iterator[str]:

@@ -46,12 +46,12 @@ import uvloop
 
 from automation.content.templates import TemplateSet
 from automation.index.trigger_index import Fire, IndexEvent, TriggerIndex
-from automation.live import gc_policy
 from automation.loading.catalog import Catalog
 from automation.loading.loader import load_workflows
 from automation.runtime.core import AutomationCore
 from automation.runtime.runs import Resume, Run
 from bench.herald_process import HeraldProcess
+from engine import gc_policy
 from engine.database import connect_one
 from engine.eventlog import LogEvent, append_events
 

@@ -42,13 +42,13 @@ import orjson
 from automation.content.link_policy import normalize_domains
 from automation.content.links import list_unsubscribe, send_message_id, unsubscribe_url
 from automation.content.recommend import engagement, recommend
-from automation.live import gc_policy
 from automation.loading.catalog import Catalog
 from automation.runtime.interpreter import Policy, RunInputs, interpret
 from automation.runtime.runs import Run
 from automation.stores.memory import reentry_key_text
 from automation.stores.transitions import log_row
 from bench.args import OneLineParser, positive_int
+from engine import gc_policy
 from engine.link_keys import LinkKeys
 from engine.privacy.consent_tokens import confirm_url
 from mta.compose import compose

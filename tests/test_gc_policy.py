@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from automation.live import gc_policy as automation_gc_policy
 from engine import gc_policy
 
 
@@ -55,4 +54,3 @@ def test_settle_collects_nothing_while_the_collector_is_off(restored_collector: 
 def test_tune_raises_the_young_threshold_for_every_role(restored_collector: None) -> None:
     gc_policy.tune()
     assert gc.get_threshold() == (gc_policy.YOUNG_THRESHOLD, *gc_policy.OLDER_THRESHOLDS)
-    assert automation_gc_policy.tune is gc_policy.tune

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from automation.index.trigger_index import IndexEvent, TriggerIndex
-from automation.live import gc_policy, quarantine
+from automation.live import quarantine
 from automation.live.snapshots import restore_index, serialise_index
 from automation.loading.catalog import Catalog
 from automation.metrics import (
@@ -34,12 +34,12 @@ from automation.metrics import (
 from automation.runtime.core import AutomationCore
 from automation.settings import AutomationSettings
 from automation.stores.postgres import PgStore
+from engine import gc_policy
 from engine.database import Database, connect_one
 from engine.db_errors import database_errors
 from engine.errors import DatabaseError
 from engine.eventlog import EVENTS_CHANNEL
 from engine.eventlog_reader import LogCursor, LoggedEvent, head, read_after
-from engine.privacy.forgetting import forget_personal_data
 from engine.privacy.service import ERASED_CHANNEL
 
 log = logging.getLogger("herald.automation.service")
@@ -199,7 +199,8 @@ class AutomationService:
         await self._save_snapshot()
 
     def _on_erased(self, *args: Any) -> None:
-        forget_personal_data()  # the in-process caches keep no copy of an erased contact
+        # (the process's caches of personal data are emptied by herald run's erasure listener,
+        # engine.privacy.erasure_listener)
         if len(self._erased) < MAX_ERASED:
             self._erased.add(str(args[3]))  # (connection, pid, channel, payload)
         self._wake.set()

@@ -187,25 +187,22 @@ def test_a_remembered_tag_gives_each_message_its_own_tokens_and_is_forgotten() -
     assert _link_of.cache_info().currsize == 0
 
 
-def test_own_links_are_judged_as_the_skip_test_judges_them_and_not_remembered() -> None:
+def test_own_links_stay_as_they_are_and_are_not_remembered() -> None:
     """A tag spelling out an own link is left alone without being remembered (one per
-    message); a tag that only mentions it elsewhere, or spells it with entities, is judged as
-    before by the skip test."""
+    message); a tag that only mentions it elsewhere is tracked, and one that spells it with
+    entities is left alone too, after the usual (remembered) parse."""
     own = (f"{PUBLIC}/v1/unsubscribe/", f"{PUBLIC}/t/c/", f"{PUBLIC}/t/o/")
     document = (f'<a href="{PUBLIC}/v1/unsubscribe/k1.per-message">u</a>'
                 f'<a title="{PUBLIC}/t/c/" href="https://shop.test/z">mentions it</a>'
                 f'<a href="https&#58;//mail.shop.test/v1/unsubscribe/k1.x">entity</a>'
                 f'<a href=" {PUBLIC}/t/o/k1.y ">spaces</a>')
-
-    def skip(url: str) -> bool:
-        return url.startswith(own)
-
     forget_cached_links()
-    with_own = rewrite_links(document, lambda p: f"https://t/{p}", None, skip, own)
+    with_own = rewrite_links(document, lambda p: f"https://t/{p}", None, own)
     assert with_own.links == ("https://shop.test/z",)
     assert _link_of.cache_info().currsize == 2  # the mention and the entity spelling
-    forget_cached_links()
-    assert with_own == rewrite_links(document, lambda p: f"https://t/{p}", None, skip)
+    assert with_own.html == document.replace('href="https://shop.test/z"', 'href="https://t/0"')
+    without_own = rewrite_links(document, lambda p: f"https://t/{p}", None)
+    assert len(without_own.links) == 4  # the same tags, with no own prefixes: all tracked
 
 
 # --- machine classifier -------------------------------------------------------------------

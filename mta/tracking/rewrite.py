@@ -92,12 +92,12 @@ def _href_of(text: str) -> tuple[str, str, str] | None:
 
 
 def rewrite_links(document: str, click: Callable[[int], str], pixel: str | None,
-                  skip: Callable[[str], bool] = lambda _url: False,
                   own: tuple[str, ...] = ()) -> TrackedHtml:
     """``click(position)`` gives the tracking URL of a link; ``pixel`` the open pixel's URL
-    (None: no pixel). ``own``: URL prefixes that ``skip`` rejects (Herald's own links): a tag
-    that spells one out is judged without being remembered (its link is one message's own,
-    an unsubscribe link, so remembering it would only push the template's links out)."""
+    (None: no pixel). Links starting with one of the ``own`` prefixes (Herald's own links)
+    stay as they are; a tag that spells one out is judged without being remembered (its link
+    is one message's own, an unsubscribe link, so remembering it would only push the
+    template's links out)."""
     links: list[str] = []
     hint = _common_prefix(own)
 
@@ -110,7 +110,7 @@ def rewrite_links(document: str, click: Callable[[int], str], pixel: str | None,
             if href is None or href[1].startswith(own):
                 return text
         link = _link_of(text)
-        if link is None or skip(link[1]):
+        if link is None or link[1].startswith(own):  # (an own link spelled with entities)
             return text
         before, url, after = link
         replacement = f'href="{html_text.escape(click(len(links)), quote=True)}"'
@@ -142,7 +142,7 @@ def track_html(document: str, public_url: str, keys: LinkKeys,
     """Herald's own links (unsubscribe, tracking) under ``public_url`` stay as they are."""
     base, own = _own_links(public_url)
     return rewrite_links(document, lambda position: click_url(base, keys, message_id, position),
-                         open_url(base, keys, message_id), lambda url: url.startswith(own), own)
+                         open_url(base, keys, message_id), own)
 
 
 @functools.lru_cache(maxsize=16)

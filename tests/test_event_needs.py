@@ -23,6 +23,7 @@ from automation.settings import AutomationSettings
 from automation.stores.event_needs import EventNeeds
 from automation.stores.group_sql import RECENT_EVENTS
 from automation.stores.postgres import PgStore
+from automation.stores.run_inputs import RunInputsReader
 from engine.database import Database
 from engine.eventlog import LogEvent, append_events
 from mta.queue.enqueue import SuppressionsRead
@@ -86,13 +87,23 @@ class Recorded:
         return getattr(self._connection, name)
 
 
-class RecordingStore(PgStore):
+class RecordingReader(RunInputsReader):
+    """The store's inputs reader, its recent-events reads recorded."""
+
     reads: list[list[str]]
 
-    async def _inputs_all(self, connection: asyncpg.Connection,
-                          runs: list[tuple[Run, datetime, bool]]
-                          ) -> tuple[list[RunInputs], SuppressionsRead]:
-        return await super()._inputs_all(Recorded(connection, self.reads), runs)  # type: ignore[arg-type]
+    async def read(self, connection: asyncpg.Connection,
+                   runs: list[tuple[Run, datetime, bool]]
+                   ) -> tuple[list[RunInputs], SuppressionsRead]:
+        return await super().read(Recorded(connection, self.reads), runs)  # type: ignore[arg-type]
+
+
+class RecordingStore(PgStore):
+    inputs: RecordingReader
+
+    @property
+    def reads(self) -> list[list[str]]:
+        return self.inputs.reads
 
 
 async def make_store(database: Database, workflows: Catalog) -> RecordingStore:
@@ -104,7 +115,8 @@ async def make_store(database: Database, workflows: Catalog) -> RecordingStore:
     identity = await identity_for(database, mta_settings())
     store = RecordingStore(database, workflows, policy, settings, identity, TEST_LINK_KEYS,
                            PUBLIC_URL, track=False)
-    store.reads = []
+    store.inputs = RecordingReader(settings, TEST_LINK_KEYS, PUBLIC_URL)
+    store.inputs.reads = []
     return store
 
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
-from automation.content.links import list_unsubscribe, send_message_id, unsubscribe_url
-from automation.content.recommend import engagement, recommend
+from automation.content.links import list_unsubscribe, send_message_id
 from automation.index.trigger_index import Fire
 from automation.live.webhooks import queue_webhooks
 from automation.loading.catalog import Catalog
@@ -34,16 +33,15 @@ from automation.settings import AutomationSettings
 from automation.stores.event_needs import EventNeeds
 from automation.stores.group_commit import GroupCommit
 from automation.stores.group_sql import (
-    CONTACTS,
     EXIT_RUNS,
     INSERT_RUNS,
     NEW_RUN_IDS,
-    RECENT_EVENTS,
     REENTRY,
     RUN_COLUMNS,
     SAVE_RUNS,
 )
 from automation.stores.memory import reentry_key_text
+from automation.stores.run_inputs import RunInputsReader
 from automation.stores.transitions import (
     AdvanceRun,
     ExitRun,
@@ -60,7 +58,6 @@ from engine.eventlog_reader import LoggedEvent
 from engine.link_keys import LinkKeys
 from engine.privacy.consent import EVENT_STATES, consent_from_event
 from engine.privacy.consent_store import apply_consent
-from engine.privacy.consent_tokens import confirm_url
 from mta.compose import compose
 from mta.errors import InvalidMessage
 from mta.queue.enqueue import (
@@ -70,7 +67,6 @@ from mta.queue.enqueue import (
     enqueue_many,
 )
 from mta.suppression import store as suppressions
-from mta.suppression.addresses import normalise_lenient
 from mta.suppression.rules import from_event
 from mta.tracking.rewrite import track_html
 
@@ -106,6 +102,7 @@ class PgStore:
         self.track = track
         self.sent = 0
         self.event_needs = EventNeeds(policy.templates)
+        self.inputs = RunInputsReader(settings, links, public_url)
         self.commits: GroupCommit[Transition, Run | None] = GroupCommit(
             database, self._transitions, key=transition_key,
             connections=settings.commit_connections, max_batch=settings.commit_batch,
@@ -281,7 +278,7 @@ class PgStore:
             programs.append(await self._program(connection, run))
         ready = [(entry, program) for entry, program in zip(moving, programs, strict=True)
                  if program is not None]
-        inputs, found = await self._inputs_all(connection, [
+        inputs, found = await self.inputs.read(connection, [
             (run, now, self.event_needs.needed(program, run.pc, entering=run.id in started))
             for (run, _, now), (_, program) in ready])
         outcomes: list[RunOutcome] = []
@@ -313,58 +310,6 @@ class PgStore:
             run.state, run.exit_reason = "exited", "workflow version not found"
             return None
         return self.catalog.add_version(run.workflow, run.version, source)
-
-    async def _inputs_all(self, connection: asyncpg.Connection,
-                          runs: list[tuple[Run, datetime, bool]]
-                          ) -> tuple[list[RunInputs], SuppressionsRead]:
-        """What the runs' steps read, with one statement each for contacts, events and
-        suppressions (the entries found, by normalised address, are returned too). The
-        recent events are read only for the runs whose flag says their next steps read them
-        (:mod:`automation.stores.event_needs`); the others get none."""
-        if not runs:
-            return [], SuppressionsRead(frozenset(), {})
-        contact_ids = [run.contact_id for run, _, _ in runs]
-        window = timedelta(seconds=self.settings.frequency_window)
-        contacts = {row["n"]: row for row in await connection.fetch(
-            CONTACTS, contact_ids, [now - window for _, now, _ in runs])}
-        events: dict[int, list[asyncpg.Record]] = {}
-        reading = [n for n, (_, _, needed) in enumerate(runs, start=1) if needed]
-        if reading:
-            for row in await connection.fetch(
-                    RECENT_EVENTS, [runs[n - 1][0].contact_id for n in reading],
-                    [runs[n - 1][0].entered_at for n in reading]):
-                events.setdefault(reading[row["n"] - 1], []).append(row)
-        emails = {n: normalise_lenient(row["email"]) for n, row in contacts.items()
-                  if row["email"]}
-        found = await suppressions.lookup(connection, emails.values()) if emails else {}
-        return [self._run_inputs(run, now, contacts.get(n), events.get(n, []),
-                                 tuple(found.get(emails[n], ())) if n in emails else ())
-                for n, (run, now, _) in enumerate(runs, start=1)], SuppressionsRead(
-                    frozenset(emails.values()), found)
-
-    def _run_inputs(self, run: Run, now: datetime, contact: asyncpg.Record | None,
-                    rows: list[asyncpg.Record], entries: tuple[tuple[str, str], ...]
-                    ) -> RunInputs:
-        since = [(r["type"], r["properties"]) for r in reversed(rows)
-                 if r["occurred_at"] >= run.entered_at]
-        views = [r["properties"] for r in rows if r["type"] == "product_viewed"][:50]
-        opened, clicked = engagement(since, run.workflow, run.id)
-        opened_all, clicked_all = engagement(since, run.workflow, run.id, include_machine=True)
-        email = contact["email"] if contact else None
-        public_url, links, run_id = self.public_url, self.links, run.id
-        consent_link = confirm_url(public_url, links, run.contact_id, now) if public_url else ""
-
-        def link(step_id: str) -> str:
-            return unsubscribe_url(public_url, links, send_message_id(run_id, step_id)) \
-                if public_url else ""
-
-        return RunInputs(
-            email, dict(contact["attributes"]) if contact else {},
-            contact["timezone"] if contact else None, entries if email else (),
-            int(contact["recent"]) if contact else 0, opened, clicked, since,
-            recommend(views, run.trigger_properties, self.settings.recommendations), link,
-            opened_all, clicked_all, contact["consent_state"] if contact else None,
-            consent_link)
 
     async def _apply(self, connection: asyncpg.Connection, run: Run, inputs: RunInputs,
                      effects: Effects, now: datetime) -> RunOutcome:

@@ -41,7 +41,11 @@ class ErasureListener:
         keeps trying in the background after that)."""
         self._task = asyncio.create_task(self._run(), name="erasure-listener")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            await asyncio.wait_for(self.listening(), timeout)
+
+    async def listening(self) -> None:
+        """Returns once the listener is connected and LISTENing."""
+        await self._connected.wait()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -42,6 +42,10 @@ INTAKE_BATCH_EVENTS = Histogram(
     "herald_intake_batch_events", "Events per group commit", registry=REGISTRY,
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
 )
+INTAKE_CLAIM_FALLBACKS = Counter(
+    "herald_intake_claim_fallbacks", "Large batches written again with per-id claims because "
+    "an id was already stored", registry=REGISTRY,
+)
 INTAKE_QUEUE_EVENTS = Gauge(
     "herald_intake_queue_events", "Events waiting for the intake writer", registry=REGISTRY
 )

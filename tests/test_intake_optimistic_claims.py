@@ -1,0 +1,134 @@
+"""A large plain batch claims its ids optimistically (engine.intake.batch_write's
+OPTIMISTIC_PLAIN): a batch repeating stored ids falls back to per-id claims with the right
+counts, two concurrent batches sharing ids store each id once without deadlocking, and a
+refused batch that fell back leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.config import IntakeSettings
+from engine.database import Database, connect_one
+from engine.intake.batch_write import PLAIN_MAX_EVENTS
+from engine.intake.validation import EventIn
+from engine.intake.writer import EventsRejected, EventWriter, StoreResult
+from engine.metrics import INTAKE_CLAIM_FALLBACKS
+
+SIZE = PLAIN_MAX_EVENTS + 8  # the COPY path
+
+
+def batch(ids: list[str], contacts: list[str], poison_at: int | None = None) -> list[EventIn]:
+    return [EventIn("t", contacts[i % len(contacts)], None,
+                    {"text": "a\x00b"} if i == poison_at else {"i": i},
+                    datetime.now(UTC), event_id) for i, event_id in enumerate(ids)]
+
+
+def fallbacks() -> float:
+    return INTAKE_CLAIM_FALLBACKS._value.get()  # type: ignore[attr-defined]
+
+
+async def stored_ids(database: Database) -> tuple[list[Any], list[Any]]:
+    """Every stored event's id (with repeats, if any) and every claimed id."""
+    async with database.connection() as connection:
+        events = await connection.fetchval(
+            "SELECT coalesce(array_agg(event_id ORDER BY event_id), '{}') FROM events")
+        ids = await connection.fetchval(
+            "SELECT coalesce(array_agg(event_id ORDER BY event_id), '{}') FROM event_ids")
+    return events, ids
+
+
+async def test_a_batch_repeating_stored_ids_falls_back_and_counts_them(
+        database: Database) -> None:
+    first = [f"a{i:04}" for i in range(SIZE)]
+    # Half of it again, interleaved with new ids (and one repeated within the batch).
+    second = [f"a{i:04}" if i % 2 else f"b{i:04}" for i in range(SIZE)]
+    second[-1] = second[-3]  # "b...": repeated earlier in the same batch
+    writer = EventWriter(database, IntakeSettings(commit_max_wait=0.0))
+    await writer.start()
+    try:
+        before = fallbacks()
+        assert await writer.store(batch(first, ["c0", "c1"])) == StoreResult(SIZE, 0)
+        assert fallbacks() == before  # no repeat: the optimistic claim stood
+        new = {i for i in second if i.startswith("b")}
+        result = await writer.store(batch(second, ["c1", "c2"]))
+        assert result == StoreResult(len(new), SIZE - len(new))
+        assert fallbacks() == before + 1
+        # Entirely repeated: every event a duplicate.
+        assert await writer.store(batch(first, ["c0"])) == StoreResult(0, SIZE)
+        assert fallbacks() == before + 2
+    finally:
+        await writer.stop()
+    events, ids = await stored_ids(database)
+    assert events == ids == sorted(set(first) | new)
+    async with database.connection() as connection:
+        contacts = await connection.fetchval(
+            "SELECT array_agg(contact_id ORDER BY contact_id) FROM contacts")
+    assert contacts == ["c0", "c1", "c2"]
+
+
+async def test_concurrent_batches_sharing_ids_store_each_once_without_deadlock(
+        database: Database, database_url: str) -> None:
+    shared = [f"s{i:04}" for i in range(SIZE // 2)]
+    first = shared + [f"x{i:04}" for i in range(SIZE - len(shared))]
+    second = shared + [f"y{i:04}" for i in range(SIZE - len(shared))]
+    contacts = ["c0", "c1", "c2"]  # new contacts, shared too
+    writers = [EventWriter(database, IntakeSettings(commit_max_wait=0.0)) for _ in range(2)]
+    for writer in writers:
+        await writer.start()
+    # Another session holds the first shared id, uncommitted: whichever batch reaches its ids
+    # first waits on it, the other on the first's contacts. Both are in flight at once.
+    blocker = await connect_one(database_url)
+    try:
+        before = fallbacks()
+        await blocker.execute("BEGIN")
+        await blocker.execute("INSERT INTO event_ids (event_id) VALUES ($1)", shared[0])
+        stores = [asyncio.create_task(writers[0].store(batch(first, contacts))),
+                  asyncio.create_task(writers[1].store(batch(second, contacts)))]
+        await wait_for_lock_waiters(blocker, 2)
+        await blocker.execute("ROLLBACK")
+        results = await asyncio.wait_for(asyncio.gather(*stores), 30)
+    finally:
+        await blocker.close()
+        for writer in writers:
+            await writer.stop()
+    assert sorted(results, key=lambda r: r.duplicates) == [
+        StoreResult(SIZE, 0), StoreResult(SIZE - len(shared), len(shared))]
+    assert fallbacks() == before + 1  # the later batch found the earlier's committed ids
+    events, ids = await stored_ids(database)
+    assert events == ids == sorted(set(first) | set(second))
+
+
+async def wait_for_lock_waiters(connection: Any, count: int) -> None:
+    """Until ``count`` other sessions of this database wait on a lock (bounded). The activity
+    view is read afresh each time (inside a transaction it is read once and kept)."""
+    async with asyncio.timeout(10):
+        while True:
+            await connection.execute("SELECT pg_stat_clear_snapshot()")
+            if await connection.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()") >= count:
+                return
+            await asyncio.sleep(0.01)
+
+
+async def test_a_refused_batch_that_fell_back_leaves_nothing_behind(
+        database: Database) -> None:
+    writer = EventWriter(database, IntakeSettings(commit_max_wait=0.0))
+    await writer.start()
+    try:
+        assert await writer.store(batch(["k"], ["kept"])) == StoreResult(1, 0)
+        before = fallbacks()
+        ids = ["k"] + [f"r{i:04}" for i in range(SIZE - 1)]
+        refused = writer.store(batch(ids, ["new0", "new1"], poison_at=SIZE - 1))
+        outcome = await asyncio.gather(refused, return_exceptions=True)
+        assert isinstance(outcome[0], EventsRejected) and outcome[0].index == SIZE - 1
+        assert fallbacks() > before  # the repeated "k" sent it down the claim path
+    finally:
+        await writer.stop()
+    events, stored = await stored_ids(database)
+    assert events == stored == ["k"]
+    async with database.connection() as connection:
+        contacts = await connection.fetchval("SELECT array_agg(contact_id) FROM contacts")
+    assert contacts == ["kept"]

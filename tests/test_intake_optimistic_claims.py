@@ -14,7 +14,7 @@ from engine.database import Database, connect_one
 from engine.intake.batch_write import PLAIN_MAX_EVENTS
 from engine.intake.validation import EventIn
 from engine.intake.writer import EventsRejected, EventWriter, StoreResult
-from engine.metrics import INTAKE_CLAIM_FALLBACKS
+from engine.metrics import REGISTRY
 
 SIZE = PLAIN_MAX_EVENTS + 8  # the COPY path
 
@@ -26,7 +26,7 @@ def batch(ids: list[str], contacts: list[str], poison_at: int | None = None) -> 
 
 
 def fallbacks() -> float:
-    return INTAKE_CLAIM_FALLBACKS._value.get()  # type: ignore[attr-defined]
+    return REGISTRY.get_sample_value("herald_intake_claim_fallbacks_total") or 0.0
 
 
 async def stored_ids(database: Database) -> tuple[list[Any], list[Any]]:

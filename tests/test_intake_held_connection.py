@@ -38,16 +38,14 @@ async def test_one_backend_serves_block_after_block_until_released(database: Dat
 async def test_a_plain_batch_leaves_synchronous_commit_on(database: Database) -> None:
     held = HeldConnection(database)
     events = [event("c1", "e1"), event("c2", "e2")]
-    answered: list[set[str]] = []
     try:
-        await write_plain(held, [RequestPart("api", events, [False, False])], events,
-                          answered.append)
+        stored = await write_plain(held, [RequestPart("api", events, [False, False])], events)
         async with held.connection() as connection:
             assert await connection.fetchval("SHOW synchronous_commit") == "on"
             assert await connection.fetchval("SELECT count(*) FROM events") == 2
     finally:
         await held.release()
-    assert answered == [{"e1", "e2"}]
+    assert stored == {"e1", "e2"}
 
 
 async def test_after_an_error_the_connection_is_reset_and_the_next_block_works(

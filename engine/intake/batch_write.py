@@ -4,25 +4,24 @@ for how batches are formed and answered).
 A plain batch (contacts named, no anonymous ids, joins or traits: the native API's events;
 fewer than :data:`PLAIN_MAX_EVENTS`) is one autocommitted statement, its contacts and its
 events together, durable before any 202 and atomic: a batch the database refuses leaves no
-contact behind. The NOTIFY for the log's followers comes after the answers. A larger plain
-batch is one transaction: its contacts and its ids in one statement (optimistically, with no
-per-id conflict handling: a batch repeating a stored id is rolled back and written again with
-per-id claims), then its events by COPY. Other batches run in one transaction (begun together
-with its NOTIFY), where anonymous ids are resolved and joins and traits applied.
+contact behind. The same statement queues the NOTIFY that wakes the log's followers
+(``pg_notify``, delivered when it commits). A larger plain batch is one transaction: its
+contacts and its ids in one statement (optimistically, with no per-id conflict handling: a
+batch repeating a stored id is rolled back and written again with per-id claims), then its
+events by COPY. Other batches run in one transaction (begun together with its NOTIFY), where
+anonymous ids are resolved and joins and traits applied.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import cast
 
 import asyncpg
 
 from engine.database import Database
-from engine.errors import DatabaseError
 from engine.eventlog import (
     COPY_MIN_ROWS,
     EVENTS_CHANNEL,
@@ -39,8 +38,6 @@ from engine.intake.known_contacts import BEGIN_SHARED, GENERATION, NEVER, KnownC
 from engine.intake.rows import RequestPart, batch_rows, email_owners
 from engine.intake.validation import EventIn
 from engine.metrics import INTAKE_CLAIM_FALLBACKS
-
-log = logging.getLogger("herald.intake")
 
 # New contacts only; existing rows are not locked, so concurrent batches do not contend.
 INSERT_CONTACTS = """
@@ -82,8 +79,9 @@ async def transaction_with_notify(database: Database, managed: bool
 # A plain batch's contacts, as CTEs of the statement that also claims its ids: $2 the contact
 # ids in sort order, $3 an email or null each; new contacts inserted, missing emails filled
 # (rows the insert makes have theirs). ``contacts_done`` gates the claims, so every statement
-# writes contacts before event ids (one order: concurrent batches cannot deadlock on them).
-def _contacts_ctes(contact_rows: str) -> str:
+# writes contacts before event ids (one order: concurrent batches cannot deadlock on them);
+# ``done_from``: a FROM clause for it (evaluated once: WRITE_PLAIN's NOTIFY).
+def _contacts_ctes(contact_rows: str, done_from: str = "") -> str:
     return f"""
     contact_rows AS ({contact_rows}
     ), inserted_contacts AS (
@@ -98,12 +96,13 @@ def _contacts_ctes(contact_rows: str) -> str:
         RETURNING 1
     ), contacts_done AS (
         SELECT (SELECT count(*) FROM inserted_contacts) + (SELECT count(*) FROM filled_emails)
-            AS n
+            AS n {done_from}
     )"""
 
 
 _PLAIN_CONTACTS = _contacts_ctes(
-    "SELECT * FROM unnest($2::text[], $3::text[]) AS u(contact_id, email)")
+    "SELECT * FROM unnest($2::text[], $3::text[]) AS u(contact_id, email)",
+    f"FROM pg_notify('{EVENTS_CHANNEL}', '')")
 # The large batches' contacts: $2 those to write (not known to exist, or with an address, which
 # may fill a missing one) and $3 an email or null each, $4 those known to exist (in sort
 # order, like $2) and $5 the generation that knowledge is from: the known ones are written
@@ -122,9 +121,10 @@ _KNOWN_CONTACT_ROWS = """
         ) AS u ORDER BY contact_id"""
 
 # A small plain batch in ONE statement, autocommitted (so atomic and durable before any 202):
-# its contacts, then the events of $1 exactly as engine.eventlog.INSERT_EVENTS stores them
-# (ids claimed in event_ids, repeats skipped). A batch the database refuses leaves nothing
-# behind, not even a contact.
+# its contacts and the NOTIFY (queued with them, delivered at commit: no second transaction
+# and round trip per batch), then the events of $1 exactly as engine.eventlog.INSERT_EVENTS
+# stores them (ids claimed in event_ids, repeats skipped). A batch the database refuses leaves
+# nothing behind, not even a contact, and wakes nobody.
 WRITE_PLAIN = insert_events_sql(f"{_PLAIN_CONTACTS},",
                                 "WHERE (SELECT n FROM contacts_done) >= 0")
 
@@ -190,27 +190,17 @@ def has_no_identity_work(events: list[EventIn], anonymous: list[str]) -> bool:
                                      for e in events)
 
 
-async def write_plain(database: Database, parts: list[RequestPart], events: list[EventIn],
-                      answer: Callable[[set[str]], None]) -> None:
-    """A plain batch in one autocommitted statement (:data:`WRITE_PLAIN`: its contacts and its
-    events, atomic). ``answer`` gets the stored ids at once, then the NOTIFY goes out on the
-    same connection, and only then is it reset and released (a round trip of its own)."""
-    answered = False
-    try:
-        async with database.connection() as connection:
-            email_owner = await email_owners(connection, events)
-            built = batch_rows(parts, email_owner, {}, set())
-            contact_ids = sorted(built.contacts)  # one lock order for every batch
-            inserted = await connection.fetch(WRITE_PLAIN, built.rows, contact_ids,
-                                              [built.contacts[c] for c in contact_ids])
-            answer({row["event_id"] for row in inserted if row["event_id"] is not None})
-            answered = True
-            await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
-    except DatabaseError:
-        if not answered:
-            raise
-        # Committed and answered: never written again. The followers also poll.
-        log.warning("a committed batch's NOTIFY or connection release failed", exc_info=True)
+async def write_plain(database: Database, parts: list[RequestPart], events: list[EventIn]
+                      ) -> set[str]:
+    """A plain batch in one autocommitted statement (:data:`WRITE_PLAIN`: its contacts, its
+    events and the NOTIFY, atomic). Returns the stored ids."""
+    async with database.connection() as connection:
+        email_owner = await email_owners(connection, events)
+        built = batch_rows(parts, email_owner, {}, set())
+        contact_ids = sorted(built.contacts)  # one lock order for every batch
+        inserted = await connection.fetch(WRITE_PLAIN, built.rows, contact_ids,
+                                          [built.contacts[c] for c in contact_ids])
+    return {row["event_id"] for row in inserted if row["event_id"] is not None}
 
 
 async def write_in_transaction(database: Database, parts: list[RequestPart],

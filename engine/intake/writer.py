@@ -6,7 +6,7 @@ durability costs one fsync per batch, not per request. A request's future resolv
 its events are committed. Idempotency keys already in the log (or earlier in the same batch) are
 counted as duplicates and not stored again.
 
-How a batch is written (a plain batch in two round trips, others in one transaction) is
+How a batch is written (a small plain batch in one statement, others in one transaction) is
 :mod:`engine.intake.batch_write`. Each writer task keeps its pooled connection from one batch to
 the next (:mod:`engine.intake.held_connection`: no release and reset round trip per batch).
 
@@ -309,16 +309,7 @@ class EventWriter:
         events = _events(batch)
         anonymous = anonymous_ids(events)
         if commit and is_plain(events, anonymous):
-            results: list[StoreResult] = []
-
-            def answer(stored_ids: set[str]) -> None:  # before the NOTIFY and the release
-                results.extend(self._results(batch, stored_ids))
-                for request, result in zip(batch, results, strict=True):
-                    if not request.future.done():
-                        request.future.set_result(result)
-
-            await write_plain(database, _parts(batch), events, answer)
-            return results
+            return self._results(batch, await write_plain(database, _parts(batch), events))
         stored_ids = await write_in_transaction(database, _parts(batch), events,
                                                 anonymous, commit, self._known_contacts)
         return self._results(batch, stored_ids)

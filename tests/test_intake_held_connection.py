@@ -1,6 +1,7 @@
 """A group-commit writer keeps its connection between batches: the same backend serves batch
 after batch, a batch leaves no setting behind on it, and after an error it goes back to the
-pool (reset) and the next block gets a clean one."""
+pool (reset) and the next block gets a clean one; while held it plans generically, and the
+pool's other users get the default back."""
 
 from __future__ import annotations
 
@@ -46,6 +47,23 @@ async def test_a_plain_batch_leaves_synchronous_commit_on(database: Database) ->
     finally:
         await held.release()
     assert stored == {"e1", "e2"}
+
+
+async def test_a_held_connection_plans_generically_and_the_pool_gets_the_default_back(
+        database_url: str) -> None:
+    database = await Database.connect(database_url, min_size=1, max_size=1)
+    held = HeldConnection(database)
+    try:
+        async with held.connection() as connection:
+            assert await connection.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+            pid = connection.get_server_pid()
+        await held.release()
+        async with database.connection() as connection:  # the pool's only connection
+            assert connection.get_server_pid() == pid
+            assert await connection.fetchval("SHOW plan_cache_mode") == "auto"
+    finally:
+        await held.release()
+        await database.close()
 
 
 async def test_after_an_error_the_connection_is_reset_and_the_next_block_works(

@@ -133,6 +133,22 @@ _KNOWN_CONTACT_ROWS = """
 WRITE_PLAIN = insert_events_sql(f"{_PLAIN_CONTACTS},",
                                 "WHERE (SELECT n FROM contacts_done) >= 0")
 
+
+def _claiming_statement(on_conflict: str, returning: str, result: str) -> str:
+    """A large plain batch's statement: the contacts (see _KNOWN_CONTACT_ROWS), then the ids
+    of $1 inserted in sort order (``on_conflict``, ``returning``), then ``result``."""
+    return f"""
+    WITH generation AS ({GENERATION}), {_contacts_ctes(_KNOWN_CONTACT_ROWS)}, claimed AS (
+        INSERT INTO event_ids (event_id)
+        SELECT id FROM json_array_elements_text($1::json) AS id
+        WHERE (SELECT n FROM contacts_done) >= 0
+        ORDER BY id
+        {on_conflict}
+        RETURNING {returning}
+    )
+    {result}"""
+
+
 # A large plain batch that repeats a stored id (see OPTIMISTIC_PLAIN, tried first), in one
 # transaction begun by BEGIN_SHARED (engine.intake.known_contacts):
 # this statement writes the contacts the process does not know to exist ($2, $3; those of $4
@@ -140,21 +156,12 @@ WRITE_PLAIN = insert_events_sql(f"{_PLAIN_CONTACTS},",
 # queues the NOTIFY (delivered at commit); then COPY of the rows whose ids it claimed
 # (engine.eventlog's copy_claimed). It returns the ids it did NOT claim (repeats of stored
 # ids: usually none, so no row per event) and one row with the generation it read.
-CLAIM_PLAIN = f"""
-    WITH generation AS ({GENERATION}), {_contacts_ctes(_KNOWN_CONTACT_ROWS)}, claimed AS (
-        INSERT INTO event_ids (event_id)
-        SELECT id FROM json_array_elements_text($1::json) AS id
-        WHERE (SELECT n FROM contacts_done) >= 0
-        ORDER BY id
-        ON CONFLICT (event_id) DO NOTHING
-        RETURNING event_id
-    )
+CLAIM_PLAIN = _claiming_statement("ON CONFLICT (event_id) DO NOTHING", "event_id", f"""
     SELECT id AS event_id, NULL::bigint AS generation
     FROM json_array_elements_text($1::json) AS id
     WHERE id NOT IN (SELECT event_id FROM claimed)
     UNION ALL
-    SELECT NULL, (SELECT generation FROM generation) FROM pg_notify('{EVENTS_CHANNEL}', '')
-"""
+    SELECT NULL, (SELECT generation FROM generation) FROM pg_notify('{EVENTS_CHANNEL}', '')""")
 
 # The same batch, optimistically: the ids of $1 inserted with no ON CONFLICT (no speculative
 # insertion, no anti-join: about 2 µs of Postgres CPU per event less, docs/PERFORMANCE.md). A
@@ -162,18 +169,10 @@ CLAIM_PLAIN = f"""
 # unique violation on event_ids_pkey (after waiting, as the claim does, for a concurrent batch
 # holding the id to end); the batch is then rolled back and written with CLAIM_PLAIN. Same
 # lock order (contacts, then ids in sort order), same parameters; one row: the generation.
-OPTIMISTIC_PLAIN = f"""
-    WITH generation AS ({GENERATION}), {_contacts_ctes(_KNOWN_CONTACT_ROWS)}, claimed AS (
-        INSERT INTO event_ids (event_id)
-        SELECT id FROM json_array_elements_text($1::json) AS id
-        WHERE (SELECT n FROM contacts_done) >= 0
-        ORDER BY id
-        RETURNING 1
-    )
+OPTIMISTIC_PLAIN = _claiming_statement("", "1", f"""
     SELECT (SELECT generation FROM generation) AS generation
     FROM pg_notify('{EVENTS_CHANNEL}', '')
-    WHERE (SELECT count(*) FROM claimed) >= 0
-"""
+    WHERE (SELECT count(*) FROM claimed) >= 0""")
 EVENT_IDS_KEY = "event_ids_pkey"
 
 # Larger plain batches: OPTIMISTIC_PLAIN (or CLAIM_PLAIN), then COPY, in one transaction.

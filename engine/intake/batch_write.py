@@ -134,17 +134,17 @@ WRITE_PLAIN = insert_events_sql(f"{_PLAIN_CONTACTS},",
                                 "WHERE (SELECT n FROM contacts_done) >= 0")
 
 
-def _claiming_statement(on_conflict: str, returning: str, result: str) -> str:
+def _claiming_statement(conflict_and_returning: str, result: str) -> str:
     """A large plain batch's statement: the contacts (see _KNOWN_CONTACT_ROWS), then the ids
-    of $1 inserted in sort order (``on_conflict``, ``returning``), then ``result``."""
+    of $1 inserted in sort order (ended by ``conflict_and_returning``), then ``result``. The
+    insert runs whether ``result`` reads it or not (a data-modifying CTE always does)."""
     return f"""
     WITH generation AS ({GENERATION}), {_contacts_ctes(_KNOWN_CONTACT_ROWS)}, claimed AS (
         INSERT INTO event_ids (event_id)
         SELECT id FROM json_array_elements_text($1::json) AS id
         WHERE (SELECT n FROM contacts_done) >= 0
         ORDER BY id
-        {on_conflict}
-        RETURNING {returning}
+        {conflict_and_returning}
     )
     {result}"""
 
@@ -156,7 +156,7 @@ def _claiming_statement(on_conflict: str, returning: str, result: str) -> str:
 # queues the NOTIFY (delivered at commit); then COPY of the rows whose ids it claimed
 # (engine.eventlog's copy_claimed). It returns the ids it did NOT claim (repeats of stored
 # ids: usually none, so no row per event) and one row with the generation it read.
-CLAIM_PLAIN = _claiming_statement("ON CONFLICT (event_id) DO NOTHING", "event_id", f"""
+CLAIM_PLAIN = _claiming_statement("ON CONFLICT (event_id) DO NOTHING RETURNING event_id", f"""
     SELECT id AS event_id, NULL::bigint AS generation
     FROM json_array_elements_text($1::json) AS id
     WHERE id NOT IN (SELECT event_id FROM claimed)
@@ -169,10 +169,9 @@ CLAIM_PLAIN = _claiming_statement("ON CONFLICT (event_id) DO NOTHING", "event_id
 # unique violation on event_ids_pkey (after waiting, as the claim does, for a concurrent batch
 # holding the id to end); the batch is then rolled back and written with CLAIM_PLAIN. Same
 # lock order (contacts, then ids in sort order), same parameters; one row: the generation.
-OPTIMISTIC_PLAIN = _claiming_statement("", "1", f"""
+OPTIMISTIC_PLAIN = _claiming_statement("", f"""
     SELECT (SELECT generation FROM generation) AS generation
-    FROM pg_notify('{EVENTS_CHANNEL}', '')
-    WHERE (SELECT count(*) FROM claimed) >= 0""")
+    FROM pg_notify('{EVENTS_CHANNEL}', '')""")
 EVENT_IDS_KEY = "event_ids_pkey"
 
 # Larger plain batches: OPTIMISTIC_PLAIN (or CLAIM_PLAIN), then COPY, in one transaction.

@@ -18,11 +18,13 @@ connection returns to the pool.
 
 While held, it also plans with ``plan_cache_mode = force_generic_plan``: each prepared
 statement is planned once, not on every run. Under the default (``auto``) Postgres compares a
-generic plan's estimate with those of its first custom plans, and for statements over
-``unnest`` of a small array (whose row count a custom plan knows) it could keep re-planning the
-plain batch's statement, about 0.2 ms of Postgres CPU each time (docs/PERFORMANCE.md). Every
-statement a writer runs has an index for its keys either way. The pool's reset on release
-(``RESET ALL``) puts the default back for the pool's other users.
+generic plan's estimate with those of its first custom plans, and for a statement over a small
+array parameter (``unnest($2::text[])``, ``= ANY($1)``: a custom plan knows its length) it can
+keep re-planning at every run; the plain batch's statement did, about 0.2 ms of Postgres CPU
+each time, until its contacts became JSON text (docs/PERFORMANCE.md, sixth pass). Forcing the
+generic plan keeps the writers' other array statements from doing the same. Every statement a
+writer runs has an index for its keys either way. The pool's reset on release (``RESET ALL``)
+puts the default back for the pool's other users.
 """
 
 from __future__ import annotations

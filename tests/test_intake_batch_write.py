@@ -5,7 +5,6 @@ on the transaction path (claimed ids and COPY); what a stored batch does to its 
 from __future__ import annotations
 
 import asyncio
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,8 +12,7 @@ import pytest
 
 from engine.config import IntakeSettings
 from engine.database import Database
-from engine.eventlog import INSERT_EVENTS
-from engine.intake.batch_write import PLAIN_MAX_EVENTS, WRITE_PLAIN
+from engine.intake.batch_write import PLAIN_MAX_EVENTS
 from engine.intake.validation import EventIn
 from engine.intake.writer import EventsRejected, EventWriter, StoreResult
 
@@ -79,14 +77,3 @@ async def test_a_plain_batch_creates_contacts_and_fills_missing_emails(
                                         ("has-email", "old@example.com"),
                                         ("no-email", "filled@example.com")]
     assert stored == 3
-
-
-def test_the_plain_statement_stores_events_as_the_event_log_does() -> None:
-    """WRITE_PLAIN carries engine.eventlog.INSERT_EVENTS' rows, claim and insert unchanged
-    (its batch CTE only waits for the contacts)."""
-    def words(sql: str) -> str:
-        return re.sub(r"\s+", " ", sql).strip()
-
-    rows, _, claim_and_insert = words(INSERT_EVENTS).partition("), claimed AS (")
-    assert words(WRITE_PLAIN).endswith("), claimed AS (" + claim_and_insert)
-    assert rows.removeprefix("WITH ") in words(WRITE_PLAIN)

@@ -27,7 +27,6 @@ from engine.eventlog import (
     EVENTS_CHANNEL,
     append_typed,
     copy_claimed,
-    insert_events_sql,
 )
 from engine.intake.identities import (
     apply_identity,
@@ -127,11 +126,49 @@ _KNOWN_CONTACT_ROWS = """
 
 # A small plain batch in ONE statement, autocommitted (so atomic and durable before any 202):
 # its contacts and the NOTIFY (queued with them, delivered at commit: no second transaction
-# and round trip per batch), then the events of $1 exactly as engine.eventlog.INSERT_EVENTS
-# stores them (ids claimed in event_ids, repeats skipped). A batch the database refuses leaves
-# nothing behind, not even a contact, and wakes nobody.
-WRITE_PLAIN = insert_events_sql(f"{_PLAIN_CONTACTS},",
-                                "WHERE (SELECT n FROM contacts_done) >= 0")
+# and round trip per batch), then the events of $1 (rows as engine.eventlog.INSERT_EVENTS
+# takes them; in batch order) and their ids in event_ids. A batch the database refuses leaves
+# nothing behind, not even a contact, and wakes nobody. The rows never repeat an id (the writer
+# flags repeats within a batch as duplicates and batch_rows leaves them out), so no statement
+# here keeps "the first row of an id" as INSERT_EVENTS does.
+def _plain_statement(ids: str, events_and_result: str) -> str:
+    return f"""
+    WITH {_PLAIN_CONTACTS}, batch AS (
+        SELECT r, n FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS b(r, n)
+        WHERE (SELECT n FROM contacts_done) >= 0
+    ), claimed AS (
+        INSERT INTO event_ids (event_id)
+        SELECT r->>0 FROM batch WHERE r->>0 IS NOT NULL ORDER BY r->>0
+        {ids}
+    ){events_and_result}"""
+
+
+_INSERT_ROWS = """
+        INSERT INTO events (event_id, type, contact_id, email, properties, occurred_at, source)
+        SELECT r->>0, r->>1, r->>2, r->>3, r->4, (r->>5)::timestamptz, r->>6
+        FROM batch"""
+
+# Optimistically: every id inserted with no ON CONFLICT (no speculative insertion, no
+# semi-join of the rows with the claims, nothing returned: about a third less Postgres CPU per
+# event at 16-32 events, docs/PERFORMANCE.md "Seventh pass"). A repeat of a stored id, or of
+# one a concurrent batch committed, fails the statement with a unique violation on
+# event_ids_pkey (after waiting, as a claim does, for a concurrent batch holding the id to
+# end): nothing of it is left, and the batch is written again with WRITE_PLAIN_CLAIMING. The
+# id insert, read by nothing, runs after the events' (a data-modifying CTE always runs), still
+# after the contacts: the lock order is unchanged.
+WRITE_PLAIN = _plain_statement("", f"""
+    {_INSERT_ROWS}
+    ORDER BY n""")
+
+# The same batch with per-id claims: an id already stored is skipped, and returned (the ids
+# NOT stored: usually few, so not one row per event).
+WRITE_PLAIN_CLAIMING = _plain_statement("ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                                        f""", stored AS ({_INSERT_ROWS}
+        WHERE r->>0 IS NULL OR r->>0 IN (SELECT event_id FROM claimed)
+        ORDER BY n
+    )
+    SELECT r->>0 AS event_id FROM batch
+    WHERE r->>0 IS NOT NULL AND r->>0 NOT IN (SELECT event_id FROM claimed)""")
 
 
 def _claiming_statement(conflict_and_returning: str, result: str) -> str:
@@ -194,16 +231,28 @@ def has_no_identity_work(events: list[EventIn], anonymous: list[str]) -> bool:
 
 
 async def write_plain(database: Database, parts: list[RequestPart], events: list[EventIn]
-                      ) -> set[str]:
+                      ) -> frozenset[str]:
     """A plain batch in one autocommitted statement (:data:`WRITE_PLAIN`: its contacts, its
-    events and the NOTIFY, atomic). Returns the stored ids."""
+    events and the NOTIFY, atomic; :data:`WRITE_PLAIN_CLAIMING` instead when an id is already
+    stored). The rows must not repeat an id (see the writer). Returns the ids NOT stored
+    (repeats of stored ids: usually none); every other event was stored."""
     async with database.connection() as connection:
         email_owner = await email_owners(connection, events)
         built = batch_rows(parts, email_owner, {}, set())
         contact_ids = sorted(built.contacts)  # one lock order for every batch
-        inserted = await connection.fetch(WRITE_PLAIN, built.rows, contact_ids,
-                                          [built.contacts[c] for c in contact_ids])
-    return {row["event_id"] for row in inserted if row["event_id"] is not None}
+        arguments = (built.rows, contact_ids, [built.contacts[c] for c in contact_ids])
+        try:
+            await connection.execute(WRITE_PLAIN, *arguments)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != EVENT_IDS_KEY:
+                raise
+            INTAKE_CLAIM_FALLBACKS.inc()
+            rows = await connection.fetch(WRITE_PLAIN_CLAIMING, *arguments)
+            return frozenset(row[0] for row in rows)
+    return _NONE
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 async def write_in_transaction(database: Database, parts: list[RequestPart],

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +93,7 @@ class _Request:
     future: asyncio.Future[StoreResult]
     deadline: float = 0.0  # loop time past which the caller gets 503
     duplicate_flags: list[bool] = field(default_factory=list)
+    duplicates: int = 0  # how many of duplicate_flags are set
     taken: bool = False  # in a batch being written: its outcome is up to the database now
     abandoned: bool = False  # its caller gave up before it was taken: never written
 
@@ -296,38 +298,65 @@ class EventWriter:
 
     async def _write(self, database: Database, batch: list[_Request],
                      commit: bool = True) -> list[StoreResult]:
+        # Each event's duplicate flag (its id earlier in the batch) and the batch's events, in
+        # one pass: the rows built from them never repeat an id (batch_write relies on it).
         seen: set[str] = set()
+        events: list[EventIn] = []
         for request in batch:
             flags = []
+            duplicates = 0
             for event in request.events:
-                duplicate = event.event_id is not None and event.event_id in seen
-                if event.event_id is not None:
-                    seen.add(event.event_id)
-                flags.append(duplicate)
+                event_id = event.event_id
+                if event_id is None:
+                    flags.append(False)
+                elif event_id in seen:
+                    flags.append(True)
+                    duplicates += 1
+                else:
+                    seen.add(event_id)
+                    flags.append(False)
             request.duplicate_flags = flags
+            request.duplicates = duplicates
+            events += request.events
 
-        events = _events(batch)
         anonymous = anonymous_ids(events)
         if commit and is_plain(events, anonymous):
-            return self._results(batch, await write_plain(database, _parts(batch), events))
+            return self._results(batch, not_stored=await write_plain(database, _parts(batch),
+                                                                     events))
         stored_ids = await write_in_transaction(database, _parts(batch), events,
                                                 anonymous, commit, self._known_contacts)
-        return self._results(batch, stored_ids)
+        return self._results(batch, stored_ids=stored_ids)
 
-    def _results(self, batch: list[_Request], stored_ids: set[str]) -> list[StoreResult]:
+    def _results(self, batch: list[_Request], stored_ids: set[str] | None = None,
+                 not_stored: AbstractSet[str] = frozenset()) -> list[StoreResult]:
+        """Each request's counts: an event is a duplicate when flagged (repeated earlier in
+        the batch), when its id is in ``not_stored``, or, given ``stored_ids``, when it has
+        an id not in them."""
         results = []
         stored_by_source: dict[str, int] = {}
         all_duplicates = 0
+        check_ids = stored_ids is not None or bool(not_stored)
         for request in batch:
-            accepted = duplicates = 0
-            for event, duplicate in zip(request.events, request.duplicate_flags, strict=True):
-                if duplicate or (event.event_id is not None and event.event_id not in stored_ids):
-                    duplicates += 1
-                else:
-                    accepted += 1
+            if check_ids:
+                accepted = duplicates = 0
+                for event, duplicate in zip(request.events, request.duplicate_flags,
+                                            strict=True):
+                    event_id = event.event_id
+                    if duplicate or (event_id is not None and (
+                            event_id in not_stored if stored_ids is None
+                            else event_id not in stored_ids)):
+                        duplicates += 1
+                    else:
+                        accepted += 1
+                result = StoreResult(accepted, duplicates)
+            else:  # every event stored but those flagged
+                duplicates = request.duplicates
+                accepted = len(request.events) - duplicates
+                result = _ONE_STORED if accepted == 1 and not duplicates else \
+                    StoreResult(accepted, duplicates)
             all_duplicates += duplicates
             stored_by_source[request.source] = stored_by_source.get(request.source, 0) + accepted
-            results.append(StoreResult(accepted, duplicates))
+            results.append(result)
         # Metrics once per batch, not per request.
         if all_duplicates:
             EVENT_DUPLICATES.inc(all_duplicates)
@@ -336,6 +365,9 @@ class EventWriter:
                 _stored_counter(source).inc(accepted)
         INTAKE_BATCH_EVENTS.observe(sum(stored_by_source.values()))
         return results
+
+
+_ONE_STORED = StoreResult(1, 0)  # the usual answer (StoreResult is frozen: one can be shared)
 
 
 # The events_stored counter of each source (a handful: the API, the pixel, Segment's), looked up
@@ -348,10 +380,6 @@ def _stored_counter(source: str) -> Any:
     if counter is None:
         counter = _STORED_COUNTERS[source] = EVENTS_STORED.labels(source)
     return counter
-
-
-def _events(batch: list[_Request]) -> list[EventIn]:
-    return [event for request in batch for event in request.events]
 
 
 def _parts(batch: list[_Request]) -> list[RequestPart]:

@@ -43,7 +43,7 @@ INTAKE_BATCH_EVENTS = Histogram(
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
 )
 INTAKE_CLAIM_FALLBACKS = Counter(
-    "herald_intake_claim_fallbacks", "Large batches written again with per-id claims because "
+    "herald_intake_claim_fallbacks", "Plain batches written again with per-id claims because "
     "an id was already stored", registry=REGISTRY,
 )
 INTAKE_QUEUE_EVENTS = Gauge(

@@ -5,10 +5,11 @@ A plain batch (contacts named, no anonymous ids, joins or traits: the native API
 fewer than :data:`PLAIN_MAX_EVENTS`) is one autocommitted statement, its contacts and its
 events together, durable before any 202 and atomic: a batch the database refuses leaves no
 contact behind. The same statement queues the NOTIFY that wakes the log's followers
-(``pg_notify``, delivered when it commits). A larger plain batch is one transaction: its
-contacts and its ids in one statement (optimistically, with no per-id conflict handling: a
-batch repeating a stored id is rolled back and written again with per-id claims), then its
-events by COPY. Other batches run in one transaction (begun together with its NOTIFY), where
+(``pg_notify``, delivered when it commits). Its ids go in with no per-id conflict handling: a
+batch repeating a stored id fails and is written again by a statement that claims each id.
+A larger plain batch is one transaction: its contacts and its ids in one statement
+(optimistically too: a batch repeating a stored id is rolled back and written again with
+per-id claims), then its events by COPY. Other batches run in one transaction (begun together with its NOTIFY), where
 anonymous ids are resolved and joins and traits applied.
 """
 

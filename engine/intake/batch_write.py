@@ -9,8 +9,8 @@ contact behind. The same statement queues the NOTIFY that wakes the log's follow
 batch repeating a stored id fails and is written again by a statement that claims each id.
 A larger plain batch is one transaction: its contacts and its ids in one statement
 (optimistically too: a batch repeating a stored id is rolled back and written again with
-per-id claims), then its events by COPY. Other batches run in one transaction (begun together with its NOTIFY), where
-anonymous ids are resolved and joins and traits applied.
+per-id claims), then its events by COPY. Other batches run in one transaction (begun
+together with its NOTIFY), where anonymous ids are resolved and joins and traits applied.
 """
 
 from __future__ import annotations

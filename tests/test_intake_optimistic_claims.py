@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any
 
 from engine.config import IntakeSettings
 from engine.database import Database, connect_one
 from engine.intake.batch_write import PLAIN_MAX_EVENTS
 from engine.intake.validation import EventIn
 from engine.intake.writer import EventsRejected, EventWriter, StoreResult
-from engine.metrics import REGISTRY
+from tests.support.intake import fallbacks, stored_ids, wait_for_lock_waiters
 
 SIZE = PLAIN_MAX_EVENTS + 8  # the COPY path
 
@@ -25,18 +24,6 @@ def batch(ids: list[str], contacts: list[str], poison_at: int | None = None) -> 
                     datetime.now(UTC), event_id) for i, event_id in enumerate(ids)]
 
 
-def fallbacks() -> float:
-    return REGISTRY.get_sample_value("herald_intake_claim_fallbacks_total") or 0.0
-
-
-async def stored_ids(database: Database) -> tuple[list[Any], list[Any]]:
-    """Every stored event's id (with repeats, if any) and every claimed id."""
-    async with database.connection() as connection:
-        events = await connection.fetchval(
-            "SELECT coalesce(array_agg(event_id ORDER BY event_id), '{}') FROM events")
-        ids = await connection.fetchval(
-            "SELECT coalesce(array_agg(event_id ORDER BY event_id), '{}') FROM event_ids")
-    return events, ids
 
 
 async def test_a_batch_repeating_stored_ids_falls_back_and_counts_them(
@@ -99,18 +86,6 @@ async def test_concurrent_batches_sharing_ids_store_each_once_without_deadlock(
     events, ids = await stored_ids(database)
     assert events == ids == sorted(set(first) | set(second))
 
-
-async def wait_for_lock_waiters(connection: Any, count: int) -> None:
-    """Until ``count`` other sessions of this database wait on a lock (bounded). The activity
-    view is read afresh each time (inside a transaction it is read once and kept)."""
-    async with asyncio.timeout(10):
-        while True:
-            await connection.execute("SELECT pg_stat_clear_snapshot()")
-            if await connection.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()") >= count:
-                return
-            await asyncio.sleep(0.01)
 
 
 async def test_a_refused_batch_that_fell_back_leaves_nothing_behind(

@@ -25,33 +25,7 @@ from engine.intake.batch_write import (
 from engine.intake.rows import RequestPart
 from engine.intake.validation import EventIn
 from engine.intake.writer import EventsRejected, EventWriter, StoreResult
-from engine.metrics import REGISTRY
-
-
-def fallbacks() -> float:
-    return REGISTRY.get_sample_value("herald_intake_claim_fallbacks_total") or 0.0
-
-
-async def stored_ids(database: Database) -> tuple[list[Any], list[Any]]:
-    """Every stored event's id (with repeats, if any; nulls last) and every claimed id."""
-    async with database.connection() as connection:
-        events = await connection.fetchval(
-            "SELECT coalesce(array_agg(event_id ORDER BY event_id), '{}') FROM events")
-        ids = await connection.fetchval(
-            "SELECT coalesce(array_agg(event_id ORDER BY event_id), '{}') FROM event_ids")
-    return events, ids
-
-
-async def wait_for_lock_waiters(connection: Any, count: int) -> None:
-    """Until ``count`` other sessions of this database wait on a lock (bounded)."""
-    async with asyncio.timeout(10):
-        while True:
-            await connection.execute("SELECT pg_stat_clear_snapshot()")
-            if await connection.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()") >= count:
-                return
-            await asyncio.sleep(0.01)
+from tests.support.intake import fallbacks, stored_ids, wait_for_lock_waiters
 
 
 def event(event_id: str | None, contact: str = "c0", poison: bool = False) -> EventIn:

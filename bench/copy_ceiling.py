@@ -21,6 +21,14 @@ ROWS_PER_COMMIT = 1000
 async def copy_rate(url: str, duration: float, connections: int = 2,
                     contacts: int = 100_000) -> float:
     """Rows/s copied by ``connections`` connections for ``duration`` seconds."""
+    rows, elapsed = await copy_rows(url, duration, connections, contacts)
+    return rows / elapsed
+
+
+async def copy_rows(url: str, duration: float, connections: int = 2,
+                    contacts: int = 100_000) -> tuple[int, float]:
+    """Rows copied by ``connections`` connections into a new bare table for ``duration``
+    seconds, and the seconds it took (from the first COPY to the last commit)."""
     setup = await connect_one(url)
     try:
         await setup.execute(f"DROP TABLE IF EXISTS {TABLE}")
@@ -42,7 +50,7 @@ async def copy_rate(url: str, duration: float, connections: int = 2,
         await setup.execute(f"DROP TABLE {TABLE}")
     finally:
         await setup.close()
-    return sum(copied) / elapsed
+    return sum(copied), elapsed
 
 
 async def _copy_until(connection: asyncpg.Connection, deadline: float,

@@ -7,8 +7,9 @@ Starts ``herald run --role http`` (on the embedded Postgres in a temporary direc
   and httptools parsing the JSON and answering 202, no database) under the single-event load,
   and raw COPY into the same Postgres (:mod:`bench.copy_ceiling`) for the batch phase;
 * Herald with N keep-alive clients posting single events, then M clients posting batches;
-  the single-event phase and the bare stack take turns in ``--slices`` slices (both servers
-  up throughout), so that the neighbours' changing load falls on both alike;
+  each phase and its ceiling take turns in ``--slices`` slices (the servers up throughout),
+  so that the neighbours' changing load, and the database's own background work (autovacuum
+  and checkpoints after Herald's inserts), fall on both alike;
 * an anchor: the latency of one durable commit into the same Postgres, and the bound it puts
   on single events at N clients (``anchors``).
 
@@ -37,7 +38,7 @@ import asyncpg
 import orjson
 import uvloop
 
-from bench.copy_ceiling import copy_rate
+from bench.copy_ceiling import copy_rows
 from bench.herald_process import HeraldProcess, create_key, free_port
 from bench.loadclient import LoadResult, percentile, run_load
 
@@ -55,8 +56,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warm-up", type=float, default=1.0,
                         help="seconds of unmeasured load before each single-event phase")
     parser.add_argument("--slices", type=int, default=5,
-                        help="the single-event phase and its bare-stack ceiling take turns in "
-                             "this many slices each (same neighbours' load for both)")
+                        help="each phase and its ceiling (the bare stack, raw COPY) take turns "
+                             "in this many slices each (same neighbours' load for both)")
     parser.add_argument("--concurrency", type=int, default=64,
                         help="clients posting single events")
     parser.add_argument("--batch-size", type=int, default=500)
@@ -260,9 +261,10 @@ async def measure_durable_commit(url: str, run: str, concurrency: int,
 
 # --- the run ---------------------------------------------------------------------------------
 
-async def drive(port: int, key: str, args: argparse.Namespace, run: str
+async def drive(port: int, key: str, args: argparse.Namespace, run: str, database_url: str
                 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], dict[str, set[str]]]:
-    """The ceilings, then Herald's phases; returns them with the ids each phase got acknowledged."""
+    """Herald's phases, each in turns with its ceiling; returns the ceilings and the phases with
+    the ids each phase got acknowledged."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     ceilings: dict[str, dict[str, Any]] = {}
     phases: list[dict[str, Any]] = []
@@ -275,12 +277,41 @@ async def drive(port: int, key: str, args: argparse.Namespace, run: str
         acknowledged[single.prefix] = single.acknowledged_ids(result)
 
     if args.batch_concurrency > 0:
-        batch = EventSource(f"{run}batch-", args.contacts)
-        result, elapsed = await run_load(HOST, port, headers, args.batch_concurrency,
-                                         args.duration, batch.batch(args.batch_size), PATH)
-        phases.append(summarise(f"batch{args.batch_size}", result, elapsed, args.batch_size))
+        ceilings["copy"], summary, (batch, result) = await batch_and_copy(
+            port, headers, run, args, database_url)
+        phases.append(summary)
         acknowledged[batch.prefix] = batch.acknowledged_ids(result)
     return ceilings, phases, acknowledged
+
+
+async def batch_and_copy(port: int, headers: dict[str, str], run: str,
+                         args: argparse.Namespace, database_url: str
+                         ) -> tuple[dict[str, Any], dict[str, Any], tuple[EventSource, LoadResult]]:
+    """Raw COPY's ceiling and Herald's batch phase, measured in turns: ``args.slices`` rounds in
+    which each gets ``duration / slices`` seconds (who goes first alternates). Each rate is its
+    rows (or events answered) over the sum of its slices' elapsed times."""
+    batch = EventSource(f"{run}batch-", args.contacts)
+    result = LoadResult()
+    batch_elapsed = copy_elapsed = 0.0
+    copied = 0
+    slices = max(1, args.slices)
+    for turn in range(slices):
+        for name in ("batch", "copy") if turn % 2 == 0 else ("copy", "batch"):
+            if name == "batch":
+                part, seconds = await run_load(HOST, port, headers, args.batch_concurrency,
+                                               args.duration / slices,
+                                               batch.batch(args.batch_size), PATH)
+                merge(result, part)
+                batch_elapsed += seconds
+            else:
+                rows, seconds = await copy_rows(database_url, args.duration / slices,
+                                                args.copy_connections, args.contacts)
+                copied += rows
+                copy_elapsed += seconds
+    copy = {"phase": "copy", "rows_per_s": round(copied / copy_elapsed, 1),
+            "connections": args.copy_connections, "slices": slices}
+    summary = summarise(f"batch{args.batch_size}", result, batch_elapsed, args.batch_size)
+    return copy, summary, (batch, result)
 
 
 def ratio(value: float, ceiling: float) -> float | None:
@@ -334,7 +365,8 @@ def print_table(ceilings: dict[str, dict[str, Any]], phases: list[dict[str, Any]
     if "copy" in ceilings:
         copy = ceilings["copy"]
         print(f"{'copy':>10}: {copy['rows_per_s']:>31.1f} rows/s (raw COPY, commit per 1,000 "
-              f"rows, {copy['connections']} connections)", file=sys.stderr)
+              f"rows, {copy['connections']} connections, in turns with the batches)",
+              file=sys.stderr)
     summary = report_ratios(ceilings, phases)
     print(f"ratios: {summary}; acknowledged {check['acknowledged_events']}, "
           f"missing {check['missing']}, duplicated {check['duplicated']}, stored unacknowledged "
@@ -368,17 +400,11 @@ def main(argv: list[str]) -> int:
         for server in servers:
             server.start()
         key = create_key(env, "events:write")
-        ceilings, phases, acknowledged = uvloop.run(drive(port, key, args, run))
         database_url = args.database_url or _embedded_url(workdir / "data")
+        ceilings, phases, acknowledged = uvloop.run(drive(port, key, args, run, database_url))
         check = uvloop.run(verify(database_url, acknowledged))
         anchors = {"durable_commit": uvloop.run(
             measure_durable_commit(database_url, run, args.concurrency))}
-        if any(phase["phase"].startswith("batch") for phase in phases):
-            # The batch phase's ceiling, measured in the same run on the same Postgres.
-            copy_per_s = uvloop.run(copy_rate(database_url, args.duration,
-                                              args.copy_connections, args.contacts))
-            ceilings["copy"] = {"phase": "copy", "rows_per_s": round(copy_per_s, 1),
-                                "connections": args.copy_connections}
     finally:
         for server in servers:
             if server.process is not None:

@@ -78,6 +78,10 @@ async def test_a_tiny_run_prints_rates_ceilings_ratios_and_the_check(database_ur
     assert batch["phase"] == "batch5" and batch["events_per_s"] > 0
     assert summary["ratios"]["single_to_bare_http"] == round(
         single["requests_per_s"] / bare["requests_per_s"], 3)
+    copy = summary["ceilings"]["copy"]  # raw COPY, in turns with the batch phase
+    assert copy["rows_per_s"] > 0 and copy["slices"] == 5
+    assert summary["ratios"]["batch_to_copy"] == round(
+        batch["events_per_s"] / copy["rows_per_s"], 3)
     for field in ("bare_http_requests_per_s", "single_requests_per_s", "single_p50_ms",
                   "single_p99_ms", "batch_events_per_s", "batch_p99_ms"):
         assert summary[field] > 0, field

@@ -18,13 +18,6 @@ COLUMNS = ("event_id", "type", "contact_id", "email", "properties", "occurred_at
 ROWS_PER_COMMIT = 1000
 
 
-async def copy_rate(url: str, duration: float, connections: int = 2,
-                    contacts: int = 100_000) -> float:
-    """Rows/s copied by ``connections`` connections for ``duration`` seconds."""
-    rows, elapsed = await copy_rows(url, duration, connections, contacts)
-    return rows / elapsed
-
-
 async def copy_rows(url: str, duration: float, connections: int = 2,
                     contacts: int = 100_000) -> tuple[int, float]:
     """Rows copied by ``connections`` connections into a new bare table for ``duration``

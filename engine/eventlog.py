@@ -20,20 +20,23 @@ from engine.errors import DatabaseRejected
 
 EVENTS_CHANNEL = "herald_events"
 
+# The rows of $1 (one JSON array per event, in the order of COPY_COLUMNS) as the CTE ``batch``
+# (``r`` a row, ``n`` its place in the batch), and the insert of them into the log; shared with
+# the intake's one-statement writes (engine.intake.batch_write).
+BATCH_ROWS = "SELECT r, n FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS b(r, n)"
+INSERT_BATCH_ROWS = """
+    INSERT INTO events (event_id, type, contact_id, email, properties, occurred_at, source)
+    SELECT r->>0, r->>1, r->>2, r->>3, r->4, (r->>5)::timestamptz, r->>6
+    FROM batch"""
+
 # An event with an id is stored only if this statement claims its id in ``event_ids`` (a
 # unique index on the partitioned events table would have to include received_at); a repeated
 # id, in the log already or earlier in the same batch, is skipped. A concurrent transaction
 # claiming the same id waits on the event_ids key until the first commits or rolls back; ids
 # are claimed in their sort order, so two batches sharing ids never wait on each other in a
 # cycle.
-def insert_events_sql(before: str = "", batch_where: str = "") -> str:
-    """The statement that stores the rows of $1 as described above. ``before``: CTEs to run
-    first (ending with a comma); ``batch_where``: a condition on the batch rows that makes the
-    events wait for those CTEs (the intake's plain path writes its contacts first)."""
-    return f"""
-    WITH {before} batch AS (
-        SELECT r, n FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS b(r, n)
-        {batch_where}
+INSERT_EVENTS = f"""
+    WITH batch AS ({BATCH_ROWS}
     ), claimed AS (
         INSERT INTO event_ids (event_id)
         SELECT r->>0 FROM batch WHERE r->>0 IS NOT NULL ORDER BY r->>0
@@ -42,17 +45,11 @@ def insert_events_sql(before: str = "", batch_where: str = "") -> str:
     ), first AS (
         SELECT min(n) AS n FROM batch JOIN claimed ON claimed.event_id = batch.r->>0
         GROUP BY claimed.event_id
-    )
-    INSERT INTO events (event_id, type, contact_id, email, properties, occurred_at, source)
-    SELECT r->>0, r->>1, r->>2, r->>3, r->4, (r->>5)::timestamptz, r->>6
-    FROM batch
+    ){INSERT_BATCH_ROWS}
     WHERE r->>0 IS NULL OR n IN (SELECT n FROM first)
     ORDER BY n
     RETURNING event_id
 """
-
-
-INSERT_EVENTS = insert_events_sql()
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,10 @@ import asyncpg
 
 from engine.database import Database
 from engine.eventlog import (
+    BATCH_ROWS,
     COPY_MIN_ROWS,
     EVENTS_CHANNEL,
+    INSERT_BATCH_ROWS,
     append_typed,
     copy_claimed,
 )
@@ -135,7 +137,7 @@ _KNOWN_CONTACT_ROWS = """
 def _plain_statement(ids: str, events_and_result: str) -> str:
     return f"""
     WITH {_PLAIN_CONTACTS}, batch AS (
-        SELECT r, n FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS b(r, n)
+        {BATCH_ROWS}
         WHERE (SELECT n FROM contacts_done) >= 0
     ), claimed AS (
         INSERT INTO event_ids (event_id)
@@ -143,11 +145,6 @@ def _plain_statement(ids: str, events_and_result: str) -> str:
         {ids}
     ){events_and_result}"""
 
-
-_INSERT_ROWS = """
-        INSERT INTO events (event_id, type, contact_id, email, properties, occurred_at, source)
-        SELECT r->>0, r->>1, r->>2, r->>3, r->4, (r->>5)::timestamptz, r->>6
-        FROM batch"""
 
 # Optimistically: every id inserted with no ON CONFLICT (no speculative insertion, no
 # semi-join of the rows with the claims, nothing returned: ~14 against ~24 µs of Postgres CPU
@@ -158,13 +155,13 @@ _INSERT_ROWS = """
 # id insert, read by nothing, runs after the events' (a data-modifying CTE always runs), still
 # after the contacts: the lock order is unchanged.
 WRITE_PLAIN = _plain_statement("", f"""
-    {_INSERT_ROWS}
+    {INSERT_BATCH_ROWS}
     ORDER BY n""")
 
 # The same batch with per-id claims: an id already stored is skipped, and returned (the ids
 # NOT stored: usually few, so not one row per event).
 WRITE_PLAIN_CLAIMING = _plain_statement("ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                                        f""", stored AS ({_INSERT_ROWS}
+                                        f""", stored AS ({INSERT_BATCH_ROWS}
         WHERE r->>0 IS NULL OR r->>0 IN (SELECT event_id FROM claimed)
         ORDER BY n
     )

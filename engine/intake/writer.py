@@ -93,7 +93,6 @@ class _Request:
     future: asyncio.Future[StoreResult]
     deadline: float = 0.0  # loop time past which the caller gets 503
     duplicate_flags: list[bool] = field(default_factory=list)
-    duplicates: int = 0  # how many of duplicate_flags are set
     taken: bool = False  # in a batch being written: its outcome is up to the database now
     abandoned: bool = False  # its caller gave up before it was taken: never written
 
@@ -304,19 +303,16 @@ class EventWriter:
         events: list[EventIn] = []
         for request in batch:
             flags = []
-            duplicates = 0
             for event in request.events:
                 event_id = event.event_id
                 if event_id is None:
                     flags.append(False)
                 elif event_id in seen:
                     flags.append(True)
-                    duplicates += 1
                 else:
                     seen.add(event_id)
                     flags.append(False)
             request.duplicate_flags = flags
-            request.duplicates = duplicates
             events += request.events
 
         anonymous = anonymous_ids(events)
@@ -350,10 +346,9 @@ class EventWriter:
                         accepted += 1
                 result = StoreResult(accepted, duplicates)
             else:  # every event stored but those flagged
-                duplicates = request.duplicates
+                duplicates = request.duplicate_flags.count(True)
                 accepted = len(request.events) - duplicates
-                result = _ONE_STORED if accepted == 1 and not duplicates else \
-                    StoreResult(accepted, duplicates)
+                result = StoreResult(accepted, duplicates)
             all_duplicates += duplicates
             stored_by_source[request.source] = stored_by_source.get(request.source, 0) + accepted
             results.append(result)
@@ -365,9 +360,6 @@ class EventWriter:
                 _stored_counter(source).inc(accepted)
         INTAKE_BATCH_EVENTS.observe(sum(stored_by_source.values()))
         return results
-
-
-_ONE_STORED = StoreResult(1, 0)  # the usual answer (StoreResult is frozen: one can be shared)
 
 
 # The events_stored counter of each source (a handful: the API, the pixel, Segment's), looked up

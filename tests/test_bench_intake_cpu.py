@@ -1,0 +1,62 @@
+"""``herald bench intake-cpu``: every stack answers every request, the ``full`` stack stores
+each of them durably, and the JSON line carries each stack's CPU, its share of the bare
+stack's, the group sizes and the anchors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import asyncpg
+import orjson
+import pytest
+
+from bench.intake_cpu import parse_args
+
+
+async def events_stored(database_url: str) -> int:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return int(await connection.fetchval("SELECT count(*) FROM events"))
+    finally:
+        await connection.close()
+
+
+async def test_a_tiny_run_measures_every_stack_and_stores_the_full_stacks_events(
+        database_url: str) -> None:
+    before = await events_stored(database_url)
+    env = {**os.environ, "HERALD_DATABASE_URL": database_url}
+    result = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "herald.cli", "bench", "intake-cpu", "--database-url",
+        database_url, "--connections", "4", "--requests", "200", "--rounds", "2",
+        "--warm-up", "20"], env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    summary = orjson.loads(result.stdout.strip().splitlines()[-1])
+    stacks = summary["stacks"]
+    assert list(stacks) == ["bare", "http", "handoff", "full"]
+    for figures in stacks.values():
+        assert figures["cpu_us_per_request"] > 0 and figures["requests_per_s"] > 0
+        assert len(figures["rounds_cpu_us"]) == 2
+    assert stacks["bare"]["share_of_bare"] == 1.0
+    assert stacks["full"]["share_of_bare"] == round(
+        stacks["full"]["cpu_us_per_request"] / stacks["bare"]["cpu_us_per_request"], 3)
+    groups = summary["full_groups"]
+    assert groups["groups"] > 0 and 1 <= groups["median_events"] <= 4
+    assert groups["write_cpu_us_per_group"] > 0
+    anchors = summary["anchors"]
+    assert anchors["wake_cpu_us_per_1ms_sleep"] >= 0 and anchors["process_round_trip_us"] > 0
+    # Only the full stack writes: its warm-up and both rounds, each request one event.
+    assert await events_stored(database_url) - before == 20 + 2 * 200
+
+
+def test_unknown_stacks_and_negative_waits_are_refused(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--stacks", "bare,nginx"])
+    assert "unknown nginx" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--commit-ms", "-1"])
+    assert "--commit-ms must be 0 or more" in capsys.readouterr().err
+    assert parse_args(["--stacks", "full, bare"]).stacks == ["full", "bare"]

@@ -182,6 +182,7 @@ class Load:
         self.prefix = prefix
         self.requests = requests
         self.sent = 0
+        self.reserved = 0  # requests sent or scheduled to be: never more than ``requests``
         self.answered = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -198,10 +199,17 @@ class Load:
             self.failed(f"an answer with status {status.decode()}")
             return
         self.answered += 1
-        if self.sent < self.requests:
+        if self.reserve():
             asyncio.get_running_loop().call_soon(client.send)
         elif self.answered == self.requests and not self.done.done():
             self.done.set_result(None)
+
+    def reserve(self) -> bool:
+        """Whether a client may send one more request (counted now, sent later)."""
+        if self.reserved == self.requests:
+            return False
+        self.reserved += 1
+        return True
 
     def failed(self, reason: str) -> None:
         if not self.done.done():
@@ -250,8 +258,9 @@ async def drive(protocol: Callable[[], asyncio.Protocol], headers: dict[str, str
     load = Load(head, prefix, requests)
     clients = [Client(index, load, protocol()) for index in range(connections)]
     before, cpu, started = os.times(), time.process_time(), time.perf_counter()
-    for client in clients[:requests]:
-        client.send()
+    for client in clients:
+        if load.reserve():
+            client.send()
     await load.done
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     system = os.times().system - before.system  # in ticks of 10 ms: a rough split only
@@ -323,11 +332,12 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
         for role in roles.values():
             await role.writer.stop()
             await role.database.close()
-    return summary(args, measures, RecordingWriter.record)
+    return summary(args, measures, RecordingWriter.record, run_id)
 
 
 def summary(args: argparse.Namespace, measures: dict[str, list[Measure]],
-            groups: GroupRecord) -> dict[str, Any]:
+            groups: GroupRecord, run_id: str) -> dict[str, Any]:
+    """The JSON line; ``run``: the prefix of the ids of the events the full stack stored."""
     stacks: dict[str, dict[str, Any]] = {}
     for name, runs in measures.items():
         stacks[name] = {
@@ -339,7 +349,8 @@ def summary(args: argparse.Namespace, measures: dict[str, list[Measure]],
     for figures in stacks.values():
         figures["share_of_bare"] = round(figures["cpu_us_per_request"] / bare, 3) \
             if bare else None
-    result: dict[str, Any] = {"bench": "intake-cpu", "connections": args.connections,
+    result: dict[str, Any] = {"bench": "intake-cpu", "run": f"{run_id}-",
+                              "connections": args.connections,
                               "requests": args.requests, "rounds": args.rounds,
                               "commit_ms": args.commit_ms, "stacks": stacks}
     if groups.sizes:

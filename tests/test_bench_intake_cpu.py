@@ -16,17 +16,17 @@ import pytest
 from bench.intake_cpu import parse_args
 
 
-async def events_stored(database_url: str) -> int:
+async def events_stored(database_url: str, prefix: str) -> list[str]:
     connection = await asyncpg.connect(database_url)
     try:
-        return int(await connection.fetchval("SELECT count(*) FROM events"))
+        return [row[0] for row in await connection.fetch(
+            "SELECT event_id FROM events WHERE starts_with(event_id, $1)", prefix)]
     finally:
         await connection.close()
 
 
 async def test_a_tiny_run_measures_every_stack_and_stores_the_full_stacks_events(
         database_url: str) -> None:
-    before = await events_stored(database_url)
     env = {**os.environ, "HERALD_DATABASE_URL": database_url}
     result = await asyncio.to_thread(subprocess.run, [
         sys.executable, "-m", "herald.cli", "bench", "intake-cpu", "--database-url",
@@ -47,8 +47,10 @@ async def test_a_tiny_run_measures_every_stack_and_stores_the_full_stacks_events
     assert groups["write_cpu_us_per_group"] > 0
     anchors = summary["anchors"]
     assert anchors["wake_cpu_us_per_1ms_sleep"] >= 0 and anchors["process_round_trip_us"] > 0
-    # Only the full stack writes: its warm-up and both rounds, each request one event.
-    assert await events_stored(database_url) - before == 20 + 2 * 200
+    # Only the full stack writes: its warm-up and both rounds, each request one event, once.
+    stored = await events_stored(database_url, summary["run"])
+    assert len(stored) == len(set(stored)) == 20 + 2 * 200
+    assert all("-full-" in event_id for event_id in stored)
 
 
 def test_unknown_stacks_and_negative_waits_are_refused(

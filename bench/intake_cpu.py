@@ -270,8 +270,10 @@ async def drive(protocol: Callable[[], asyncio.Protocol], headers: dict[str, str
 def protocol_factory(app: Any, guarded: bool) -> Callable[[], asyncio.Protocol]:
     """uvicorn's httptools protocol for ``app``; ``guarded``: Herald's subclass of it (the
     slow-client guard ``herald run`` serves with), else uvicorn's own (the bare stack's)."""
+    # As each server is configured: Herald's (engine.http.server) trusts no proxy headers, the
+    # bare stack (bench.bare_http) keeps uvicorn's default.
     config = Config(app, loop="none", http="httptools", lifespan="off", access_log=False,
-                    log_config=None, server_header=False)
+                    log_config=None, server_header=False, proxy_headers=not guarded)
     config.load()
     state = ServerState()
     protocol_class: Any = guarded_protocol(ClientLimits()) if guarded else HttpToolsProtocol

@@ -113,7 +113,10 @@ class AnsweringWriter(EventWriter):
 class WaitingWriter(EventWriter):
     """The group commit with the database write replaced by a fixed wait (``handoff``)."""
 
-    commit_seconds = 0.0
+    def __init__(self, database: Database, settings: IntakeSettings,
+                 commit_seconds: float) -> None:
+        super().__init__(database, settings)
+        self.commit_seconds = commit_seconds
 
     async def _write(self, database: Database, batch: list[Any],
                      commit: bool = True) -> list[StoreResult]:
@@ -132,7 +135,9 @@ class GroupRecord:
 class RecordingWriter(EventWriter):
     """The real writer, recording each group's size and the CPU around its write (``full``)."""
 
-    record = GroupRecord()
+    def __init__(self, database: Database, settings: IntakeSettings) -> None:
+        super().__init__(database, settings)
+        self.record = GroupRecord()
 
     async def _write(self, database: Database, batch: list[Any],
                      commit: bool = True) -> list[StoreResult]:
@@ -295,15 +300,20 @@ async def herald_stacks(database_url: str, stacks: list[str], commit_seconds: fl
         key = (await create_key(connection, "bench intake-cpu", ("events:write",))).token
     finally:
         await connection.close()
-    WaitingWriter.commit_seconds = commit_seconds
-    writers = {"http": AnsweringWriter, "handoff": WaitingWriter, "full": RecordingWriter}
+    def writer(name: str, database: Database) -> EventWriter:
+        if name == "handoff":
+            return WaitingWriter(database, settings.intake, commit_seconds)
+        if name == "full":
+            return RecordingWriter(database, settings.intake)
+        return AnsweringWriter(database, settings.intake)
+
     roles = {}
     for name in stacks:
         if name == "bare":
             continue
         database = await Database.connect(database_url, min_size=1, max_size=8)
         role = HttpRole(settings, database)
-        role.writer = writers[name](database, settings.intake)
+        role.writer = writer(name, database)
         role.app = await role.build()
         await role.writer.start()
         roles[name] = role
@@ -322,7 +332,10 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
         for name in args.stacks:
             await drive(protocols[name], headers, f"{run_id}-warm-{name}-", args.connections,
                         args.warm_up)
-        RecordingWriter.record = GroupRecord()
+        groups = GroupRecord()  # the full stack's, from here on (not the warm-up's)
+        full = roles["full"].writer if "full" in roles else None
+        if isinstance(full, RecordingWriter):
+            full.record = groups
         measures: dict[str, list[Measure]] = {name: [] for name in args.stacks}
         for round_number in range(args.rounds):
             order = args.stacks if round_number % 2 == 0 else list(reversed(args.stacks))
@@ -334,7 +347,7 @@ async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
         for role in roles.values():
             await role.writer.stop()
             await role.database.close()
-    return summary(args, measures, RecordingWriter.record, run_id)
+    return summary(args, measures, groups, run_id)
 
 
 def summary(args: argparse.Namespace, measures: dict[str, list[Measure]],

@@ -9,11 +9,11 @@ import asyncio
 from datetime import UTC, datetime
 
 from engine.config import IntakeSettings
-from engine.database import Database, connect_one
+from engine.database import Database
 from engine.intake.batch_write import PLAIN_MAX_EVENTS
 from engine.intake.validation import EventIn
 from engine.intake.writer import EventsRejected, EventWriter, StoreResult
-from tests.support.intake import fallbacks, stored_ids, wait_for_lock_waiters
+from tests.support.intake import fallbacks, store_two_while_held, stored_ids
 
 SIZE = PLAIN_MAX_EVENTS + 8  # the COPY path
 
@@ -61,25 +61,9 @@ async def test_concurrent_batches_sharing_ids_store_each_once_without_deadlock(
     first = shared + [f"x{i:04}" for i in range(SIZE - len(shared))]
     second = shared + [f"y{i:04}" for i in range(SIZE - len(shared))]
     contacts = ["c0", "c1", "c2"]  # new contacts, shared too
-    writers = [EventWriter(database, IntakeSettings(commit_max_wait=0.0)) for _ in range(2)]
-    for writer in writers:
-        await writer.start()
-    # Another session holds the first shared id, uncommitted: whichever batch reaches its ids
-    # first waits on it, the other on the first's contacts. Both are in flight at once.
-    blocker = await connect_one(database_url)
-    try:
-        before = fallbacks()
-        await blocker.execute("BEGIN")
-        await blocker.execute("INSERT INTO event_ids (event_id) VALUES ($1)", shared[0])
-        stores = [asyncio.create_task(writers[0].store(batch(first, contacts))),
-                  asyncio.create_task(writers[1].store(batch(second, contacts)))]
-        await wait_for_lock_waiters(blocker, 2)
-        await blocker.execute("ROLLBACK")
-        results = await asyncio.wait_for(asyncio.gather(*stores), 30)
-    finally:
-        await blocker.close()
-        for writer in writers:
-            await writer.stop()
+    before = fallbacks()
+    results = await store_two_while_held(database, database_url, shared[0],
+                                         batch(first, contacts), batch(second, contacts))
     assert sorted(results, key=lambda r: r.duplicates) == [
         StoreResult(SIZE, 0), StoreResult(SIZE - len(shared), len(shared))]
     assert fallbacks() == before + 1  # the later batch found the earlier's committed ids

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from engine.config import IntakeSettings
-from engine.database import Database, connect_one
+from engine.database import Database
 from engine.eventlog import INSERT_EVENTS
 from engine.intake.batch_write import (
     PLAIN_MAX_EVENTS,
@@ -25,7 +25,7 @@ from engine.intake.batch_write import (
 from engine.intake.rows import RequestPart
 from engine.intake.validation import EventIn
 from engine.intake.writer import EventsRejected, EventWriter, StoreResult
-from tests.support.intake import fallbacks, stored_ids, wait_for_lock_waiters
+from tests.support.intake import fallbacks, store_two_while_held, stored_ids
 
 
 def event(event_id: str | None, contact: str = "c0", poison: bool = False) -> EventIn:
@@ -103,26 +103,10 @@ async def test_concurrent_groups_sharing_ids_store_each_once_without_deadlock(
     first = shared + [f"x{i:02}" for i in range(size - len(shared))]
     second = shared + [f"y{i:02}" for i in range(size - len(shared))]
     contacts = ["c0", "c1", "c2"]  # new contacts, shared too
-    writers = [EventWriter(database, IntakeSettings(commit_max_wait=0.0)) for _ in range(2)]
-    for each in writers:
-        await each.start()
-    # Another session holds the first shared id, uncommitted: whichever group reaches its ids
-    # first waits on it, the other on the first's contacts (or its ids). Both in flight.
-    blocker = await connect_one(database_url)
-    try:
-        before = fallbacks()
-        await blocker.execute("BEGIN")
-        await blocker.execute("INSERT INTO event_ids (event_id) VALUES ($1)", shared[0])
-        stores = [asyncio.create_task(writers[n].store(
-            [event(i, contacts[k % 3]) for k, i in enumerate(ids)]))
-            for n, ids in enumerate((first, second))]
-        await wait_for_lock_waiters(blocker, 2)
-        await blocker.execute("ROLLBACK")
-        results = await asyncio.wait_for(asyncio.gather(*stores), 30)
-    finally:
-        await blocker.close()
-        for each in writers:
-            await each.stop()
+    before = fallbacks()
+    results = await store_two_while_held(
+        database, database_url, shared[0],
+        *([event(i, contacts[k % 3]) for k, i in enumerate(ids)] for ids in (first, second)))
     assert sorted(results, key=lambda r: r.duplicates) == [
         StoreResult(size, 0), StoreResult(size - len(shared), len(shared))]
     assert fallbacks() == before + 1  # the later group found the earlier's committed ids

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -19,9 +20,11 @@ ROWS_PER_COMMIT = 1000
 
 
 async def copy_rows(url: str, duration: float, connections: int = 2,
-                    contacts: int = 100_000) -> tuple[int, float]:
+                    contacts: int = 100_000, committed: Callable[[], None] | None = None
+                    ) -> tuple[int, float]:
     """Rows copied by ``connections`` connections into a new bare table for ``duration``
-    seconds, and the seconds it took (from the first COPY to the last commit)."""
+    seconds, and the seconds it took (from the first COPY to the last commit). ``committed`` is
+    called after the last commit, before the connections close (their backends then exit)."""
     setup = await connect_one(url)
     try:
         await setup.execute(f"DROP TABLE IF EXISTS {TABLE}")
@@ -37,6 +40,8 @@ async def copy_rows(url: str, duration: float, connections: int = 2,
             copied = await asyncio.gather(*(_copy_until(w, deadline, counter, contacts)
                                             for w in workers))
             elapsed = time.perf_counter() - started
+            if committed is not None:
+                committed()
         finally:
             for worker in workers:
                 await worker.close()

@@ -11,7 +11,12 @@ Starts ``herald run --role http`` (on the embedded Postgres in a temporary direc
   so that the neighbours' changing load, and the database's own background work (autovacuum
   and checkpoints after Herald's inserts), fall on both alike;
 * an anchor: the latency of one durable commit into the same Postgres, and the bound it puts
-  on single events at N clients (``anchors``).
+  on single events at N clients (``anchors``);
+* where the CPU went in each phase and ceiling (``cpu``, :mod:`bench.cpu_account`): the
+  server processes', the load client's (this process) and, on the embedded Postgres, the
+  database's CPU per request, event or row, the share of the time each ran and waited for a
+  CPU, and how busy the machine was. For single events it compares Herald's server with the
+  bare stack's (``cpu_single_to_bare_http``): CPU per request, and the share of the time it ran.
 
 Every event carries an id unique to its phase and run; afterwards every acknowledged event of
 a measured phase must be in the database exactly once, and no event of a measured phase that
@@ -39,8 +44,10 @@ import orjson
 import uvloop
 
 from bench.copy_ceiling import copy_rows
+from bench.cpu_account import CpuAccounts, own_process
 from bench.herald_process import HeraldProcess, create_key, free_port
 from bench.loadclient import LoadResult, percentile, run_load
+from bench.resources import Part
 
 HOST = "127.0.0.1"
 PATH = "/v1/events"
@@ -77,6 +84,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.copy_connections is None:
         args.copy_connections = WRITERS_PER_SERVER * args.servers
     return args
+
+
+# --- the processes whose CPU is counted -------------------------------------------------------
+
+class Processes:
+    """Herald's server processes, the embedded Postgres (None on a given database: it may serve
+    others) and this process (the load client), and the CPU accounts of the run's slices."""
+
+    def __init__(self, servers: list[int], postgres: int | None) -> None:
+        self.servers = [Part("server", pid, descendants=False) for pid in servers]
+        self.postgres = [Part("postgres", postgres)] if postgres is not None else []
+        self.accounts = CpuAccounts()
+
+    def herald(self) -> list[Part]:
+        return [*self.servers, own_process(), *self.postgres]
+
+    def bare(self, pid: int) -> list[Part]:
+        return [Part("server", pid, descendants=False), own_process(), *self.postgres]
+
+    def copy(self) -> list[Part]:
+        return [own_process(), *self.postgres]
 
 
 # --- load ------------------------------------------------------------------------------------
@@ -135,26 +163,30 @@ def merge(into: LoadResult, result: LoadResult) -> None:
     into.acknowledged.extend(result.acknowledged)
 
 
-async def single_phases(targets: dict[str, int], headers: dict[str, str], run: str,
-                        args: argparse.Namespace
+async def single_phases(targets: dict[str, tuple[int, list[Part]]], headers: dict[str, str],
+                        run: str, args: argparse.Namespace, accounts: CpuAccounts
                         ) -> dict[str, tuple[dict[str, Any], EventSource, LoadResult]]:
     """The single-event load on each target (name: port): a brief warm-up each (ids of their
     own, not measured), then ``args.slices`` rounds in which each target gets
     ``duration / slices`` seconds in turn (who goes first alternates), so that a change in the
     neighbours' load falls on all of them alike. A target's rate is its answers over the sum of
-    its slices' elapsed times (each from its first request to its last answer)."""
+    its slices' elapsed times (each from its first request to its last answer). Each slice's
+    CPU goes to the target's account (name: its port and the processes to count)."""
     sources = {name: EventSource(f"{run}{name}-", args.contacts) for name in targets}
     results = {name: LoadResult() for name in targets}
     elapsed = dict.fromkeys(targets, 0.0)
-    for name, port in targets.items():
+    for name, (port, _) in targets.items():
         warm_up = EventSource(f"{run}warm-{name}-", args.contacts)
         await run_load(HOST, port, headers, WARM_UP_CLIENTS, args.warm_up, warm_up.single, PATH)
     slices = max(1, args.slices)
     order = list(targets)
     for turn in range(slices):
         for name in order if turn % 2 == 0 else reversed(order):
-            result, seconds = await run_load(HOST, targets[name], headers, args.concurrency,
-                                             args.duration / slices, sources[name].single, PATH)
+            port, parts = targets[name]
+            with accounts.slice(name, parts):
+                result, seconds = await run_load(HOST, port, headers, args.concurrency,
+                                                 args.duration / slices, sources[name].single,
+                                                 PATH)
             merge(results[name], result)
             elapsed[name] += seconds
     return {name: (summarise(name, results[name], elapsed[name], 1), sources[name],
@@ -195,15 +227,17 @@ class BareHttpProcess:
 
 
 async def single_and_bare_http(port: int, headers: dict[str, str], run: str,
-                               args: argparse.Namespace
+                               args: argparse.Namespace, processes: Processes
                                ) -> tuple[dict[str, Any], tuple[dict[str, Any], EventSource,
                                                                 LoadResult]]:
     """The bare stack's summary and Herald's single-event phase, measured in turns."""
     bare = BareHttpProcess()
     bare.start()
+    assert bare.process is not None
+    targets = {"bare_http": (bare.port, processes.bare(bare.process.pid)),
+               "single": (port, processes.herald())}
     try:
-        phases = await single_phases({"bare_http": bare.port, "single": port}, headers, run,
-                                     args)
+        phases = await single_phases(targets, headers, run, args, processes.accounts)
     finally:
         bare.stop()
     return phases["bare_http"][0], phases["single"]
@@ -261,7 +295,8 @@ async def measure_durable_commit(url: str, run: str, concurrency: int,
 
 # --- the run ---------------------------------------------------------------------------------
 
-async def drive(port: int, key: str, args: argparse.Namespace, run: str, database_url: str
+async def drive(port: int, key: str, args: argparse.Namespace, run: str, database_url: str,
+                processes: Processes
                 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], dict[str, set[str]]]:
     """Herald's phases, each in turns with its ceiling; returns the ceilings and the phases with
     the ids each phase got acknowledged."""
@@ -272,24 +307,26 @@ async def drive(port: int, key: str, args: argparse.Namespace, run: str, databas
 
     if not args.no_single:
         ceilings["bare_http"], (summary, single, result) = await single_and_bare_http(
-            port, headers, run, args)
+            port, headers, run, args, processes)
         phases.append(summary)
         acknowledged[single.prefix] = single.acknowledged_ids(result)
 
     if args.batch_concurrency > 0:
         ceilings["copy"], summary, (batch, result) = await batch_and_copy(
-            port, headers, run, args, database_url)
+            port, headers, run, args, database_url, processes)
         phases.append(summary)
         acknowledged[batch.prefix] = batch.acknowledged_ids(result)
     return ceilings, phases, acknowledged
 
 
 async def batch_and_copy(port: int, headers: dict[str, str], run: str,
-                         args: argparse.Namespace, database_url: str
+                         args: argparse.Namespace, database_url: str, processes: Processes
                          ) -> tuple[dict[str, Any], dict[str, Any], tuple[EventSource, LoadResult]]:
     """Raw COPY's ceiling and Herald's batch phase, measured in turns: ``args.slices`` rounds in
     which each gets ``duration / slices`` seconds (who goes first alternates). Each rate is its
-    rows (or events answered) over the sum of its slices' elapsed times."""
+    rows (or events answered) over the sum of its slices' elapsed times. A COPY slice's CPU is
+    counted up to its last commit, before its connections (and their backends) close."""
+    accounts = processes.accounts
     batch = EventSource(f"{run}batch-", args.contacts)
     result = LoadResult()
     batch_elapsed = copy_elapsed = 0.0
@@ -298,17 +335,20 @@ async def batch_and_copy(port: int, headers: dict[str, str], run: str,
     for turn in range(slices):
         for name in ("batch", "copy") if turn % 2 == 0 else ("copy", "batch"):
             if name == "batch":
-                part, seconds = await run_load(HOST, port, headers, args.batch_concurrency,
-                                               args.duration / slices,
-                                               batch.batch(args.batch_size), PATH)
+                with accounts.slice("batch", processes.herald()):
+                    part, seconds = await run_load(HOST, port, headers, args.batch_concurrency,
+                                                   args.duration / slices,
+                                                   batch.batch(args.batch_size), PATH)
                 merge(result, part)
                 batch_elapsed += seconds
             else:
-                rows, seconds = await copy_rows(database_url, args.duration / slices,
-                                                args.copy_connections, args.contacts)
+                with accounts.slice("copy", processes.copy()) as pending:
+                    rows, seconds = await copy_rows(database_url, args.duration / slices,
+                                                    args.copy_connections, args.contacts,
+                                                    committed=pending.end)
                 copied += rows
                 copy_elapsed += seconds
-    copy = {"phase": "copy", "rows_per_s": round(copied / copy_elapsed, 1),
+    copy = {"phase": "copy", "rows": copied, "rows_per_s": round(copied / copy_elapsed, 1),
             "connections": args.copy_connections, "slices": slices}
     summary = summarise(f"batch{args.batch_size}", result, batch_elapsed, args.batch_size)
     return copy, summary, (batch, result)
@@ -318,9 +358,45 @@ def ratio(value: float, ceiling: float) -> float | None:
     return round(value / ceiling, 3) if ceiling > 0 else None
 
 
+def cpu_report(accounts: CpuAccounts, ceilings: dict[str, dict[str, Any]],
+               phases: list[dict[str, Any]], batch_size: int) -> dict[str, dict[str, Any]]:
+    """Each measured phase's and ceiling's CPU account, per request (single events, the bare
+    stack), per event (batches) or per row (raw COPY)."""
+    units: dict[str, int] = {}
+    if "bare_http" in ceilings:
+        units["bare_http"] = ceilings["bare_http"]["requests"]
+    if "copy" in ceilings:
+        units["copy"] = ceilings["copy"]["rows"]
+    for phase in phases:
+        if phase["phase"] == "single":
+            units["single"] = phase["requests"]
+        else:
+            units["batch"] = phase["requests"] * batch_size
+    return {name: account.report(units.get(name, 0))
+            for name, account in accounts.accounts.items()}
+
+
+def server_comparison(cpu: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Herald's server against the bare stack's under the single-event load: CPU per request
+    (Herald's over the bare stack's) and the share of the time each ran. The rate ratio is
+    about the running shares' ratio divided by the CPU ratio."""
+    try:
+        herald = cpu["single"]["parts"]["server"]
+        bare = cpu["bare_http"]["parts"]["server"]
+    except KeyError:
+        return None
+    if not herald["cpu_us_per_unit"] or not bare["cpu_us_per_unit"]:
+        return None
+    return {"server_cpu_per_request": ratio(herald["cpu_us_per_unit"], bare["cpu_us_per_unit"]),
+            "server_running": {"single": herald["running"], "bare_http": bare["running"]},
+            "server_waiting_for_cpu": {"single": herald["waiting_for_cpu"],
+                                       "bare_http": bare["waiting_for_cpu"]}}
+
+
 def report(args: argparse.Namespace, ceilings: dict[str, dict[str, Any]],
            phases: list[dict[str, Any]], check: dict[str, Any],
-           anchors: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+           anchors: dict[str, dict[str, Any]] | None = None,
+           cpu: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     single = next((p for p in phases if p["phase"] == "single"), None)
     batch = next((p for p in phases if p["phase"].startswith("batch")), None)
     bare, copy = ceilings.get("bare_http"), ceilings.get("copy")
@@ -349,13 +425,17 @@ def report(args: argparse.Namespace, ceilings: dict[str, dict[str, Any]],
     if copy is not None:
         summary.update(copy_ceiling_rows_per_s=copy["rows_per_s"],
                        batch_share_of_copy=ratios.get("batch_to_copy"))
+    if cpu is not None:
+        summary["cpu"] = cpu
+        summary["cpu_single_to_bare_http"] = server_comparison(cpu)
     summary["verification"] = check
     summary["all_acknowledged_stored"] = check["ok"]
     return summary
 
 
 def print_table(ceilings: dict[str, dict[str, Any]], phases: list[dict[str, Any]],
-                check: dict[str, Any], anchors: dict[str, dict[str, Any]]) -> None:
+                check: dict[str, Any], anchors: dict[str, dict[str, Any]],
+                cpu: dict[str, dict[str, Any]]) -> None:
     shown = [*([ceilings["bare_http"]] if "bare_http" in ceilings else []), *phases]
     for phase in shown:
         print(f"{phase['phase']:>10}: {phase['requests_per_s']:>9} req/s "
@@ -375,6 +455,14 @@ def print_table(ceilings: dict[str, dict[str, Any]], phases: list[dict[str, Any]
     print(f"one durable commit: p50 {commit['p50_ms']} ms, p99 {commit['p99_ms']} ms; at this "
           f"concurrency single events cannot pass {commit['bound_requests_per_s']} req/s",
           file=sys.stderr)
+    unit = {"bare_http": "request", "single": "request", "batch": "event", "copy": "row"}
+    for name, account in cpu.items():
+        parts = ", ".join(
+            f"{part} {usage['cpu_us_per_unit']} µs (running {usage['running']}, waiting for "
+            f"a CPU {usage['waiting_for_cpu']})" for part, usage in account["parts"].items())
+        print(f"{'cpu ' + name:>14}: per {unit.get(name, 'unit')}: {parts}; machine busy "
+              f"{account['machine_busy']}, idle waiting for I/O {account['machine_iowait']}",
+              file=sys.stderr)
 
 
 def report_ratios(ceilings: dict[str, dict[str, Any]],
@@ -401,7 +489,10 @@ def main(argv: list[str]) -> int:
             server.start()
         key = create_key(env, "events:write")
         database_url = args.database_url or _embedded_url(workdir / "data")
-        ceilings, phases, acknowledged = uvloop.run(drive(port, key, args, run, database_url))
+        processes = Processes([s.process.pid for s in servers if s.process is not None],
+                              None if args.database_url else postmaster_pid(workdir / "data"))
+        ceilings, phases, acknowledged = uvloop.run(drive(port, key, args, run, database_url,
+                                                          processes))
         check = uvloop.run(verify(database_url, acknowledged))
         anchors = {"durable_commit": uvloop.run(
             measure_durable_commit(database_url, run, args.concurrency))}
@@ -409,9 +500,19 @@ def main(argv: list[str]) -> int:
         for server in servers:
             if server.process is not None:
                 server.stop()
-    print_table(ceilings, phases, check, anchors)
-    print(orjson.dumps(report(args, ceilings, phases, check, anchors)).decode())
+    cpu = cpu_report(processes.accounts, ceilings, phases, args.batch_size)
+    print_table(ceilings, phases, check, anchors, cpu)
+    print(orjson.dumps(report(args, ceilings, phases, check, anchors, cpu)).decode())
     return 0 if check["ok"] else 1
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The embedded Postgres's postmaster (its backends are its children), from the first line
+    of its ``postmaster.pid``; None if it cannot be read."""
+    try:
+        return int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _embedded_url(data_dir: Path) -> str:

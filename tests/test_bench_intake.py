@@ -1,5 +1,6 @@
 """``herald bench intake``: its bare-stack ceiling answers like the real endpoint, its check of
-acknowledged events by id catches what a count would not, and a tiny run prints every field."""
+acknowledged events by id catches what a count would not, and a tiny run prints every field
+(rates, ceilings, ratios, where the CPU went, the check)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import httpx
 import orjson
 
 from bench.bare_http import build_app
-from bench.intake import verify
+from bench.intake import postmaster_pid, verify
 from tests.support.app import running_app
 
 EVENT = {"type": "product_viewed", "contact_id": "c1", "id": "e-1",
@@ -85,9 +87,35 @@ async def test_a_tiny_run_prints_rates_ceilings_ratios_and_the_check(database_ur
     for field in ("bare_http_requests_per_s", "single_requests_per_s", "single_p50_ms",
                   "single_p99_ms", "batch_events_per_s", "batch_p99_ms"):
         assert summary[field] > 0, field
+    cpu = summary["cpu"]  # each slice's CPU, per request, event or row
+    assert set(cpu) == {"bare_http", "single", "batch", "copy"}
+    assert cpu["single"]["units"] == single["requests"]
+    assert cpu["batch"]["units"] == 5 * batch["requests"] and cpu["copy"]["units"] == copy["rows"]
+    for name in ("bare_http", "single", "batch"):
+        server = cpu[name]["parts"]["server"]
+        assert server["cpu_us_per_unit"] > 0 and 0 < server["running"] <= 1.05, name
+        assert server["waiting_for_cpu"] >= 0 and 0 < cpu[name]["machine_busy"] <= 1, name
+    # The load client is this process; a given database may serve others: not counted.
+    assert set(cpu["copy"]["parts"]) == {"client"}
+    assert cpu["copy"]["parts"]["client"]["cpu_us_per_unit"] > 0
+    compared = summary["cpu_single_to_bare_http"]
+    assert compared["server_cpu_per_request"] == round(
+        cpu["single"]["parts"]["server"]["cpu_us_per_unit"]
+        / cpu["bare_http"]["parts"]["server"]["cpu_us_per_unit"], 3)
+    assert compared["server_running"]["single"] == cpu["single"]["parts"]["server"]["running"]
     commit = summary["anchors"]["durable_commit"]
     assert commit["commits"] == 200 and 0 < commit["p50_ms"] <= commit["p99_ms"]
     assert commit["bound_requests_per_s"] > 0
     check = summary["verification"]
     assert check["acknowledged_events"] == single["requests"] + 5 * batch["requests"]
     assert check["ok"] and summary["all_acknowledged_stored"]
+
+
+def test_the_embedded_postmaster_is_read_from_its_pid_file(tmp_path: Path) -> None:
+    assert postmaster_pid(tmp_path) is None  # no cluster: Postgres is not counted
+    (tmp_path / "postgres").mkdir()
+    (tmp_path / "postgres" / "postmaster.pid").write_text(
+        "4242\n/tmp/data/postgres\n1796300000\n5432\n")
+    assert postmaster_pid(tmp_path) == 4242
+    (tmp_path / "postgres" / "postmaster.pid").write_text("")
+    assert postmaster_pid(tmp_path) is None

@@ -10,8 +10,9 @@ Starts ``herald run --role http`` (on the embedded Postgres in a temporary direc
   each phase and its ceiling take turns in ``--slices`` slices (the servers up throughout),
   so that the neighbours' changing load, and the database's own background work (autovacuum
   and checkpoints after Herald's inserts), fall on both alike;
-* an anchor: the latency of one durable commit into the same Postgres, and the bound it puts
-  on single events at N clients (``anchors``);
+* anchors: the latency of one durable commit into the same Postgres, and the bound it puts
+  on single events at N clients; what waiting costs on this machine (:mod:`bench.wake_cost`:
+  CPU per wake-up, a round trip between processes);
 * where the CPU went in each phase and ceiling (``cpu``, :mod:`bench.cpu_account`): the
   server processes', the load client's (this process) and, on the embedded Postgres, the
   database's CPU per request, event or row, the share of the time each ran and waited for a
@@ -48,6 +49,7 @@ from bench.cpu_account import CpuAccounts, own_process
 from bench.herald_process import HeraldProcess, create_key, free_port
 from bench.loadclient import LoadResult, percentile, run_load
 from bench.resources import Part
+from bench.wake_cost import wake_anchors
 
 HOST = "127.0.0.1"
 PATH = "/v1/events"
@@ -455,6 +457,10 @@ def print_table(ceilings: dict[str, dict[str, Any]], phases: list[dict[str, Any]
     print(f"one durable commit: p50 {commit['p50_ms']} ms, p99 {commit['p99_ms']} ms; at this "
           f"concurrency single events cannot pass {commit['bound_requests_per_s']} req/s",
           file=sys.stderr)
+    wake = anchors["wake"]
+    print(f"waiting on this machine: {wake['wake_cpu_us_per_1ms_sleep']} µs of CPU per wake-up "
+          f"from a 1 ms sleep, {wake['process_round_trip_us']} µs per round trip to another "
+          "process", file=sys.stderr)
     unit = {"bare_http": "request", "single": "request", "batch": "event", "copy": "row"}
     for name, account in cpu.items():
         parts = ", ".join(
@@ -495,7 +501,8 @@ def main(argv: list[str]) -> int:
                                                           processes))
         check = uvloop.run(verify(database_url, acknowledged))
         anchors = {"durable_commit": uvloop.run(
-            measure_durable_commit(database_url, run, args.concurrency))}
+            measure_durable_commit(database_url, run, args.concurrency)),
+            "wake": wake_anchors()}
     finally:
         for server in servers:
             if server.process is not None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -58,6 +57,7 @@ from uvicorn.server import ServerState
 from bench.args import OneLineParser, positive_int
 from bench.bare_http import build_app as build_bare_app
 from bench.databases import migrated_database
+from bench.wake_cost import wake_anchors
 from engine import gc_policy
 from engine.config import EngineSettings, HttpSettings, IntakeSettings
 from engine.database import Database, connect_one
@@ -375,36 +375,6 @@ def summary(args: argparse.Namespace, measures: dict[str, list[Measure]],
             "write_cpu_us_per_group": round(statistics.median(groups.cpu) * 1e6, 1),
             "write_cpu_us_per_event": round(sum(groups.cpu) / sum(groups.sizes) * 1e6, 2)}
     return result
-
-
-def wake_anchors(wakes: int = 500, trips: int = 5_000) -> dict[str, float]:
-    """This process's CPU per wake-up from a 1 ms event-loop sleep (run in a fresh loop, in
-    this thread), and the wall time of a one-byte round trip to a forked child."""
-    async def sleep_wakes() -> float:
-        started = time.process_time()
-        for _ in range(wakes):
-            await asyncio.sleep(0.001)
-        return (time.process_time() - started) / wakes
-
-    wake_cpu = uvloop.run(sleep_wakes())
-    ours, theirs = socket.socketpair()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - the child answers each byte, then leaves
-        ours.close()
-        for _ in range(trips):
-            theirs.recv(1)
-            theirs.send(b"x")
-        os._exit(0)
-    theirs.close()
-    started = time.perf_counter()
-    for _ in range(trips):
-        ours.send(b"x")
-        ours.recv(1)
-    round_trip = (time.perf_counter() - started) / trips
-    ours.close()
-    os.waitpid(child, 0)
-    return {"wake_cpu_us_per_1ms_sleep": round(wake_cpu * 1e6, 1),
-            "process_round_trip_us": round(round_trip * 1e6, 1)}
 
 
 def print_table(result: dict[str, Any]) -> None:

@@ -106,6 +106,8 @@ async def test_a_tiny_run_prints_rates_ceilings_ratios_and_the_check(database_ur
     commit = summary["anchors"]["durable_commit"]
     assert commit["commits"] == 200 and 0 < commit["p50_ms"] <= commit["p99_ms"]
     assert commit["bound_requests_per_s"] > 0
+    wake = summary["anchors"]["wake"]  # a wake-up always costs some CPU; a round trip, time
+    assert wake["wake_cpu_us_per_1ms_sleep"] > 0 and wake["process_round_trip_us"] > 0
     check = summary["verification"]
     assert check["acknowledged_events"] == single["requests"] + 5 * batch["requests"]
     assert check["ok"] and summary["all_acknowledged_stored"]

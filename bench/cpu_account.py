@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.resources import Part
+from bench.resources import Part, part_processes
 
 PROC = Path("/proc")
 
@@ -152,19 +152,11 @@ def machine_times(proc: Path = PROC) -> MachineTimes | None:
         return None
 
 
-def _processes(part: Part) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(part.pid)
-        return [root, *(root.children(recursive=True) if part.descendants else [])]
-    except psutil.Error:
-        return []
-
-
 def snapshot(parts: list[Part]) -> Snapshot:
     taken: dict[str, dict[ProcessKey, ThreadTimes]] = {}
     for part in parts:
         processes = taken.setdefault(part.name, {})
-        for process in _processes(part):
+        for process in part_processes(part):
             try:
                 key = (process.pid, process.create_time())
             except psutil.Error:

@@ -82,7 +82,7 @@ class ResourceSampler:
         for state in self._states:
             memory = 0
             count = 0
-            for process in _processes(state.part):
+            for process in part_processes(state.part):
                 try:
                     with process.oneshot():
                         times = process.cpu_times()
@@ -102,7 +102,8 @@ class ResourceSampler:
             state.usage.peak_processes = max(state.usage.peak_processes, count)
 
 
-def _processes(part: Part) -> list[psutil.Process]:
+def part_processes(part: Part) -> list[psutil.Process]:
+    """The part's root process and, if it has them, its descendants (none once it is gone)."""
     try:
         root = psutil.Process(part.pid)
         return [root, *(root.children(recursive=True) if part.descendants else [])]

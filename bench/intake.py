@@ -45,8 +45,15 @@ import orjson
 import uvloop
 
 from bench.copy_ceiling import copy_rows
-from bench.cpu_account import CpuAccounts, own_process
+from bench.cpu_account import CpuAccounts
 from bench.herald_process import HeraldProcess, create_key, free_port
+from bench.intake_accounts import (
+    Processes,
+    cpu_report,
+    postmaster_pid,
+    print_cpu,
+    server_comparison,
+)
 from bench.loadclient import LoadResult, percentile, run_load
 from bench.resources import Part
 from bench.wake_cost import wake_anchors
@@ -86,27 +93,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.copy_connections is None:
         args.copy_connections = WRITERS_PER_SERVER * args.servers
     return args
-
-
-# --- the processes whose CPU is counted -------------------------------------------------------
-
-class Processes:
-    """Herald's server processes, the embedded Postgres (None on a given database: it may serve
-    others) and this process (the load client), and the CPU accounts of the run's slices."""
-
-    def __init__(self, servers: list[int], postgres: int | None) -> None:
-        self.servers = [Part("server", pid, descendants=False) for pid in servers]
-        self.postgres = [Part("postgres", postgres)] if postgres is not None else []
-        self.accounts = CpuAccounts()
-
-    def herald(self) -> list[Part]:
-        return [*self.servers, own_process(), *self.postgres]
-
-    def bare(self, pid: int) -> list[Part]:
-        return [Part("server", pid, descendants=False), own_process(), *self.postgres]
-
-    def copy(self) -> list[Part]:
-        return [own_process(), *self.postgres]
 
 
 # --- load ------------------------------------------------------------------------------------
@@ -360,41 +346,6 @@ def ratio(value: float, ceiling: float) -> float | None:
     return round(value / ceiling, 3) if ceiling > 0 else None
 
 
-def cpu_report(accounts: CpuAccounts, ceilings: dict[str, dict[str, Any]],
-               phases: list[dict[str, Any]], batch_size: int) -> dict[str, dict[str, Any]]:
-    """Each measured phase's and ceiling's CPU account, per request (single events, the bare
-    stack), per event (batches) or per row (raw COPY)."""
-    units: dict[str, int] = {}
-    if "bare_http" in ceilings:
-        units["bare_http"] = ceilings["bare_http"]["requests"]
-    if "copy" in ceilings:
-        units["copy"] = ceilings["copy"]["rows"]
-    for phase in phases:
-        if phase["phase"] == "single":
-            units["single"] = phase["requests"]
-        else:
-            units["batch"] = phase["requests"] * batch_size
-    return {name: account.report(units.get(name, 0))
-            for name, account in accounts.accounts.items()}
-
-
-def server_comparison(cpu: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """Herald's server against the bare stack's under the single-event load: CPU per request
-    (Herald's over the bare stack's) and the share of the time each ran. The rate ratio is
-    about the running shares' ratio divided by the CPU ratio."""
-    try:
-        herald = cpu["single"]["parts"]["server"]
-        bare = cpu["bare_http"]["parts"]["server"]
-    except KeyError:
-        return None
-    if not herald["cpu_us_per_unit"] or not bare["cpu_us_per_unit"]:
-        return None
-    return {"server_cpu_per_request": ratio(herald["cpu_us_per_unit"], bare["cpu_us_per_unit"]),
-            "server_running": {"single": herald["running"], "bare_http": bare["running"]},
-            "server_waiting_for_cpu": {"single": herald["waiting_for_cpu"],
-                                       "bare_http": bare["waiting_for_cpu"]}}
-
-
 def report(args: argparse.Namespace, ceilings: dict[str, dict[str, Any]],
            phases: list[dict[str, Any]], check: dict[str, Any],
            anchors: dict[str, dict[str, Any]] | None = None,
@@ -461,14 +412,7 @@ def print_table(ceilings: dict[str, dict[str, Any]], phases: list[dict[str, Any]
     print(f"waiting on this machine: {wake['wake_cpu_us_per_1ms_sleep']} µs of CPU per wake-up "
           f"from a 1 ms sleep, {wake['process_round_trip_us']} µs per round trip to another "
           "process", file=sys.stderr)
-    unit = {"bare_http": "request", "single": "request", "batch": "event", "copy": "row"}
-    for name, account in cpu.items():
-        parts = ", ".join(
-            f"{part} {usage['cpu_us_per_unit']} µs (running {usage['running']}, waiting for "
-            f"a CPU {usage['waiting_for_cpu']})" for part, usage in account["parts"].items())
-        print(f"{'cpu ' + name:>14}: per {unit.get(name, 'unit')}: {parts}; machine busy "
-              f"{account['machine_busy']}, idle waiting for I/O {account['machine_iowait']}",
-              file=sys.stderr)
+    print_cpu(cpu)
 
 
 def report_ratios(ceilings: dict[str, dict[str, Any]],
@@ -511,15 +455,6 @@ def main(argv: list[str]) -> int:
     print_table(ceilings, phases, check, anchors, cpu)
     print(orjson.dumps(report(args, ceilings, phases, check, anchors, cpu)).decode())
     return 0 if check["ok"] else 1
-
-
-def postmaster_pid(data_dir: Path) -> int | None:
-    """The embedded Postgres's postmaster (its backends are its children), from the first line
-    of its ``postmaster.pid``; None if it cannot be read."""
-    try:
-        return int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _embedded_url(data_dir: Path) -> str:

@@ -16,7 +16,8 @@ import httpx
 import orjson
 
 from bench.bare_http import build_app
-from bench.intake import postmaster_pid, verify
+from bench.intake import verify
+from bench.intake_accounts import postmaster_pid
 from tests.support.app import running_app
 
 EVENT = {"type": "product_viewed", "contact_id": "c1", "id": "e-1",

@@ -89,6 +89,10 @@ class HttpSettings:
     # One JSON line per request on the herald.http.access logger: method, route template (never
     # the raw path or query, which can carry tokens), status, duration, client address.
     access_log: bool = False
+    # Answer POST /v1/events from the HTTP protocol, with no ASGI task per request, when its
+    # key is cached (engine.http.direct_routes): the same answers for ~11 µs less CPU each.
+    # false: every request goes through the app.
+    direct_intake: bool = True
 
     def __post_init__(self) -> None:
         for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):

@@ -27,6 +27,11 @@ HTTP_LATENCY = Histogram(
     "herald_http_request_seconds", "HTTP request latency", ["route"], registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+HTTP_DIRECT_REQUESTS = Counter(
+    "herald_http_direct_requests", "Requests for a route answered from the HTTP protocol "
+    "(engine.http.direct_routes): served so, or declined and served by the app",
+    ["outcome"], registry=REGISTRY,
+)
 HTTP_CONNECTIONS_CLOSED = Counter(
     "herald_http_connections_closed", "Client connections closed by the slow-client guard",
     ["reason"], registry=REGISTRY,

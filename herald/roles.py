@@ -31,7 +31,9 @@ from engine.http.access_log import AccessLog
 from engine.http.app import FastPaths, build_app
 from engine.http.auth import Authenticator
 from engine.http.contacts_routes import routes as contact_routes
+from engine.http.direct_routes import DirectRoute
 from engine.http.endpoint import HttpContext
+from engine.http.events_routes import direct_route as direct_event_route
 from engine.http.events_routes import routes as event_routes
 from engine.http.openapi import build_document, engine_paths, merge_paths
 from engine.http.ratelimit import RateLimiter
@@ -125,6 +127,7 @@ class HttpRole:
                                           settings.automation.simulation_queue)
         self.server: HttpServer | None = None
         self.app: Any = None
+        self.direct_routes: list[DirectRoute] = []  # answered from the protocol (build's)
 
     async def build(self) -> Any:
         settings = self.settings
@@ -162,6 +165,7 @@ class HttpRole:
                if isinstance(route, Route) and route.path in ("/v1/events", "/v1/batch")
                for method in (route.methods or ())}
         fast = FastPaths(app, hot)
+        self.direct_routes = [direct_event_route(context)] if settings.http.direct_intake else []
         return AccessLog(fast, app.routes) if settings.http.access_log else fast
 
     async def start(self) -> None:
@@ -173,7 +177,8 @@ class HttpRole:
                                  limits=ClientLimits(http.header_timeout, http.body_timeout,
                                                      http.max_header_size,
                                                      http.max_connections_per_client),
-                                 keep_alive_timeout=http.keep_alive_timeout)
+                                 keep_alive_timeout=http.keep_alive_timeout,
+                                 direct_routes=self.direct_routes, access_log=http.access_log)
         await self.writer.start()
         # what start-up built lives as long as the process: out of the collector's way before
         # the first request (herald run settles again once every role has started)

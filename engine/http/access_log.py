@@ -51,8 +51,13 @@ class AccessLog:
             await self.app(scope, receive, send_wrapper)
         finally:
             client = scope.get("client")
-            log.info("request", extra={
-                "method": scope["method"], "route": route_template(self.routes, scope),
-                "status": status or 500, "bytes": sent,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "client": client[0] if client else None})
+            log_request(scope["method"], route_template(self.routes, scope), status or 500,
+                        sent, started, client[0] if client else None)
+
+
+def log_request(method: str, route: str, status: int, sent: int, started: float,
+                client: str | None) -> None:
+    """One access log line; ``started``: ``time.perf_counter()`` when the request was in."""
+    log.info("request", extra={
+        "method": method, "route": route, "status": status, "bytes": sent,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2), "client": client})

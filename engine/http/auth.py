@@ -186,10 +186,28 @@ class Authenticator:
         if key is None:
             raise ApiError(401, "unauthorized", "the API key is unknown or revoked",
                            {"WWW-Authenticate": challenge})
+        self._authorize(key, scope)
+        return key
+
+    def verified_key(self, header: str, scope: str) -> ApiKey | None:
+        """:meth:`require_header` answered from memory alone, for a caller that cannot wait
+        (:mod:`engine.http.events_routes`' direct route): the key, its scope and rate
+        checked (raising :class:`ApiError` as :meth:`require_token` does), or None when the
+        header's token is not one verified recently; the caller then takes the full path."""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        verified = self._verified.get(token.strip())
+        if verified is None or not self.known.holds(verified[0].key_id, verified[1],
+                                                    self._clock()):
+            return None
+        self._authorize(verified[0], scope)
+        return verified[0]
+
+    def _authorize(self, key: ApiKey, scope: str) -> None:
         if not key.allows(scope):
             raise ApiError(403, "forbidden", f"this key lacks the '{scope}' scope")
         self.check_rate(key.key_id)
-        return key
 
     def check_rate(self, key_id: str, cost: float = 1.0) -> None:
         wait = self._limiter.acquire(key_id, self._clock(), cost)

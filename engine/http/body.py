@@ -30,7 +30,7 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
 
 
-def _client_closed() -> ApiError:
+def client_closed() -> ApiError:
     return ApiError(CLIENT_CLOSED, "client_closed",
                     "the client closed the connection before the body was complete")
 
@@ -46,7 +46,7 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise _too_large(limit)
             chunks.append(chunk)
     except ClientDisconnect:
-        raise _client_closed() from None
+        raise client_closed() from None
     return b"".join(chunks)
 
 
@@ -58,7 +58,7 @@ async def receive_body(receive: Receive, declared: str | None, limit: int) -> by
     while True:
         message = await receive()
         if message["type"] != "http.request":  # http.disconnect
-            raise _client_closed()
+            raise client_closed()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -58,7 +58,7 @@ def error_response_for(exc: Exception, route: str) -> Response:
     return internal_error(route)  # a bug, including DatabaseFault
 
 
-class _RouteMetrics:
+class RouteMetrics:
     """Latency and answers by status of one route (label children looked up once)."""
 
     def __init__(self, route: str) -> None:
@@ -78,7 +78,7 @@ def endpoint(route: str) -> Callable[[Handler], Handler]:
     """Errors a caller can cause become JSON bodies; anything else is a logged 500."""
 
     def wrap(handler: Handler) -> Handler:
-        metrics = _RouteMetrics(route)
+        metrics = RouteMetrics(route)
 
         async def wrapped(request: Request) -> Response:
             started = time.perf_counter()
@@ -96,7 +96,7 @@ def endpoint(route: str) -> Callable[[Handler], Handler]:
 
 
 JsonHandler = Callable[[Scope, Receive], Awaitable[tuple[int, bytes]]]
-_JSON_TYPE = (b"content-type", b"application/json")
+JSON_TYPE = (b"content-type", b"application/json")
 
 
 class JsonEndpoint:
@@ -104,7 +104,7 @@ class JsonEndpoint:
 
     def __init__(self, route: str, handler: JsonHandler) -> None:
         self.handler = handler
-        self._metrics = _RouteMetrics(route)
+        self._metrics = RouteMetrics(route)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -116,7 +116,7 @@ class JsonEndpoint:
             status = response.status_code
         else:
             await send({"type": "http.response.start", "status": status,
-                        "headers": [_JSON_TYPE, (b"content-length", b"%d" % len(body))]})
+                        "headers": [JSON_TYPE, (b"content-length", b"%d" % len(body))]})
             await send({"type": "http.response.body", "body": body})
         self._metrics.record(status, time.perf_counter() - started)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import uvicorn
 
+from engine.http.direct_routes import DirectRoute, direct_protocol
 from engine.http.slow_clients import ClientLimits, guarded_protocol
 from engine.values import HostPort
 
@@ -26,7 +27,10 @@ class HttpServer:
 
     def __init__(self, app: Any, listen: HostPort, graceful_timeout: float = 5.0,
                  reuse_port: bool = False, limits: ClientLimits | None = None,
-                 keep_alive_timeout: float = 30.0) -> None:
+                 keep_alive_timeout: float = 30.0, direct_routes: Sequence[DirectRoute] = (),
+                 access_log: bool = False) -> None:
+        """``direct_routes``: answered from the protocol (:mod:`engine.http.direct_routes`);
+        ``access_log``: whether the app logs requests (so do the direct routes then)."""
         family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -36,8 +40,12 @@ class HttpServer:
         self.socket.listen(2048)
         self.socket.setblocking(False)
         self.port: int = self.socket.getsockname()[1]
+        protocol = guarded_protocol(limits or ClientLimits())
+        if direct_routes:
+            protocol = direct_protocol(protocol, {(route.method, route.path): route
+                                                  for route in direct_routes}, access_log)
         config = uvicorn.Config(
-            app, loop="none", http=guarded_protocol(limits or ClientLimits()), lifespan="off",
+            app, loop="none", http=protocol, lifespan="off",
             access_log=False, log_config=None,
             timeout_graceful_shutdown=max(1, round(graceful_timeout)), backlog=2048,
             timeout_keep_alive=max(1, round(keep_alive_timeout)), proxy_headers=False,

@@ -42,7 +42,7 @@ TOO_MANY_CONNECTIONS = _reply("503 Service Unavailable", "too many connections f
                                                          "address")
 
 
-def guarded_protocol(limits: ClientLimits) -> type[asyncio.Protocol]:
+def guarded_protocol(limits: ClientLimits) -> type[HttpToolsProtocol]:
     """A protocol class for ``uvicorn.Config(http=...)`` enforcing ``limits``; the
     per-address connection counts are shared by the connections of this one server."""
     open_connections: dict[str, int] = {}
@@ -108,10 +108,15 @@ def guarded_protocol(limits: ClientLimits) -> type[asyncio.Protocol]:
             super().on_message_begin()
 
         def on_headers_complete(self) -> None:
+            self.headers_done()
+            super().on_headers_complete()
+
+        def headers_done(self) -> None:
+            """The headers are in: the body's bound starts (also for engine.http.direct_routes,
+            which serves some requests without uvicorn's on_headers_complete)."""
             self._awaiting_headers = False
             self._header_bytes = 0
             self._arm(limits.body_timeout)  # disarmed at once when there is no body
-            super().on_headers_complete()
 
         def on_message_complete(self) -> None:
             self._disarm()

@@ -130,6 +130,23 @@ class EventWriter:
             self._sweeper = None
 
     async def store(self, events: list[EventIn], source: str = "api") -> StoreResult:
+        request = self._enqueue(events, source)
+        # A caller cancelled while it waits (its client went away) cancels only its own
+        # future: the batch it may be in is written by the writer task all the same.
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            self._withdraw(request)
+            raise
+
+    def submit(self, events: list[EventIn], source: str = "api") -> asyncio.Future[StoreResult]:
+        """:meth:`store` for a caller that takes the outcome in a callback, not in a task
+        (:mod:`engine.http.direct_events`): the future resolves once the events are committed
+        (or with the error :meth:`store` would raise). Raises :class:`WriterStopped` or
+        :class:`IntakeOverloaded` at once, as :meth:`store` does."""
+        return self._enqueue(events, source).future
+
+    def _enqueue(self, events: list[EventIn], source: str) -> _Request:
         if self._closing:
             raise WriterStopped("the intake is shutting down")
         if self._pending_events + len(events) > self._settings.queue_max_events:
@@ -141,13 +158,7 @@ class EventWriter:
         self._pending_events += len(events)
         if not self._wakeup.is_set():
             self._wakeup.set()
-        # A caller cancelled while it waits (its client went away) cancels only its own
-        # future: the batch it may be in is written by the writer task all the same.
-        try:
-            return await future
-        except asyncio.CancelledError:
-            self._withdraw(request)
-            raise
+        return request
 
     def _withdraw(self, request: _Request) -> None:
         """Take a request that is not in a batch yet out of the queue's count; _take_batch

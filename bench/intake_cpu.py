@@ -9,7 +9,10 @@ back, and counts this process's CPU (user and system) per answered request, for 
 
 * ``bare``: the bare stack of ``herald bench intake`` (Starlette, orjson, 202, no database);
 * ``http``: Herald's app with a writer that answers every request at once (authentication,
-  body, strict JSON, validation, the answer: Herald's HTTP path alone);
+  body, strict JSON, validation, the answer: Herald's HTTP path alone); like the two below,
+  served as ``herald run`` serves it, ``POST /v1/events`` answered from the protocol
+  (:mod:`engine.http.direct_routes`) unless ``--no-direct`` (``[http] direct_intake =
+  false``);
 * ``handoff``: Herald's app and its group-commit writer, the database write replaced by a
   sleep of ``--commit-ms`` (default 0: one turn of the event loop): the future, the queue,
   the batches, the answers;
@@ -43,7 +46,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +64,7 @@ from bench.wake_cost import wake_anchors
 from engine import gc_policy
 from engine.config import EngineSettings, HttpSettings, IntakeSettings
 from engine.database import Database, connect_one
+from engine.http.direct_routes import DirectRoute, direct_protocol
 from engine.http.slow_clients import ClientLimits, guarded_protocol
 from engine.intake.validation import EventIn
 from engine.intake.writer import EventWriter, StoreResult
@@ -88,6 +92,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="the handoff stack's stand-in for a commit: a sleep of this "
                              "long (0: one turn of the event loop; uvloop's timers count "
                              "whole milliseconds)")
+    parser.add_argument("--no-direct", action="store_true",
+                        help="serve Herald's stacks through the app only ([http] "
+                             "direct_intake = false)")
     parser.add_argument("--stacks", default=",".join(STACKS),
                         help=f"which stacks, comma-separated (of {', '.join(STACKS)})")
     args = parser.parse_args(argv)
@@ -108,6 +115,11 @@ class AnsweringWriter(EventWriter):
 
     async def store(self, events: list[EventIn], source: str = "api") -> StoreResult:
         return StoreResult(len(events), 0)
+
+    def submit(self, events: list[EventIn], source: str = "api") -> asyncio.Future[StoreResult]:
+        future: asyncio.Future[StoreResult] = asyncio.get_running_loop().create_future()
+        future.set_result(StoreResult(len(events), 0))
+        return future
 
 
 class WaitingWriter(EventWriter):
@@ -272,9 +284,11 @@ async def drive(protocol: Callable[[], asyncio.Protocol], headers: dict[str, str
     return Measure(cpu / requests * 1e6, system / requests * 1e6, requests / elapsed)
 
 
-def protocol_factory(app: Any, guarded: bool) -> Callable[[], asyncio.Protocol]:
+def protocol_factory(app: Any, guarded: bool, direct_routes: Sequence[DirectRoute] = ()
+                     ) -> Callable[[], asyncio.Protocol]:
     """uvicorn's httptools protocol for ``app``; ``guarded``: Herald's subclass of it (the
-    slow-client guard ``herald run`` serves with), else uvicorn's own (the bare stack's)."""
+    slow-client guard ``herald run`` serves with, answering ``direct_routes`` from the
+    protocol as it does), else uvicorn's own (the bare stack's)."""
     # As each server is configured: Herald's (engine.http.server) trusts no proxy headers, the
     # bare stack (bench.bare_http) keeps uvicorn's default.
     config = Config(app, loop="none", http="httptools", lifespan="off", access_log=False,
@@ -282,17 +296,20 @@ def protocol_factory(app: Any, guarded: bool) -> Callable[[], asyncio.Protocol]:
     config.load()
     state = ServerState()
     protocol_class: Any = guarded_protocol(ClientLimits()) if guarded else HttpToolsProtocol
+    if direct_routes:
+        protocol_class = direct_protocol(protocol_class, {(route.method, route.path): route
+                                                          for route in direct_routes})
     loop = asyncio.get_running_loop()
     return lambda: protocol_class(config=config, server_state=state, app_state={}, _loop=loop)
 
 
 # --- the run -----------------------------------------------------------------------------
 
-async def herald_stacks(database_url: str, stacks: list[str], commit_seconds: float
-                        ) -> tuple[dict[str, HttpRole], str]:
+async def herald_stacks(database_url: str, stacks: list[str], commit_seconds: float,
+                        direct: bool = True) -> tuple[dict[str, HttpRole], str]:
     """An app per Herald stack (each with its writer started) and a key to call them with."""
     settings = Settings(engine=EngineSettings(database_url=database_url),
-                        http=HttpSettings(listen=HostPort("127.0.0.1", 0),
+                        http=HttpSettings(listen=HostPort("127.0.0.1", 0), direct_intake=direct,
                                           rate_limit_per_second=0),
                         intake=IntakeSettings())
     connection = await connect_one(database_url)
@@ -323,10 +340,13 @@ async def herald_stacks(database_url: str, stacks: list[str], commit_seconds: fl
 
 
 async def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
-    roles, key = await herald_stacks(database_url, args.stacks, args.commit_ms / 1000)
+    roles, key = await herald_stacks(database_url, args.stacks, args.commit_ms / 1000,
+                                     direct=not args.no_direct)
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     protocols = {name: protocol_factory(build_bare_app(), guarded=False) if name == "bare"
-                 else protocol_factory(roles[name].app, guarded=True) for name in args.stacks}
+                 else protocol_factory(roles[name].app, guarded=True,
+                                       direct_routes=roles[name].direct_routes)
+                 for name in args.stacks}
     run_id = uuid.uuid4().hex[:8]
     try:
         for name in args.stacks:
@@ -367,7 +387,8 @@ def summary(args: argparse.Namespace, measures: dict[str, list[Measure]],
     result: dict[str, Any] = {"bench": "intake-cpu", "run": f"{run_id}-",
                               "connections": args.connections,
                               "requests": args.requests, "rounds": args.rounds,
-                              "commit_ms": args.commit_ms, "stacks": stacks}
+                              "commit_ms": args.commit_ms, "direct": not args.no_direct,
+                              "stacks": stacks}
     if groups.sizes:
         result["full_groups"] = {
             "groups": len(groups.sizes),

@@ -35,6 +35,7 @@ async def test_a_tiny_run_measures_every_stack_and_stores_the_full_stacks_events
     assert result.returncode == 0, result.stderr
     summary = orjson.loads(result.stdout.strip().splitlines()[-1])
     stacks = summary["stacks"]
+    assert summary["direct"] is True  # served as herald run serves them
     assert list(stacks) == ["bare", "http", "handoff", "full"]
     for figures in stacks.values():
         assert figures["cpu_us_per_request"] > 0 and figures["requests_per_s"] > 0
@@ -62,3 +63,4 @@ def test_unknown_stacks_and_negative_waits_are_refused(
         parse_args(["--commit-ms", "-1"])
     assert "--commit-ms must be 0 or more" in capsys.readouterr().err
     assert parse_args(["--stacks", "full, bare"]).stacks == ["full", "bare"]
+    assert parse_args(["--no-direct"]).no_direct and not parse_args([]).no_direct

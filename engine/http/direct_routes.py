@@ -115,9 +115,6 @@ def direct_protocol(base: type[HttpToolsProtocol],
         _before_direct: Any = None  # uvicorn's cycle of the request before a direct one
 
         def on_headers_complete(self) -> None:
-            # A request parsed from the same read as an answer given at once (so no new read
-            # has stopped the keep-alive timer that answer started) must not be timed out.
-            self._unset_keepalive_if_required()
             route = self._direct_route()
             if route is None:
                 super().on_headers_complete()

@@ -5,10 +5,12 @@ uvicorn's httptools protocol, subclassed: a request's headers must arrive within
 ``max_header_size`` bytes, its body within ``body_timeout`` of the headers; past a bound the
 client gets 408 (or 431) and the connection is closed. Each client address may hold at most
 ``max_connections_per_client`` connections at once; one more is answered 503 and closed.
-Between requests uvicorn's keep-alive timeout applies.
+Between requests the connection may idle for uvicorn's keep-alive timeout, then it is closed
+(quietly, as uvicorn does).
 
-The bounds cost a request two attribute writes, not a timer each: a connection keeps at most one
-timer, which on firing checks the current deadline and sleeps again if it moved.
+The bounds cost a request a few attribute writes, not a timer each: a connection keeps at most
+one timer, which on firing checks the current deadline and sleeps again if it moved (the
+keep-alive wait too, which uvicorn would give a timer of its own after every response).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def guarded_protocol(limits: ClientLimits) -> type[HttpToolsProtocol]:
             super().__init__(*args, **kwargs)
             self._guard_timer: asyncio.TimerHandle | None = None
             self._deadline: float | None = None  # loop time; None: nothing is being awaited
+            self._idle = False  # the deadline is the keep-alive one (expiry closes quietly)
             self._awaiting_headers = True
             self._header_bytes = 0
             self._address: str | None = None
@@ -93,7 +96,7 @@ def guarded_protocol(limits: ClientLimits) -> type[HttpToolsProtocol]:
             if self._refused:
                 return
             if self._awaiting_headers:
-                if self._deadline is None:  # the first byte of a new request
+                if self._deadline is None or self._idle:  # the first byte of a new request
                     self._arm(limits.header_timeout)
                 self._header_bytes += len(data)
             super().data_received(data)
@@ -105,6 +108,8 @@ def guarded_protocol(limits: ClientLimits) -> type[HttpToolsProtocol]:
 
         def on_message_begin(self) -> None:
             self._awaiting_headers = True
+            if self._idle:  # begun in the read that ended the last answer's request
+                self._arm(limits.header_timeout)
             super().on_message_begin()
 
         def on_headers_complete(self) -> None:
@@ -123,17 +128,43 @@ def guarded_protocol(limits: ClientLimits) -> type[HttpToolsProtocol]:
             self._awaiting_headers = True  # what follows is the next request's
             super().on_message_complete()
 
+        def on_response_complete(self) -> None:
+            """uvicorn's, with its keep-alive timer replaced by this connection's one timer."""
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self.flow.resume_reading()
+            if self.pipeline:  # a request queued behind the one answered starts now
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+            elif self._deadline is None:  # nothing of a next request has arrived
+                self._arm_idle()
+
         # --- timers ----------------------------------------------------------------------
 
         def _arm(self, seconds: float) -> None:
+            self._idle = False
             self._deadline = self.loop.time() + seconds
+            self._wake_by(self._deadline)
+
+        def _arm_idle(self) -> None:
+            """Between requests: the keep-alive deadline, with the timer set no later than a
+            next request's header deadline could be, so that its first byte (which sets that
+            deadline) finds the timer early enough and need not replace it."""
+            now = self.loop.time()
+            self._idle = True
+            self._deadline = now + self.timeout_keep_alive
+            self._wake_by(min(self._deadline, now + limits.header_timeout))
+
+        def _wake_by(self, when: float) -> None:
             timer = self._guard_timer
-            if timer is None or timer.when() > self._deadline:
+            if timer is None or timer.when() > when:
                 if timer is not None:
                     timer.cancel()
-                self._guard_timer = self.loop.call_at(self._deadline, self._check_deadline)
+                self._guard_timer = self.loop.call_at(when, self._check_deadline)
 
         def _disarm(self) -> None:
+            self._idle = False
             self._deadline = None  # a running timer finds nothing to do
 
         def _stop_timer(self) -> None:
@@ -150,7 +181,12 @@ def guarded_protocol(limits: ClientLimits) -> type[HttpToolsProtocol]:
                 self._guard_timer = self.loop.call_at(self._deadline, self._check_deadline)
                 return
             self._deadline = None
-            if not self.transport.is_closing():
+            if self.transport.is_closing():
+                return
+            if self._idle:  # kept alive long enough: closed quietly, as uvicorn does
+                self._idle = False
+                self.transport.close()
+            else:
                 self._give_up(REQUEST_TIMEOUT, "request_timeout")
 
         def _give_up(self, reply: bytes, reason: str) -> None:

@@ -11,6 +11,7 @@ import dataclasses
 import http.client
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -230,55 +231,54 @@ async def wait_for_a_blocked_writer(holder: asyncpg.Connection) -> None:
     raise AssertionError("no commit waited for the held id")
 
 
-async def test_a_pipelined_request_waits_for_the_pending_direct_answer(
-        apps: tuple[RunningApp, RunningApp], database_url: str) -> None:
-    app = apps[0]
-    key = app.admin_key
-    await exchange(app, post(key, event("p-0")))
-    holder = await hold_id(database_url, "p-held")
+@asynccontextmanager
+async def pending_answer(app: RunningApp, database_url: str, tag: str
+                         ) -> AsyncIterator[tuple[Connection, asyncpg.Connection]]:
+    """A connection whose direct request (event ``tag``-held) waits for its commit, held by
+    the yielded session's uncommitted claim of the same id (roll it back to let it go)."""
+    await exchange(app, post(app.admin_key, event(f"{tag}-0")))  # the key is cached
+    holder = await hold_id(database_url, f"{tag}-held")
     connection = await Connection.open(app)
     try:
-        await connection.send(post(key, event("p-held")))
+        await connection.send(post(app.admin_key, event(f"{tag}-held")))
         await wait_for_a_blocked_writer(holder)
-        # a second request on the connection, which the app would answer at once (400)
-        await connection.send(post(key, b"not json"))
-        await holder.execute("ROLLBACK")
-        first, second = await connection.answer(), await connection.answer()
+        yield connection, holder
     finally:
         await holder.close()
         await connection.close()
+
+
+async def test_a_pipelined_request_waits_for_the_pending_direct_answer(
+        apps: tuple[RunningApp, RunningApp], database_url: str) -> None:
+    app = apps[0]
+    async with pending_answer(app, database_url, "p") as (connection, holder):
+        # a second request on the connection, which the app would answer at once (400)
+        await connection.send(post(app.admin_key, b"not json"))
+        await holder.execute("ROLLBACK")
+        first, second = await connection.answer(), await connection.answer()
     assert first.startswith(b"HTTP/1.1 202 ") and b'{"accepted":1,"duplicates":0}' in first
     assert second.startswith(b"HTTP/1.1 400 ")
 
 
 async def test_shutdown_lets_a_pending_answer_out_then_closes(database_url: str) -> None:
-    async with running_app(database_url) as app:
-        key = app.admin_key
-        await exchange(app, post(key, event("s-0")))
-        holder = await hold_id(database_url, "s-held")
-        connection = await Connection.open(app)
-        try:
-            await connection.send(post(key, event("s-held")))
-            await wait_for_a_blocked_writer(holder)
-            assert app.role.server is not None
-            server = app.role.server
-            stopping = asyncio.create_task(server.stop())
-            for _ in range(500):  # polled: until uvicorn's shutdown has reached the request
-                cycles = [getattr(protocol, "cycle", None)
-                          for protocol in server._server.server_state.connections]
-                if any(isinstance(cycle, DirectRequest) and not cycle.keep_alive
-                       for cycle in cycles):
-                    break
-                await asyncio.sleep(0.01)
-            else:
-                raise AssertionError("the shutdown never reached the pending request")
-            await holder.execute("ROLLBACK")
-            answer = await connection.answer()
-            assert await connection.closed()
-            await stopping
-        finally:
-            await holder.close()
-            await connection.close()
+    async with running_app(database_url) as app, \
+            pending_answer(app, database_url, "s") as (connection, holder):
+        server = app.role.server
+        assert server is not None
+        stopping = asyncio.create_task(server.stop())
+        for _ in range(500):  # polled: until uvicorn's shutdown has reached the request
+            cycles = [getattr(protocol, "cycle", None)
+                      for protocol in server._server.server_state.connections]
+            if any(isinstance(cycle, DirectRequest) and not cycle.keep_alive
+                   for cycle in cycles):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the shutdown never reached the pending request")
+        await holder.execute("ROLLBACK")
+        answer = await connection.answer()
+        assert await connection.closed()
+        await stopping
     assert answer.startswith(b"HTTP/1.1 202 ")
     assert b"\r\nconnection: close\r\n" in answer
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import http.client
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -307,3 +308,22 @@ async def test_a_client_gone_before_its_answer_still_gets_its_event_stored(
         assert await db.fetchval("SELECT count(*) FROM events WHERE event_id = 'g-gone'") == 1
     assert await exchange(app, post(key, event("g-after"))) == [
         normalised(answer) for answer in await exchange(apps[1], post(key, event("g-after2")))]
+
+
+async def test_direct_answers_get_the_access_log_line_the_app_writes(
+        database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="herald.http.access")
+    async with running_app(database_url, access_log=True) as app:
+        served = direct("served")
+        answers = await exchange(app, post(app.admin_key, event("l-1")),  # the app's
+                                 post(app.admin_key, event("l-2")),  # direct
+                                 post(app.admin_key, b"[1"))  # direct, 400
+        assert direct("served") == served + 2
+    records = [r for r in caplog.records if r.name == "herald.http.access"]
+    assert [(r.method, r.route, r.status, r.bytes)  # type: ignore[attr-defined]
+            for r in records] == [
+        ("POST", "/v1/events", 202, len(answers[0].split(b"\r\n\r\n", 1)[1])),
+        ("POST", "/v1/events", 202, len(answers[1].split(b"\r\n\r\n", 1)[1])),
+        ("POST", "/v1/events", 400, len(answers[2].split(b"\r\n\r\n", 1)[1]))]
+    assert all(r.client == "127.0.0.1" and r.duration_ms >= 0  # type: ignore[attr-defined]
+               and "Bearer" not in str(r.__dict__) for r in records)

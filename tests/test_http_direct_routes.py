@@ -22,6 +22,7 @@ import pytest
 from engine.http.direct_routes import DirectRequest
 from engine.metrics import HTTP_DIRECT_REQUESTS
 from tests.support.app import RunningApp, running_app
+from tests.support.intake import wait_for_lock_waiters
 
 
 def direct(outcome: str) -> float:
@@ -219,19 +220,6 @@ async def hold_id(database_url: str, event_id: str) -> asyncpg.Connection:
     return holder
 
 
-async def wait_for_a_blocked_writer(holder: asyncpg.Connection) -> None:
-    """Until some session waits for the holder's lock (polled: the condition itself)."""
-    pid = await holder.fetchval("SELECT pg_backend_pid()")
-    for _ in range(500):
-        # the holder is in a transaction: its view of pg_stat_activity is a snapshot, cleared
-        await holder.execute("SELECT pg_stat_clear_snapshot()")
-        if await holder.fetchval("SELECT count(*) FROM pg_stat_activity "
-                                 "WHERE $1 = ANY(pg_blocking_pids(pid))", pid):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no commit waited for the held id")
-
-
 @asynccontextmanager
 async def pending_answer(app: RunningApp, database_url: str, tag: str
                          ) -> AsyncIterator[tuple[Connection, asyncpg.Connection]]:
@@ -242,7 +230,7 @@ async def pending_answer(app: RunningApp, database_url: str, tag: str
     connection = await Connection.open(app)
     try:
         await connection.send(post(app.admin_key, event(f"{tag}-held")))
-        await wait_for_a_blocked_writer(holder)
+        await wait_for_lock_waiters(holder, 1)
         yield connection, holder
     finally:
         await holder.close()
@@ -295,7 +283,7 @@ async def test_a_client_gone_before_its_answer_still_gets_its_event_stored(
     # the event's own id is free: its batch waits behind another's held id
     await connection.send(post(key, orjson.dumps({"events": [
         orjson.loads(event("g-other")), orjson.loads(event("g-gone"))]})))
-    await wait_for_a_blocked_writer(holder)
+    await wait_for_lock_waiters(holder, 1)
     await connection.close()
     await holder.execute("ROLLBACK")
     await holder.close()

@@ -2,9 +2,11 @@
 
 Requests hand their validated events to :meth:`EventWriter.store` and wait; writer tasks take
 everything queued (up to ``commit_max_events``) and commit it in one transaction, so
-durability costs one fsync per batch, not per request. A request's future resolves only after
-its events are committed. Idempotency keys already in the log (or earlier in the same batch) are
-counted as duplicates and not stored again.
+durability costs one fsync per batch, not per request. A second commit starts beside one in
+flight only for a large queue or a slow commit (:data:`OVERLAP_MIN_EVENTS`): otherwise what
+arrives meanwhile waits for the writer in flight, in one larger group. A request's future
+resolves only after its events are committed. Idempotency keys already in the log (or earlier
+in the same batch) are counted as duplicates and not stored again.
 
 How a batch is written (a small plain batch in one statement, others in one transaction) is
 :mod:`engine.intake.batch_write`. Each writer task keeps its pooled connection from one batch to
@@ -26,6 +28,7 @@ request gets :class:`EventsRejected` naming the first event the database would n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Set as AbstractSet
@@ -57,9 +60,15 @@ from engine.metrics import (
 log = logging.getLogger("herald.intake")
 
 SWEEP_FRACTION = 0.05  # the sweeper runs every 5 % of the request timeout (at most 100 ms)
-# Commits in flight at once, each on a connection of its own (more were measured: smaller
+# Commits in flight at most, each on a connection of its own (more were measured: smaller
 # batches, more work per event, no higher rate; docs/PERFORMANCE.md, "Intake").
 WRITERS = 2
+# A second commit starts beside one in flight only when this many events wait (batches keep
+# two commits overlapping; single events form fewer, larger groups: less work per event in
+# Postgres) or when the one in flight has run SLOW_COMMIT_SECONDS (a commit waiting on a lock
+# holds up nobody else for longer). docs/PERFORMANCE.md, "Eleventh pass".
+OVERLAP_MIN_EVENTS = 128
+SLOW_COMMIT_SECONDS = 0.05
 
 
 class IntakeOverloaded(HeraldError):
@@ -98,14 +107,16 @@ class _Request:
 
 
 class EventWriter:
-    def __init__(self, database: Database, settings: IntakeSettings, writers: int = WRITERS
-                 ) -> None:
+    def __init__(self, database: Database, settings: IntakeSettings, writers: int = WRITERS,
+                 slow_commit: float = SLOW_COMMIT_SECONDS) -> None:
         self._database = database
         self._settings = settings
         self._writers = writers
+        self._slow_commit = slow_commit
         self._pending: deque[_Request] = deque()
         self._pending_events = 0
         self._in_flight: list[list[_Request]] = []  # batches being written
+        self._commit_started: list[float] = []  # loop time each of those began, in order
         self._wakeup = asyncio.Event()  # set when requests are pending (or when closing)
         self._tasks: list[asyncio.Task[None]] = []
         self._sweeper: asyncio.Task[None] | None = None
@@ -156,8 +167,9 @@ class EventWriter:
         request = _Request(events, source, future, loop.time() + self._database.timeouts.request)
         self._pending.append(request)
         self._pending_events += len(events)
-        if not self._wakeup.is_set():
-            self._wakeup.set()
+        if not self._wakeup.is_set() and (not self._in_flight
+                                          or self._may_overlap(loop.time())):
+            self._wakeup.set()  # else the writer in flight takes them when it is done
         return request
 
     def _withdraw(self, request: _Request) -> None:
@@ -210,13 +222,14 @@ class EventWriter:
 
     async def _run(self) -> None:
         database = HeldConnection(self._database)  # this writer's, kept between batches
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                if not self._pending:
-                    if self._closing:
+                if not self._pending or (self._in_flight
+                                         and not self._may_overlap(loop.time())):
+                    if self._closing and not self._pending:
                         return
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
+                    await self._wait_for_work(loop)
                     continue
                 if self._settings.commit_max_wait > 0 and not self._closing and \
                         self._pending_events < self._settings.commit_max_events:
@@ -224,12 +237,32 @@ class EventWriter:
                 batch = self._take_batch()
                 if batch:
                     self._in_flight.append(batch)
+                    self._commit_started.append(loop.time())
                     try:
                         await self._commit(database, batch)
                     finally:
-                        self._in_flight.remove(batch)
+                        index = self._in_flight.index(batch)
+                        del self._in_flight[index], self._commit_started[index]
         finally:
             await database.release()
+
+    def _may_overlap(self, now: float) -> bool:
+        """Whether a commit may start beside those in flight (see OVERLAP_MIN_EVENTS)."""
+        return self._closing or self._pending_events >= OVERLAP_MIN_EVENTS or \
+            now - self._commit_started[0] >= self._slow_commit
+
+    async def _wait_for_work(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Until events wait that this writer may take: woken by _enqueue, and, while a
+        commit is in flight that has not turned slow yet, when it does (a writer in flight
+        takes what waits when it is done, without this one)."""
+        self._wakeup.clear()
+        if self._in_flight:
+            left = self._commit_started[0] + self._slow_commit - loop.time()
+            if left > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), left)
+                return
+        await self._wakeup.wait()
 
     async def _commit(self, database: Database, batch: list[_Request]) -> None:
         try:

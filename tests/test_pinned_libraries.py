@@ -1,6 +1,7 @@
-"""Herald relies on private parts of aiosmtplib, aiosmtpd and dkimpy, so pyproject.toml pins
-them to the versions it was tested with (upper bounds). CI installs within the pins; these tests
-fail when the installed version is outside them, or when a private part Herald uses has moved."""
+"""Herald relies on private parts of aiosmtplib, aiosmtpd, dkimpy and uvicorn, so
+pyproject.toml pins them to the versions it was tested with (upper bounds). CI installs within
+the pins; these tests fail when the installed version is outside them, or when a private part
+Herald uses has moved."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
-PINNED = ("aiosmtplib", "aiosmtpd", "dkimpy")
+PINNED = ("aiosmtplib", "aiosmtpd", "dkimpy", "uvicorn")
 
 
 def requirements() -> dict[str, Requirement]:
@@ -60,3 +61,28 @@ def test_the_private_dkimpy_parts_herald_uses_exist() -> None:
     assert callable(get_linesep)
     assert CanonicalizationPolicy.from_c_value(b"relaxed/relaxed") is not None
     assert "namelen" in inspect.signature(dkim.fold).parameters
+
+
+def test_the_private_uvicorn_parts_herald_uses_exist() -> None:
+    from uvicorn.protocols.http.httptools_impl import (
+        STATUS_LINE,
+        HttpToolsProtocol,
+        RequestResponseCycle,
+    )
+
+    # engine/http/slow_clients.py and engine/http/direct_routes.py subclass the protocol: they
+    # call these methods, replace on_response_complete, and stand in for its cycle.
+    for name in ("on_message_begin", "on_url", "on_header", "on_headers_complete", "on_body",
+                 "on_message_complete", "on_response_complete", "_start_asgi_task",
+                 "_unset_keepalive_if_required", "connection_lost", "data_received",
+                 "shutdown"):
+        assert hasattr(HttpToolsProtocol, name), name
+    assert STATUS_LINE[202] == b"HTTP/1.1 202 Accepted\r\n"
+    cycle_attributes = inspect.signature(RequestResponseCycle.__init__).parameters
+    assert {"scope", "transport", "flow", "message_event", "keep_alive", "on_response"} <= set(
+        cycle_attributes)
+    source = inspect.getsource(HttpToolsProtocol)
+    for attribute in ("self.cycle", "self.pipeline", "self.expect_100_continue", "self.url",
+                      "self.headers", "self.client", "self.timeout_keep_alive",
+                      "self.server_state.default_headers", "self.flow.resume_reading()"):
+        assert attribute in source, attribute

@@ -151,10 +151,10 @@ class EventWriter:
             raise
 
     def submit(self, events: list[EventIn], source: str = "api") -> asyncio.Future[StoreResult]:
-        """:meth:`store` for a caller that takes the outcome in a callback, not in a task
-        (:mod:`engine.http.direct_events`): the future resolves once the events are committed
-        (or with the error :meth:`store` would raise). Raises :class:`WriterStopped` or
-        :class:`IntakeOverloaded` at once, as :meth:`store` does."""
+        """:meth:`store` for a caller that takes the outcome in a callback, not in a task (the
+        direct route of :mod:`engine.http.events_routes`): the future resolves once the events
+        are committed (or with the error :meth:`store` would raise). Raises
+        :class:`WriterStopped` or :class:`IntakeOverloaded` at once, as :meth:`store` does."""
         return self._enqueue(events, source).future
 
     def _enqueue(self, events: list[EventIn], source: str) -> _Request:

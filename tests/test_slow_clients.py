@@ -68,25 +68,22 @@ async def test_endless_headers_are_refused(app: RunningApp) -> None:
     writer.close()
 
 
+async def read_answer(reader: asyncio.StreamReader) -> bytes:
+    """One whole answer: the head and its Content-Length of body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    return head + await asyncio.wait_for(reader.readexactly(length), WAIT)
+
+
 async def test_a_prompt_keep_alive_client_is_served_repeatedly(app: RunningApp) -> None:
     reader, writer = await connect(app)
     for _ in range(3):
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         await writer.drain()
-        status = await asyncio.wait_for(reader.readline(), WAIT)
-        assert status.startswith(b"HTTP/1.1 200 "), status
-        headers = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
-        length = int(next(line.split(b":")[1] for line in headers.split(b"\r\n")
-                          if line.lower().startswith(b"content-length")))
-        await asyncio.wait_for(reader.readexactly(length), WAIT)
+        answer = await read_answer(reader)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
     writer.close()
-
-
-async def read_answer(reader: asyncio.StreamReader) -> bytes:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length")))
-    return head + await asyncio.wait_for(reader.readexactly(length), WAIT)
 
 
 async def test_an_idle_keep_alive_connection_is_closed_quietly(database_url: str) -> None:

@@ -37,8 +37,8 @@ Headers = list[tuple[bytes, bytes]]
 # status, headers (lower-case names, as Starlette's raw_headers), body
 Reply = tuple[int, Headers, bytes]
 Respond = Callable[[Reply], None]
-# (the request's headers, the client's address, the body, respond) -> False to decline
-DirectHandler = Callable[[Headers, "str | None", bytes, Respond], bool]
+# (the request's headers, the body, respond) -> False to decline
+DirectHandler = Callable[[Headers, bytes, Respond], bool]
 
 log = logging.getLogger("herald.http")
 
@@ -63,9 +63,6 @@ class _Message:
     __slots__ = ()
 
     def set(self) -> None:
-        pass
-
-    def clear(self) -> None:
         pass
 
 
@@ -112,7 +109,6 @@ def direct_protocol(base: type[HttpToolsProtocol],
 
     class DirectRoutesProtocol(base):  # type: ignore[misc, valid-type]
         cycle: Any  # uvicorn's RequestResponseCycle, or a DirectRequest
-        _before_direct: Any = None  # uvicorn's cycle of the request before a direct one
 
         def on_headers_complete(self) -> None:
             route = self._direct_route()
@@ -120,11 +116,12 @@ def direct_protocol(base: type[HttpToolsProtocol],
                 super().on_headers_complete()
                 return
             self.headers_done()  # the slow-client guard's bookkeeping (the body's timeout)
-            self._before_direct = self.cycle
             self.cycle = DirectRequest(route)
 
         def on_body(self, body: bytes) -> None:
             cycle = self.cycle
+            # more_body: this request's, not an answered one left in the slot (uvicorn keeps
+            # the slot as it is for a request it upgrades)
             if isinstance(cycle, DirectRequest) and cycle.more_body:
                 cycle.body += body  # bounded: the parser stops at the declared length
                 return
@@ -167,13 +164,11 @@ def direct_protocol(base: type[HttpToolsProtocol],
             return route
 
         def _serve_direct(self, request: DirectRequest) -> None:
-            client = self.client[0] if self.client else None
             body = bytes(request.body)
             request.body = bytearray()
             try:
                 handled = request.route.handler(
-                    self.headers, client, body,
-                    lambda reply: self._answer_direct(request, reply))
+                    self.headers, body, lambda reply: self._answer_direct(request, reply))
             except Exception:  # a bug: the app serves the request (and reports its own)
                 log.exception("a direct route failed; the app serves the request")
                 handled = request.response_started
@@ -182,9 +177,10 @@ def direct_protocol(base: type[HttpToolsProtocol],
 
         def _decline(self, request: DirectRequest, body: bytes) -> None:
             """Serve the request through uvicorn and the ASGI app after all: the parser's
-            state (method, URL, headers) is still this request's."""
+            state (method, URL, headers) is still this request's, and nothing was in flight
+            before it (_direct_route), so uvicorn starts its task at once."""
             _DECLINED.inc()
-            self.cycle = self._before_direct
+            self.cycle = None
             HttpToolsProtocol.on_headers_complete(self)  # the cycle and its task
             cycle = self.cycle
             cycle.body = bytearray(body)

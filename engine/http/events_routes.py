@@ -19,7 +19,7 @@ from engine.errors import DatabaseError
 from engine.http.asgi import client_host, header
 from engine.http.auth import KeyLookupsLimited
 from engine.http.body import client_closed, decode_json, has_nul, receive_body
-from engine.http.direct_routes import DirectRoute, Headers, Respond
+from engine.http.direct_routes import DirectRoute, Headers, Reply, Respond
 from engine.http.endpoint import (
     JSON_TYPE,
     HttpContext,
@@ -108,7 +108,7 @@ def direct_route(context: HttpContext) -> DirectRoute:
     writer = context.writer
     metrics = RouteMetrics("/v1/events")
 
-    def serve(headers: Headers, client: str | None, raw: bytes, respond: Respond) -> bool:
+    def serve(headers: Headers, raw: bytes, respond: Respond) -> bool:
         started = time.perf_counter()
         authorization = ""
         for name, value in headers:
@@ -121,9 +121,7 @@ def direct_route(context: HttpContext) -> DirectRoute:
             respond((status, [JSON_TYPE, (b"content-length", b"%d" % len(body))], body))
 
         def answer_error(exc: Exception) -> None:
-            response = error_response_for(exc, metrics.route)
-            metrics.record(response.status_code, time.perf_counter() - started)
-            respond((response.status_code, response.raw_headers, bytes(response.body)))
+            respond(_error_reply(exc, metrics, started))
 
         try:
             if auth.verified_key(authorization, "events:write") is None:
@@ -149,11 +147,17 @@ def direct_route(context: HttpContext) -> DirectRoute:
         return True
 
     def gone(started: float, respond: Respond) -> None:
-        response = error_response_for(client_closed(), metrics.route)
-        metrics.record(response.status_code, time.perf_counter() - started)
-        respond((response.status_code, response.raw_headers, bytes(response.body)))
+        respond(_error_reply(client_closed(), metrics, started))
 
     return DirectRoute(b"POST", b"/v1/events", settings.max_body, serve, gone)
+
+
+def _error_reply(exc: Exception, metrics: RouteMetrics, started: float) -> Reply:
+    """The app's answer to ``exc`` (error_response_for: call it where ``exc`` is handled),
+    recorded in the route's metrics."""
+    response = error_response_for(exc, metrics.route)
+    metrics.record(response.status_code, time.perf_counter() - started)
+    return response.status_code, response.raw_headers, bytes(response.body)
 
 
 async def _record_pixel(context: HttpContext, request: Request) -> str | None:

@@ -115,8 +115,8 @@ class EventWriter:
         self._slow_commit = slow_commit
         self._pending: deque[_Request] = deque()
         self._pending_events = 0
-        self._in_flight: list[list[_Request]] = []  # batches being written
-        self._commit_started: list[float] = []  # loop time each of those began, in order
+        # batches being written, each with the loop time its commit began (oldest first)
+        self._in_flight: list[tuple[float, list[_Request]]] = []
         self._wakeup = asyncio.Event()  # set when requests are pending (or when closing)
         self._tasks: list[asyncio.Task[None]] = []
         self._sweeper: asyncio.Task[None] | None = None
@@ -195,7 +195,7 @@ class EventWriter:
                 if not request.future.done():
                     request.future.set_exception(DatabaseUnavailable(
                         "the database did not answer in time; nothing was stored"))
-            for batch in self._in_flight:
+            for _, batch in self._in_flight:
                 for request in batch:
                     if request.deadline <= now and not request.future.done():
                         request.future.set_exception(DatabaseUnavailable(
@@ -236,20 +236,19 @@ class EventWriter:
                     await asyncio.sleep(self._settings.commit_max_wait)
                 batch = self._take_batch()
                 if batch:
-                    self._in_flight.append(batch)
-                    self._commit_started.append(loop.time())
+                    entry = (loop.time(), batch)
+                    self._in_flight.append(entry)
                     try:
                         await self._commit(database, batch)
                     finally:
-                        index = self._in_flight.index(batch)
-                        del self._in_flight[index], self._commit_started[index]
+                        self._in_flight.remove(entry)
         finally:
             await database.release()
 
     def _may_overlap(self, now: float) -> bool:
         """Whether a commit may start beside those in flight (see OVERLAP_MIN_EVENTS)."""
         return self._closing or self._pending_events >= OVERLAP_MIN_EVENTS or \
-            now - self._commit_started[0] >= self._slow_commit
+            now - self._in_flight[0][0] >= self._slow_commit
 
     async def _wait_for_work(self, loop: asyncio.AbstractEventLoop) -> None:
         """Until events wait that this writer may take: woken by _enqueue, and, while a
@@ -257,7 +256,7 @@ class EventWriter:
         takes what waits when it is done, without this one)."""
         self._wakeup.clear()
         if self._in_flight:
-            left = self._commit_started[0] + self._slow_commit - loop.time()
+            left = self._in_flight[0][0] + self._slow_commit - loop.time()
             if left > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), left)

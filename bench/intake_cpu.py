@@ -246,6 +246,11 @@ class Client:
     def send(self) -> None:
         self._protocol.data_received(self.load.next_request())
 
+    def hang_up(self) -> None:
+        """Closes the connection from the client's side, as a real client would at the end:
+        the server's guard stops counting it against the address's connection limit."""
+        self._protocol.connection_lost(None)
+
     def received(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
@@ -278,9 +283,13 @@ async def drive(protocol: Callable[[], asyncio.Protocol], headers: dict[str, str
     for client in clients:
         if load.reserve():
             client.send()
-    await load.done
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    system = os.times().system - before.system  # in ticks of 10 ms: a rough split only
+    try:
+        await load.done
+    finally:
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        system = os.times().system - before.system  # in ticks of 10 ms: a rough split only
+        for client in clients:
+            client.hang_up()
     return Measure(cpu / requests * 1e6, system / requests * 1e6, requests / elapsed)
 
 

@@ -64,3 +64,19 @@ def test_unknown_stacks_and_negative_waits_are_refused(
     assert "--commit-ms must be 0 or more" in capsys.readouterr().err
     assert parse_args(["--stacks", "full, bare"]).stacks == ["full", "bare"]
     assert parse_args(["--no-direct"]).no_direct and not parse_args([]).no_direct
+
+
+async def test_rounds_past_the_per_address_connection_cap_hang_up_their_clients(
+        database_url: str) -> None:
+    # 100 connections a round, warm-up and 3 rounds: 400 connections from one address over
+    # the run, past the guard's cap of 256 open at once. Each round's clients hang up at its
+    # end, as real ones do, so no request is refused with "too many connections".
+    env = {**os.environ, "HERALD_DATABASE_URL": database_url}
+    result = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "herald.cli", "bench", "intake-cpu", "--database-url",
+        database_url, "--stacks", "http", "--connections", "100", "--requests", "200",
+        "--rounds", "3", "--warm-up", "100"], env=env, capture_output=True, text=True,
+        timeout=180)
+    assert result.returncode == 0, result.stderr
+    summary = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert len(summary["stacks"]["http"]["rounds_cpu_us"]) == 3

@@ -1,9 +1,14 @@
-"""A lean HTTP/1.1 keep-alive load client on asyncio streams (the load must not be the limit).
+"""A lean HTTP/1.1 keep-alive load client (the load must not be the limit).
 
-Only what the benchmarks need: POST/GET with a fixed header set, Content-Length bodies.
-Each request body comes with a tag (what it carries, e.g. its event ids); the tags of the
-requests answered with an accepting status are returned, so a bench can check exactly what
-was acknowledged.
+Only what the benchmarks need: requests with a fixed header set and Content-Length bodies,
+answers with a Content-Length body (a chunked answer is an error). Each request body comes
+with a tag (what it carries, e.g. its event ids); the tags of the requests answered with an
+accepting status are returned, so a bench can check exactly what was acknowledged.
+
+On these 2-core machines the load client shares the CPU with what it measures, so it is an
+``asyncio.Protocol`` rather than a stream reader: one write per request, the answer parsed
+from the received bytes in one pass (``docs/PERFORMANCE.md``, "Twelfth pass": asyncio's
+streams cost about twice as much CPU per request, taken from the server and Postgres).
 """
 
 from __future__ import annotations
@@ -23,50 +28,111 @@ class LoadResult:
     acknowledged: list[Any] = field(default_factory=list)  # tags of accepted requests
 
 
+class _AnswerReader(asyncio.Protocol):
+    """Collects one answer at a time: (status, body), or an error, into ``waiting``."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiting: asyncio.Future[tuple[int, bytes, bool]] | None = None
+        self._buffer = bytearray()
+        self._lost: Exception | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(buffer[:end]).lower()
+        try:
+            status, length, close = _parse_head(head)
+        except ValueError as exc:
+            self._fail(exc)
+            return
+        if len(buffer) < end + 4 + length:
+            return
+        body = bytes(buffer[end + 4:end + 4 + length])
+        del buffer[:end + 4 + length]
+        waiting, self.waiting = self.waiting, None
+        if waiting is None or waiting.done():
+            self._fail(ValueError("an answer to no request"))
+        else:
+            waiting.set_result((status, body, close))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = ConnectionError("server closed the connection")
+        self._fail(self._lost)
+
+    def _fail(self, exc: Exception) -> None:
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None and not waiting.done():
+            waiting.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+    def expect(self) -> asyncio.Future[tuple[int, bytes, bool]]:
+        if self._lost is not None:
+            raise self._lost
+        self.waiting = asyncio.get_running_loop().create_future()
+        return self.waiting
+
+
+def _parse_head(head: bytes) -> tuple[int, int, bool]:
+    """Status, Content-Length and whether the server closes, from a lower-cased head."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"http/1.") or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP/1.x status line: {lines[0]!r}")
+    length = 0
+    close = parts[0] == b"http/1.0"
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name, value = name.strip(), value.strip()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection":
+            close = value == b"close"
+        elif name == b"transfer-encoding":
+            raise ValueError("a chunked answer: the load client reads Content-Length only")
+    return int(parts[1]), length, close
+
+
 class HttpConnection:
     def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
         self.host = host
         self.port = port
         self._header_block = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._heads: dict[tuple[str, str], bytes] = {}
+        self._reader: _AnswerReader | None = None
 
     async def connect(self) -> None:
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        _, self._reader = await asyncio.get_running_loop().create_connection(
+            _AnswerReader, self.host, self.port)
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        if self._writer is None:
+        if self._reader is None:
             await self.connect()
-        assert self._reader is not None and self._writer is not None
-        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{self._header_block}"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
-        self._writer.write(head + body)
-        status_line = await self._reader.readline()
-        if not status_line:
-            self.close()
-            raise ConnectionError("server closed the connection")
-        status = int(status_line.split(b" ", 2)[1])
-        length = 0
-        close = False
-        while True:
-            line = await self._reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            name, _, value = line.partition(b":")
-            lowered = name.strip().lower()
-            if lowered == b"content-length":
-                length = int(value)
-            elif lowered == b"connection" and value.strip().lower() == b"close":
-                close = True
-        payload = await self._reader.readexactly(length) if length else b""
+        reader = self._reader
+        assert reader is not None and reader.transport is not None
+        head = self._heads.get((method, path))
+        if head is None:
+            head = self._heads[method, path] = (
+                f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{self._header_block}"
+                f"Content-Length: ").encode()
+        answer = reader.expect()
+        reader.transport.write(b"%s%d\r\n\r\n%s" % (head, len(body), body))
+        status, payload, close = await answer
         if close:
             self.close()
         return status, payload
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
+        if self._reader is not None and self._reader.transport is not None:
+            self._reader.transport.close()
+        self._reader = None
 
 
 async def run_load(host: str, port: int, headers: dict[str, str], concurrency: int,
@@ -95,7 +161,7 @@ async def run_load(host: str, port: int, headers: dict[str, str], concurrency: i
                 started = time.perf_counter()
                 try:
                     status, _ = await connection.request("POST", path, body)
-                except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+                except (OSError, ConnectionError, ValueError):
                     result.errors += 1
                     connection.close()
                     continue

@@ -128,6 +128,9 @@ class IntakeSettings:
     commit_max_wait: float = duration("0s")
     # Bound on events waiting for the writer; past it requests get 503 instead of piling up.
     queue_max_events: int = 50_000
+    # At most one wake-up (NOTIFY) of the log's followers per interval, sent after the commits
+    # it covers (engine.intake.log_wakeups); 0: one after every commit.
+    notify_interval: float = duration("10ms")
 
     def __post_init__(self) -> None:
         if self.commit_max_events < 1 or self.queue_max_events < self.commit_max_events:

@@ -82,17 +82,12 @@ async def append_rows(connection: asyncpg.Connection, rows: list[tuple[Any, ...]
 
 # Below this many rows one INSERT statement beats a claim plus a COPY (two round trips).
 COPY_MIN_ROWS = 64
-# Claims the batch's ids and notifies followers (delivered at commit) in one round trip.
-CLAIM_IDS = f"""
-    WITH claimed AS (
-        INSERT INTO event_ids (event_id)
-        SELECT id FROM unnest($1::text[]) AS id ORDER BY id
-        ON CONFLICT (event_id) DO NOTHING
-        RETURNING event_id
-    )
-    SELECT event_id FROM claimed
-    UNION ALL
-    SELECT NULL FROM pg_notify('{EVENTS_CHANNEL}', '')
+# Claims the batch's ids (those not claimed before come back).
+CLAIM_IDS = """
+    INSERT INTO event_ids (event_id)
+    SELECT id FROM unnest($1::text[]) AS id ORDER BY id
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
 """
 COPY_COLUMNS = ("event_id", "type", "contact_id", "email", "properties", "occurred_at", "source")
 
@@ -107,8 +102,9 @@ async def append_typed(connection: asyncpg.Connection, rows: list[tuple[Any, ...
         return await append_rows(connection, rows, notify)
     ids = [row[0] for row in rows if row[0] is not None]
     claimed = {r["event_id"] for r in await connection.fetch(CLAIM_IDS, ids)}
-    claimed.discard(None)  # the notification's row
     await copy_claimed(connection, rows, claimed)
+    if notify:
+        await connection.execute(f"NOTIFY {EVENTS_CHANNEL}")
     return claimed
 
 

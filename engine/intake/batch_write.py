@@ -4,13 +4,13 @@ for how batches are formed and answered).
 A plain batch (contacts named, no anonymous ids, joins or traits: the native API's events;
 fewer than :data:`PLAIN_MAX_EVENTS`) is one autocommitted statement, its contacts and its
 events together, durable before any 202 and atomic: a batch the database refuses leaves no
-contact behind. The same statement queues the NOTIFY that wakes the log's followers
-(``pg_notify``, delivered when it commits). Its ids go in with no per-id conflict handling: a
-batch repeating a stored id fails and is written again by a statement that claims each id.
-A larger plain batch is one transaction: its contacts and its ids in one statement
-(optimistically too: a batch repeating a stored id is rolled back and written again with
-per-id claims), then its events by COPY. Other batches run in one transaction (begun
-together with its NOTIFY), where anonymous ids are resolved and joins and traits applied.
+contact behind. Its ids go in with no per-id conflict handling: a batch repeating a stored id
+fails and is written again by a statement that claims each id. A larger plain batch is one
+transaction: its contacts and its ids in one statement (optimistically too: a batch repeating
+a stored id is rolled back and written again with per-id claims), then its events by COPY.
+Other batches run in one transaction, where anonymous ids are resolved and joins and traits
+applied. None of them NOTIFYs: the writer wakes the log's followers after its commits
+(:mod:`engine.intake.log_wakeups`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from engine.database import Database
 from engine.eventlog import (
     BATCH_ROWS,
     COPY_MIN_ROWS,
-    EVENTS_CHANNEL,
     INSERT_BATCH_ROWS,
     append_typed,
     copy_claimed,
@@ -52,25 +51,20 @@ FILL_MISSING_EMAILS = """
     FROM unnest($1::text[], $2::text[]) AS u(contact_id, email)
     WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
 """
-# One round trip opens the transaction and queues the NOTIFY that wakes the log's followers
-# when it commits (a NOTIFY after the insert would cost one more).
-BEGIN_AND_NOTIFY = f"BEGIN; NOTIFY {EVENTS_CHANNEL}"
-
-
 @asynccontextmanager
-async def transaction_with_notify(database: Database, managed: bool
-                       ) -> AsyncIterator[tuple[asyncpg.Connection, bool]]:
-    """A batch's transaction and whether it still has to NOTIFY. ``managed``: asyncpg's own
-    (needed when something in it opens a nested transaction, i.e. a savepoint); else one begun
-    together with its NOTIFY. Errors leave as :mod:`engine.errors` types."""
+async def batch_transaction(database: Database, managed: bool
+                            ) -> AsyncIterator[asyncpg.Connection]:
+    """A batch's transaction. ``managed``: asyncpg's own (needed when something in it opens a
+    nested transaction, i.e. a savepoint); else a plain BEGIN ... COMMIT. Errors leave as
+    :mod:`engine.errors` types."""
     if managed:
         async with database.transaction() as connection:
-            yield connection, True
+            yield connection
         return
     async with database.connection() as connection:
-        await connection.execute(BEGIN_AND_NOTIFY)
+        await connection.execute("BEGIN")
         try:
-            yield connection, False
+            yield connection
         except BaseException:
             with contextlib.suppress(Exception):  # a broken connection: the pool drops it
                 await connection.execute("ROLLBACK")
@@ -82,9 +76,8 @@ async def transaction_with_notify(database: Database, managed: bool
 # ids in sort order, $3 an email or null each (JSON arrays, see below); new contacts
 # inserted, missing emails filled (rows the insert makes have theirs). ``contacts_done`` gates
 # the claims, so every statement writes contacts before event ids (one order: concurrent
-# batches cannot deadlock on them);
-# ``done_from``: a FROM clause for it (evaluated once: WRITE_PLAIN's NOTIFY).
-def _contacts_ctes(contact_rows: str, done_from: str = "") -> str:
+# batches cannot deadlock on them).
+def _contacts_ctes(contact_rows: str) -> str:
     return f"""
     contact_rows AS ({contact_rows}
     ), inserted_contacts AS (
@@ -99,7 +92,7 @@ def _contacts_ctes(contact_rows: str, done_from: str = "") -> str:
         RETURNING 1
     ), contacts_done AS (
         SELECT (SELECT count(*) FROM inserted_contacts) + (SELECT count(*) FROM filled_emails)
-            AS n {done_from}
+            AS n
     )"""
 
 
@@ -108,8 +101,7 @@ def _contacts_ctes(contact_rows: str, done_from: str = "") -> str:
 # array made Postgres's default plan mode re-plan the statement at every run.
 _PLAIN_CONTACTS = _contacts_ctes(
     """SELECT * FROM ROWS FROM (json_array_elements_text($2::json),
-                                json_array_elements_text($3::json)) AS u(contact_id, email)""",
-    f"FROM pg_notify('{EVENTS_CHANNEL}', '')")
+                                json_array_elements_text($3::json)) AS u(contact_id, email)""")
 # The large batches' contacts: $2 those to write (not known to exist, or with an address, which
 # may fill a missing one) and $3 an email or null each, $4 those known to exist (in sort
 # order, like $2) and $5 the generation that knowledge is from: the known ones are written
@@ -128,10 +120,9 @@ _KNOWN_CONTACT_ROWS = """
         ) AS u ORDER BY contact_id"""
 
 # A small plain batch in ONE statement, autocommitted (so atomic and durable before any 202):
-# its contacts and the NOTIFY (queued with them, delivered at commit: no second transaction
-# and round trip per batch), then the events of $1 (rows as engine.eventlog.INSERT_EVENTS
-# takes them; in batch order) and their ids in event_ids. A batch the database refuses leaves
-# nothing behind, not even a contact, and wakes nobody. The rows never repeat an id (the writer
+# its contacts, then the events of $1 (rows as engine.eventlog.INSERT_EVENTS takes them; in
+# batch order) and their ids in event_ids. A batch the database refuses leaves nothing behind,
+# not even a contact. The rows never repeat an id (the writer
 # flags repeats within a batch as duplicates and batch_rows leaves them out), so no statement
 # here keeps "the first row of an id" as INSERT_EVENTS does.
 def _plain_statement(ids: str, events_and_result: str) -> str:
@@ -187,16 +178,16 @@ def _claiming_statement(conflict_and_returning: str, result: str) -> str:
 # A large plain batch that repeats a stored id (see OPTIMISTIC_PLAIN, tried first), in one
 # transaction begun by BEGIN_SHARED (engine.intake.known_contacts):
 # this statement writes the contacts the process does not know to exist ($2, $3; those of $4
-# too when the stored generation is not $5, see _KNOWN_CONTACT_ROWS), claims the ids of $1 and
-# queues the NOTIFY (delivered at commit); then COPY of the rows whose ids it claimed
+# too when the stored generation is not $5, see _KNOWN_CONTACT_ROWS) and claims the ids of $1;
+# then COPY of the rows whose ids it claimed
 # (engine.eventlog's copy_claimed). It returns the ids it did NOT claim (repeats of stored
 # ids: usually none, so no row per event) and one row with the generation it read.
-CLAIM_PLAIN = _claiming_statement("ON CONFLICT (event_id) DO NOTHING RETURNING event_id", f"""
+CLAIM_PLAIN = _claiming_statement("ON CONFLICT (event_id) DO NOTHING RETURNING event_id", """
     SELECT id AS event_id, NULL::bigint AS generation
     FROM json_array_elements_text($1::json) AS id
     WHERE id NOT IN (SELECT event_id FROM claimed)
     UNION ALL
-    SELECT NULL, (SELECT generation FROM generation) FROM pg_notify('{EVENTS_CHANNEL}', '')""")
+    SELECT NULL, (SELECT generation FROM generation)""")
 
 # The same batch, optimistically: the ids of $1 inserted with no ON CONFLICT (no speculative
 # insertion, no anti-join: about 2 µs of Postgres CPU per event less, docs/PERFORMANCE.md). A
@@ -204,9 +195,8 @@ CLAIM_PLAIN = _claiming_statement("ON CONFLICT (event_id) DO NOTHING RETURNING e
 # unique violation on event_ids_pkey (after waiting, as the claim does, for a concurrent batch
 # holding the id to end); the batch is then rolled back and written with CLAIM_PLAIN. Same
 # lock order (contacts, then ids in sort order), same parameters; one row: the generation.
-OPTIMISTIC_PLAIN = _claiming_statement("", f"""
-    SELECT (SELECT generation FROM generation) AS generation
-    FROM pg_notify('{EVENTS_CHANNEL}', '')""")
+OPTIMISTIC_PLAIN = _claiming_statement("", """
+    SELECT (SELECT generation FROM generation) AS generation""")
 EVENT_IDS_KEY = "event_ids_pkey"
 
 # Larger plain batches: OPTIMISTIC_PLAIN (or CLAIM_PLAIN), then COPY, in one transaction.
@@ -230,8 +220,8 @@ def has_no_identity_work(events: list[EventIn], anonymous: list[str]) -> bool:
 
 async def write_plain(database: Database, parts: list[RequestPart], events: list[EventIn]
                       ) -> frozenset[str]:
-    """A plain batch in one autocommitted statement (:data:`WRITE_PLAIN`: its contacts, its
-    events and the NOTIFY, atomic; :data:`WRITE_PLAIN_CLAIMING` instead when an id is already
+    """A plain batch in one autocommitted statement (:data:`WRITE_PLAIN`: its contacts and
+    its events, atomic; :data:`WRITE_PLAIN_CLAIMING` instead when an id is already
     stored). The rows must not repeat an id (see the writer). Returns the ids NOT stored
     (repeats of stored ids: usually none); every other event was stored."""
     async with database.connection() as connection:
@@ -262,7 +252,7 @@ async def write_in_transaction(database: Database, parts: list[RequestPart],
         return await write_plain_copy(database, parts, events, known)
     # Trait updates (upsert_contact) use a savepoint: those batches need asyncpg's own.
     managed = any(event.traits is not None for event in events)
-    async with transaction_with_notify(database, managed) as (connection, notify):
+    async with batch_transaction(database, managed) as connection:
         email_owner = await email_owners(connection, events)
         joined = await lock_and_resolve(connection, anonymous)
         already = await stored_joins(connection, events)
@@ -272,7 +262,7 @@ async def write_in_transaction(database: Database, parts: list[RequestPart],
         await connection.execute(INSERT_CONTACTS, contact_ids, contact_emails)
         if any(email is not None for email in contact_emails):
             await connection.execute(FILL_MISSING_EMAILS, contact_ids, contact_emails)
-        stored_ids = await append_typed(connection, built.rows, notify)
+        stored_ids = await append_typed(connection, built.rows, notify=False)
         await apply_identity(connection, built.joins, built.updates, stored_ids)
         if not commit:
             raise DryRunDone

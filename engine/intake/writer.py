@@ -11,6 +11,8 @@ in the same batch) are counted as duplicates and not stored again.
 How a batch is written (a small plain batch in one statement, others in one transaction) is
 :mod:`engine.intake.batch_write`. Each writer task keeps its pooled connection from one batch to
 the next (:mod:`engine.intake.held_connection`: no release and reset round trip per batch).
+The log's followers are woken after the commits, at most once per ``notify_interval``
+(:mod:`engine.intake.log_wakeups`), not by a NOTIFY in every commit.
 
 Every wait is bounded: a request waits at most the database's ``request`` timeout for its
 commit (checked by one sweeper task every :data:`SWEEP_FRACTION` of it, not by a timer per
@@ -48,6 +50,7 @@ from engine.intake.batch_write import DryRunDone, is_plain, write_in_transaction
 from engine.intake.held_connection import HeldConnection
 from engine.intake.identities import anonymous_ids
 from engine.intake.known_contacts import KnownContacts
+from engine.intake.log_wakeups import LogWakeups
 from engine.intake.rows import RequestPart
 from engine.intake.validation import EventIn
 from engine.metrics import (
@@ -122,6 +125,7 @@ class EventWriter:
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self._known_contacts = KnownContacts()  # contacts that exist (per database)
+        self.wakeups = LogWakeups(database, settings.notify_interval)  # the followers' NOTIFY
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run(), name=f"intake-writer-{i}")
@@ -139,6 +143,7 @@ class EventWriter:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
+        await self.wakeups.stop()  # after the last commit: the NOTIFY it is owed
 
     async def store(self, events: list[EventIn], source: str = "api") -> StoreResult:
         request = self._enqueue(events, source)
@@ -360,10 +365,13 @@ class EventWriter:
 
         anonymous = anonymous_ids(events)
         if commit and is_plain(events, anonymous):
-            return self._results(batch, not_stored=await write_plain(database, _parts(batch),
-                                                                     events))
+            not_stored = await write_plain(database, _parts(batch), events)
+            self.wakeups.committed()
+            return self._results(batch, not_stored=not_stored)
+        # (a dry run, commit false, ends in DryRunDone: it wakes nobody)
         stored_ids = await write_in_transaction(database, _parts(batch), events,
                                                 anonymous, commit, self._known_contacts)
+        self.wakeups.committed()
         return self._results(batch, stored_ids=stored_ids)
 
     def _results(self, batch: list[_Request], stored_ids: set[str] | None = None,

@@ -28,6 +28,7 @@ one JSON line on stdout: the phases, ``ceilings`` and the ``ratios`` to them, an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -36,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "intake writers commit on at once)")
     parser.add_argument("--no-single", action="store_true",
                         help="skip the single-event phase and its ceiling (batches only)")
+    parser.add_argument("--listeners", type=int, default=0,
+                        help="idle LISTEN connections held in the database during the run, as "
+                             "a full deployment's other roles hold about nine (Postgres "
+                             "signals each of them on every NOTIFY)")
     args = parser.parse_args(argv)
+    if args.listeners < 0:
+        parser.error("--listeners must be 0 or more")
     if args.copy_connections is None:
         args.copy_connections = WRITERS_PER_SERVER * args.servers
     return args
@@ -292,19 +299,32 @@ async def drive(port: int, key: str, args: argparse.Namespace, run: str, databas
     ceilings: dict[str, dict[str, Any]] = {}
     phases: list[dict[str, Any]] = []
     acknowledged: dict[str, set[str]] = {}
+    async with idle_listeners(database_url, args.listeners):
+        if not args.no_single:
+            ceilings["bare_http"], (summary, single, result) = await single_and_bare_http(
+                port, headers, run, args, processes)
+            phases.append(summary)
+            acknowledged[single.prefix] = single.acknowledged_ids(result)
 
-    if not args.no_single:
-        ceilings["bare_http"], (summary, single, result) = await single_and_bare_http(
-            port, headers, run, args, processes)
-        phases.append(summary)
-        acknowledged[single.prefix] = single.acknowledged_ids(result)
-
-    if args.batch_concurrency > 0:
-        ceilings["copy"], summary, (batch, result) = await batch_and_copy(
-            port, headers, run, args, database_url, processes)
-        phases.append(summary)
-        acknowledged[batch.prefix] = batch.acknowledged_ids(result)
+        if args.batch_concurrency > 0:
+            ceilings["copy"], summary, (batch, result) = await batch_and_copy(
+                port, headers, run, args, database_url, processes)
+            phases.append(summary)
+            acknowledged[batch.prefix] = batch.acknowledged_ids(result)
     return ceilings, phases, acknowledged
+
+
+@contextlib.asynccontextmanager
+async def idle_listeners(database_url: str, count: int) -> AsyncIterator[None]:
+    """``count`` connections LISTENing on a channel nobody notifies, for the block."""
+    connections = [await asyncpg.connect(database_url) for _ in range(count)]
+    try:
+        for connection in connections:
+            await connection.add_listener("herald_bench_idle", lambda *_: None)
+        yield
+    finally:
+        for connection in connections:
+            await connection.close()
 
 
 async def batch_and_copy(port: int, headers: dict[str, str], run: str,
@@ -362,6 +382,7 @@ def report(args: argparse.Namespace, ceilings: dict[str, dict[str, Any]],
         "bench": "intake",
         "servers": args.servers,
         "concurrency": args.concurrency,
+        "listeners": args.listeners,
         "duration_s": args.duration,
         "ceilings": ceilings,
         "anchors": anchors or {},
@@ -417,8 +438,8 @@ def print_table(ceilings: dict[str, dict[str, Any]], phases: list[dict[str, Any]
 
 def report_ratios(ceilings: dict[str, dict[str, Any]],
                   phases: list[dict[str, Any]]) -> dict[str, float | None]:
-    return report(argparse.Namespace(servers=0, concurrency=0, duration=0.0), ceilings, phases,
-                  {"ok": True})["ratios"]
+    return report(argparse.Namespace(servers=0, concurrency=0, listeners=0, duration=0.0),
+                  ceilings, phases, {"ok": True})["ratios"]
 
 
 def main(argv: list[str]) -> int:

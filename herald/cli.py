@@ -44,7 +44,8 @@ from herald.roles import ROLE_NAMES
 from herald.settings import Settings, config_path_from, load_settings
 
 BENCHES = ("intake", "mta", "dkim", "automation", "inbound", "submission", "stats",
-           "tracking", "outbox", "growth", "transition-cpu", "suppression", "intake-cpu")
+           "tracking", "outbox", "growth", "transition-cpu", "suppression", "intake-cpu",
+           "listener-wakeups")
 SIZING_BENCHES = ("e2e", "compare-postfix", "report")  # bench/e2e.py, compare_postfix.py, ...
 
 

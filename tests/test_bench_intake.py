@@ -70,10 +70,11 @@ async def test_a_tiny_run_prints_rates_ceilings_ratios_and_the_check(database_ur
     result = await asyncio.to_thread(subprocess.run, [
         sys.executable, "-m", "herald.cli", "bench", "intake", "--database-url", database_url,
         "--duration", "0.5", "--warm-up", "0.2", "--concurrency", "4", "--batch-size", "5",
-        "--batch-concurrency", "2", "--contacts", "10"],
+        "--batch-concurrency", "2", "--contacts", "10", "--listeners", "2"],
         env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     summary = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["listeners"] == 2  # idle LISTEN connections held through the phases
     bare = summary["ceilings"]["bare_http"]
     assert bare["requests"] > 0 and bare["requests_per_s"] > 0 and bare["p99_ms"] > 0
     single, batch = summary["phases"]

@@ -131,7 +131,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
     slope = statistics.linear_regression(counts, extra).slope if len(rows) > 1 else None
     return {"bench": "listener-wakeups", "commits": args.commits, "rounds": args.rounds,
             "by_listeners": rows,
-            "notify_us_with_no_listener": extra[0] if counts[0] == 0 else None,
+            "notify_us_with_no_listener": round(extra[0], 1) if counts[0] == 0 else None,
             "us_per_listener_per_notify": round(slope, 1) if slope is not None else None}
 
 

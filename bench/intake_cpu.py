@@ -60,6 +60,7 @@ from uvicorn.server import ServerState
 from bench.args import OneLineParser, positive_int
 from bench.bare_http import build_app as build_bare_app
 from bench.databases import migrated_database
+from bench.loadclient import take_answer
 from bench.wake_cost import wake_anchors
 from engine import gc_policy
 from engine.config import EngineSettings, HttpSettings, IntakeSettings
@@ -252,18 +253,10 @@ class Client:
         self._protocol.connection_lost(None)
 
     def received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(buffer[:end]).lower()
-        at = head.find(b"\r\ncontent-length:")
-        length = int(head[at + 17:].split(b"\r\n", 1)[0]) if at >= 0 else 0
-        if len(buffer) < end + 4 + length:
-            return
-        del buffer[:end + 4 + length]
-        self.load.answer(self, head[9:12])
+        self._buffer += data
+        answer = take_answer(self._buffer)
+        if answer is not None:
+            self.load.answer(self, answer[0][9:12])
 
 
 @dataclass(frozen=True)

@@ -43,24 +43,19 @@ class _AnswerReader(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(buffer[:end]).lower()
         try:
-            status, length, close = _parse_head(head)
+            answer = take_answer(buffer)
+            if answer is None:
+                return
+            status, close = _status_and_close(answer[0])
         except ValueError as exc:
             self._fail(exc)
             return
-        if len(buffer) < end + 4 + length:
-            return
-        body = bytes(buffer[end + 4:end + 4 + length])
-        del buffer[:end + 4 + length]
         waiting, self.waiting = self.waiting, None
         if waiting is None or waiting.done():
             self._fail(ValueError("an answer to no request"))
         else:
-            waiting.set_result((status, body, close))
+            waiting.set_result((status, answer[1], close))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = ConnectionError("server closed the connection")
@@ -80,24 +75,38 @@ class _AnswerReader(asyncio.Protocol):
         return self.waiting
 
 
-def _parse_head(head: bytes) -> tuple[int, int, bool]:
-    """Status, Content-Length and whether the server closes, from a lower-cased head."""
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"http/1.") or not parts[1].isdigit():
-        raise ValueError(f"not an HTTP/1.x status line: {lines[0]!r}")
-    length = 0
-    close = parts[0] == b"http/1.0"
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name, value = name.strip(), value.strip()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"connection":
-            close = value == b"close"
-        elif name == b"transfer-encoding":
-            raise ValueError("a chunked answer: the load client reads Content-Length only")
-    return int(parts[1]), length, close
+def take_answer(buffer: bytearray) -> tuple[bytes, bytes] | None:
+    """The first complete answer in ``buffer``, taken out of it: its head, lower-cased, and
+    its body; None while it is incomplete. Content-Length framing only: ValueError for a
+    chunked answer."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buffer[:end]).lower()
+    at = head.find(b"\r\ncontent-length:")
+    if at >= 0:
+        length = int(head[at + 17:].split(b"\r\n", 1)[0])
+    elif b"\r\ntransfer-encoding:" in head:
+        raise ValueError("a chunked answer: the load client reads Content-Length only")
+    else:
+        length = 0
+    if len(buffer) < end + 4 + length:
+        return None
+    body = bytes(buffer[end + 4:end + 4 + length])
+    del buffer[:end + 4 + length]
+    return head, body
+
+
+def _status_and_close(head: bytes) -> tuple[int, bool]:
+    """The status of a lower-cased head, and whether the server closes after it."""
+    version, _, rest = head.partition(b" ")
+    status = rest[:3]
+    if not version.startswith(b"http/1.") or not status.isdigit():
+        status_line = head.split(b"\r\n", 1)[0]
+        raise ValueError(f"not an HTTP/1.x status line: {status_line!r}")
+    if version == b"http/1.0":
+        return int(status), b"\r\nconnection: keep-alive" not in head
+    return int(status), b"\r\nconnection: close" in head
 
 
 class HttpConnection:

@@ -2,7 +2,7 @@
 ``notify_interval`` (engine.intake.log_wakeups), on a real Postgres: each NOTIFY is sent after
 the commits it covers, a burst of commits within the interval gets one more NOTIFY (not one
 each), the NOTIFY still owed goes out when the writer stops, and a refused batch or a dry run
-owes none."""
+owes none; a NOTIFY the database cannot take is logged, not raised."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 from engine.config import IntakeSettings
 from engine.database import Database
 from engine.eventlog import EVENTS_CHANNEL
+from engine.intake.log_wakeups import LogWakeups
 from engine.intake.validation import EventIn
 from engine.intake.writer import EventsRejected, EventWriter, StoreResult
 
@@ -108,3 +109,14 @@ async def test_a_refused_batch_and_its_dry_runs_owe_no_notify(
     finally:
         await writer.stop()
     assert writer.wakeups.sent == 1
+
+
+async def test_a_notify_the_database_cannot_take_is_logged_and_given_up(
+        database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    database = await Database.connect(database_url, min_size=1, max_size=2)
+    wakeups = LogWakeups(database, interval=0.0)
+    await database.close()  # unreachable from here on: the NOTIFY fails at once
+    wakeups.committed()
+    await wakeups.stop()  # the attempt is over: nothing raised, nothing retried
+    assert wakeups.sent == 0
+    assert "could not wake the event log's followers" in caplog.text

@@ -31,6 +31,9 @@ from engine.intake.held_connection import HeldConnection
 log = logging.getLogger("herald.intake")
 
 NOTIFY = f"NOTIFY {EVENTS_CHANNEL}"
+# A NOTIFY waits at most this long for its connection and its answer: the followers' timer
+# covers one that fails, and a writer stopping with the database unreachable is not held up.
+NOTIFY_TIMEOUT = 2.0
 
 
 class LogWakeups:
@@ -67,8 +70,8 @@ class LogWakeups:
                 self._owed = False
                 self._last_sent = loop.time()
                 try:
-                    async with self._database.connection() as connection:
-                        await connection.execute(NOTIFY)
+                    async with self._database.connection(NOTIFY_TIMEOUT) as connection:
+                        await connection.execute(NOTIFY, timeout=NOTIFY_TIMEOUT)
                     self.sent += 1
                 except DatabaseError as exc:  # the followers' timer covers it
                     log.warning("could not wake the event log's followers",

@@ -51,6 +51,8 @@ FILL_MISSING_EMAILS = """
     FROM unnest($1::text[], $2::text[]) AS u(contact_id, email)
     WHERE c.contact_id = u.contact_id AND c.email IS NULL AND u.email IS NOT NULL
 """
+
+
 @asynccontextmanager
 async def batch_transaction(database: Database, managed: bool
                             ) -> AsyncIterator[asyncpg.Connection]:
@@ -122,9 +124,9 @@ _KNOWN_CONTACT_ROWS = """
 # A small plain batch in ONE statement, autocommitted (so atomic and durable before any 202):
 # its contacts, then the events of $1 (rows as engine.eventlog.INSERT_EVENTS takes them; in
 # batch order) and their ids in event_ids. A batch the database refuses leaves nothing behind,
-# not even a contact. The rows never repeat an id (the writer
-# flags repeats within a batch as duplicates and batch_rows leaves them out), so no statement
-# here keeps "the first row of an id" as INSERT_EVENTS does.
+# not even a contact. The rows never repeat an id (the writer flags repeats within a batch as
+# duplicates and batch_rows leaves them out), so no statement here keeps "the first row of an
+# id" as INSERT_EVENTS does.
 def _plain_statement(ids: str, events_and_result: str) -> str:
     return f"""
     WITH {_PLAIN_CONTACTS}, batch AS (
@@ -179,9 +181,9 @@ def _claiming_statement(conflict_and_returning: str, result: str) -> str:
 # transaction begun by BEGIN_SHARED (engine.intake.known_contacts):
 # this statement writes the contacts the process does not know to exist ($2, $3; those of $4
 # too when the stored generation is not $5, see _KNOWN_CONTACT_ROWS) and claims the ids of $1;
-# then COPY of the rows whose ids it claimed
-# (engine.eventlog's copy_claimed). It returns the ids it did NOT claim (repeats of stored
-# ids: usually none, so no row per event) and one row with the generation it read.
+# then COPY of the rows whose ids it claimed (engine.eventlog's copy_claimed). It returns the
+# ids it did NOT claim (repeats of stored ids: usually none, so no row per event) and one row
+# with the generation it read.
 CLAIM_PLAIN = _claiming_statement("ON CONFLICT (event_id) DO NOTHING RETURNING event_id", """
     SELECT id AS event_id, NULL::bigint AS generation
     FROM json_array_elements_text($1::json) AS id

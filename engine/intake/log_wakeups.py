@@ -2,11 +2,12 @@
 
 The log's followers (the automation) LISTEN on :data:`engine.eventlog.EVENTS_CHANNEL`. But
 Postgres (15, 16) signals *every* LISTENing backend of the database on each NOTIFY, whatever
-channel it listens on, and each woken backend reads the notification queue: ~20-25 µs of
+channel it listens on, and each woken backend reads the notification queue: ~20 µs of
 Postgres CPU per listener per NOTIFY on the reference machine, on top of the NOTIFY's own
-~25 µs (``docs/PERFORMANCE.md``, "Twelfth pass"). A full deployment has about nine listening
-connections (every role's erasure listener, the automation's, the MTA's and the outbox's), so
-a NOTIFY in every group commit cost more Postgres CPU than a small commit itself.
+~13 µs (``herald bench listener-wakeups``; ``docs/PERFORMANCE.md``, "Twelfth pass"). A full
+deployment has about nine listening connections (every role's erasure listener, the
+automation's, the MTA's and the outbox's), so a NOTIFY in every group commit cost more
+Postgres CPU than a one-row commit.
 
 So the intake's commits do not NOTIFY. After a commit, :meth:`LogWakeups.committed` owes the
 followers one; a NOTIFY goes out on a connection of its own at once when none went out within

@@ -28,7 +28,6 @@ one JSON line on stdout: the phases, ``ceilings`` and the ``ratios`` to them, an
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import socket
@@ -37,7 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +54,7 @@ from bench.intake_accounts import (
     print_cpu,
     server_comparison,
 )
+from bench.listener_wakeups import idle_listeners
 from bench.loadclient import LoadResult, percentile, run_load
 from bench.resources import Part
 from bench.wake_cost import wake_anchors
@@ -312,19 +312,6 @@ async def drive(port: int, key: str, args: argparse.Namespace, run: str, databas
             phases.append(summary)
             acknowledged[batch.prefix] = batch.acknowledged_ids(result)
     return ceilings, phases, acknowledged
-
-
-@contextlib.asynccontextmanager
-async def idle_listeners(database_url: str, count: int) -> AsyncIterator[None]:
-    """``count`` connections LISTENing on a channel nobody notifies, for the block."""
-    connections = [await asyncpg.connect(database_url) for _ in range(count)]
-    try:
-        for connection in connections:
-            await connection.add_listener("herald_bench_idle", lambda *_: None)
-        yield
-    finally:
-        for connection in connections:
-            await connection.close()
 
 
 async def batch_and_copy(port: int, headers: dict[str, str], run: str,

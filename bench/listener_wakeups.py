@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+@contextlib.asynccontextmanager
+async def idle_listeners(url: str, count: int) -> AsyncIterator[None]:
+    """``count`` connections LISTENing on a channel nobody notifies, for the block (as a
+    deployment's roles hold them; ``herald bench intake --listeners`` uses it too)."""
+    connections = [await asyncpg.connect(url) for _ in range(count)]
+    try:
+        for connection in connections:
+            await connection.add_listener(CHANNEL_IDLE, lambda *_: None)
+        yield
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
+async def execute_once(url: str, statement: str) -> None:
+    """``statement`` on a connection of its own."""
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
 def backend_cpu_ns(pids: list[int]) -> int:
     """The CPU time the backends have used, in nanoseconds (0 for one that is gone)."""
     total = 0
@@ -75,11 +100,13 @@ def backend_cpu_ns(pids: list[int]) -> int:
 
 async def per_commit_us(url: str, listeners: int, statement: str, commits: int) -> float:
     """Postgres CPU per commit of ``statement`` while ``listeners`` connections LISTEN."""
-    idle = [await asyncpg.connect(url) for _ in range(listeners)]
+    async with idle_listeners(url, listeners):
+        return await _per_commit_us(url, statement, commits)
+
+
+async def _per_commit_us(url: str, statement: str, commits: int) -> float:
     writer = await asyncpg.connect(url)
     try:
-        for connection in idle:
-            await connection.add_listener(CHANNEL_IDLE, lambda *_: None)
         pids = [row[0] for row in await writer.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
         if backend_cpu_ns([await writer.fetchval("SELECT pg_backend_pid()")]) == 0:
@@ -94,18 +121,12 @@ async def per_commit_us(url: str, listeners: int, statement: str, commits: int) 
         await asyncio.sleep(0.2)
         return (backend_cpu_ns(pids) - before) / commits / 1000
     finally:
-        for connection in idle:
-            await connection.close()
         await writer.execute(f"TRUNCATE {TABLE}")
         await writer.close()
 
 
 async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
-    setup = await asyncpg.connect(url)
-    try:
-        await setup.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (x int)")
-    finally:
-        await setup.close()
+    await execute_once(url, f"CREATE TABLE IF NOT EXISTS {TABLE} (x int)")
     samples: dict[tuple[int, bool], list[float]] = {}
     try:
         for round_number in range(args.rounds):
@@ -115,11 +136,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
                     samples.setdefault((listeners, notify), []).append(await per_commit_us(
                         url, listeners, NOTIFYING if notify else PLAIN, args.commits))
     finally:
-        cleanup = await asyncpg.connect(url)
-        try:
-            await cleanup.execute(f"DROP TABLE IF EXISTS {TABLE}")
-        finally:
-            await cleanup.close()
+        await execute_once(url, f"DROP TABLE IF EXISTS {TABLE}")
     rows = [{"listeners": listeners,
              "notify_us_per_commit": round(statistics.median(samples[listeners, True]), 1),
              "plain_us_per_commit": round(statistics.median(samples[listeners, False]), 1),

@@ -7,8 +7,8 @@ accepting status are returned, so a bench can check exactly what was acknowledge
 
 On these 2-core machines the load client shares the CPU with what it measures, so it is an
 ``asyncio.Protocol`` rather than a stream reader: one write per request, the answer parsed
-from the received bytes in one pass (``docs/PERFORMANCE.md``, "Twelfth pass": asyncio's
-streams cost about twice as much CPU per request, taken from the server and Postgres).
+from the received bytes in one pass (``docs/PERFORMANCE.md``, "Twelfth pass": ~6 µs less CPU
+per request than asyncio's stream reader, CPU the server and Postgres get back).
 """
 
 from __future__ import annotations

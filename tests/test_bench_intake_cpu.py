@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from typing import Any
 
 import asyncpg
 import orjson
@@ -25,15 +26,21 @@ async def events_stored(database_url: str, prefix: str) -> list[str]:
         await connection.close()
 
 
-async def test_a_tiny_run_measures_every_stack_and_stores_the_full_stacks_events(
-        database_url: str) -> None:
+async def run_bench(database_url: str, *args: str) -> dict[str, Any]:
+    """``herald bench intake-cpu`` on the test database; its JSON line."""
     env = {**os.environ, "HERALD_DATABASE_URL": database_url}
     result = await asyncio.to_thread(subprocess.run, [
         sys.executable, "-m", "herald.cli", "bench", "intake-cpu", "--database-url",
-        database_url, "--connections", "4", "--requests", "200", "--rounds", "2",
-        "--warm-up", "20"], env=env, capture_output=True, text=True, timeout=180)
+        database_url, *args], env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
-    summary = orjson.loads(result.stdout.strip().splitlines()[-1])
+    summary: dict[str, Any] = orjson.loads(result.stdout.strip().splitlines()[-1])
+    return summary
+
+
+async def test_a_tiny_run_measures_every_stack_and_stores_the_full_stacks_events(
+        database_url: str) -> None:
+    summary = await run_bench(database_url, "--connections", "4", "--requests", "200",
+                              "--rounds", "2", "--warm-up", "20")
     stacks = summary["stacks"]
     assert summary["direct"] is True  # served as herald run serves them
     assert list(stacks) == ["bare", "http", "handoff", "full"]
@@ -71,12 +78,6 @@ async def test_rounds_past_the_per_address_connection_cap_hang_up_their_clients(
     # 100 connections a round, warm-up and 3 rounds: 400 connections from one address over
     # the run, past the guard's cap of 256 open at once. Each round's clients hang up at its
     # end, as real ones do, so no request is refused with "too many connections".
-    env = {**os.environ, "HERALD_DATABASE_URL": database_url}
-    result = await asyncio.to_thread(subprocess.run, [
-        sys.executable, "-m", "herald.cli", "bench", "intake-cpu", "--database-url",
-        database_url, "--stacks", "http", "--connections", "100", "--requests", "200",
-        "--rounds", "3", "--warm-up", "100"], env=env, capture_output=True, text=True,
-        timeout=180)
-    assert result.returncode == 0, result.stderr
-    summary = orjson.loads(result.stdout.strip().splitlines()[-1])
+    summary = await run_bench(database_url, "--stacks", "http", "--connections", "100",
+                              "--requests", "200", "--rounds", "3", "--warm-up", "100")
     assert len(summary["stacks"]["http"]["rounds_cpu_us"]) == 3

@@ -33,6 +33,17 @@ CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.ConnectionDoesNotExistError,
 )
 
+# Statements that make a connection's (or, SET LOCAL, a transaction's) prepared statements run
+# their generic plans, each planned once per connection. Under Postgres's default (``auto``) a
+# statement whose first custom plans looked cheaper than its generic one is planned again on
+# every run; a small array parameter makes them look cheaper (a custom plan knows the length
+# of ``unnest($1::text[])`` or ``= ANY($1)``, a generic one assumes 10 elements), and so does a
+# partitioned table at scale. Planning such a statement costs 0.1-0.5 ms of Postgres CPU
+# (docs/PERFORMANCE.md: sixth pass of the single-event intake; "Postgres per send"). For
+# connections whose statements read by their keys, whatever the parameters.
+GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
+GENERIC_PLANS_IN_TRANSACTION = "SET LOCAL plan_cache_mode = force_generic_plan"
+
 
 @dataclass(frozen=True, slots=True)
 class DatabaseTimeouts:

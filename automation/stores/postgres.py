@@ -53,7 +53,7 @@ from automation.stores.transitions import (
     transition_key,
 )
 from engine.contacts import UNCHANGED, ContactUpsert, upsert_contact
-from engine.database import Database
+from engine.database import GENERIC_PLANS_IN_TRANSACTION, Database
 from engine.eventlog_reader import LoggedEvent
 from engine.link_keys import LinkKeys
 from engine.privacy.consent import EVENT_STATES, consent_from_event
@@ -182,6 +182,11 @@ class PgStore:
         then one insert of every message, one run update, one decision-log insert."""
         results: list[Run | None] = [None] * len(items)
         logs = LogBuffer()
+        # Planned once per connection: REENTRY, CONTACTS and the suppression look-up were
+        # planned again in every group (~0.4, ~0.15, ~0.12 ms of Postgres CPU); their
+        # generic plans read by the same indexes (checked at 200,000 contacts, 300,000 runs
+        # and 20,000 erasures; docs/PERFORMANCE.md, "Postgres per send").
+        await connection.execute(GENERIC_PLANS_IN_TRANSACTION)
         exits = [(n, item) for n, item in enumerate(items) if isinstance(item, ExitRun)]
         if exits:
             await self._exit_all(connection, [item for _, item in exits], logs)

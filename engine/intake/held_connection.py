@@ -35,11 +35,9 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from engine.database import Database
+from engine.database import GENERIC_PLANS, Database
 from engine.db_errors import database_errors
 from engine.intake import timestamp_codec
-
-GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
 
 
 class HeldConnection(Database):

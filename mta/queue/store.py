@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from engine.database import GENERIC_PLANS_IN_TRANSACTION
 from engine.eventlog import append_rows
 from mta.metrics import LOST_LEASES
 from mta.suppression import store as suppressions
@@ -155,6 +156,9 @@ async def claim(connection: asyncpg.Connection, limit: int, lease_seconds: float
         blocked: dict[uuid.UUID, str] = {}
         if messages:
             keys = {m.id: normalise_lenient(m.recipient) for m in messages}
+            # The look-up was planned again on every claim (~0.12 ms of Postgres CPU: a
+            # custom plan knows its array's length); its generic plan reads the same keys.
+            await connection.execute(GENERIC_PLANS_IN_TRANSACTION)
             found = await suppressions.lookup(connection, keys.values())
             for message in messages:
                 entries = found.get(keys[message.id])

@@ -41,6 +41,7 @@ from engine.http.server import HttpServer
 from engine.http.slow_clients import ClientLimits
 from engine.intake.writer import EventWriter
 from engine.link_keys import LinkKeys
+from engine.notifications import Notifications
 from engine.outbox import admin as outbox_admin
 from engine.outbox import api as outbox_api
 from engine.outbox.service import OutboxService
@@ -229,8 +230,9 @@ class MtaRole:
     name = "mta"
 
     def __init__(self, settings: Settings, database: Database,
-                 held: str | None = None) -> None:
-        """``held``: why delivery must not start (mail stays queued, nothing is lost)."""
+                 held: str | None = None, notifications: Notifications | None = None) -> None:
+        """``held``: why delivery must not start (mail stays queued, nothing is lost);
+        ``notifications``: the process's LISTEN connection."""
         mta = mta_settings(settings)
         self.held = held
         resolver = MxResolver(
@@ -239,7 +241,8 @@ class MtaRole:
         self.security = transport_security(settings, database, resolver)
         self.service = DeliveryService(database, mta, Router(mta, resolver),
                                        build_signer(settings), shaping_rules(settings),
-                                       self.security.policies, self.security.observer)
+                                       self.security.policies, self.security.observer,
+                                       notifications)
         self.resolver = resolver
         self.grace = settings.engine.shutdown_timeout / 2
 
@@ -376,8 +379,9 @@ class OutboxRole:
 
     name = "outbox"
 
-    def __init__(self, settings: Settings, database: Database) -> None:
-        self.service = OutboxService(database, settings.webhooks)
+    def __init__(self, settings: Settings, database: Database,
+                 notifications: Notifications | None = None) -> None:
+        self.service = OutboxService(database, settings.webhooks, notifications)
         self.grace = settings.engine.shutdown_timeout / 2
 
     async def start(self) -> None:
@@ -391,7 +395,10 @@ ROLE_NAMES = ("http", "mta", "automation", "inbound", "submission", "outbox")
 
 
 def build_roles(names: list[str], settings: Settings, database: Database,
-                hold_delivery: str | None = None) -> list[Role]:
+                hold_delivery: str | None = None,
+                notifications: Notifications | None = None) -> list[Role]:
+    """``notifications``: the process's one LISTEN connection, shared by its roles
+    (:mod:`engine.notifications`)."""
     roles: list[Role] = []
     # Workflows and templates are loaded once and shared by the roles that need them.
     catalog = load_catalog(settings) if {"http", "automation"} & set(names) else None
@@ -399,7 +406,7 @@ def build_roles(names: list[str], settings: Settings, database: Database,
         if name == "http":
             roles.append(HttpRole(settings, database, catalog))
         elif name == "mta":
-            roles.append(MtaRole(settings, database, hold_delivery))
+            roles.append(MtaRole(settings, database, hold_delivery, notifications))
             # Partitions ahead, old partitions and bodies: one process does it (the mta one).
             roles.append(RetentionRole(settings.retention, database))
         elif name == "automation":
@@ -409,7 +416,7 @@ def build_roles(names: list[str], settings: Settings, database: Database,
         elif name == "submission":
             roles.append(SubmissionRole(settings, database))
         elif name == "outbox":
-            roles.append(OutboxRole(settings, database))
+            roles.append(OutboxRole(settings, database, notifications))
         else:
             raise ValueError(f"unknown role {name!r} (known: {', '.join(ROLE_NAMES)})")
     return roles

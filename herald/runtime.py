@@ -39,8 +39,9 @@ async def serve(settings: Settings, role_names: list[str],
     install_stop_signals(stop)
     configure_observability(settings, role_names)
     async with watchdog(), open_database(settings) as database, metrics_endpoint(
-            settings, role_names), erasures_heard(database):
-        roles = build_roles(role_names, settings, database, held)
+            settings, role_names), erasures_heard(database) as erasures:
+        # One LISTEN connection per process: the erasure listener's, shared by the roles.
+        roles = build_roles(role_names, settings, database, held, erasures.notifications)
         started: list[Role] = []
         try:
             for role in roles:

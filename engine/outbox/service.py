@@ -7,14 +7,13 @@ rows another worker holds; the follower's cursor row is locked by one of them pe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import asyncpg
 
-from engine.database import Database, connect_one
-from engine.db_errors import database_errors
+from engine.database import Database
 from engine.errors import DatabaseError
+from engine.notifications import Notifications
 from engine.outbox import follower, store
 from engine.outbox.metrics import OUTBOX_DEPTH
 from engine.outbox.settings import WebhooksSettings
@@ -41,14 +40,18 @@ async def step_secret(connection: asyncpg.Connection, settings: WebhooksSettings
 
 
 class OutboxService:
-    def __init__(self, database: Database, settings: WebhooksSettings) -> None:
+    def __init__(self, database: Database, settings: WebhooksSettings,
+                 notifications: Notifications | None = None) -> None:
+        """``notifications``: the process's LISTEN connection (:mod:`engine.notifications`);
+        without one the service makes its own."""
         self.database = database
         self.settings = settings
         self.client = guarded_client(parse_allow(settings.allow),
                                      HostResolver(settings.resolver), settings.timeout)
         self.worker: OutboxWorker | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._listener: asyncpg.Connection | None = None
+        self._notifications = notifications
+        self._own_notifications: Notifications | None = None
 
     async def start(self) -> None:
         async with self.database.connection() as connection:
@@ -62,14 +65,13 @@ class OutboxService:
         log.info("outbox started", extra={"owner": self.worker.owner})
 
     async def _listen(self) -> None:
-        try:
-            connection = await connect_one(self.database.url, self.database.timeouts.connect)
-            with database_errors():
-                await connection.add_listener(store.CHANNEL, self._woken)
-            self._listener = connection
-        except DatabaseError as exc:
-            # polling alone still delivers everything (every poll_interval)
-            log.warning("outbox: no LISTEN connection", extra={"error": str(exc)})
+        """New outbox rows wake the worker; so does a gap in the notifications (some may
+        have gone unheard). Without them it still polls every poll_interval."""
+        notifications = self._notifications or Notifications(self.database)
+        await notifications.subscribe(store.CHANNEL, self._woken, on_gap=self._woken)
+        if self._notifications is None:
+            self._own_notifications = notifications
+            await notifications.start()
 
     def _woken(self, *_: object) -> None:
         if self.worker is not None:
@@ -104,7 +106,6 @@ class OutboxService:
             await asyncio.wait(self._tasks, timeout=5.0)
         if self.worker is not None:
             await self.worker.drain(grace)
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._listener.close(), 2.0)
+        if self._own_notifications is not None:
+            await self._own_notifications.stop()
         await self.client.aclose()

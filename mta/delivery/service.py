@@ -23,11 +23,9 @@ import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
-
-from engine.database import Database, connect_one
-from engine.db_errors import database_errors
+from engine.database import Database
 from engine.errors import DatabaseError
+from engine.notifications import Notifications
 from mta.bounces.smtp_replies import classify_failure
 from mta.delivery.attempt import AttemptContext, attempt, deferred, dns_outcome
 from mta.delivery.delivery_log import log_outcomes
@@ -73,7 +71,10 @@ RELEASE_DELAY = 5.0
 class DeliveryService:
     def __init__(self, database: Database, settings: MtaSettings, router: Router,
                  signer: SigningPool | None, rules: tuple[ShapingRule, ...] = (),
-                 tls: TlsPolicies | None = None, on_tls: TlsObserver | None = None) -> None:
+                 tls: TlsPolicies | None = None, on_tls: TlsObserver | None = None,
+                 notifications: Notifications | None = None) -> None:
+        """``notifications``: the process's LISTEN connection (:mod:`engine.notifications`);
+        without one the service makes its own."""
         self._database = database
         self._settings = settings
         self._router = router
@@ -94,7 +95,8 @@ class DeliveryService:
         # One pool per address, port and TLS policy: sessions never cross policies.
         self._pools: dict[tuple[str, int, PeerPolicy | None, Relay | None], ConnectionPool] = {}
         self._on_tls = on_tls
-        self._listener: asyncpg.Connection | None = None
+        self._notifications = notifications
+        self._own_notifications: Notifications | None = None
         self._scheduler = SiteScheduler(self._deliver, self._spawn)
         self._context = AttemptContext(settings, router, self._pool_for, self._throttled,
                                        self._succeeded, tls)
@@ -104,13 +106,13 @@ class DeliveryService:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        try:
-            self._listener = await connect_one(self._database.url)
-            with database_errors():
-                await self._listener.add_listener(OUTBOUND_CHANNEL, self._on_notify)
-        except (DatabaseError, OSError):
-            log.warning("cannot LISTEN for new mail; polling only", exc_info=True)
-            self._listener = None
+        # New mail wakes the claim loop; so does a gap in the notifications (some may have
+        # gone unheard). Without them it still polls every IDLE_POLL.
+        notifications = self._notifications or Notifications(self._database)
+        await notifications.subscribe(OUTBOUND_CHANNEL, self._on_notify, on_gap=self._wake.set)
+        if self._notifications is None:
+            self._own_notifications = notifications
+            await notifications.start()
         self._loops = [asyncio.create_task(self._claim_loop(), name="mta-claim"),
                        asyncio.create_task(self._flush_loop(), name="mta-flush"),
                        asyncio.create_task(self._renew_loop(), name="mta-renew"),
@@ -143,8 +145,8 @@ class DeliveryService:
             log.warning("could not withdraw this process's site state", exc_info=True)
         await asyncio.gather(*(pool.close() for pool in self._pools.values()),
                              return_exceptions=True)
-        if self._listener is not None:
-            await self._listener.close()
+        if self._own_notifications is not None:
+            await self._own_notifications.stop()
         if self._signer is not None:
             await asyncio.to_thread(self._signer.close)
 

@@ -5,9 +5,9 @@ Postgres (15, 16) signals *every* LISTENing backend of the database on each NOTI
 channel it listens on, and each woken backend reads the notification queue: ~20 µs of
 Postgres CPU per listener per NOTIFY on the reference machine, on top of the NOTIFY's own
 ~13 µs (``herald bench listener-wakeups``; ``docs/PERFORMANCE.md``, "Twelfth pass"). A full
-deployment has about nine listening connections (every role's erasure listener, the
-automation's, the MTA's and the outbox's), so a NOTIFY in every group commit cost more
-Postgres CPU than a one-row commit.
+deployment has seven listening connections (one per process, :mod:`engine.notifications`,
+and the automation leader's; nine before they were shared), so a NOTIFY in every group commit
+cost more Postgres CPU than a one-row commit.
 
 So the intake's commits do not NOTIFY. After a commit, :meth:`LogWakeups.committed` owes the
 followers one; a NOTIFY goes out on a connection of its own at once when none went out within

@@ -28,10 +28,6 @@ one JSON line on stdout: the phases, ``ceilings`` and the ``ratios`` to them, an
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +40,7 @@ import asyncpg
 import orjson
 import uvloop
 
+from bench.bare_http import BareHttpProcess
 from bench.copy_ceiling import copy_rows
 from bench.cpu_account import CpuAccounts
 from bench.herald_process import HeraldProcess, create_key, free_port
@@ -92,7 +89,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="skip the single-event phase and its ceiling (batches only)")
     parser.add_argument("--listeners", type=int, default=0,
                         help="idle LISTEN connections held in the database during the run, as "
-                             "a full deployment's other roles hold about nine (Postgres "
+                             "a full deployment's other processes hold about seven (Postgres "
                              "signals each of them on every NOTIFY)")
     args = parser.parse_args(argv)
     if args.listeners < 0:
@@ -188,38 +185,7 @@ async def single_phases(targets: dict[str, tuple[int, list[Part]]], headers: dic
                    results[name]) for name in targets}
 
 
-# --- the bare HTTP stack ---------------------------------------------------------------------
-
-class BareHttpProcess:
-    """``python -m bench.bare_http`` on a free port, ready once it accepts connections."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30.0) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "bench.bare_http",
-                                         f"{HOST}:{self.port}"], env=os.environ.copy())
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"bench.bare_http exited with {self.process.returncode}")
-            try:
-                socket.create_connection((HOST, self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError("bench.bare_http did not listen in time")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
+# --- the single-event phase, in turns with the bare HTTP stack ---------------------------------
 
 async def single_and_bare_http(port: int, headers: dict[str, str], run: str,
                                args: argparse.Namespace, processes: Processes

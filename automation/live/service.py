@@ -45,8 +45,14 @@ from engine.privacy.service import ERASED_CHANNEL
 log = logging.getLogger("herald.automation.service")
 
 LEADER_LOCK = 0x6865_7261_6C65  # "herale"
-# NOTIFYed after each batch of events the leader has acted on (tools and tests can wait on it).
+# NOTIFYed after the batches of events the leader has acted on (tools and tests wait on it).
+# Postgres signals every listening backend on each NOTIFY (~20 µs of its CPU per listener,
+# engine.notifications), so at most one goes out per PROCESSED_NOTIFY_INTERVAL: at once after
+# a batch when none went out within it, else when it is up (one notice covers every batch
+# before it). docs/PERFORMANCE.md, "Postgres per send".
 PROCESSED_CHANNEL = "herald_automation"
+PROCESSED_NOTIFY = f"NOTIFY {PROCESSED_CHANNEL}"
+PROCESSED_NOTIFY_INTERVAL = 0.1
 STANDBY_RETRY = 2.0
 MAX_SLEEP = 1.0
 # Erased contacts waiting to be dropped from the index; past this (a mass erase between two
@@ -81,7 +87,8 @@ async def leader_connection(database: Database) -> asyncpg.Connection:
 
 class AutomationService:
     def __init__(self, database: Database, catalog: Catalog, store: PgStore,
-                 settings: AutomationSettings) -> None:
+                 settings: AutomationSettings,
+                 processed_notify_interval: float = PROCESSED_NOTIFY_INTERVAL) -> None:
         self.database = database
         self.catalog = catalog
         self.store = store
@@ -99,6 +106,10 @@ class AutomationService:
         self._isolate_until: LogCursor | None = None  # replay one event at a time up to here
         self._erased: set[str] = set()  # contacts erased since the last step (NOTIFY payloads)
         self.processed = 0
+        self._processed_notify_interval = processed_notify_interval
+        self._processed_owed = False  # batches acted on since the last PROCESSED_NOTIFY
+        self._processed_sent_at = float("-inf")  # monotonic
+        self.processed_notices = 0  # PROCESSED_NOTIFYs sent (tests)
         self._caught_up_at: float | None = None  # monotonic; None: not leading
         self.settled = asyncio.Event()  # set once this process is leader or knows it is not
         self.leading = asyncio.Event()  # set once this process leads and has loaded its state
@@ -120,6 +131,12 @@ class AutomationService:
         self._wake.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.leader:
+            try:  # the notice still owed: whoever waits on it sees the last batches
+                with database_errors():
+                    await self._notify_processed(due_only=False)
+            except DatabaseError:
+                log.warning("could not send the last processed notice", exc_info=True)
         if self.leader and self.core is not None:
             try:
                 await self._save_snapshot()
@@ -248,7 +265,8 @@ class AutomationService:
             self._caught_up_at = time.monotonic()
         await self._tick()
         if events:
-            await self._connection.execute(f"NOTIFY {PROCESSED_CHANNEL}")
+            self._processed_owed = True
+        await self._notify_processed(due_only=True)
         if time.monotonic() - self._snapshot_at >= self.settings.snapshot_interval:
             await self._save_snapshot()
         if not more:
@@ -256,7 +274,22 @@ class AutomationService:
             wait = MAX_SLEEP
             if due is not None:
                 wait = max(0.0, min(MAX_SLEEP, (due - datetime.now(UTC)).total_seconds()))
+            if self._processed_owed:  # wake up to send it when its interval is up
+                wait = min(wait, max(0.0, self._processed_sent_at
+                                     + self._processed_notify_interval - time.monotonic()))
             await self._sleep(wait)
+
+    async def _notify_processed(self, due_only: bool) -> None:
+        """Send the PROCESSED_NOTIFY owed, if its interval is up (``due_only``) or at once."""
+        if not self._processed_owed or self._connection is None:
+            return
+        now = time.monotonic()
+        if due_only and now - self._processed_sent_at < self._processed_notify_interval:
+            return
+        self._processed_owed = False
+        self._processed_sent_at = now
+        await self._connection.execute(PROCESSED_NOTIFY)
+        self.processed_notices += 1
 
     async def _tick(self) -> None:
         """Timers and run wake-ups that are due, with their metrics."""

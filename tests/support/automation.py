@@ -36,9 +36,11 @@ async def automation_service(database: Database, catalog: Catalog | None = None,
                              lead: bool = True, public_url: str | None = PUBLIC_URL,
                              store_type: type[PgStore] = PgStore, track: bool = True,
                              require_consent: bool = False,
+                             processed_notify_interval: float | None = None,
                              **overrides: Any) -> AsyncIterator[AutomationService]:
     """``lead``: wait until this service leads (else until it knows it stands by);
-    ``require_consent``: ``[privacy] require_consent``."""
+    ``require_consent``: ``[privacy] require_consent``; ``processed_notify_interval``: the
+    service's (its default when None)."""
     catalog = catalog or example_catalog()
     settings = AutomationSettings(from_address="Shop <news@shop.test>", **overrides)
     policy = Policy(catalog.templates, settings.frequency_cap,
@@ -47,7 +49,10 @@ async def automation_service(database: Database, catalog: Catalog | None = None,
     identity = await identity_for(database, mta_settings())
     store = store_type(database, catalog, policy, settings, identity, TEST_LINK_KEYS,
                     public_url, track=track)
-    service = AutomationService(database, catalog, store, settings)
+    service = (AutomationService(database, catalog, store, settings)
+               if processed_notify_interval is None else
+               AutomationService(database, catalog, store, settings,
+                                 processed_notify_interval=processed_notify_interval))
     await service.start()
     try:
         await asyncio.wait_for((service.leading if lead else service.settled).wait(), 20)

@@ -4,9 +4,12 @@ Requests hand their validated events to :meth:`EventWriter.store` and wait; writ
 everything queued (up to ``commit_max_events``) and commit it in one transaction, so
 durability costs one fsync per batch, not per request. A second commit starts beside one in
 flight only for a large queue or a slow commit (:data:`OVERLAP_MIN_EVENTS`): otherwise what
-arrives meanwhile waits for the writer in flight, in one larger group. A request's future
-resolves only after its events are committed. Idempotency keys already in the log (or earlier
-in the same batch) are counted as duplicates and not stored again.
+arrives meanwhile waits for the writer in flight, in one larger group. Before it takes a
+batch, a writer lets the event loop take one turn: the answers to the batch it just committed
+go out first, and requests the connections have received meanwhile join the batch (a writer
+woken by a request would otherwise take it alone, ahead of the reads already waiting). A
+request's future resolves only after its events are committed. Idempotency keys already in
+the log (or earlier in the same batch) are counted as duplicates and not stored again.
 
 How a batch is written (a small plain batch in one statement, others in one transaction) is
 :mod:`engine.intake.batch_write`. Each writer task keeps its pooled connection from one batch to
@@ -239,6 +242,12 @@ class EventWriter:
                 if self._settings.commit_max_wait > 0 and not self._closing and \
                         self._pending_events < self._settings.commit_max_events:
                     await asyncio.sleep(self._settings.commit_max_wait)
+                elif not self._closing:
+                    # One turn of the event loop before the batch is taken: the answers to the
+                    # batch just committed go out first, and what the connections have received
+                    # meanwhile is read and joins this batch. docs/PERFORMANCE.md, "Thirteenth
+                    # pass".
+                    await asyncio.sleep(0)
                 batch = self._take_batch()
                 if batch:
                     entry = (loop.time(), batch)

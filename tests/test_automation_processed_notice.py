@@ -5,6 +5,8 @@ when the service stops; each sent after the leader has acted on the events it co
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from automation.live.service import PROCESSED_CHANNEL, AutomationService
@@ -22,11 +24,7 @@ class Notices:
         self.service: AutomationService | None = None
         self.connection: Any = None
 
-    async def listen(self, database_url: str) -> None:
-        self.connection = await connect_one(database_url)
-        await self.connection.add_listener(PROCESSED_CHANNEL, self._on_notice)
-
-    def _on_notice(self, *_args: object) -> None:
+    def on_notice(self, *_args: object) -> None:
         assert self.service is not None
         self.processed_at_notice.append(self.service.processed)
         self.arrived.set()
@@ -43,50 +41,59 @@ class Notices:
         await self.connection.fetchval("SELECT 1")
 
 
+@asynccontextmanager
+async def listening(database_url: str) -> AsyncIterator[Notices]:
+    notices = Notices()
+    notices.connection = await connect_one(database_url)
+    try:
+        await notices.connection.add_listener(PROCESSED_CHANNEL, notices.on_notice)
+        yield notices
+    finally:
+        await notices.connection.close()
+
+
+@asynccontextmanager
+async def watched_service(database: Database, database_url: str,
+                          interval: float) -> AsyncIterator[Notices]:
+    """The live service with that notice interval, and a listener for its notices; on leaving,
+    the service has stopped and every notice it sent has arrived."""
+    async with listening(database_url) as notices:
+        async with automation_service(database, processed_notify_interval=interval) as service:
+            notices.service = service
+            yield notices
+        await notices.settle()
+
+
 async def outbound_count(connection: Any) -> int:
     return int(await connection.fetchval("SELECT count(*) FROM outbound_messages"))
 
 
 async def test_notices_are_throttled_and_the_owed_one_goes_out_at_stop(
         database: Database, database_url: str) -> None:
-    notices = Notices()
-    await notices.listen(database_url)
-    try:
-        async with automation_service(database, processed_notify_interval=3600) as service:
-            notices.service = service
-            await post_event(database, "c1", "signed_up", email="c1@example.com")
-            await notices.next(1)  # none went out before: at once, after the event was acted on
-            assert notices.processed_at_notice == [1]
-            for contact in ("c2", "c3", "c4"):
-                await post_event(database, contact, "signed_up", email=f"{contact}@example.com")
+    async with watched_service(database, database_url, interval=3600) as notices:
+        await post_event(database, "c1", "signed_up", email="c1@example.com")
+        await notices.next(1)  # none went out before: at once, after the event was acted on
+        assert notices.processed_at_notice == [1]
+        for contact in ("c2", "c3", "c4"):
+            await post_event(database, contact, "signed_up", email=f"{contact}@example.com")
 
-            async def all_sent(connection: Any) -> bool:
-                return await outbound_count(connection) == 4
+        async def all_sent(connection: Any) -> bool:
+            return await outbound_count(connection) == 4
 
-            await wait_for(database_url, all_sent)
-        # The service has stopped: within the interval no other notice went out, and the one
-        # owed for c2-c4 went out as it stopped, after the last of them was acted on.
-        await notices.settle()
-        assert service.processed_notices == 2
-        assert notices.processed_at_notice == [1, 4]
-    finally:
-        await notices.connection.close()
+        await wait_for(database_url, all_sent)
+    # Within the interval no other notice went out; the one owed for c2-c4 went out as the
+    # service stopped, after the last of them was acted on.
+    assert notices.service is not None and notices.service.processed_notices == 2
+    assert notices.processed_at_notice == [1, 4]
 
 
 async def test_the_owed_notice_goes_out_when_its_interval_is_up(
         database: Database, database_url: str) -> None:
-    notices = Notices()
-    await notices.listen(database_url)
-    try:
-        async with automation_service(database, processed_notify_interval=1.0) as service:
-            notices.service = service
-            await post_event(database, "c1", "signed_up", email="c1@example.com")
-            await notices.next(1)
-            await post_event(database, "c2", "signed_up", email="c2@example.com")
-            await notices.next(2)  # no other event, the service running: the interval ends it
-            assert notices.processed_at_notice == [1, 2]
-        await notices.settle()
-        assert notices.processed_at_notice == [1, 2]  # none owed at the stop
-        assert service.processed_notices == 2
-    finally:
-        await notices.connection.close()
+    async with watched_service(database, database_url, interval=1.0) as notices:
+        await post_event(database, "c1", "signed_up", email="c1@example.com")
+        await notices.next(1)
+        await post_event(database, "c2", "signed_up", email="c2@example.com")
+        await notices.next(2)  # no other event, the service running: the interval ends it
+        assert notices.processed_at_notice == [1, 2]
+    assert notices.processed_at_notice == [1, 2]  # none was owed at the stop
+    assert notices.service is not None and notices.service.processed_notices == 2

@@ -26,6 +26,7 @@ import asyncpg
 from engine.database import Database, connect_one
 from engine.db_errors import database_errors
 from engine.errors import DatabaseError
+from engine.tasks import cancel_and_wait
 
 log = logging.getLogger("herald.notifications")
 
@@ -79,11 +80,8 @@ class Notifications:
         await self._connected.wait()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         await self._close()
 
     def _dispatch(self, _connection: Any, _pid: int, channel: str, payload: str) -> None:

@@ -19,6 +19,7 @@ from engine.lifecycle import install_stop_signals, sd_notify, watchdog_interval,
 from engine.log import configure_separate_log
 from engine.metrics import BUILD_INFO
 from engine.privacy.erasure_listener import erasures_heard
+from engine.tasks import cancel_and_wait
 from herald.database import open_database
 from herald.exit_codes import ServiceUnavailable
 from herald.identity import identity_problems, refusal
@@ -80,9 +81,7 @@ async def watchdog() -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
 
 def configure_observability(settings: Settings, role_names: list[str]) -> None:

@@ -22,6 +22,7 @@ from engine.database import Database
 from engine.db_errors import database_errors, describe
 from engine.errors import DatabaseError, DatabaseUnavailable
 from engine.eventlog import append_rows
+from engine.tasks import cancel_and_wait
 from mta.bounces.parse import parse_report
 from mta.bounces.report import UNKNOWN, Report
 from mta.inbound import store
@@ -62,9 +63,7 @@ class InboundProcessor:
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout=10.0)
             except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while not self._stopping:

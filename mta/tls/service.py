@@ -9,13 +9,13 @@ MTA-STS policies past half their life and sends the TLS-RPT reports of finished 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from engine.database import Database
 from engine.errors import DatabaseError
 from engine.outbox.transport import OutboundPolicy
+from engine.tasks import cancel_and_wait
 from mta.dns.resolver import MxResolver
 from mta.dns.secure import SecureResolver
 from mta.queue.enqueue import QueueIdentity
@@ -70,11 +70,8 @@ class TransportSecurity:
         self._task = asyncio.create_task(self._upkeep(), name="mta-tls-upkeep")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         await asyncio.shield(self.flush())
 
     async def flush(self) -> int:

@@ -275,19 +275,21 @@ class AutomationService:
             if due is not None:
                 wait = max(0.0, min(MAX_SLEEP, (due - datetime.now(UTC)).total_seconds()))
             if self._processed_owed:  # wake up to send it when its interval is up
-                wait = min(wait, max(0.0, self._processed_sent_at
-                                     + self._processed_notify_interval - time.monotonic()))
+                wait = min(wait, max(0.0, self._processed_notice_due_in()))
             await self._sleep(wait)
+
+    def _processed_notice_due_in(self) -> float:
+        """Seconds until the next PROCESSED_NOTIFY may go out (<= 0: now)."""
+        return self._processed_sent_at + self._processed_notify_interval - time.monotonic()
 
     async def _notify_processed(self, due_only: bool) -> None:
         """Send the PROCESSED_NOTIFY owed, if its interval is up (``due_only``) or at once."""
         if not self._processed_owed or self._connection is None:
             return
-        now = time.monotonic()
-        if due_only and now - self._processed_sent_at < self._processed_notify_interval:
+        if due_only and self._processed_notice_due_in() > 0:
             return
         self._processed_owed = False
-        self._processed_sent_at = now
+        self._processed_sent_at = time.monotonic()
         await self._connection.execute(PROCESSED_NOTIFY)
         self.processed_notices += 1
 

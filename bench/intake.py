@@ -5,7 +5,9 @@ Starts ``herald run --role http`` (on the embedded Postgres in a temporary direc
 
 * the ceilings: the bare HTTP stack (:mod:`bench.bare_http`, Starlette + uvicorn on uvloop
   and httptools parsing the JSON and answering 202, no database) under the single-event load,
-  and raw COPY into the same Postgres (:mod:`bench.copy_ceiling`) for the batch phase;
+  and raw COPY into the same Postgres (:mod:`bench.copy_ceiling`) for the batch phase: into
+  a bare table (the ceiling) and into tables of the log's shape (``copy_log``, the floor
+  under the batch path on this schema);
 * Herald with N keep-alive clients posting single events, then M clients posting batches;
   each phase and its ceiling take turns in ``--slices`` slices (the servers up throughout),
   so that the neighbours' changing load, and the database's own background work (autovacuum
@@ -41,7 +43,7 @@ import orjson
 import uvloop
 
 from bench.bare_http import BareHttpProcess
-from bench.copy_ceiling import copy_rows
+from bench.copy_ceiling import BARE, LOG, copy_rows
 from bench.cpu_account import CpuAccounts
 from bench.herald_process import HeraldProcess, create_key, free_port
 from bench.intake_accounts import (
@@ -87,6 +89,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "intake writers commit on at once)")
     parser.add_argument("--no-single", action="store_true",
                         help="skip the single-event phase and its ceiling (batches only)")
+    parser.add_argument("--no-log-floor", action="store_true",
+                        help="skip raw COPY into tables of the log's shape (copy_log: the "
+                             "event log's indexes and defaults and the id claims' table), "
+                             "measured in turns with the batches and the bare COPY")
     parser.add_argument("--listeners", type=int, default=0,
                         help="idle LISTEN connections held in the database during the run, as "
                              "a full deployment's other processes hold about seven (Postgres "
@@ -273,8 +279,9 @@ async def drive(port: int, key: str, args: argparse.Namespace, run: str, databas
             acknowledged[single.prefix] = single.acknowledged_ids(result)
 
         if args.batch_concurrency > 0:
-            ceilings["copy"], summary, (batch, result) = await batch_and_copy(
+            copies, summary, (batch, result) = await batch_and_copy(
                 port, headers, run, args, database_url, processes)
+            ceilings.update(copies)
             phases.append(summary)
             acknowledged[batch.prefix] = batch.acknowledged_ids(result)
     return ceilings, phases, acknowledged
@@ -282,37 +289,44 @@ async def drive(port: int, key: str, args: argparse.Namespace, run: str, databas
 
 async def batch_and_copy(port: int, headers: dict[str, str], run: str,
                          args: argparse.Namespace, database_url: str, processes: Processes
-                         ) -> tuple[dict[str, Any], dict[str, Any], tuple[EventSource, LoadResult]]:
-    """Raw COPY's ceiling and Herald's batch phase, measured in turns: ``args.slices`` rounds in
-    which each gets ``duration / slices`` seconds (who goes first alternates). Each rate is its
-    rows (or events answered) over the sum of its slices' elapsed times. A COPY slice's CPU is
-    counted up to its last commit, before its connections (and their backends) close."""
+                         ) -> tuple[dict[str, dict[str, Any]], dict[str, Any],
+                                    tuple[EventSource, LoadResult]]:
+    """Raw COPY's ceilings (into a bare table; unless ``--no-log-floor``, into tables of the
+    log's shape) and Herald's batch phase, measured in turns: ``args.slices`` rounds in which
+    each gets ``duration / slices`` seconds (who goes first rotates). Each rate is its rows (or
+    events answered) over the sum of its slices' elapsed times. A COPY slice's CPU is counted
+    up to its last commit, before its connections (and their backends) close."""
     accounts = processes.accounts
     batch = EventSource(f"{run}batch-", args.contacts)
     result = LoadResult()
-    batch_elapsed = copy_elapsed = 0.0
-    copied = 0
+    copies = {"copy": BARE, **({} if args.no_log_floor else {"copy_log": LOG})}
+    elapsed = dict.fromkeys(["batch", *copies], 0.0)
+    copied = dict.fromkeys(copies, 0)
+    names = list(elapsed)
     slices = max(1, args.slices)
     for turn in range(slices):
-        for name in ("batch", "copy") if turn % 2 == 0 else ("copy", "batch"):
+        shift = turn % len(names)
+        for name in names[shift:] + names[:shift]:
             if name == "batch":
                 with accounts.slice("batch", processes.herald()):
                     part, seconds = await run_load(HOST, port, headers, args.batch_concurrency,
                                                    args.duration / slices,
                                                    batch.batch(args.batch_size), PATH)
                 merge(result, part)
-                batch_elapsed += seconds
             else:
-                with accounts.slice("copy", processes.copy()) as pending:
+                with accounts.slice(name, processes.copy()) as pending:
                     rows, seconds = await copy_rows(database_url, args.duration / slices,
                                                     args.copy_connections, args.contacts,
-                                                    committed=pending.end)
-                copied += rows
-                copy_elapsed += seconds
-    copy = {"phase": "copy", "rows": copied, "rows_per_s": round(copied / copy_elapsed, 1),
-            "connections": args.copy_connections, "slices": slices}
-    summary = summarise(f"batch{args.batch_size}", result, batch_elapsed, args.batch_size)
-    return copy, summary, (batch, result)
+                                                    committed=pending.end,
+                                                    target=copies[name])
+                copied[name] += rows
+            elapsed[name] += seconds
+    ceilings = {name: {"phase": name, "rows": copied[name],
+                       "rows_per_s": round(copied[name] / elapsed[name], 1),
+                       "connections": args.copy_connections, "slices": slices}
+                for name in copies}
+    summary = summarise(f"batch{args.batch_size}", result, elapsed["batch"], args.batch_size)
+    return ceilings, summary, (batch, result)
 
 
 def ratio(value: float, ceiling: float) -> float | None:
@@ -326,11 +340,14 @@ def report(args: argparse.Namespace, ceilings: dict[str, dict[str, Any]],
     single = next((p for p in phases if p["phase"] == "single"), None)
     batch = next((p for p in phases if p["phase"].startswith("batch")), None)
     bare, copy = ceilings.get("bare_http"), ceilings.get("copy")
+    copy_log = ceilings.get("copy_log")
     ratios: dict[str, float | None] = {}
     if single is not None and bare is not None:
         ratios["single_to_bare_http"] = ratio(single["requests_per_s"], bare["requests_per_s"])
     if batch is not None and copy is not None:
         ratios["batch_to_copy"] = ratio(batch["events_per_s"], copy["rows_per_s"])
+    if batch is not None and copy_log is not None:
+        ratios["batch_to_copy_log"] = ratio(batch["events_per_s"], copy_log["rows_per_s"])
     summary: dict[str, Any] = {
         "bench": "intake",
         "servers": args.servers,
@@ -352,6 +369,9 @@ def report(args: argparse.Namespace, ceilings: dict[str, dict[str, Any]],
     if copy is not None:
         summary.update(copy_ceiling_rows_per_s=copy["rows_per_s"],
                        batch_share_of_copy=ratios.get("batch_to_copy"))
+    if copy_log is not None:
+        summary.update(copy_log_rows_per_s=copy_log["rows_per_s"],
+                       batch_share_of_copy_log=ratios.get("batch_to_copy_log"))
     if cpu is not None:
         summary["cpu"] = cpu
         summary["cpu_single_to_bare_http"] = server_comparison(cpu)
@@ -373,6 +393,11 @@ def print_table(ceilings: dict[str, dict[str, Any]], phases: list[dict[str, Any]
         copy = ceilings["copy"]
         print(f"{'copy':>10}: {copy['rows_per_s']:>31.1f} rows/s (raw COPY, commit per 1,000 "
               f"rows, {copy['connections']} connections, in turns with the batches)",
+              file=sys.stderr)
+    if "copy_log" in ceilings:
+        floor = ceilings["copy_log"]
+        print(f"{'copy_log':>10}: {floor['rows_per_s']:>31.1f} rows/s (raw COPY of the ids and "
+              "the rows into tables of the log's shape, the floor under the batch path)",
               file=sys.stderr)
     summary = report_ratios(ceilings, phases)
     print(f"ratios: {summary}; acknowledged {check['acknowledged_events']}, "

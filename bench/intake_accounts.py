@@ -16,7 +16,8 @@ from typing import Any
 from bench.cpu_account import CpuAccounts, own_process
 from bench.resources import Part
 
-UNITS = {"bare_http": "request", "single": "request", "batch": "event", "copy": "row"}
+UNITS = {"bare_http": "request", "single": "request", "batch": "event", "copy": "row",
+         "copy_log": "row"}
 
 
 class Processes:
@@ -50,12 +51,13 @@ def postmaster_pid(data_dir: Path) -> int | None:
 def cpu_report(accounts: CpuAccounts, ceilings: dict[str, dict[str, Any]],
                phases: list[dict[str, Any]], batch_size: int) -> dict[str, dict[str, Any]]:
     """Each measured phase's and ceiling's CPU account, per request (single events, the bare
-    stack), per event (batches) or per row (raw COPY)."""
+    stack), per event (batches) or per row (raw COPY, bare or into the log's shape)."""
     units: dict[str, int] = {}
     if "bare_http" in ceilings:
         units["bare_http"] = ceilings["bare_http"]["requests"]
-    if "copy" in ceilings:
-        units["copy"] = ceilings["copy"]["rows"]
+    for name in ("copy", "copy_log"):
+        if name in ceilings:
+            units[name] = ceilings[name]["rows"]
     for phase in phases:
         if phase["phase"] == "single":
             units["single"] = phase["requests"]

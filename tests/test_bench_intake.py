@@ -86,20 +86,27 @@ async def test_a_tiny_run_prints_rates_ceilings_ratios_and_the_check(database_ur
     assert copy["rows_per_s"] > 0 and copy["slices"] == 5
     assert summary["ratios"]["batch_to_copy"] == round(
         batch["events_per_s"] / copy["rows_per_s"], 3)
+    floor = summary["ceilings"]["copy_log"]  # raw COPY into tables of the log's shape
+    assert floor["rows_per_s"] > 0 and floor["slices"] == 5
+    assert summary["ratios"]["batch_to_copy_log"] == round(
+        batch["events_per_s"] / floor["rows_per_s"], 3)
+    assert summary["copy_log_rows_per_s"] == floor["rows_per_s"]
     for field in ("bare_http_requests_per_s", "single_requests_per_s", "single_p50_ms",
                   "single_p99_ms", "batch_events_per_s", "batch_p99_ms"):
         assert summary[field] > 0, field
     cpu = summary["cpu"]  # each slice's CPU, per request, event or row
-    assert set(cpu) == {"bare_http", "single", "batch", "copy"}
+    assert set(cpu) == {"bare_http", "single", "batch", "copy", "copy_log"}
     assert cpu["single"]["units"] == single["requests"]
     assert cpu["batch"]["units"] == 5 * batch["requests"] and cpu["copy"]["units"] == copy["rows"]
+    assert cpu["copy_log"]["units"] == floor["rows"]
     for name in ("bare_http", "single", "batch"):
         server = cpu[name]["parts"]["server"]
         assert server["cpu_us_per_unit"] > 0 and 0 < server["running"] <= 1.05, name
         assert server["waiting_for_cpu"] >= 0 and 0 < cpu[name]["machine_busy"] <= 1, name
     # The load client is this process; a given database may serve others: not counted.
-    assert set(cpu["copy"]["parts"]) == {"client"}
-    assert cpu["copy"]["parts"]["client"]["cpu_us_per_unit"] > 0
+    for name in ("copy", "copy_log"):
+        assert set(cpu[name]["parts"]) == {"client"}, name
+        assert cpu[name]["parts"]["client"]["cpu_us_per_unit"] > 0, name
     compared = summary["cpu_single_to_bare_http"]
     assert compared["server_cpu_per_request"] == round(
         cpu["single"]["parts"]["server"]["cpu_us_per_unit"]

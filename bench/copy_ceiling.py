@@ -68,6 +68,17 @@ async def drop_tables(connection: asyncpg.Connection, target: CopyTarget) -> Non
         await connection.execute(f"DROP TABLE IF EXISTS {table}")
 
 
+async def tables_left(url: str) -> int:
+    """How many relations a ceiling's run left behind (tables, partitions, indexes): 0."""
+    connection = await connect_one(url)
+    try:
+        left: int = await connection.fetchval(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'bench\\_copy%'")
+    finally:
+        await connection.close()
+    return left
+
+
 async def copy_rows(url: str, duration: float, connections: int = 2,
                     contacts: int = 100_000, committed: Callable[[], None] | None = None,
                     target: CopyTarget = BARE) -> tuple[int, float]:

@@ -3,10 +3,15 @@ Postgres in the bench's work directory, stopped on the way out."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import orjson
 import uvloop
 
 from herald.database import migrate
@@ -34,3 +39,19 @@ def migrated_database(url: str | None, workdir: Path) -> Iterator[str]:
     with database(url, workdir) as (ready, _pid):
         uvloop.run(migrate(ready))
         yield ready
+
+
+def measure_on_migrated(database_url: str | None,
+                        measure: Callable[[str], Coroutine[Any, Any, dict[str, Any]]],
+                        show: Callable[[dict[str, Any]], None]) -> int:
+    """Run ``measure`` on a migrated database (the one given, else an embedded one in a
+    temporary directory), add the seconds it all took, show its table (stderr) and print its
+    JSON line (stdout). The exit code: 0."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="herald-bench-") as workdir, \
+            migrated_database(database_url, Path(workdir)) as url:
+        result = asyncio.run(measure(url))
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    show(result)
+    print(orjson.dumps(result).decode())
+    return 0

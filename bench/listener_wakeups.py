@@ -24,17 +24,13 @@ import asyncio
 import contextlib
 import statistics
 import sys
-import tempfile
-import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 
 from bench.args import OneLineParser, positive_int
-from bench.databases import migrated_database
+from bench.databases import measure_on_migrated
 
 CHANNEL_NOTIFIED = "herald_bench_notified"
 CHANNEL_IDLE = "herald_bench_idle"  # the listeners' channel: never notified
@@ -163,14 +159,7 @@ def print_table(result: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="herald-bench-") as workdir, \
-            migrated_database(args.database_url, Path(workdir)) as database_url:
-        result = asyncio.run(run(args, database_url))
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    print_table(result)
-    print(orjson.dumps(result).decode())
-    return 0
+    return measure_on_migrated(args.database_url, lambda url: run(args, url), print_table)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from herald.settings import Settings, config_path_from, load_settings
 
 BENCHES = ("intake", "mta", "dkim", "automation", "inbound", "submission", "stats",
            "tracking", "outbox", "growth", "transition-cpu", "suppression", "intake-cpu",
-           "listener-wakeups")
+           "listener-wakeups", "log-shapes")
 SIZING_BENCHES = ("e2e", "compare-postfix", "report")  # bench/e2e.py, compare_postfix.py, ...
 
 
